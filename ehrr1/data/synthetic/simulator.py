@@ -1,0 +1,496 @@
+"""Simulates one patient's MIMIC-IV records from latent conditions.
+
+Causal story per patient: age and sex -> chronic comorbidities -> a sequence of encounters, each with a
+latent acute condition and a latent severity. Severity, age and comorbidities drive the ED course, the
+labs and vitals (shifted by condition, fading as the patient recovers or worsening before death), the
+drugs, procedures, imaging, ICU transfer, length of stay, death and readmission. So every outcome a
+risk task asks about leaves traces in the record before it happens.
+
+Each patient draws from its own ``random.Random`` seeded by (cohort seed, patient index): output does
+not depend on chunking or on other patients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from ehrr1.data.synthetic.knowledge import (
+    ADMISSION_LOCATIONS,
+    ARRIVAL,
+    CHRONIC,
+    COMMON_INPATIENT_DRUGS,
+    CONDITIONS,
+    DRUGS,
+    ICU_CHART,
+    ICU_DATETIMES,
+    ICU_INGREDIENTS,
+    ICU_INPUTS,
+    ICU_OUTPUTS,
+    ICU_PROCEDURES,
+    INSURANCE,
+    LABS,
+    LANGUAGES,
+    MARITAL,
+    PANELS,
+    RACES,
+    VITAL_NORMAL,
+    YEAR_GROUPS,
+    Chronic,
+    Condition,
+)
+
+Rows = dict[str, list[tuple]]
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+MAX_ENCOUNTERS = 8
+AS_NEEDED = {"Acetaminophen", "Ondansetron", "OxyCODONE (Immediate Release)", "Insulin"}
+
+
+def ts(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat(sep=" ", timespec="seconds")
+
+
+def day(t: datetime | None) -> str | None:
+    return None if t is None else t.date().isoformat()
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
+
+
+class PatientSimulator:
+    def __init__(self, seed: int, diagnosis_titles: dict[str, str]):
+        self.seed = seed
+        self.titles = diagnosis_titles  # ICD-10-CM code -> title, for ED diagnoses and discharge notes
+
+    # ---- patient ------------------------------------------------------------------------------
+    def simulate(self, index: int) -> Rows:
+        rng = random.Random(f"ehrr1-cohort-{self.seed}-{index}")
+        rows: Rows = defaultdict(list)
+        sid = 10_000_000 + index
+        gender = "F" if rng.random() < 0.52 else "M"
+        age = min(91, max(18, int(rng.gauss(60, 18))))
+        anchor_year = rng.randint(2110, 2190)
+        chronic = [c for c in CHRONIC.values()
+                   if rng.random() < min(0.9, c.prevalence_at_70 * math.exp(0.035 * (age - 70)))]
+        frailty = max(0.0, 0.004 * (age - 60)) + sum(c.frailty for c in chronic)
+        demographics = {"insurance": _pick(rng, INSURANCE), "language": _pick(rng, LANGUAGES),
+                        "marital": _pick(rng, MARITAL), "race": _pick(rng, RACES)}
+        patient = _Patient(rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, self.titles)
+        dod = patient.live()
+        rows["patients"].append((sid, gender, age, anchor_year, YEAR_GROUPS[rng.randrange(len(YEAR_GROUPS))],
+                                 day(dod)))
+        return rows
+
+
+class _Patient:
+    """The state of one simulated patient while its encounters are generated."""
+
+    def __init__(self, rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, titles):
+        self.rng: random.Random = rng
+        self.titles: dict[str, str] = titles
+        self.rows: Rows = rows
+        self.sid, self.index, self.gender, self.age = sid, index, gender, age
+        self.anchor_year = anchor_year
+        self.chronic: list[Chronic] = chronic
+        self.frailty: float = frailty
+        self.demo = demographics
+        self.height = rng.gauss(69 if gender == "M" else 64, 2.5)
+        obese = 1.5 if any(c.name in ("diabetes", "hypertension") for c in chronic) else 0.0
+        self.bmi = rng.gauss(27 + 2 * obese, 4)
+        self.counters: dict[str, int] = defaultdict(int)
+
+    def _next(self, name: str) -> int:
+        self.counters[name] += 1
+        return self.counters[name]
+
+    # ---- life course --------------------------------------------------------------------------
+    def live(self) -> datetime | None:
+        rng = self.rng
+        t = datetime(self.anchor_year, 1, 1, 0, 0) + timedelta(days=rng.uniform(0, 720))
+        self.outpatient(t - timedelta(days=rng.uniform(20, 200)))
+        dod: datetime | None = None
+        for k in range(MAX_ENCOUNTERS):
+            condition = self.choose_condition(k)
+            end, severity, died_at, admitted = self.encounter(k, t, condition)
+            if died_at is not None:
+                return died_at
+            if admitted and dod is None:
+                p_post = _sigmoid(-4.6 + 2.5 * severity + 4 * self.frailty + 0.03 * (self.age - 65))
+                if rng.random() < p_post:
+                    dod = end + timedelta(days=rng.uniform(2, 300), hours=rng.uniform(0, 23))
+            burden = len(self.chronic) / 3
+            p_return = 0.06 + 0.1 * burden + 0.2 * severity + 0.5 * self.frailty
+            if not admitted:  # ED discharge: bounce-backs happen within days
+                p_bounce = 0.03 + 0.25 * severity
+                if rng.random() < p_bounce:
+                    gap = timedelta(hours=rng.uniform(6, 70))
+                elif rng.random() < 0.5:
+                    break
+                else:
+                    gap = timedelta(days=rng.expovariate(1 / 250) + 5)
+            elif rng.random() < min(0.8, p_return):
+                gap = timedelta(days=rng.uniform(2, 55))
+            elif rng.random() < 0.55:
+                break
+            else:
+                gap = timedelta(days=rng.expovariate(1 / 300) + 60)
+            if rng.random() < 0.5:
+                self.outpatient(end + gap / 2)
+            t = end + gap
+            if dod is not None and t >= dod:
+                break
+        return dod
+
+    def choose_condition(self, k: int) -> Condition:
+        weights = []
+        for c in CONDITIONS.values():
+            w = c.weight
+            for chronic in self.chronic:
+                w *= chronic.raises.get(c.name, 1.0)
+            if c.elective and (k > 0 or self.age < 45):
+                w *= 0.3
+            weights.append(w)
+        return self.rng.choices(list(CONDITIONS.values()), weights)[0]
+
+    # ---- outpatient ---------------------------------------------------------------------------
+    def outpatient(self, t: datetime) -> None:
+        rng, date = self.rng, day(t)
+        htn = any(c.name == "hypertension" for c in self.chronic)
+        sbp = int(rng.gauss(138 if htn else 122, 12))
+        weight = self.bmi * (self.height ** 2) / 703 * rng.uniform(0.98, 1.02)
+        results = [("Blood Pressure", f"{sbp}/{int(rng.gauss(80, 8))}"), ("Weight (Lbs)", f"{weight:.1f}"),
+                   ("BMI (kg/m2)", f"{self.bmi:.1f}"), ("Height (Inches)", f"{self.height:.0f}")]
+        if any(c.name == "ckd" for c in self.chronic):
+            results.append(("eGFR", str(int(rng.uniform(30, 55)))))
+        for seq, (name, value) in enumerate(results, start=1):
+            self.rows["omr"].append((self.sid, date, seq, name, value))
+
+    # ---- physiology ---------------------------------------------------------------------------
+    def lab_value(self, label: str, condition: Condition, acuity: float) -> float:
+        lab = LABS[label]
+        shift = condition.labs.get(label, 0.0) * acuity + sum(c.labs.get(label, 0.0) for c in self.chronic) * 0.5
+        value = lab.mean + lab.sd * (shift + self.rng.gauss(0, 0.8))
+        return round(max(value, lab.sd * 0.1 if lab.low > 0 else 0.0), lab.decimals)
+
+    def vital(self, name: str, condition: Condition, acuity: float) -> float:
+        mean, sd = VITAL_NORMAL[name]
+        value = mean + sd * (condition.vitals.get(name, 0.0) * acuity + self.rng.gauss(0, 0.7))
+        return round(min(value, 100.0), 1) if name in ("spo2", "temp") else float(round(value))
+
+    # ---- one encounter ------------------------------------------------------------------------
+    def encounter(self, k: int, t: datetime, condition: Condition):
+        """Simulate an ED visit and/or admission starting at ``t``.
+
+        Returns (end time, severity, death time or None, whether the patient was admitted).
+        """
+        rng = self.rng
+        severity = min(1.0, max(0.02, condition.severity + 0.003 * (self.age - 60)
+                                + 0.04 * (len(self.chronic) - 1.5) + rng.gauss(0, 0.15)))
+        hadm = 20_000_000 + self.index * 10 + k
+        via_ed = rng.random() < condition.via_ed
+        admitted = not via_ed or rng.random() >= condition.ed_only * (1.4 - severity)
+        if condition.elective:
+            t = t.replace(hour=7, minute=rng.randrange(0, 60), second=0)
+        if via_ed:
+            ed_out = self.ed_stay(k, t, condition, severity, hadm if admitted else None)
+            if not admitted:
+                return ed_out, severity, None, False
+            admit = ed_out
+        else:
+            admit = t
+        disch, died_at = self.admission(hadm, admit, condition, severity, via_ed)
+        return disch, severity, died_at, True
+
+    def ed_stay(self, k: int, t: datetime, condition: Condition, severity: float, hadm: int | None) -> datetime:
+        rng, sid = self.rng, self.sid
+        stay = 30_000_000 + self.index * 10 + k
+        out = t + timedelta(hours=rng.uniform(2.5, 9))
+        acuity = float(max(1, min(5, round(4.2 - 3.5 * severity + rng.gauss(0, 0.5)))))
+        disposition = "ADMITTED" if hadm is not None else "HOME"
+        self.rows["edstays"].append((sid, hadm, stay, ts(t), ts(out), self.gender, self.demo["race"],
+                                     _pick(rng, ARRIVAL if severity < 0.5 else (("AMBULANCE", 0.85), ("WALK IN", 0.15))),
+                                     disposition))
+        v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
+        self.rows["triage"].append((sid, stay, v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"], v["dbp"],
+                                    str(rng.randint(0, 8)), acuity, condition.chief_complaint))
+        checks = 1 + int((out - t) / timedelta(hours=2))
+        for i in range(checks):
+            when = t + timedelta(minutes=25 + 110 * i + rng.randint(0, 15))
+            if when >= out:
+                break
+            v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
+            rhythm = "Atrial fibrillation" if any(c.name == "atrial_fibrillation" for c in self.chronic) else None
+            self.rows["vitalsign"].append((sid, stay, ts(when), v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"],
+                                           v["dbp"], rhythm, str(rng.randint(0, 8))))
+        medrecon_at = ts(t + timedelta(minutes=rng.randint(15, 50)))
+        for chronic in self.chronic:
+            for name, etc in chronic.home_meds:
+                self.rows["medrecon"].append((sid, stay, medrecon_at, name, None, None, None, None, etc))
+        pyxis_at = t + timedelta(minutes=rng.randint(40, 90))
+        for name in condition.ed_meds:
+            if rng.random() < 0.85:
+                self.rows["pyxis"].append((sid, stay, ts(pyxis_at), None, name, None, None))
+        self.labs(hadm, t + timedelta(minutes=rng.randint(20, 45)), condition, severity,
+                  ("cbc", "bmp", *condition.panels), extra=tuple(condition.labs))
+        codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.4]
+        for seq, code in enumerate(codes, start=1):
+            self.rows["diagnosis"].append((sid, stay, seq, code, 10, self.titles[code]))
+        self.rows["transfers"].append((sid, hadm, 30_000_000 + self.index * 100 + self._next("transfer"), "ED",
+                                       "Emergency Department", ts(t), ts(out)))
+        if rng.random() < 0.35 and condition.imaging:
+            exam, finding = condition.imaging[0]
+            self.radiology(hadm, t + timedelta(minutes=rng.randint(60, 120)), exam, finding, condition)
+        return out
+
+    def admission(self, hadm: int, admit: datetime, condition: Condition, severity: float, via_ed: bool):
+        rng, sid = self.rng, self.sid
+        spread = severity - condition.severity
+        p_death = _sigmoid(_logit(condition.mortality) + 4.5 * spread + 2.0 * self.frailty)
+        dies = rng.random() < p_death
+        p_icu = _sigmoid(_logit(condition.icu) + 4.0 * spread)
+        icu = rng.random() < (max(p_icu, 0.75) if dies else p_icu)
+        los = condition.los_days * math.exp(rng.gauss(0, 0.4)) * (1 + 1.5 * max(0.0, spread) + self.frailty)
+        los = max(0.4 if severity < 0.3 else 1.0, los)
+        icu_stays: list[tuple[datetime, datetime]] = []
+        if icu:
+            icu_in = admit + timedelta(hours=rng.uniform(0.5, 20 if severity < 0.7 else 6))
+            icu_days = math.exp(rng.gauss(math.log(1.8 + 4.0 * severity), 0.6))
+            icu_stays.append((icu_in, icu_in + timedelta(days=icu_days)))
+            los = max(los, (icu_stays[0][1] - admit) / DAY + (0 if dies else rng.uniform(1, 4)))
+            if not dies and rng.random() < 0.05 + 0.2 * severity:
+                back_in = icu_stays[0][1] + timedelta(days=rng.uniform(0.5, 2.5))
+                icu_stays.append((back_in, back_in + timedelta(days=rng.uniform(1, 5))))
+                los = max(los, (icu_stays[1][1] - admit) / DAY + rng.uniform(1, 3))
+        disch = admit + timedelta(days=los)
+        died_at = None
+        if dies:
+            died_at = icu_stays[-1][1] if icu_stays else admit + timedelta(days=los * rng.uniform(0.5, 1.0))
+            disch = died_at
+        if condition.elective:
+            admission_type = _pick(rng, (("ELECTIVE", 0.5), ("SURGICAL SAME DAY ADMISSION", 0.5)))
+            location = ADMISSION_LOCATIONS["elective"]
+        elif via_ed:
+            admission_type = (_pick(rng, (("EU OBSERVATION", 0.5), ("OBSERVATION ADMIT", 0.5))) if severity < 0.3
+                              else _pick(rng, (("EW EMER.", 0.8), ("URGENT", 0.2))))
+            location = ADMISSION_LOCATIONS["ed"]
+        else:
+            admission_type = _pick(rng, (("DIRECT EMER.", 0.6), ("URGENT", 0.4)))
+            location = ADMISSION_LOCATIONS["transfer"]
+        if dies:
+            discharge_location = "DIED"
+        elif self.age > 75 or severity > 0.8:
+            discharge_location = _pick(rng, (("SKILLED NURSING FACILITY", 0.5), ("REHAB", 0.2), ("HOME HEALTH CARE", 0.3)))
+        else:
+            discharge_location = _pick(rng, (("HOME", 0.75), ("HOME HEALTH CARE", 0.25)))
+        self.rows["admissions"].append((
+            sid, hadm, ts(admit), ts(disch), ts(died_at), admission_type, None, location, discharge_location,
+            self.demo["insurance"], self.demo["language"], self.demo["marital"], self.demo["race"],
+            ts(admit - timedelta(hours=4)) if via_ed else None, ts(admit) if via_ed else None, int(dies)))
+        self.hospital_course(hadm, admit, disch, condition, severity, icu_stays, dies)
+        return disch, died_at
+
+    # ---- inside the hospital -------------------------------------------------------------------
+    def acuity(self, t: datetime, admit: datetime, disch: datetime, severity: float, dies: bool) -> float:
+        elapsed = (t - admit) / DAY
+        if dies:
+            return min(1.3, severity * (0.7 + 0.6 * elapsed / max((disch - admit) / DAY, 0.1)))
+        return severity * math.exp(-elapsed / 2.5)
+
+    def hospital_course(self, hadm, admit, disch, condition, severity, icu_stays, dies) -> None:
+        rng, sid = self.rng, self.sid
+        transfer = lambda: 30_000_000 + self.index * 100 + self._next("transfer")  # noqa: E731
+        self.rows["transfers"].append((sid, hadm, transfer(), "admit", condition.ward, ts(admit),
+                                       ts(icu_stays[0][0] if icu_stays else disch)))
+        self.rows["services"].append((sid, hadm, ts(admit), None, condition.service))
+        self.poe(hadm, admit + timedelta(minutes=10), [("ADT orders", "Admit"), ("Medications", None), ("Lab", None),
+                                                      ("General Care", "Vitals/Monitoring"), ("Nutrition", "Diet"),
+                                                      *condition.orders])
+        for j, (icu_in, icu_out) in enumerate(icu_stays):
+            stay = 40_000_000 + self.index * 20 + self._next("icu")
+            icu_out = min(icu_out, disch)
+            self.rows["transfers"].append((sid, hadm, transfer(), "transfer", condition.icu_unit, ts(icu_in),
+                                           ts(icu_out)))
+            self.poe(hadm, icu_in - timedelta(minutes=20), [("ADT orders", "Transfer"), ("Critical Care", None)])
+            self.icu_stay(hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies)
+            if icu_out < disch:
+                self.rows["transfers"].append((sid, hadm, transfer(), "transfer", condition.ward, ts(icu_out),
+                                               ts(disch if j == len(icu_stays) - 1 else icu_stays[j + 1][0])))
+        if not dies:
+            self.rows["transfers"].append((sid, hadm, transfer(), "discharge", None, ts(disch), None))
+        self.medications(hadm, admit, disch, condition, severity, icu_stays)
+        # daily labs, drawn in the early morning, with their orders the night before
+        draw = admit + timedelta(minutes=rng.randint(60, 150))
+        first = True
+        while draw < disch:
+            acuity = self.acuity(draw, admit, disch, severity, dies)
+            panels = ("cbc", "bmp", *(condition.panels if first else ()))
+            extra = tuple(condition.labs) if first else tuple(list(condition.labs)[:2])
+            self.poe(hadm, draw - timedelta(minutes=rng.randint(20, 90)), [("Lab", None)])
+            self.labs(hadm, draw, condition, acuity, panels, extra)
+            first = False
+            nxt = (draw + DAY).replace(hour=5, minute=rng.randint(0, 59))
+            draw = nxt if nxt > draw + timedelta(hours=8) else nxt + DAY
+        for specimen, test, organism, p_pos in condition.cultures:
+            self.culture(hadm, admit + timedelta(minutes=rng.randint(30, 180)), specimen, test,
+                         organism if rng.random() < p_pos * (0.6 + severity) else None)
+        for exam, finding in condition.imaging:
+            when = admit + timedelta(hours=rng.uniform(1, 20))
+            if when < disch:
+                self.poe(hadm, when - timedelta(minutes=40), [("Radiology", None)])
+                self.radiology(hadm, when, exam, finding, condition)
+        for seq, (code, p) in enumerate(condition.procedures, start=1):
+            if rng.random() < p:
+                when = admit + timedelta(days=rng.uniform(0, min(2.0, (disch - admit) / DAY)))
+                self.rows["procedures_icd"].append((sid, hadm, seq, day(when), code, 10))
+        codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.7]
+        codes += [c.icd for c in self.chronic if c.icd not in codes]
+        for seq, code in enumerate(codes, start=1):
+            self.rows["diagnoses_icd"].append((sid, hadm, seq, code, 10))
+        if not dies:
+            self.poe(hadm, disch - timedelta(hours=rng.uniform(1, 4)), [("ADT orders", "Discharge")])
+            self.discharge_note(hadm, admit, disch, condition, icu_stays, codes)
+
+    def poe(self, hadm: int, t: datetime, orders) -> None:
+        for order_type, subtype in orders:
+            n = self._next("poe")
+            self.rows["poe"].append((f"{self.sid}-{n}", n, self.sid, hadm, ts(t), order_type, subtype,
+                                     "New", None, None, None, "Inactive"))
+
+    def labs(self, hadm, t, condition, acuity, panels, extra=()) -> None:
+        specimen = self.index * 1000 + self._next("specimen")
+        labels = dict.fromkeys([lab for p in panels for lab in PANELS[p]] + list(extra))
+        for label in labels:
+            lab = LABS[label]
+            value = self.lab_value(label, condition, acuity)
+            flag = "abnormal" if value < lab.low or value > lab.high else None
+            text = f"{value:.{lab.decimals}f}"
+            self.rows["labevents"].append((
+                self.index * 100_000 + self._next("lab"), self.sid, hadm, specimen, lab.itemid, None, ts(t),
+                ts(t + timedelta(minutes=50)), text, value, lab.unit or None, lab.low, lab.high, flag, "ROUTINE",
+                None))
+
+    def culture(self, hadm, t, specimen, test, organism) -> None:
+        rng = self.rng
+        base = (self.sid, hadm, self.index * 1000 + self._next("micro_specimen"), None, day(t), ts(t), specimen, test)
+        micro_id = lambda: self.index * 1000 + self._next("micro")  # noqa: E731
+        if organism is None:
+            self.rows["microbiologyevents"].append((micro_id(), *base, None, None, None, None, None, "NO GROWTH."))
+            return
+        for antibiotic in ("CEFTRIAXONE", "CIPROFLOXACIN", "GENTAMICIN", "VANCOMYCIN")[: rng.randint(2, 4)]:
+            interpretation = "R" if rng.random() < 0.2 else "S"
+            self.rows["microbiologyevents"].append((micro_id(), *base, organism, 1, antibiotic, "<=1",
+                                                    interpretation, None))
+
+    def radiology(self, hadm, t, exam, finding, condition) -> None:
+        note_id = f"{self.sid}-RR-{self._next('rr')}"
+        text = (f"EXAMINATION:  {exam}\n\nINDICATION:  {condition.chief_complaint}\n\nFINDINGS:  {finding}\n\n"
+                f"IMPRESSION:  {finding}")
+        self.rows["radiology"].append((note_id, self.sid, hadm, "RR", self.counters["rr"], ts(t),
+                                       ts(t + HOUR), text))
+        self.rows["radiology_detail"].append((note_id, self.sid, "exam_name", exam, 1))
+
+    def medications(self, hadm, admit, disch, condition, severity, icu_stays) -> None:
+        rng = self.rng
+        start = admit + timedelta(minutes=rng.randint(40, 120))
+        drugs = [d for d in condition.drugs if d != "Norepinephrine" or icu_stays]
+        drugs += [d for c in self.chronic for d in c.inpatient_drugs]
+        drugs += list(COMMON_INPATIENT_DRUGS)
+        if condition.name not in ("gi_bleed", "stroke", "hip_osteoarthritis"):
+            drugs.append("Heparin")
+        drugs = list(dict.fromkeys(drugs))
+        for name in drugs:
+            drug = DRUGS[name]
+            stop = disch if name != "Norepinephrine" else min(disch, icu_stays[0][1])
+            self.rows["prescriptions"].append((
+                self.sid, hadm, self.index * 1000 + self._next("pharmacy"), None, None, None, ts(start), ts(stop),
+                "MAIN", name, None, None, None, drug.strength, None, drug.dose, drug.unit, None, None, None, drug.route))
+            every = timedelta(hours=drug.every_hours)
+            when = start.replace(minute=0, second=0) + HOUR
+            as_needed = name in AS_NEEDED
+            while when < stop:
+                if as_needed and rng.random() > 0.3:
+                    when += every
+                    continue
+                event = "Administered" if rng.random() < 0.95 else rng.choice(("Not Given", "Held"))
+                self.rows["emar"].append((self.sid, hadm, f"{self.sid}-{self._next('emar')}", 1, None, None, None,
+                                          ts(when), name, event, ts(when), ts(when + timedelta(minutes=5))))
+                when += every
+
+    def icu_stay(self, hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies) -> None:
+        rng, sid = self.rng, self.sid
+        los = (icu_out - icu_in) / DAY
+        self.rows["icustays"].append((sid, hadm, stay, condition.icu_unit, condition.icu_unit, ts(icu_in),
+                                      ts(icu_out), round(los, 4)))
+        t = icu_in + timedelta(minutes=rng.randint(5, 30))
+        while t < icu_out:
+            acuity = self.acuity(t, admit, disch, severity, dies)
+            for label, (itemid, unit, vital) in ICU_CHART.items():
+                value = self.vital(vital, condition, acuity)
+                self.rows["chartevents"].append((sid, hadm, stay, None, ts(t), ts(t + timedelta(minutes=20)), itemid,
+                                                 f"{value:g}", value, unit, 0))
+            t += timedelta(hours=2)
+        inputs = [i for i in condition.icu_items if i in ICU_INPUTS]
+        procedures = [p for p in condition.icu_items if p in ICU_PROCEDURES]
+        for name in inputs:
+            itemid, amount_unit, rate_unit = ICU_INPUTS[name]
+            t = icu_in + timedelta(minutes=rng.randint(20, 90))
+            while t < icu_out:
+                end = min(icu_out, t + timedelta(hours=12))
+                amount = round(rng.uniform(100, 1000) if amount_unit == "mL" else rng.uniform(1, 50), 2)
+                rate = round(amount / max((end - t) / HOUR, 0.1), 2) if rate_unit else None
+                self.rows["inputevents"].append((sid, hadm, stay, None, ts(t), ts(end), ts(t), itemid, amount,
+                                                 amount_unit, rate, rate_unit or None))
+                if amount_unit == "mL":
+                    water, unit = ICU_INGREDIENTS["Water"]
+                    self.rows["ingredientevents"].append((sid, hadm, stay, None, ts(t), ts(end), ts(t), water,
+                                                          amount, unit, rate, rate_unit or None))
+                t = end
+        aki = condition.name == "aki" or any(c.name == "ckd" for c in self.chronic)
+        t = icu_in + timedelta(hours=4)
+        foley, unit = ICU_OUTPUTS["Foley"]
+        while t < icu_out:
+            urine = max(0.0, rng.gauss(25 if aki else 70, 15) * 4)
+            self.rows["outputevents"].append((sid, hadm, stay, None, ts(t), ts(t), foley, round(urine), unit))
+            t += timedelta(hours=4)
+        for name in procedures:
+            itemid, unit = ICU_PROCEDURES[name]
+            start = icu_in + timedelta(minutes=rng.randint(15, 120))
+            if start >= icu_out:
+                continue
+            minutes = round((icu_out - start) / timedelta(minutes=1)) if unit == "min" else 1
+            self.rows["procedureevents"].append((sid, hadm, stay, None, ts(start), ts(icu_out), ts(start), itemid,
+                                                 minutes, unit))
+            label = {"Arterial Line": "Arterial Line Insertion Date", "Multi Lumen": "Multi Lumen Insertion Date",
+                     "Foley Catheter": "Foley Catheter Insertion Date", "Dialysis - CRRT": "Last Dialysis Date",
+                     "Invasive Ventilation": "Intubation Date"}.get(name)
+            charted = start + timedelta(minutes=rng.randint(30, 90))
+            if label and charted < icu_out:
+                self.rows["datetimeevents"].append((sid, hadm, stay, None, ts(charted), ts(charted),
+                                                    ICU_DATETIMES[label], ts(start), "Date", 0))
+
+    def discharge_note(self, hadm, admit, disch, condition, icu_stays, codes) -> None:
+        course = (f"Admitted for {condition.chief_complaint.lower()}. "
+                  + ("Required ICU care. " if icu_stays else "")
+                  + f"Treated with {', '.join(condition.drugs[:3]) or 'supportive care'}.")
+        diagnoses = "\n".join(self.titles[c] for c in codes)
+        history = ", ".join(c.name.replace("_", " ") for c in self.chronic) or "no significant history"
+        text = (f"Name:  ___                     Unit No:   ___\n\nAdmission Date:  ___              "
+                f"Discharge Date:   ___\n\nSex:   {self.gender}\n\nService: {condition.service}\n\n"
+                f"Chief Complaint:\n{condition.chief_complaint}\n\nPast Medical History:\n{history}\n\n"
+                f"Brief Hospital Course:\n{course}\n\nDischarge Diagnosis:\n{diagnoses}\n\n"
+                "Discharge Condition:\nMental Status: Clear and coherent.\n\nFollowup Instructions:\n___")
+        note_id = f"{self.sid}-DS-{self._next('ds')}"
+        self.rows["discharge"].append((note_id, self.sid, hadm, "DS", self.counters["ds"], ts(disch),
+                                       ts(disch + timedelta(hours=6)), text))

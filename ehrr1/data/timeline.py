@@ -1,0 +1,120 @@
+"""Loading patient timelines from the Parquet shards written by ``build.py``.
+
+A :class:`Timeline` is one patient's ordered events; slicing it (``timeline[10:25]``) gives the context
+windows that samples refer to by ``period_begin:period_end``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, overload
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ehrr1.data.build import MANIFEST, shard_path
+from ehrr1.utils import read_json
+
+
+@dataclass(frozen=True)
+class Event:
+    """Every record of one source table for one patient at one time."""
+
+    event_type: str
+    time: datetime
+    hadm_id: int | None = None
+    stay_id: int | None = None
+    records: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def values(self, name: str) -> list[Any]:
+        """The field ``name`` of every record, in record order."""
+        return [r.get(name) for r in self.records]
+
+
+@dataclass(frozen=True)
+class Timeline(Sequence[Event]):
+    subject_id: int
+    events: tuple[Event, ...]
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> Timeline: ...
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Timeline(self.subject_id, self.events[index])
+        return self.events[index]
+
+    def window(self, begin: int, end: int) -> Timeline:
+        """Events ``begin`` (inclusive) to ``end`` (exclusive), as sample indices use them."""
+        if not 0 <= begin <= end <= len(self.events):
+            raise IndexError(f"window [{begin}, {end}) outside timeline of {len(self.events)} events "
+                             f"(subject {self.subject_id})")
+        return self[begin:end]
+
+    def of_type(self, *event_types: str) -> list[int]:
+        """Indices of the events of the given types."""
+        return [i for i, e in enumerate(self.events) if e.event_type in event_types]
+
+    def render(self) -> str:
+        from ehrr1.data.markdown import render_events
+
+        return render_events(self.events)
+
+
+def events_from_table(table: pa.Table) -> Iterator[Timeline]:
+    """Group the rows of a shard table (sorted by subject_id, event_idx) into timelines."""
+    columns = table.to_pydict()
+    subjects = columns["subject_id"]
+    start = 0
+    for i in range(1, len(subjects) + 1):
+        if i == len(subjects) or subjects[i] != subjects[start]:
+            yield Timeline(subjects[start], tuple(
+                Event(columns["event_type"][j], columns["time"][j], columns["hadm_id"][j], columns["stay_id"][j],
+                      tuple(json.loads(columns["records"][j])))
+                for j in range(start, i)))
+            start = i
+
+
+class TimelineStore:
+    """Read access to a timeline directory (``manifest.json`` + ``shard-*.parquet``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            raise FileNotFoundError(f"no timelines at {self.root} (missing {MANIFEST}); build them first with "
+                                    "`python synthesize.py pipeline=timelines`")
+        self.manifest = read_json(manifest)
+        self.num_shards: int = self.manifest["num_shards"]
+
+    def shard_of(self, subject_id: int) -> int:
+        return subject_id % self.num_shards
+
+    def load(self, subject_id: int) -> Timeline:
+        table = pq.read_table(shard_path(self.root, self.shard_of(subject_id)),
+                              filters=[("subject_id", "=", subject_id)])
+        if table.num_rows == 0:
+            raise KeyError(f"subject {subject_id} has no timeline in {self.root}")
+        return next(events_from_table(table))
+
+    def iter_shard(self, shard: int) -> Iterator[Timeline]:
+        yield from events_from_table(pq.read_table(shard_path(self.root, shard)))
+
+    def __iter__(self) -> Iterator[Timeline]:
+        for shard in range(self.num_shards):
+            yield from self.iter_shard(shard)
+
+    def subjects(self) -> list[int]:
+        ids: list[int] = []
+        for shard in range(self.num_shards):
+            column = pq.read_table(shard_path(self.root, shard), columns=["subject_id"]).column(0)
+            ids.extend(pa.compute.unique(column).to_pylist())
+        return sorted(ids)

@@ -1,0 +1,52 @@
+"""Small I/O helpers shared by every pipeline step: atomic writes and input fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished directory into place, replacing an older one."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def file_fingerprint(paths: Iterable[Path]) -> list[list[Any]]:
+    """Cheap identity of input files (path, size, mtime): content hashing is too slow for MIMIC-IV."""
+    out = []
+    for p in sorted(Path(x) for x in paths):
+        st = p.stat()
+        out.append([str(p.resolve()), st.st_size, int(st.st_mtime)])
+    return out
+
+
+def digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
