@@ -92,6 +92,7 @@ class TimelineBuilder:
         return digest({
             "builder": BUILDER_VERSION,
             "inputs": file_fingerprint(self.reader.paths.values()),
+            "events": [(s.event_type, s.query, s.fields) for s in self.sources],
             "patients_per_shard": self.settings.patients_per_shard,
         })
 
@@ -114,7 +115,10 @@ class TimelineBuilder:
                 shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         for leftover in self.out.rglob("*.tmp"):
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         atomic_write_json(state_path, {"fingerprint": fingerprint})
 
     # ---- pass 1: stage each event type partitioned by shard ----------------------------------------
@@ -214,7 +218,7 @@ class TimelineBuilder:
             "skipped_event_types": self.skipped,
             "missing_modules": self.reader.missing_modules,
             "records_without_time": {k: v for k, v in untimed.items() if v},
-            "settings": asdict(self.settings),
+            "settings": {k: v for k, v in asdict(self.settings).items() if k != "overwrite"},
             "build_seconds": round(time.time() - started, 2),
             **stats,
         }

@@ -139,9 +139,13 @@ EVENT_SOURCES: list[EventSource] = [
             "SELECT subject_id, hadm_id, NULL::BIGINT AS stay_id, chartdate AS time, hcpcs_cd, "
             "short_description FROM hcpcsevents",
             "hcpcs_cd, short_description"),
-    _source("procedures_icd", ("procedures_icd", "d_icd_procedures"),
-            "SELECT p.subject_id, p.hadm_id, NULL::BIGINT AS stay_id, p.chartdate AS time, p.icd_code, "
+    # ICD procedures carry only a date: they take the later of that date and the admission time, so a
+    # procedure never precedes the admission it belongs to.
+    _source("procedures_icd", ("procedures_icd", "d_icd_procedures", "admissions"),
+            "SELECT p.subject_id, p.hadm_id, NULL::BIGINT AS stay_id, "
+            "CASE WHEN a.admittime > p.chartdate THEN a.admittime ELSE p.chartdate END AS time, p.icd_code, "
             "p.icd_version, COALESCE(d.long_title, p.icd_code) AS long_title FROM procedures_icd p "
+            "LEFT JOIN admissions a USING (subject_id, hadm_id) "
             "LEFT JOIN d_icd_procedures d USING (icd_code, icd_version)",
             "icd_code, icd_version, long_title"),
     _source("discharge", ("discharge",),

