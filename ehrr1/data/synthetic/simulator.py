@@ -146,11 +146,11 @@ class _Patient:
                 break
             else:
                 gap = timedelta(days=rng.expovariate(1 / 300) + 60)
-            if rng.random() < 0.5:
-                self.outpatient(end + gap / 2)
             t = end + gap
             if dod is not None and t >= dod:
                 break
+            if rng.random() < 0.5:
+                self.outpatient(end + gap / 2)
         return dod
 
     def choose_condition(self, k: int) -> Condition:
