@@ -1,0 +1,146 @@
+"""Timelines: one event per table and timestamp, deterministic order, resumable atomic builds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ehrr1.data.build import MANIFEST, TimelineBuildError, TimelineBuildSettings, build_timelines, shard_path
+from ehrr1.data.events import EVENT_RANK
+from ehrr1.data.reader import MimicReader
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.utils import read_json
+from tests.conftest import modules_of
+
+
+@pytest.fixture(scope="module")
+def store(timelines_root) -> TimelineStore:
+    return TimelineStore(timelines_root)
+
+
+@pytest.fixture(scope="module")
+def timelines(store):
+    return list(store)
+
+
+def shard_tables(root: Path):
+    manifest = read_json(root / MANIFEST)
+    return [pq.read_table(shard_path(root, s)) for s in range(manifest["num_shards"])]
+
+
+def test_every_patient_has_one_timeline_in_its_shard(store, timelines, cohort_root):
+    assert store.num_shards == 3
+    assert len(timelines) == 300 == len({t.subject_id for t in timelines})
+    for shard in range(store.num_shards):
+        assert all(t.subject_id % store.num_shards == shard for t in store.iter_shard(shard))
+
+
+def test_events_are_ordered_by_time_then_documented_rank(timelines):
+    for timeline in timelines:
+        assert timeline[0].event_type == "patients"
+        keys = [(e.time, EVENT_RANK[e.event_type]) for e in timeline]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_one_event_per_table_and_timestamp_holding_every_record(timelines, cohort_root):
+    records = Counter()
+    for timeline in timelines:
+        for event in timeline:
+            records[event.event_type] += len(event.records)
+    cohort = read_json(cohort_root / "cohort.json")["rows"]
+    for table in ("chartevents", "emar", "prescriptions", "transfers", "diagnoses_icd", "vitalsign", "omr", "poe",
+                  "medrecon", "microbiologyevents", "discharge", "patients"):
+        assert records[table] == cohort[table], table
+    lab_event = next(e for t in timelines for e in t if e.event_type == "labevents" and len(e.records) > 5)
+    assert {"White Blood Cells", "Creatinine"} <= set(lab_event.values("label"))
+
+
+def test_records_inside_an_event_are_in_canonical_order(timelines):
+    for timeline in timelines[:50]:
+        for event in timeline:
+            rows = [[("" if v is None else str(v)) for v in r.values()] for r in event.records]
+            assert rows == sorted(rows) or event.event_type in ("patients",)
+
+
+def test_events_carry_their_stay(timelines):
+    for timeline in timelines:
+        for event in timeline:
+            if event.event_type in ("triage", "vitalsign", "pyxis", "chartevents", "icustays"):
+                assert event.stay_id is not None
+            if event.event_type in ("labevents", "admissions", "diagnoses_icd", "chartevents"):
+                assert event.hadm_id is not None or event.event_type == "labevents"
+
+
+def test_load_and_window(store, timelines):
+    timeline = timelines[17]
+    assert store.load(timeline.subject_id) == timeline
+    window = timeline.window(2, 6)
+    assert len(window) == 4 and window[0] == timeline[2] and window.subject_id == timeline.subject_id
+    with pytest.raises(IndexError, match="outside timeline"):
+        timeline.window(3, len(timeline) + 1)
+    with pytest.raises(KeyError, match="no timeline"):
+        store.load(1)
+    assert window.render().startswith("## ")
+
+
+def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
+    again = tmp_path / "again"
+    build_timelines(MimicReader(modules_of(cohort_root)), again, TimelineBuildSettings(patients_per_shard=100),
+                    progress=False)
+    for a, b in zip(shard_tables(timelines_root), shard_tables(again), strict=True):
+        assert a.equals(b)
+
+
+def test_changed_inputs_are_refused_unless_overwrite(tiny_cohort, tmp_path):
+    root = tmp_path / "cohort"
+    os.system(f"cp -r {tiny_cohort} {root}")
+    out = tmp_path / "tl"
+    build_timelines(MimicReader(modules_of(root)), out, progress=False)
+    assert build_timelines(MimicReader(modules_of(root)), out, progress=False)["n_patients"] == 6  # reused
+    labs = root / "hosp" / "labevents.csv.gz"
+    os.utime(labs, (time.time() + 5, time.time() + 5))
+    with pytest.raises(TimelineBuildError, match="built from other inputs.*timelines.overwrite=true"):
+        build_timelines(MimicReader(modules_of(root)), out, progress=False)
+    manifest = build_timelines(MimicReader(modules_of(root)), out, TimelineBuildSettings(overwrite=True), progress=False)
+    assert manifest["n_patients"] == 6
+
+
+BUILD_SCRIPT = """
+import sys
+from ehrr1.data.build import TimelineBuildSettings, build_timelines
+from ehrr1.data.reader import MimicReader
+root, out = sys.argv[1], sys.argv[2]
+reader = MimicReader({m: f"{root}/{m}" for m in ("hosp", "icu", "ed", "note")})
+build_timelines(reader, out, TimelineBuildSettings(patients_per_shard=int(sys.argv[3]), threads=1), progress=False)
+"""
+
+
+def test_resume_after_kill_keeps_finished_shards_and_matches_a_clean_build(cohort_root, timelines_root, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(cohort_root), str(out), "10"])
+    deadline = time.time() + 120
+    while not shard_path(out, 2).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / MANIFEST).exists(), "the build finished before it could be killed"
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
+    assert finished, "no shard was finished before the kill"
+    manifest = build_timelines(MimicReader(modules_of(cohort_root)), out,
+                               TimelineBuildSettings(patients_per_shard=10), progress=False)
+    assert manifest["num_shards"] == 30
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were kept, not rebuilt
+    assert not list(out.rglob("*.tmp"))
+    rebuilt = TimelineStore(out)
+    reference = {t.subject_id: t for t in TimelineStore(timelines_root)}
+    resumed = list(rebuilt)
+    assert len(resumed) == len(reference)
+    assert all(reference[t.subject_id] == t for t in resumed)
