@@ -46,8 +46,10 @@ def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
 def print_summary(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     manifest = result["timelines"]
-    table = Table(title=f"Timelines: {manifest['n_patients']} patients, {manifest['n_events']} events, "
-                        f"{manifest['n_records']} records")
+    table = Table(
+        title=f"Timelines: {manifest['n_patients']} patients, {manifest['n_events']} events, "
+        f"{manifest['n_records']} records"
+    )
     for column in ("event type", "section", "events", "records", "patients"):
         table.add_column(column, justify="left" if column in ("event type", "section") else "right")
     for name, stats in sorted(manifest["per_event_type"].items(), key=lambda kv: -kv[1]["records"]):
@@ -55,8 +57,9 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
     console.print(table)
     if result["cohort"] is not None:
         admissions = result["cohort"]["rows"].get("admissions", 0)
-        console.print(f"synthetic cohort: {result['cohort']['settings']['n_patients']} patients, "
-                      f"{admissions} admissions")
+        console.print(
+            f"synthetic cohort: {result['cohort']['settings']['n_patients']} patients, {admissions} admissions"
+        )
     if manifest["skipped_event_types"]:
         console.print(f"skipped event types (tables absent): {', '.join(manifest['skipped_event_types'])}")
     console.print(f"timelines: {result['timelines_dir']}")

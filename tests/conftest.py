@@ -27,8 +27,9 @@ def cohort_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def timelines_root(cohort_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("timelines") / "n300"
-    build_timelines(MimicReader(modules_of(cohort_root)), out, TimelineBuildSettings(patients_per_shard=100),
-                    progress=False)
+    build_timelines(
+        MimicReader(modules_of(cohort_root)), out, TimelineBuildSettings(patients_per_shard=100), progress=False
+    )
     return out
 
 

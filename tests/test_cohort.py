@@ -70,17 +70,32 @@ def test_layout_matches_mimic_iv(cohort_root):
 
 
 def test_every_code_and_item_maps_to_a_dictionary_name(db):
-    assert one(db, "SELECT count(*) FROM diagnoses_icd g ANTI JOIN d_icd_diagnoses d USING (icd_code, icd_version)")[0] == 0
-    assert one(db, "SELECT count(*) FROM procedures_icd g ANTI JOIN d_icd_procedures d USING (icd_code, icd_version)")[0] == 0
+    assert (
+        one(db, "SELECT count(*) FROM diagnoses_icd g ANTI JOIN d_icd_diagnoses d USING (icd_code, icd_version)")[0]
+        == 0
+    )
+    assert (
+        one(db, "SELECT count(*) FROM procedures_icd g ANTI JOIN d_icd_procedures d USING (icd_code, icd_version)")[0]
+        == 0
+    )
     assert one(db, "SELECT count(*) FROM labevents l ANTI JOIN d_labitems USING (itemid)")[0] == 0
-    for table in ("chartevents", "inputevents", "outputevents", "procedureevents", "datetimeevents", "ingredientevents"):
+    for table in (
+        "chartevents",
+        "inputevents",
+        "outputevents",
+        "procedureevents",
+        "datetimeevents",
+        "ingredientevents",
+    ):
         assert one(db, f"SELECT count(*) FROM {table} ANTI JOIN d_items USING (itemid)")[0] == 0, table
     assert one(db, "SELECT count(*) FROM d_icd_diagnoses")[0] > 90_000  # the full ICD-10-CM from CMS tables
 
 
 def test_deaths_cluster_in_the_sickest_conditions(db):
-    rate = "SELECT avg(a.hospital_expire_flag) FROM admissions a JOIN diagnoses_icd d USING (hadm_id) " \
-           "WHERE d.seq_num = 1 AND d.icd_code IN ({})"
+    rate = (
+        "SELECT avg(a.hospital_expire_flag) FROM admissions a JOIN diagnoses_icd d USING (hadm_id) "
+        "WHERE d.seq_num = 1 AND d.icd_code IN ({})"
+    )
     sepsis = one(db, rate.format("'A419'"))[0]
     mild = one(db, rate.format("'R079', 'M5450', 'N390', 'M1611'"))[0]
     assert sepsis > 0.12 and mild < 0.05 and sepsis > 4 * mild
@@ -92,17 +107,26 @@ def test_deaths_cluster_in_the_sickest_conditions(db):
 
 
 def test_conditions_leave_their_marks_in_labs_and_care(db):
-    creatinine = "SELECT median(l.valuenum) FROM labevents l JOIN diagnoses_icd d USING (hadm_id) " \
-                 "WHERE l.itemid = 50912 AND d.seq_num = 1 AND d.icd_code {}"
+    creatinine = (
+        "SELECT median(l.valuenum) FROM labevents l JOIN diagnoses_icd d USING (hadm_id) "
+        "WHERE l.itemid = 50912 AND d.seq_num = 1 AND d.icd_code {}"
+    )
     assert one(db, creatinine.format("= 'N179'"))[0] > 1.5 * one(db, creatinine.format("IN ('R079', 'J441')"))[0]
     lactate_dead, lactate_alive = db.execute(
         "SELECT median(l.valuenum) FILTER (WHERE a.hospital_expire_flag = 1), "
         "median(l.valuenum) FILTER (WHERE a.hospital_expire_flag = 0) "
-        "FROM labevents l JOIN admissions a USING (hadm_id) WHERE l.itemid = 50813").fetchone()
+        "FROM labevents l JOIN admissions a USING (hadm_id) WHERE l.itemid = 50813"
+    ).fetchone()
     assert lactate_dead > lactate_alive
-    icu = "SELECT avg((hadm_id IN (SELECT hadm_id FROM icustays))::INT) FROM diagnoses_icd WHERE seq_num = 1 AND icd_code {}"
+    icu = (
+        "SELECT avg((hadm_id IN (SELECT hadm_id FROM icustays))::INT) FROM diagnoses_icd "
+        "WHERE seq_num = 1 AND icd_code {}"
+    )
     assert one(db, icu.format("= 'A419'"))[0] > 3 * one(db, icu.format("IN ('R079', 'N390')"))[0]
-    los = "SELECT avg(date_diff('hour', admittime, dischtime)) FROM admissions WHERE hadm_id {} (SELECT hadm_id FROM icustays)"
+    los = (
+        "SELECT avg(date_diff('hour', admittime, dischtime)) FROM admissions "
+        "WHERE hadm_id {} (SELECT hadm_id FROM icustays)"
+    )
     assert one(db, los.format("IN"))[0] > one(db, los.format("NOT IN"))[0]
 
 
@@ -110,26 +134,56 @@ def test_timestamps_are_consistent(db):
     assert one(db, "SELECT count(*) FROM admissions WHERE dischtime <= admittime")[0] == 0
     assert one(db, "SELECT count(*) FROM admissions WHERE hospital_expire_flag = 1 AND deathtime <> dischtime")[0] == 0
     # an ED stay that led to an admission ends when the admission starts
-    assert one(db, "SELECT count(*) FROM edstays e JOIN admissions a USING (hadm_id) "
-                   "WHERE NOT (e.intime < e.outtime AND e.outtime = a.admittime)")[0] == 0
+    assert (
+        one(
+            db,
+            "SELECT count(*) FROM edstays e JOIN admissions a USING (hadm_id) "
+            "WHERE NOT (e.intime < e.outtime AND e.outtime = a.admittime)",
+        )[0]
+        == 0
+    )
     assert one(db, "SELECT count(*) FROM edstays WHERE hadm_id IS NULL")[0] > 0  # ED visits sent home exist
-    assert one(db, "SELECT count(*) FROM icustays i JOIN admissions a USING (hadm_id) "
-                   "WHERE i.intime < a.admittime OR i.outtime > a.dischtime")[0] == 0
+    assert (
+        one(
+            db,
+            "SELECT count(*) FROM icustays i JOIN admissions a USING (hadm_id) "
+            "WHERE i.intime < a.admittime OR i.outtime > a.dischtime",
+        )[0]
+        == 0
+    )
     # nothing is recorded after death
-    for table, column in (("labevents", "charttime"), ("chartevents", "charttime"), ("emar", "charttime"),
-                          ("admissions", "admittime"), ("edstays", "intime"), ("omr", "chartdate")):
-        late = one(db, f"SELECT count(*) FROM {table} t JOIN patients p USING (subject_id) "
-                       f"WHERE p.dod IS NOT NULL AND CAST(t.{column} AS DATE) > p.dod")[0]
+    for table, column in (
+        ("labevents", "charttime"),
+        ("chartevents", "charttime"),
+        ("emar", "charttime"),
+        ("admissions", "admittime"),
+        ("edstays", "intime"),
+        ("omr", "chartdate"),
+    ):
+        late = one(
+            db,
+            f"SELECT count(*) FROM {table} t JOIN patients p USING (subject_id) "
+            f"WHERE p.dod IS NOT NULL AND CAST(t.{column} AS DATE) > p.dod",
+        )[0]
         assert late == 0, table
-    assert one(db, "SELECT count(*) FROM admissions a JOIN patients p USING (subject_id) "
-                   "WHERE a.hospital_expire_flag = 1 AND CAST(a.deathtime AS DATE) <> p.dod")[0] == 0
+    assert (
+        one(
+            db,
+            "SELECT count(*) FROM admissions a JOIN patients p USING (subject_id) "
+            "WHERE a.hospital_expire_flag = 1 AND CAST(a.deathtime AS DATE) <> p.dod",
+        )[0]
+        == 0
+    )
 
 
 def test_outcomes_have_both_labels(db):
     """Each risk outcome occurs, but not always: there is something to predict."""
-    readmit = one(db, "SELECT avg((date_diff('day', dischtime, nxt) < 30)::INT) FROM (SELECT *, "
-                      "lead(admittime) OVER (PARTITION BY subject_id ORDER BY admittime) nxt FROM admissions) "
-                      "WHERE hospital_expire_flag = 0 AND nxt IS NOT NULL")[0]
+    readmit = one(
+        db,
+        "SELECT avg((date_diff('day', dischtime, nxt) < 30)::INT) FROM (SELECT *, "
+        "lead(admittime) OVER (PARTITION BY subject_id ORDER BY admittime) nxt FROM admissions) "
+        "WHERE hospital_expire_flag = 0 AND nxt IS NOT NULL",
+    )[0]
     icu_long = one(db, "SELECT avg((los >= 7)::INT) FROM icustays")[0]
     hospitalised = one(db, "SELECT avg((hadm_id IS NOT NULL)::INT) FROM edstays")[0]
     mortality = one(db, "SELECT avg(hospital_expire_flag) FROM admissions")[0]

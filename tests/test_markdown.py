@@ -17,8 +17,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def golden_events() -> dict[str, Event]:
     raw = json.loads((GOLDEN / "events.json").read_text())
-    return {name: Event(name, datetime.fromisoformat(e["time"]), e["hadm_id"], e["stay_id"], tuple(e["records"]))
-            for name, e in raw.items()}
+    return {
+        name: Event(name, datetime.fromisoformat(e["time"]), e["hadm_id"], e["stay_id"], tuple(e["records"]))
+        for name, e in raw.items()
+    }
 
 
 def test_every_event_type_has_a_view_and_a_golden_file():
@@ -44,9 +46,13 @@ def test_missing_values_render_empty_never_nan():
 def test_hidden_fields_never_render():
     """Fields known only later (discharge, ED disposition, ICU outcome, death) are not in the input."""
     events = golden_events()
-    for name, hidden in (("admissions", ("HOME", "2180-05-09")), ("edstays", ("ADMITTED", "2180-05-07")),
-                         ("icustays", ("1.4", "2180-05-08")), ("patients", ("2185",)),
-                         ("prescriptions", ("2180-05-09", "IV"))):
+    for name, hidden in (
+        ("admissions", ("HOME", "2180-05-09")),
+        ("edstays", ("ADMITTED", "2180-05-07")),
+        ("icustays", ("1.4", "2180-05-08")),
+        ("patients", ("2185",)),
+        ("prescriptions", ("2180-05-09", "IV")),
+    ):
         text = render_event(events[name])
         assert not any(h in text for h in hidden), name
 

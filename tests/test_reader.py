@@ -57,7 +57,9 @@ def test_valid_cohort_registers(mimic):
 
 def test_missing_required_module(mimic):
     shutil.rmtree(mimic / "hosp")
-    with pytest.raises(MimicSchemaError, match=r"module 'hosp' not found: .*hosp is not a directory.*data\.modules\.hosp"):
+    with pytest.raises(
+        MimicSchemaError, match=r"module 'hosp' not found: .*hosp is not a directory.*data\.modules\.hosp"
+    ):
         register(mimic)
 
 
@@ -92,8 +94,11 @@ def test_corrupt_gzip(mimic):
 
 def test_unparseable_timestamp(mimic):
     line = set_cell(mimic / "hosp" / "admissions.csv.gz", "admittime", "yesterday 5pm", row=2)
-    with pytest.raises(MimicSchemaError, match=rf"admissions\.csv\.gz, column 'admittime', line {line}: "
-                                               r"'yesterday 5pm' is not a timestamp"):
+    with pytest.raises(
+        MimicSchemaError,
+        match=rf"admissions\.csv\.gz, column 'admittime', line {line}: "
+        r"'yesterday 5pm' is not a timestamp",
+    ):
         register(mimic)
 
 
@@ -105,7 +110,9 @@ def test_non_integer_id(mimic):
 
 def test_non_numeric_value(mimic):
     set_cell(mimic / "hosp" / "labevents.csv.gz", "valuenum", "high", row=3)
-    with pytest.raises(MimicSchemaError, match=r"labevents\.csv\.gz, column 'valuenum', line 4: 'high' is not a number"):
+    with pytest.raises(
+        MimicSchemaError, match=r"labevents\.csv\.gz, column 'valuenum', line 4: 'high' is not a number"
+    ):
         register(mimic)
 
 
@@ -117,14 +124,19 @@ def test_invalid_gender(mimic):
 
 def test_invalid_icd_version(mimic):
     set_cell(mimic / "hosp" / "diagnoses_icd.csv.gz", "icd_version", "11")
-    with pytest.raises(MimicSchemaError, match=r"diagnoses_icd\.csv\.gz, column 'icd_version', line 2: '11' is not "
-                                               r"one of 9, 10"):
+    with pytest.raises(
+        MimicSchemaError,
+        match=r"diagnoses_icd\.csv\.gz, column 'icd_version', line 2: '11' is not "
+        r"one of 9, 10",
+    ):
         register(mimic)
 
 
 def test_empty_subject_id(mimic):
     set_cell(mimic / "icu" / "chartevents.csv.gz", "subject_id", "")
-    with pytest.raises(MimicSchemaError, match=r"chartevents\.csv\.gz, column 'subject_id', line 2: an empty subject_id"):
+    with pytest.raises(
+        MimicSchemaError, match=r"chartevents\.csv\.gz, column 'subject_id', line 2: an empty subject_id"
+    ):
         register(mimic)
 
 
@@ -157,5 +169,7 @@ def test_bad_value_beyond_the_sample_is_explained_during_the_build(mimic, tmp_pa
     assert len(rows) > 40
     line = set_cell(mimic / "hosp" / "poe.csv.gz", "ordertime", "2150-13-45 99:00:00", row=len(rows) - 1)
     reader = MimicReader(modules_of(mimic), sample_rows=5)
-    with pytest.raises(MimicSchemaError, match=rf"poe\.csv\.gz, column 'ordertime', line {line}: '2150-13-45 99:00:00'"):
+    with pytest.raises(
+        MimicSchemaError, match=rf"poe\.csv\.gz, column 'ordertime', line {line}: '2150-13-45 99:00:00'"
+    ):
         build_timelines(reader, tmp_path / "tl", TimelineBuildSettings(), progress=False)

@@ -56,8 +56,20 @@ def test_one_event_per_table_and_timestamp_holding_every_record(timelines, cohor
         for event in timeline:
             records[event.event_type] += len(event.records)
     cohort = read_json(cohort_root / "cohort.json")["rows"]
-    for table in ("chartevents", "emar", "prescriptions", "transfers", "diagnoses_icd", "vitalsign", "omr", "poe",
-                  "medrecon", "microbiologyevents", "discharge", "patients"):
+    for table in (
+        "chartevents",
+        "emar",
+        "prescriptions",
+        "transfers",
+        "diagnoses_icd",
+        "vitalsign",
+        "omr",
+        "poe",
+        "medrecon",
+        "microbiologyevents",
+        "discharge",
+        "patients",
+    ):
         assert records[table] == cohort[table], table
     lab_event = next(e for t in timelines for e in t if e.event_type == "labevents" and len(e.records) > 5)
     assert {"White Blood Cells", "Creatinine"} <= set(lab_event.values("label"))
@@ -93,8 +105,9 @@ def test_load_and_window(store, timelines):
 
 def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
     again = tmp_path / "again"
-    build_timelines(MimicReader(modules_of(cohort_root)), again, TimelineBuildSettings(patients_per_shard=100),
-                    progress=False)
+    build_timelines(
+        MimicReader(modules_of(cohort_root)), again, TimelineBuildSettings(patients_per_shard=100), progress=False
+    )
     for a, b in zip(shard_tables(timelines_root), shard_tables(again), strict=True):
         assert a.equals(b)
 
@@ -109,7 +122,9 @@ def test_changed_inputs_are_refused_unless_overwrite(tiny_cohort, tmp_path):
     os.utime(labs, (time.time() + 5, time.time() + 5))
     with pytest.raises(TimelineBuildError, match="built from other inputs.*timelines.overwrite=true"):
         build_timelines(MimicReader(modules_of(root)), out, progress=False)
-    manifest = build_timelines(MimicReader(modules_of(root)), out, TimelineBuildSettings(overwrite=True), progress=False)
+    manifest = build_timelines(
+        MimicReader(modules_of(root)), out, TimelineBuildSettings(overwrite=True), progress=False
+    )
     assert manifest["n_patients"] == 6
 
 
@@ -134,8 +149,9 @@ def test_resume_after_kill_keeps_finished_shards_and_matches_a_clean_build(cohor
     assert not (out / MANIFEST).exists(), "the build finished before it could be killed"
     finished = {p: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
     assert finished, "no shard was finished before the kill"
-    manifest = build_timelines(MimicReader(modules_of(cohort_root)), out,
-                               TimelineBuildSettings(patients_per_shard=10), progress=False)
+    manifest = build_timelines(
+        MimicReader(modules_of(cohort_root)), out, TimelineBuildSettings(patients_per_shard=10), progress=False
+    )
     assert manifest["num_shards"] == 30
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were kept, not rebuilt
     assert not list(out.rglob("*.tmp"))

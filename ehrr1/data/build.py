@@ -89,12 +89,14 @@ class TimelineBuilder:
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        return digest({
-            "builder": BUILDER_VERSION,
-            "inputs": file_fingerprint(self.reader.paths.values()),
-            "events": [(s.event_type, s.query, s.fields) for s in self.sources],
-            "patients_per_shard": self.settings.patients_per_shard,
-        })
+        return digest(
+            {
+                "builder": BUILDER_VERSION,
+                "inputs": file_fingerprint(self.reader.paths.values()),
+                "events": [(s.event_type, s.query, s.fields) for s in self.sources],
+                "patients_per_shard": self.settings.patients_per_shard,
+            }
+        )
 
     def is_complete(self) -> bool:
         manifest = self.out / MANIFEST
@@ -110,7 +112,8 @@ class TimelineBuilder:
                 if not self.settings.overwrite:
                     raise TimelineBuildError(
                         f"{self.out} holds timelines built from other inputs or settings; delete it, choose "
-                        "another directory (timelines.dir) or set timelines.overwrite=true")
+                        "another directory (timelines.dir) or set timelines.overwrite=true"
+                    )
                 log.warning("overwriting timelines in %s (inputs or settings changed)", self.out)
                 shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,8 @@ class TimelineBuilder:
         tmp = self.staging / f"{name}.tmp"
         con.execute(
             f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
-            f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)")
+            f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
+        )
         if not tmp.exists():  # no rows at all
             tmp.mkdir(parents=True)
         replace_dir(tmp, final)
@@ -158,17 +162,18 @@ class TimelineBuilder:
             con.execute(
                 "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
                 "NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id, "
-                f"NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) TO {_quote(tmp)} (FORMAT parquet)")
+                f"NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) TO {_quote(tmp)} (FORMAT parquet)"
+            )
         else:
             demo = ", ".join(f"{f} := p.{f}" for f in DEMOGRAPHIC_FIELDS)
             con.execute(f"""
             COPY (
-              WITH ev AS ({' UNION ALL '.join(parts)}),
+              WITH ev AS ({" UNION ALL ".join(parts)}),
               demo AS (
                 SELECT p.subject_id, f.t0 AS time, '{DEMOGRAPHICS}' AS event_type, 0 AS type_rank,
                        NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id, 1 AS n_records,
                        to_json([struct_pack({demo})]) AS records
-                FROM read_parquet({_quote(patients / '*.parquet')}) p
+                FROM read_parquet({_quote(patients / "*.parquet")}) p
                 JOIN (SELECT subject_id, min(time) AS t0 FROM ev GROUP BY subject_id) f USING (subject_id)),
               allev AS (SELECT * FROM ev UNION ALL SELECT * FROM demo)
               SELECT subject_id,
@@ -194,7 +199,10 @@ class TimelineBuilder:
             log.warning("event types skipped (their tables are absent): %s", ", ".join(self.skipped))
         self.staging.mkdir(parents=True, exist_ok=True)
         untimed: dict[str, int] = {}
-        stages: list[tuple[str, EventSource | None]] = [(DEMOGRAPHICS, None), *((s.event_type, s) for s in self.sources)]
+        stages: list[tuple[str, EventSource | None]] = [
+            (DEMOGRAPHICS, None),
+            *((s.event_type, s) for s in self.sources),
+        ]
         for name, source in tqdm(stages, desc="stage tables", disable=not progress):
             query = self.reader.typed_select("patients") if source is None else source.query
             tables = ["patients"] if source is None else list(source.tables)
@@ -232,7 +240,8 @@ class TimelineBuilder:
         files = ", ".join(_quote(shard_path(self.out, s)) for s in range(num_shards))
         rows = con.execute(
             f"SELECT event_type, count(*), sum(n_records), count(DISTINCT subject_id) FROM read_parquet([{files}]) "
-            "GROUP BY event_type ORDER BY event_type").fetchall()
+            "GROUP BY event_type ORDER BY event_type"
+        ).fetchall()
         per_type = {r[0]: {"events": r[1], "records": int(r[2]), "patients": r[3]} for r in rows}
         return {
             "n_patients": per_type.get(DEMOGRAPHICS, {}).get("patients", 0),
@@ -242,7 +251,8 @@ class TimelineBuilder:
         }
 
 
-def build_timelines(reader: MimicReader, out_dir: str | Path, settings: TimelineBuildSettings | None = None,
-                    progress: bool = True) -> dict:
+def build_timelines(
+    reader: MimicReader, out_dir: str | Path, settings: TimelineBuildSettings | None = None, progress: bool = True
+) -> dict:
     """Build (or resume, or reuse) the timelines of ``reader``'s tables in ``out_dir``; return the manifest."""
     return TimelineBuilder(reader, out_dir, settings).build(progress=progress)

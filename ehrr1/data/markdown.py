@@ -87,26 +87,41 @@ _VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
 
 VIEWS: dict[str, EventView] = {
     "patients": EventView("Patient Demographics", (("Age", _age), ("Gender", _gender))),
-    "admissions": EventView("Admissions", _titled("admission_type", "admission_location", "insurance", "language",
-                                                  "marital_status", "race")),
+    "admissions": EventView(
+        "Admissions", _titled("admission_type", "admission_location", "insurance", "language", "marital_status", "race")
+    ),
     "transfers": EventView("Transfers", (("Care Unit", _unit_or_event),), "values"),
     "services": EventView("Services", (("Service", "curr_service"),), "values"),
-    "labevents": EventView("Labotary Test Events", (
-        _ITEM, ("Value", "value"), ("Unit", "valueuom"), ("Range (lower-upper)", _lab_range), ("Flag", _lab_flag),
-        ("Comments", "comments"))),
-    "microbiologyevents": EventView("Microbiology Test Events", _titled(
-        "spec_type_desc", "test_name", "org_name", "ab_name", "interpretation", "comments")),
+    "labevents": EventView(
+        "Labotary Test Events",
+        (
+            _ITEM,
+            ("Value", "value"),
+            ("Unit", "valueuom"),
+            ("Range (lower-upper)", _lab_range),
+            ("Flag", _lab_flag),
+            ("Comments", "comments"),
+        ),
+    ),
+    "microbiologyevents": EventView(
+        "Microbiology Test Events",
+        _titled("spec_type_desc", "test_name", "org_name", "ab_name", "interpretation", "comments"),
+    ),
     "prescriptions": EventView("Prescriptions", _titled("drug", "prod_strength", "dose_val_rx", "dose_unit_rx")),
     "pharmacy": EventView("Pharmacy", _titled("medication", "route", "frequency")),
     "emar": EventView("Electronic Medicine Administration Record", _titled("medication", "event_txt")),
-    "poe": EventView("Provider Order Entry", (("Order Type", "order_type"), ("Order Subtype", "order_subtype")),
-                     "pairs"),
-    "omr": EventView("Online Medical Record", (("Result Name", "result_name"), ("Result Value", "result_value")),
-                     "pairs"),
-    "procedures_icd": EventView("Procedures on International Classification of Diseases",
-                                (("Procedure", "long_title"),), "values"),
-    "diagnoses_icd": EventView("Diagnoses on International Classification of Diseases",
-                               (("Diagnosis", "long_title"),), "values"),
+    "poe": EventView(
+        "Provider Order Entry", (("Order Type", "order_type"), ("Order Subtype", "order_subtype")), "pairs"
+    ),
+    "omr": EventView(
+        "Online Medical Record", (("Result Name", "result_name"), ("Result Value", "result_value")), "pairs"
+    ),
+    "procedures_icd": EventView(
+        "Procedures on International Classification of Diseases", (("Procedure", "long_title"),), "values"
+    ),
+    "diagnoses_icd": EventView(
+        "Diagnoses on International Classification of Diseases", (("Diagnosis", "long_title"),), "values"
+    ),
     "hcpcsevents": EventView("Hcpcs Events", (("Description", "short_description"),), "values"),
     "drgcodes": EventView("Drgcodes", _titled("drg_type", "drg_code", "description")),
     "radiology": EventView("Radiology Examinations", _titled("exam_name", "text")),
@@ -116,8 +131,9 @@ VIEWS: dict[str, EventView] = {
     "vitalsign": EventView("Vitalsign", _titled(*_VITALS, "rhythm", "pain")),
     "medrecon": EventView("Medrecon", _titled("name", "etcdescription")),
     "pyxis": EventView("Pyxis", _titled("name")),
-    "diagnosis": EventView("ED Diagnoses on International Classification of Diseases",
-                           (("Diagnosis", "icd_title"),), "values"),
+    "diagnosis": EventView(
+        "ED Diagnoses on International Classification of Diseases", (("Diagnosis", "icd_title"),), "values"
+    ),
     "icustays": EventView("ICUstays", _titled("first_careunit")),
     "chartevents": EventView("Chart Events", _MEASURE),
     "ingredientevents": EventView("Ingredient Events", _AMOUNTS),
@@ -155,7 +171,7 @@ def render_event(event: Event) -> str:
     elif view.layout == "pairs":
         lines += [f"- {row[0]}: {row[1]}" for row in rows]
     elif len(rows) == 1:
-        lines += [f"- {key}: {value}" for (key, _), value in zip(view.columns, rows[0])]
+        lines += [f"- {key}: {value}" for (key, _), value in zip(view.columns, rows[0], strict=True)]
     else:
         lines.append("| " + " | ".join(key for key, _ in view.columns) + " |")
         lines.append("| " + " | ".join("------" for _ in view.columns) + " |")

@@ -42,9 +42,7 @@ class MimicSchemaError(ValueError):
 
 def _csv_scan(path: Path) -> str:
     quoted = str(path).replace("'", "''")
-    return (
-        f"read_csv('{quoted}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
-    )
+    return f"read_csv('{quoted}', all_varchar=true, header=true, delim=',', quote='\"', escape='\"')"
 
 
 def _ident(name: str) -> str:
@@ -76,14 +74,20 @@ class MimicReader:
                     log.warning(
                         "MIMIC-IV module '%s' not found (%s): its event types are skipped. Set "
                         "data.modules.%s to the '%s' directory of the separately released MIMIC-IV-%s "
-                        "module to include them.", module, where, module, module, module.upper() if
-                        module == "ed" else "Note")
+                        "module to include them.",
+                        module,
+                        where,
+                        module,
+                        module,
+                        module.upper() if module == "ed" else "Note",
+                    )
                     continue
                 raise MimicSchemaError(
                     f"MIMIC-IV module '{module}' not found: {where} is not a directory "
                     f"(config key data.modules.{module}); expected the '{module}/' folder of MIMIC-IV "
                     "v2.2 or v3.x holding files such as "
-                    + ", ".join(f"{t.name}.csv.gz" for t in TABLES.values() if t.module == module)[:200])
+                    + ", ".join(f"{t.name}.csv.gz" for t in TABLES.values() if t.module == module)[:200]
+                )
             for table in TABLES.values():
                 if table.module != module:
                     continue
@@ -98,7 +102,8 @@ class MimicReader:
         if len(present) > 1:
             raise MimicSchemaError(
                 f"table '{table.name}': both {present[0]} and {present[1]} exist; keep one of them so the "
-                "input is unambiguous")
+                "input is unambiguous"
+            )
         if present:
             return present[0]
         if table.optional:
@@ -106,7 +111,8 @@ class MimicReader:
             return None
         raise MimicSchemaError(
             f"MIMIC-IV table '{table.name}' not found: expected {candidates[0]} (or {candidates[1].name}) "
-            f"in module '{table.module}'")
+            f"in module '{table.module}'"
+        )
 
     def has(self, table: str) -> bool:
         return table in self.paths
@@ -119,13 +125,15 @@ class MimicReader:
     def header(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         path = self.paths[table]
         if path.stat().st_size == 0:
-            raise MimicSchemaError(f"file {path} is empty: expected a CSV header line with columns "
-                                   f"{', '.join(TABLES[table].columns)}")
+            raise MimicSchemaError(
+                f"file {path} is empty: expected a CSV header line with columns {', '.join(TABLES[table].columns)}"
+            )
         try:
             rows = con.execute(f"DESCRIBE SELECT * FROM {_csv_scan(path)}").fetchall()
         except duckdb.Error as exc:
-            raise MimicSchemaError(f"file {path} could not be read as CSV (table '{table}'): "
-                                   f"{str(exc).splitlines()[0]}") from exc
+            raise MimicSchemaError(
+                f"file {path} could not be read as CSV (table '{table}'): {str(exc).splitlines()[0]}"
+            ) from exc
         return [r[0] for r in rows]
 
     def validate(self, con: duckdb.DuckDBPyConnection, table: str, limit: int | None = None) -> None:
@@ -136,7 +144,8 @@ class MimicReader:
         if missing:
             raise MimicSchemaError(
                 f"file {path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-                f"(table '{table}' needs {', '.join(schema.columns)}; the file has {', '.join(found)})")
+                f"(table '{table}' needs {', '.join(schema.columns)}; the file has {', '.join(found)})"
+            )
         columns = ", ".join(_ident(c) for c in schema.columns)
         rows = f"(SELECT {columns} FROM {_csv_scan(path)} LIMIT {limit})" if limit else _csv_scan(path)
         numbered = f"(SELECT {columns}, row_number() OVER () + 1 AS __line FROM {rows})"
@@ -149,17 +158,29 @@ class MimicReader:
         for column, kind in schema.columns.items():
             col = _ident(column)
             if column in _KEYS:
-                self._raise_first(con, numbered, f"{col} IS NULL", path, column,
-                                  f"an empty {column} (every row needs one)")
+                self._raise_first(
+                    con, numbered, f"{col} IS NULL", path, column, f"an empty {column} (every row needs one)"
+                )
             if kind != "str":
-                self._raise_first(con, numbered,
-                                  f"{col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[kind]}) IS NULL",
-                                  path, column, f"{{value!r}} is not {_EXPECTED_FORMAT[kind]}")
+                self._raise_first(
+                    con,
+                    numbered,
+                    f"{col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[kind]}) IS NULL",
+                    path,
+                    column,
+                    f"{{value!r}} is not {_EXPECTED_FORMAT[kind]}",
+                )
             allowed = _DOMAINS.get((table, column))
             if allowed:
                 values = ", ".join(repr(str(v)) for v in allowed)
-                self._raise_first(con, numbered, f"{col} IS NOT NULL AND {col} NOT IN ({values})", path,
-                                  column, f"{{value!r}} is not one of {', '.join(map(str, allowed))}")
+                self._raise_first(
+                    con,
+                    numbered,
+                    f"{col} IS NOT NULL AND {col} NOT IN ({values})",
+                    path,
+                    column,
+                    f"{{value!r}} is not one of {', '.join(map(str, allowed))}",
+                )
 
     @staticmethod
     def _raise_first(con, numbered: str, condition: str, path: Path, column: str, problem: str) -> None:

@@ -55,8 +55,9 @@ class Timeline(Sequence[Event]):
     def window(self, begin: int, end: int) -> Timeline:
         """Events ``begin`` (inclusive) to ``end`` (exclusive), as sample indices use them."""
         if not 0 <= begin <= end <= len(self.events):
-            raise IndexError(f"window [{begin}, {end}) outside timeline of {len(self.events)} events "
-                             f"(subject {self.subject_id})")
+            raise IndexError(
+                f"window [{begin}, {end}) outside timeline of {len(self.events)} events (subject {self.subject_id})"
+            )
         return self[begin:end]
 
     def of_type(self, *event_types: str) -> list[int]:
@@ -76,10 +77,19 @@ def events_from_table(table: pa.Table) -> Iterator[Timeline]:
     start = 0
     for i in range(1, len(subjects) + 1):
         if i == len(subjects) or subjects[i] != subjects[start]:
-            yield Timeline(subjects[start], tuple(
-                Event(columns["event_type"][j], columns["time"][j], columns["hadm_id"][j], columns["stay_id"][j],
-                      tuple(json.loads(columns["records"][j])))
-                for j in range(start, i)))
+            yield Timeline(
+                subjects[start],
+                tuple(
+                    Event(
+                        columns["event_type"][j],
+                        columns["time"][j],
+                        columns["hadm_id"][j],
+                        columns["stay_id"][j],
+                        tuple(json.loads(columns["records"][j])),
+                    )
+                    for j in range(start, i)
+                ),
+            )
             start = i
 
 
@@ -90,8 +100,10 @@ class TimelineStore:
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.exists():
-            raise FileNotFoundError(f"no timelines at {self.root} (missing {MANIFEST}); build them first with "
-                                    "`python synthesize.py pipeline=timelines`")
+            raise FileNotFoundError(
+                f"no timelines at {self.root} (missing {MANIFEST}); build them first with "
+                "`python synthesize.py pipeline=timelines`"
+            )
         self.manifest = read_json(manifest)
         self.num_shards: int = self.manifest["num_shards"]
 
@@ -99,8 +111,9 @@ class TimelineStore:
         return subject_id % self.num_shards
 
     def load(self, subject_id: int) -> Timeline:
-        table = pq.read_table(shard_path(self.root, self.shard_of(subject_id)),
-                              filters=[("subject_id", "=", subject_id)])
+        table = pq.read_table(
+            shard_path(self.root, self.shard_of(subject_id)), filters=[("subject_id", "=", subject_id)]
+        )
         if table.num_rows == 0:
             raise KeyError(f"subject {subject_id} has no timeline in {self.root}")
         return next(events_from_table(table))

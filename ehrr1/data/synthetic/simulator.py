@@ -82,15 +82,19 @@ class PatientSimulator:
         gender = "F" if rng.random() < 0.52 else "M"
         age = min(91, max(18, int(rng.gauss(60, 18))))
         anchor_year = rng.randint(2110, 2190)
-        chronic = [c for c in CHRONIC.values()
-                   if rng.random() < min(0.9, c.prevalence_at_70 * math.exp(0.035 * (age - 70)))]
+        chronic = [
+            c for c in CHRONIC.values() if rng.random() < min(0.9, c.prevalence_at_70 * math.exp(0.035 * (age - 70)))
+        ]
         frailty = max(0.0, 0.004 * (age - 60)) + sum(c.frailty for c in chronic)
-        demographics = {"insurance": _pick(rng, INSURANCE), "language": _pick(rng, LANGUAGES),
-                        "marital": _pick(rng, MARITAL), "race": _pick(rng, RACES)}
+        demographics = {
+            "insurance": _pick(rng, INSURANCE),
+            "language": _pick(rng, LANGUAGES),
+            "marital": _pick(rng, MARITAL),
+            "race": _pick(rng, RACES),
+        }
         patient = _Patient(rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, self.titles)
         dod = patient.live()
-        rows["patients"].append((sid, gender, age, anchor_year, YEAR_GROUPS[rng.randrange(len(YEAR_GROUPS))],
-                                 day(dod)))
+        rows["patients"].append((sid, gender, age, anchor_year, YEAR_GROUPS[rng.randrange(len(YEAR_GROUPS))], day(dod)))
         return rows
 
 
@@ -169,9 +173,13 @@ class _Patient:
         rng, date = self.rng, day(t)
         htn = any(c.name == "hypertension" for c in self.chronic)
         sbp = int(rng.gauss(138 if htn else 122, 12))
-        weight = self.bmi * (self.height ** 2) / 703 * rng.uniform(0.98, 1.02)
-        results = [("Blood Pressure", f"{sbp}/{int(rng.gauss(80, 8))}"), ("Weight (Lbs)", f"{weight:.1f}"),
-                   ("BMI (kg/m2)", f"{self.bmi:.1f}"), ("Height (Inches)", f"{self.height:.0f}")]
+        weight = self.bmi * (self.height**2) / 703 * rng.uniform(0.98, 1.02)
+        results = [
+            ("Blood Pressure", f"{sbp}/{int(rng.gauss(80, 8))}"),
+            ("Weight (Lbs)", f"{weight:.1f}"),
+            ("BMI (kg/m2)", f"{self.bmi:.1f}"),
+            ("Height (Inches)", f"{self.height:.0f}"),
+        ]
         if any(c.name == "ckd" for c in self.chronic):
             results.append(("eGFR", str(int(rng.uniform(30, 55)))))
         for seq, (name, value) in enumerate(results, start=1):
@@ -196,8 +204,13 @@ class _Patient:
         Returns (end time, severity, death time or None, whether the patient was admitted).
         """
         rng = self.rng
-        severity = min(1.0, max(0.02, condition.severity + 0.003 * (self.age - 60)
-                                + 0.04 * (len(self.chronic) - 1.5) + rng.gauss(0, 0.15)))
+        severity = min(
+            1.0,
+            max(
+                0.02,
+                condition.severity + 0.003 * (self.age - 60) + 0.04 * (len(self.chronic) - 1.5) + rng.gauss(0, 0.15),
+            ),
+        )
         hadm = 20_000_000 + self.index * 10 + k
         via_ed = rng.random() < condition.via_ed
         admitted = not via_ed or rng.random() >= condition.ed_only * (1.4 - severity)
@@ -219,12 +232,35 @@ class _Patient:
         out = t + timedelta(hours=rng.uniform(2.5, 9))
         acuity = float(max(1, min(5, round(4.2 - 3.5 * severity + rng.gauss(0, 0.5)))))
         disposition = "ADMITTED" if hadm is not None else "HOME"
-        self.rows["edstays"].append((sid, hadm, stay, ts(t), ts(out), self.gender, self.demo["race"],
-                                     _pick(rng, ARRIVAL if severity < 0.5 else (("AMBULANCE", 0.85), ("WALK IN", 0.15))),
-                                     disposition))
+        self.rows["edstays"].append(
+            (
+                sid,
+                hadm,
+                stay,
+                ts(t),
+                ts(out),
+                self.gender,
+                self.demo["race"],
+                _pick(rng, ARRIVAL if severity < 0.5 else (("AMBULANCE", 0.85), ("WALK IN", 0.15))),
+                disposition,
+            )
+        )
         v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
-        self.rows["triage"].append((sid, stay, v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"], v["dbp"],
-                                    str(rng.randint(0, 8)), acuity, condition.chief_complaint))
+        self.rows["triage"].append(
+            (
+                sid,
+                stay,
+                v["temp"],
+                v["hr"],
+                v["rr"],
+                v["spo2"],
+                v["sbp"],
+                v["dbp"],
+                str(rng.randint(0, 8)),
+                acuity,
+                condition.chief_complaint,
+            )
+        )
         checks = 1 + int((out - t) / timedelta(hours=2))
         for i in range(checks):
             when = t + timedelta(minutes=25 + 110 * i + rng.randint(0, 15))
@@ -232,8 +268,21 @@ class _Patient:
                 break
             v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
             rhythm = "Atrial fibrillation" if any(c.name == "atrial_fibrillation" for c in self.chronic) else None
-            self.rows["vitalsign"].append((sid, stay, ts(when), v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"],
-                                           v["dbp"], rhythm, str(rng.randint(0, 8))))
+            self.rows["vitalsign"].append(
+                (
+                    sid,
+                    stay,
+                    ts(when),
+                    v["temp"],
+                    v["hr"],
+                    v["rr"],
+                    v["spo2"],
+                    v["sbp"],
+                    v["dbp"],
+                    rhythm,
+                    str(rng.randint(0, 8)),
+                )
+            )
         medrecon_at = ts(t + timedelta(minutes=rng.randint(15, 50)))
         for chronic in self.chronic:
             for name, etc in chronic.home_meds:
@@ -242,13 +291,28 @@ class _Patient:
         for name in condition.ed_meds:
             if rng.random() < 0.85:
                 self.rows["pyxis"].append((sid, stay, ts(pyxis_at), None, name, None, None))
-        self.labs(hadm, t + timedelta(minutes=rng.randint(20, 45)), condition, severity,
-                  ("cbc", "bmp", *condition.panels), extra=tuple(condition.labs))
+        self.labs(
+            hadm,
+            t + timedelta(minutes=rng.randint(20, 45)),
+            condition,
+            severity,
+            ("cbc", "bmp", *condition.panels),
+            extra=tuple(condition.labs),
+        )
         codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.4]
         for seq, code in enumerate(codes, start=1):
             self.rows["diagnosis"].append((sid, stay, seq, code, 10, self.titles[code]))
-        self.rows["transfers"].append((sid, hadm, 30_000_000 + self.index * 100 + self._next("transfer"), "ED",
-                                       "Emergency Department", ts(t), ts(out)))
+        self.rows["transfers"].append(
+            (
+                sid,
+                hadm,
+                30_000_000 + self.index * 100 + self._next("transfer"),
+                "ED",
+                "Emergency Department",
+                ts(t),
+                ts(out),
+            )
+        )
         if rng.random() < 0.35 and condition.imaging:
             exam, finding = condition.imaging[0]
             self.radiology(hadm, t + timedelta(minutes=rng.randint(60, 120)), exam, finding, condition)
@@ -282,8 +346,11 @@ class _Patient:
             admission_type = _pick(rng, (("ELECTIVE", 0.5), ("SURGICAL SAME DAY ADMISSION", 0.5)))
             location = ADMISSION_LOCATIONS["elective"]
         elif via_ed:
-            admission_type = (_pick(rng, (("EU OBSERVATION", 0.5), ("OBSERVATION ADMIT", 0.5))) if severity < 0.3
-                              else _pick(rng, (("EW EMER.", 0.8), ("URGENT", 0.2))))
+            admission_type = (
+                _pick(rng, (("EU OBSERVATION", 0.5), ("OBSERVATION ADMIT", 0.5)))
+                if severity < 0.3
+                else _pick(rng, (("EW EMER.", 0.8), ("URGENT", 0.2)))
+            )
             location = ADMISSION_LOCATIONS["ed"]
         else:
             admission_type = _pick(rng, (("DIRECT EMER.", 0.6), ("URGENT", 0.4)))
@@ -291,13 +358,31 @@ class _Patient:
         if dies:
             discharge_location = "DIED"
         elif self.age > 75 or severity > 0.8:
-            discharge_location = _pick(rng, (("SKILLED NURSING FACILITY", 0.5), ("REHAB", 0.2), ("HOME HEALTH CARE", 0.3)))
+            discharge_location = _pick(
+                rng, (("SKILLED NURSING FACILITY", 0.5), ("REHAB", 0.2), ("HOME HEALTH CARE", 0.3))
+            )
         else:
             discharge_location = _pick(rng, (("HOME", 0.75), ("HOME HEALTH CARE", 0.25)))
-        self.rows["admissions"].append((
-            sid, hadm, ts(admit), ts(disch), ts(died_at), admission_type, None, location, discharge_location,
-            self.demo["insurance"], self.demo["language"], self.demo["marital"], self.demo["race"],
-            ts(admit - timedelta(hours=4)) if via_ed else None, ts(admit) if via_ed else None, int(dies)))
+        self.rows["admissions"].append(
+            (
+                sid,
+                hadm,
+                ts(admit),
+                ts(disch),
+                ts(died_at),
+                admission_type,
+                None,
+                location,
+                discharge_location,
+                self.demo["insurance"],
+                self.demo["language"],
+                self.demo["marital"],
+                self.demo["race"],
+                ts(admit - timedelta(hours=4)) if via_ed else None,
+                ts(admit) if via_ed else None,
+                int(dies),
+            )
+        )
         self.hospital_course(hadm, admit, disch, condition, severity, icu_stays, dies)
         return disch, died_at
 
@@ -311,22 +396,42 @@ class _Patient:
     def hospital_course(self, hadm, admit, disch, condition, severity, icu_stays, dies) -> None:
         rng, sid = self.rng, self.sid
         transfer = lambda: 30_000_000 + self.index * 100 + self._next("transfer")  # noqa: E731
-        self.rows["transfers"].append((sid, hadm, transfer(), "admit", condition.ward, ts(admit),
-                                       ts(icu_stays[0][0] if icu_stays else disch)))
+        self.rows["transfers"].append(
+            (sid, hadm, transfer(), "admit", condition.ward, ts(admit), ts(icu_stays[0][0] if icu_stays else disch))
+        )
         self.rows["services"].append((sid, hadm, ts(admit), None, condition.service))
-        self.poe(hadm, admit + timedelta(minutes=10), [("ADT orders", "Admit"), ("Medications", None), ("Lab", None),
-                                                      ("General Care", "Vitals/Monitoring"), ("Nutrition", "Diet"),
-                                                      *condition.orders])
+        self.poe(
+            hadm,
+            admit + timedelta(minutes=10),
+            [
+                ("ADT orders", "Admit"),
+                ("Medications", None),
+                ("Lab", None),
+                ("General Care", "Vitals/Monitoring"),
+                ("Nutrition", "Diet"),
+                *condition.orders,
+            ],
+        )
         for j, (icu_in, icu_out) in enumerate(icu_stays):
             stay = 40_000_000 + self.index * 20 + self._next("icu")
             icu_out = min(icu_out, disch)
-            self.rows["transfers"].append((sid, hadm, transfer(), "transfer", condition.icu_unit, ts(icu_in),
-                                           ts(icu_out)))
+            self.rows["transfers"].append(
+                (sid, hadm, transfer(), "transfer", condition.icu_unit, ts(icu_in), ts(icu_out))
+            )
             self.poe(hadm, icu_in - timedelta(minutes=20), [("ADT orders", "Transfer"), ("Critical Care", None)])
             self.icu_stay(hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies)
             if icu_out < disch:
-                self.rows["transfers"].append((sid, hadm, transfer(), "transfer", condition.ward, ts(icu_out),
-                                               ts(disch if j == len(icu_stays) - 1 else icu_stays[j + 1][0])))
+                self.rows["transfers"].append(
+                    (
+                        sid,
+                        hadm,
+                        transfer(),
+                        "transfer",
+                        condition.ward,
+                        ts(icu_out),
+                        ts(disch if j == len(icu_stays) - 1 else icu_stays[j + 1][0]),
+                    )
+                )
         if not dies:
             self.rows["transfers"].append((sid, hadm, transfer(), "discharge", None, ts(disch), None))
         self.medications(hadm, admit, disch, condition, severity, icu_stays)
@@ -343,8 +448,13 @@ class _Patient:
             nxt = (draw + DAY).replace(hour=5, minute=rng.randint(0, 59))
             draw = nxt if nxt > draw + timedelta(hours=8) else nxt + DAY
         for specimen, test, organism, p_pos in condition.cultures:
-            self.culture(hadm, admit + timedelta(minutes=rng.randint(30, 180)), specimen, test,
-                         organism if rng.random() < p_pos * (0.6 + severity) else None)
+            self.culture(
+                hadm,
+                admit + timedelta(minutes=rng.randint(30, 180)),
+                specimen,
+                test,
+                organism if rng.random() < p_pos * (0.6 + severity) else None,
+            )
         for exam, finding in condition.imaging:
             when = admit + timedelta(hours=rng.uniform(1, 20))
             if when < disch:
@@ -365,8 +475,9 @@ class _Patient:
     def poe(self, hadm: int, t: datetime, orders) -> None:
         for order_type, subtype in orders:
             n = self._next("poe")
-            self.rows["poe"].append((f"{self.sid}-{n}", n, self.sid, hadm, ts(t), order_type, subtype,
-                                     "New", None, None, None, "Inactive"))
+            self.rows["poe"].append(
+                (f"{self.sid}-{n}", n, self.sid, hadm, ts(t), order_type, subtype, "New", None, None, None, "Inactive")
+            )
 
     def labs(self, hadm, t, condition, acuity, panels, extra=()) -> None:
         specimen = self.index * 1000 + self._next("specimen")
@@ -376,10 +487,26 @@ class _Patient:
             value = self.lab_value(label, condition, acuity)
             flag = "abnormal" if value < lab.low or value > lab.high else None
             text = f"{value:.{lab.decimals}f}"
-            self.rows["labevents"].append((
-                self.index * 100_000 + self._next("lab"), self.sid, hadm, specimen, lab.itemid, None, ts(t),
-                ts(t + timedelta(minutes=50)), text, value, lab.unit or None, lab.low, lab.high, flag, "ROUTINE",
-                None))
+            self.rows["labevents"].append(
+                (
+                    self.index * 100_000 + self._next("lab"),
+                    self.sid,
+                    hadm,
+                    specimen,
+                    lab.itemid,
+                    None,
+                    ts(t),
+                    ts(t + timedelta(minutes=50)),
+                    text,
+                    value,
+                    lab.unit or None,
+                    lab.low,
+                    lab.high,
+                    flag,
+                    "ROUTINE",
+                    None,
+                )
+            )
 
     def culture(self, hadm, t, specimen, test, organism) -> None:
         rng = self.rng
@@ -390,15 +517,17 @@ class _Patient:
             return
         for antibiotic in ("CEFTRIAXONE", "CIPROFLOXACIN", "GENTAMICIN", "VANCOMYCIN")[: rng.randint(2, 4)]:
             interpretation = "R" if rng.random() < 0.2 else "S"
-            self.rows["microbiologyevents"].append((micro_id(), *base, organism, 1, antibiotic, "<=1",
-                                                    interpretation, None))
+            self.rows["microbiologyevents"].append(
+                (micro_id(), *base, organism, 1, antibiotic, "<=1", interpretation, None)
+            )
 
     def radiology(self, hadm, t, exam, finding, condition) -> None:
         note_id = f"{self.sid}-RR-{self._next('rr')}"
-        text = (f"EXAMINATION:  {exam}\n\nINDICATION:  {condition.chief_complaint}\n\nFINDINGS:  {finding}\n\n"
-                f"IMPRESSION:  {finding}")
-        self.rows["radiology"].append((note_id, self.sid, hadm, "RR", self.counters["rr"], ts(t),
-                                       ts(t + HOUR), text))
+        text = (
+            f"EXAMINATION:  {exam}\n\nINDICATION:  {condition.chief_complaint}\n\nFINDINGS:  {finding}\n\n"
+            f"IMPRESSION:  {finding}"
+        )
+        self.rows["radiology"].append((note_id, self.sid, hadm, "RR", self.counters["rr"], ts(t), ts(t + HOUR), text))
         self.rows["radiology_detail"].append((note_id, self.sid, "exam_name", exam, 1))
 
     def medications(self, hadm, admit, disch, condition, severity, icu_stays) -> None:
@@ -413,9 +542,31 @@ class _Patient:
         for name in drugs:
             drug = DRUGS[name]
             stop = disch if name != "Norepinephrine" else min(disch, icu_stays[0][1])
-            self.rows["prescriptions"].append((
-                self.sid, hadm, self.index * 1000 + self._next("pharmacy"), None, None, None, ts(start), ts(stop),
-                "MAIN", name, None, None, None, drug.strength, None, drug.dose, drug.unit, None, None, None, drug.route))
+            self.rows["prescriptions"].append(
+                (
+                    self.sid,
+                    hadm,
+                    self.index * 1000 + self._next("pharmacy"),
+                    None,
+                    None,
+                    None,
+                    ts(start),
+                    ts(stop),
+                    "MAIN",
+                    name,
+                    None,
+                    None,
+                    None,
+                    drug.strength,
+                    None,
+                    drug.dose,
+                    drug.unit,
+                    None,
+                    None,
+                    None,
+                    drug.route,
+                )
+            )
             every = timedelta(hours=drug.every_hours)
             when = start.replace(minute=0, second=0) + HOUR
             as_needed = name in AS_NEEDED
@@ -424,22 +575,38 @@ class _Patient:
                     when += every
                     continue
                 event = "Administered" if rng.random() < 0.95 else rng.choice(("Not Given", "Held"))
-                self.rows["emar"].append((self.sid, hadm, f"{self.sid}-{self._next('emar')}", 1, None, None, None,
-                                          ts(when), name, event, ts(when), ts(when + timedelta(minutes=5))))
+                self.rows["emar"].append(
+                    (
+                        self.sid,
+                        hadm,
+                        f"{self.sid}-{self._next('emar')}",
+                        1,
+                        None,
+                        None,
+                        None,
+                        ts(when),
+                        name,
+                        event,
+                        ts(when),
+                        ts(when + timedelta(minutes=5)),
+                    )
+                )
                 when += every
 
     def icu_stay(self, hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies) -> None:
         rng, sid = self.rng, self.sid
         los = (icu_out - icu_in) / DAY
-        self.rows["icustays"].append((sid, hadm, stay, condition.icu_unit, condition.icu_unit, ts(icu_in),
-                                      ts(icu_out), round(los, 4)))
+        self.rows["icustays"].append(
+            (sid, hadm, stay, condition.icu_unit, condition.icu_unit, ts(icu_in), ts(icu_out), round(los, 4))
+        )
         t = icu_in + timedelta(minutes=rng.randint(5, 30))
         while t < icu_out:
             acuity = self.acuity(t, admit, disch, severity, dies)
-            for label, (itemid, unit, vital) in ICU_CHART.items():
+            for itemid, unit, vital in ICU_CHART.values():
                 value = self.vital(vital, condition, acuity)
-                self.rows["chartevents"].append((sid, hadm, stay, None, ts(t), ts(t + timedelta(minutes=20)), itemid,
-                                                 f"{value:g}", value, unit, 0))
+                self.rows["chartevents"].append(
+                    (sid, hadm, stay, None, ts(t), ts(t + timedelta(minutes=20)), itemid, f"{value:g}", value, unit, 0)
+                )
             t += timedelta(hours=2)
         inputs = [i for i in condition.icu_items if i in ICU_INPUTS]
         procedures = [p for p in condition.icu_items if p in ICU_PROCEDURES]
@@ -450,12 +617,14 @@ class _Patient:
                 end = min(icu_out, t + timedelta(hours=12))
                 amount = round(rng.uniform(100, 1000) if amount_unit == "mL" else rng.uniform(1, 50), 2)
                 rate = round(amount / max((end - t) / HOUR, 0.1), 2) if rate_unit else None
-                self.rows["inputevents"].append((sid, hadm, stay, None, ts(t), ts(end), ts(t), itemid, amount,
-                                                 amount_unit, rate, rate_unit or None))
+                self.rows["inputevents"].append(
+                    (sid, hadm, stay, None, ts(t), ts(end), ts(t), itemid, amount, amount_unit, rate, rate_unit or None)
+                )
                 if amount_unit == "mL":
                     water, unit = ICU_INGREDIENTS["Water"]
-                    self.rows["ingredientevents"].append((sid, hadm, stay, None, ts(t), ts(end), ts(t), water,
-                                                          amount, unit, rate, rate_unit or None))
+                    self.rows["ingredientevents"].append(
+                        (sid, hadm, stay, None, ts(t), ts(end), ts(t), water, amount, unit, rate, rate_unit or None)
+                    )
                 t = end
         aki = condition.name == "aki" or any(c.name == "ckd" for c in self.chronic)
         t = icu_in + timedelta(hours=4)
@@ -470,27 +639,38 @@ class _Patient:
             if start >= icu_out:
                 continue
             minutes = round((icu_out - start) / timedelta(minutes=1)) if unit == "min" else 1
-            self.rows["procedureevents"].append((sid, hadm, stay, None, ts(start), ts(icu_out), ts(start), itemid,
-                                                 minutes, unit))
-            label = {"Arterial Line": "Arterial Line Insertion Date", "Multi Lumen": "Multi Lumen Insertion Date",
-                     "Foley Catheter": "Foley Catheter Insertion Date", "Dialysis - CRRT": "Last Dialysis Date",
-                     "Invasive Ventilation": "Intubation Date"}.get(name)
+            self.rows["procedureevents"].append(
+                (sid, hadm, stay, None, ts(start), ts(icu_out), ts(start), itemid, minutes, unit)
+            )
+            label = {
+                "Arterial Line": "Arterial Line Insertion Date",
+                "Multi Lumen": "Multi Lumen Insertion Date",
+                "Foley Catheter": "Foley Catheter Insertion Date",
+                "Dialysis - CRRT": "Last Dialysis Date",
+                "Invasive Ventilation": "Intubation Date",
+            }.get(name)
             charted = start + timedelta(minutes=rng.randint(30, 90))
             if label and charted < icu_out:
-                self.rows["datetimeevents"].append((sid, hadm, stay, None, ts(charted), ts(charted),
-                                                    ICU_DATETIMES[label], ts(start), "Date", 0))
+                self.rows["datetimeevents"].append(
+                    (sid, hadm, stay, None, ts(charted), ts(charted), ICU_DATETIMES[label], ts(start), "Date", 0)
+                )
 
     def discharge_note(self, hadm, admit, disch, condition, icu_stays, codes) -> None:
-        course = (f"Admitted for {condition.chief_complaint.lower()}. "
-                  + ("Required ICU care. " if icu_stays else "")
-                  + f"Treated with {', '.join(condition.drugs[:3]) or 'supportive care'}.")
+        course = (
+            f"Admitted for {condition.chief_complaint.lower()}. "
+            + ("Required ICU care. " if icu_stays else "")
+            + f"Treated with {', '.join(condition.drugs[:3]) or 'supportive care'}."
+        )
         diagnoses = "\n".join(self.titles[c] for c in codes)
         history = ", ".join(c.name.replace("_", " ") for c in self.chronic) or "no significant history"
-        text = (f"Name:  ___                     Unit No:   ___\n\nAdmission Date:  ___              "
-                f"Discharge Date:   ___\n\nSex:   {self.gender}\n\nService: {condition.service}\n\n"
-                f"Chief Complaint:\n{condition.chief_complaint}\n\nPast Medical History:\n{history}\n\n"
-                f"Brief Hospital Course:\n{course}\n\nDischarge Diagnosis:\n{diagnoses}\n\n"
-                "Discharge Condition:\nMental Status: Clear and coherent.\n\nFollowup Instructions:\n___")
+        text = (
+            f"Name:  ___                     Unit No:   ___\n\nAdmission Date:  ___              "
+            f"Discharge Date:   ___\n\nSex:   {self.gender}\n\nService: {condition.service}\n\n"
+            f"Chief Complaint:\n{condition.chief_complaint}\n\nPast Medical History:\n{history}\n\n"
+            f"Brief Hospital Course:\n{course}\n\nDischarge Diagnosis:\n{diagnoses}\n\n"
+            "Discharge Condition:\nMental Status: Clear and coherent.\n\nFollowup Instructions:\n___"
+        )
         note_id = f"{self.sid}-DS-{self._next('ds')}"
-        self.rows["discharge"].append((note_id, self.sid, hadm, "DS", self.counters["ds"], ts(disch),
-                                       ts(disch + timedelta(hours=6)), text))
+        self.rows["discharge"].append(
+            (note_id, self.sid, hadm, "DS", self.counters["ds"], ts(disch), ts(disch + timedelta(hours=6)), text)
+        )

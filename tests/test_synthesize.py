@@ -1,0 +1,106 @@
+"""synthesize.py: typed config that fails early, and the main job end to end on a small cohort."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from ehrr1.config import register_configs
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.pipelines import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+register_configs()
+
+
+def compose_synthesize(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="synthesize", overrides=list(overrides))
+
+
+def test_default_config_composes_with_the_synthetic_data():
+    cfg = compose_synthesize()
+    assert cfg.data.name == "synthetic_n2000_seed0"
+    assert cfg.timelines.dir == "./data/timelines/synthetic_n2000_seed0"
+    assert cfg.data.modules.ed == "./data/mimic-iv-synthetic/n2000_seed0/ed"
+
+
+def test_unknown_key_fails_naming_it():
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_synthesize("timelines.patients_per_shrd=10")
+    assert "patients_per_shrd" in str(info.value.__cause__ or info.value)
+
+
+def test_unknown_data_option_lists_the_choices():
+    with pytest.raises(ConfigCompositionException, match=r"(?s)data/mimic4.*mimic_iv.*synthetic"):
+        compose_synthesize("data=mimic4")
+
+
+def test_wrong_type_and_unknown_pipeline_fail_early():
+    with pytest.raises((ConfigCompositionException, ValidationError)) as info:
+        compose_synthesize("data.synthetic.n_patients=many")
+    assert "n_patients" in str(info.value) + str(info.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_synthesize("pipeline=everything")
+    assert "timelines" in str(info.value.__cause__)
+
+
+def test_mimic_iv_requires_its_root():
+    cfg = compose_synthesize("data=mimic_iv")
+    with pytest.raises(Exception, match="data.root"):
+        OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+
+
+def test_main_job_builds_cohort_and_timelines(tmp_path, capsys):
+    cfg = compose_synthesize(f"data_root={tmp_path}", "data.synthetic.n_patients=40", "progress=false")
+    result = synthesize(cfg)
+    out = capsys.readouterr().out
+    assert "Timelines: 40 patients" in out and "Labotary Test Events" in out
+    store = TimelineStore(result["timelines_dir"])
+    assert len(store.subjects()) == 40 and result["cohort"]["rows"]["patients"] == 40
+    again = synthesize(cfg)  # a second run reuses everything
+    assert again["timelines"]["fingerprint"] == result["timelines"]["fingerprint"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "synthesize.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_help_and_cfg_job(tmp_path):
+    help_text = run_cli("--help", cwd=tmp_path)
+    assert help_text.returncode == 0 and "data: mimic_iv, synthetic" in help_text.stdout
+    job = run_cli("--cfg", "job", "data.synthetic.n_patients=10", cwd=tmp_path)
+    assert job.returncode == 0 and "n_patients: 10" in job.stdout
+
+
+def test_cli_run_stores_its_resolved_config(tmp_path):
+    done = run_cli(
+        f"data_root={tmp_path / 'data'}",
+        "data.synthetic.n_patients=15",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    resolved = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
+    assert resolved.timelines.dir == f"{tmp_path / 'data'}/timelines/synthetic_n15_seed0"
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+    rerun = run_cli(
+        "--config-path",
+        str(tmp_path / "run"),
+        "--config-name",
+        "resolved_config",
+        f"hydra.run.dir={tmp_path / 'rerun'}",
+        cwd=tmp_path,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Timelines: 15 patients" in rerun.stdout
