@@ -209,7 +209,7 @@ class TimelineBuilder:
             try:
                 untimed[name] = self._stage(con, name, query, num_shards)
             except duckdb.ConversionException as exc:
-                raise self.reader.explain_failure(con, tables, exc) from exc
+                raise self.reader.explain_failure(tables, exc) from exc
             if untimed[name]:
                 log.warning("%s: %d record(s) without a time were left out of the timelines", name, untimed[name])
         for shard in tqdm(range(num_shards), desc="build shards", disable=not progress):

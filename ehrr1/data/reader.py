@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from ehrr1.data.schema import DUCKDB_TYPES, OPTIONAL_MODULES, TABLES, TableSchema
+from ehrr1.data.schema import DUCKDB_TYPES, MODULES, OPTIONAL_MODULES, TABLES, TableSchema
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ _DOMAINS = {
 }
 # Identifier columns that may never be empty.
 _KEYS = ("subject_id", "itemid", "note_id")
+_RELEASES = {"ed": "MIMIC-IV-ED", "note": "MIMIC-IV-Note"}
 
 
 class MimicSchemaError(ValueError):
@@ -53,7 +54,8 @@ class MimicReader:
     """Locates MIMIC-IV tables under per-module directories and exposes them as typed DuckDB views.
 
     ``modules`` maps module name (hosp, icu, ed, note) to its directory. A missing optional module is
-    reported once and its tables are skipped; anything else missing is an error.
+    reported once and its tables are skipped; anything else missing is an error. Validation runs on the
+    reader's own DuckDB connection with default settings, so "first rows" and line numbers follow the file.
     """
 
     def __init__(self, modules: Mapping[str, str | Path], sample_rows: int = 10_000):
@@ -61,39 +63,34 @@ class MimicReader:
         self.sample_rows = sample_rows
         self.missing_modules: list[str] = []
         self.paths: dict[str, Path] = {}
+        self._con = duckdb.connect()
         self._locate_all()
 
     # ---- locating files -------------------------------------------------------------------------
     def _locate_all(self) -> None:
-        for module in ("hosp", "icu", *OPTIONAL_MODULES):
+        for module in MODULES:
             directory = self.modules.get(module)
             if directory is None or not directory.is_dir():
                 where = f"{directory}" if directory is not None else "not configured"
                 if module in OPTIONAL_MODULES:
                     self.missing_modules.append(module)
                     log.warning(
-                        "MIMIC-IV module '%s' not found (%s): its event types are skipped. Set "
-                        "data.modules.%s to the '%s' directory of the separately released MIMIC-IV-%s "
-                        "module to include them.",
-                        module,
-                        where,
-                        module,
-                        module,
-                        module.upper() if module == "ed" else "Note",
+                        "MIMIC-IV module '%s' not found (%s): its event types are skipped. Set data.modules.%s "
+                        "to the '%s' folder of the separately released %s to include them.",
+                        *(module, where, module, module, _RELEASES[module]),
                     )
                     continue
+                expected = ", ".join(f"{t.name}.csv.gz" for t in TABLES.values() if t.module == module)
                 raise MimicSchemaError(
                     f"MIMIC-IV module '{module}' not found: {where} is not a directory "
                     f"(config key data.modules.{module}); expected the '{module}/' folder of MIMIC-IV "
-                    "v2.2 or v3.x holding files such as "
-                    + ", ".join(f"{t.name}.csv.gz" for t in TABLES.values() if t.module == module)[:200]
+                    f"v2.2 or v3.x holding {expected}"
                 )
             for table in TABLES.values():
-                if table.module != module:
-                    continue
-                path = self._find_file(directory, table)
-                if path is not None:
-                    self.paths[table.name] = path
+                if table.module == module:
+                    path = self._find_file(directory, table)
+                    if path is not None:
+                        self.paths[table.name] = path
 
     @staticmethod
     def _find_file(directory: Path, table: TableSchema) -> Path | None:
@@ -122,24 +119,24 @@ class MimicReader:
         return list(self.paths)
 
     # ---- validation -----------------------------------------------------------------------------
-    def header(self, con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    def _query(self, sql: str, path: Path) -> list[tuple]:
+        try:
+            return self._con.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
+
+    def header(self, table: str) -> list[str]:
         path = self.paths[table]
         if path.stat().st_size == 0:
             raise MimicSchemaError(
                 f"file {path} is empty: expected a CSV header line with columns {', '.join(TABLES[table].columns)}"
             )
-        try:
-            rows = con.execute(f"DESCRIBE SELECT * FROM {_csv_scan(path)}").fetchall()
-        except duckdb.Error as exc:
-            raise MimicSchemaError(
-                f"file {path} could not be read as CSV (table '{table}'): {str(exc).splitlines()[0]}"
-            ) from exc
-        return [r[0] for r in rows]
+        return [row[0] for row in self._query(f"DESCRIBE SELECT * FROM {_csv_scan(path)}", path)]
 
-    def validate(self, con: duckdb.DuckDBPyConnection, table: str, limit: int | None = None) -> None:
+    def validate(self, table: str, limit: int | None = None) -> None:
         """Check columns, types, keys and domains of ``table`` on its first ``limit`` rows (all if None)."""
         schema, path = TABLES[table], self.paths[table]
-        found = self.header(con, table)
+        found = self.header(table)
         missing = [c for c in schema.columns if c not in found]
         if missing:
             raise MimicSchemaError(
@@ -148,49 +145,38 @@ class MimicReader:
             )
         columns = ", ".join(_ident(c) for c in schema.columns)
         rows = f"(SELECT {columns} FROM {_csv_scan(path)} LIMIT {limit})" if limit else _csv_scan(path)
-        numbered = f"(SELECT {columns}, row_number() OVER () + 1 AS __line FROM {rows})"
+        numbered = f"SELECT {columns}, row_number() OVER () + 1 AS __line FROM {rows}"
         if limit:  # read the sample once, check every column on it
-            try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE __sample AS {numbered[1:-1]}")
-            except duckdb.Error as exc:
-                raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
-            numbered = "__sample"
+            self._query(f"CREATE OR REPLACE TEMP TABLE __sample AS {numbered}", path)
+            numbered = "SELECT * FROM __sample"
         for column, kind in schema.columns.items():
             col = _ident(column)
+            checks = []
             if column in _KEYS:
-                self._raise_first(
-                    con, numbered, f"{col} IS NULL", path, column, f"an empty {column} (every row needs one)"
-                )
+                checks.append((f"{col} IS NULL", f"an empty {column} (every row needs one)"))
             if kind != "str":
-                self._raise_first(
-                    con,
-                    numbered,
-                    f"{col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[kind]}) IS NULL",
-                    path,
-                    column,
-                    f"{{value!r}} is not {_EXPECTED_FORMAT[kind]}",
+                checks.append(
+                    (
+                        f"{col} IS NOT NULL AND TRY_CAST({col} AS {DUCKDB_TYPES[kind]}) IS NULL",
+                        f"{{value!r}} is not {_EXPECTED_FORMAT[kind]}",
+                    )
                 )
             allowed = _DOMAINS.get((table, column))
             if allowed:
                 values = ", ".join(repr(str(v)) for v in allowed)
-                self._raise_first(
-                    con,
-                    numbered,
-                    f"{col} IS NOT NULL AND {col} NOT IN ({values})",
-                    path,
-                    column,
-                    f"{{value!r}} is not one of {', '.join(map(str, allowed))}",
+                checks.append(
+                    (
+                        f"{col} IS NOT NULL AND {col} NOT IN ({values})",
+                        f"{{value!r}} is not one of {', '.join(map(str, allowed))}",
+                    )
                 )
-
-    @staticmethod
-    def _raise_first(con, numbered: str, condition: str, path: Path, column: str, problem: str) -> None:
-        try:
-            hit = con.execute(f"SELECT {_ident(column)}, __line FROM {numbered} WHERE {condition} LIMIT 1").fetchone()
-        except duckdb.Error as exc:
-            raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
-        if hit is not None:
-            value, line = hit
-            raise MimicSchemaError(f"file {path}, column '{column}', line {line}: {problem.format(value=value)}")
+            for condition, problem in checks:
+                hit = self._query(f"SELECT {col}, __line FROM ({numbered}) WHERE {condition} LIMIT 1", path)
+                if hit:
+                    value, line = hit[0]
+                    raise MimicSchemaError(
+                        f"file {path}, column '{column}', line {line}: {problem.format(value=value)}"
+                    )
 
     # ---- typed views ----------------------------------------------------------------------------
     def typed_select(self, table: str) -> str:
@@ -203,18 +189,18 @@ class MimicReader:
         return f"SELECT {casts} FROM {_csv_scan(self.paths[table])}"
 
     def register(self, con: duckdb.DuckDBPyConnection, validate: bool = True) -> None:
-        """Create one typed view per available table; validate a sample of each first."""
+        """Create one typed view per available table in ``con``; validate a sample of each first."""
         for table in self.paths:
             if validate:
-                self.validate(con, table, limit=self.sample_rows)
+                self.validate(table, limit=self.sample_rows)
             con.execute(f"CREATE OR REPLACE VIEW {_ident(table)} AS {self.typed_select(table)}")
 
-    def explain_failure(self, con: duckdb.DuckDBPyConnection, tables: list[str], exc: Exception) -> Exception:
+    def explain_failure(self, tables: list[str], exc: Exception) -> Exception:
         """Turn a DuckDB conversion error raised mid-build into a MimicSchemaError by scanning fully."""
         for table in tables:
             if table in self.paths:
                 try:
-                    self.validate(con, table, limit=None)
+                    self.validate(table, limit=None)
                 except MimicSchemaError as err:
                     return err
         return exc

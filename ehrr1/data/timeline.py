@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrr1.data.build import MANIFEST, shard_path
@@ -129,5 +130,5 @@ class TimelineStore:
         ids: list[int] = []
         for shard in range(self.num_shards):
             column = pq.read_table(shard_path(self.root, shard), columns=["subject_id"]).column(0)
-            ids.extend(pa.compute.unique(column).to_pylist())
+            ids.extend(pc.unique(column).to_pylist())
         return sorted(ids)

@@ -1,7 +1,8 @@
 """Benchmark: timeline building on synthetic cohorts, ours vs a naive pandas per-patient loop.
 
-Prints one JSON line. For each cohort size: events/s and peak RSS of ``build_timelines`` and of the
-baseline, each measured in a fresh subprocess, plus the speed ratio. The baseline materialises every
+Prints one JSON line. For each cohort size: seconds and peak RSS of the cohort generation (when it ran),
+events/s and peak RSS of ``build_timelines`` and of the baseline, each measured in a fresh subprocess,
+plus the speed ratio. The baseline materialises every
 event type's table in full as a pandas DataFrame (through the same SQL, so joins are not charged to
 it), groups it by subject, then loops over patients in Python to build, order and serialise events.
 
@@ -26,6 +27,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_generate(cohort: Path, n_patients: str) -> dict:
+    from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
+
+    start = time.perf_counter()
+    manifest = generate_cohort(cohort, SyntheticCohortSettings(n_patients=int(n_patients), seed=0), progress=False)
+    seconds = time.perf_counter() - start
+    rows = sum(v for k, v in manifest["rows"].items() if not k.startswith("d_"))
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+
+
 def run_ours(cohort: Path, out: Path) -> dict:
     from ehrr1.data.build import TimelineBuildSettings, build_timelines
     from ehrr1.data.reader import MimicReader
@@ -33,7 +44,9 @@ def run_ours(cohort: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     manifest = build_timelines(
-        MimicReader({m: cohort / m for m in MODULES}), out, TimelineBuildSettings(patients_per_shard=2000),
+        MimicReader({m: cohort / m for m in MODULES}),
+        out,
+        TimelineBuildSettings(patients_per_shard=2000),
         progress=False,
     )
     seconds = time.perf_counter() - start
@@ -82,9 +95,13 @@ def run_baseline(cohort: Path, out: Path) -> dict:
     return {"seconds": seconds, "events": len(result), "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure(kind: str, cohort: Path, out: Path) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--_measure", kind, str(cohort), str(out)],
-                          check=True, capture_output=True, text=True)
+def measure(kind: str, cohort: Path, out: Path | str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--_measure", kind, str(cohort), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -92,36 +109,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--root", type=Path, default=Path("data/bench"))
-    parser.add_argument("--skip-baseline-above", type=int, default=10**9,
-                        help="measure the baseline only on cohorts up to this size")
+    parser.add_argument(
+        "--skip-baseline-above", type=int, default=10**9, help="measure the baseline only on cohorts up to this size"
+    )
     parser.add_argument("--_measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
         kind, cohort, out = args._measure
-        result = (run_ours if kind == "ours" else run_baseline)(Path(cohort), Path(out))
+        run = {"generate": run_generate, "ours": run_ours, "baseline": run_baseline}[kind]
+        result = run(Path(cohort), out if kind == "generate" else Path(out))
         print(json.dumps(result))
         return
-
-    from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 
     report = {"benchmark": "timelines", "sizes": {}}
     for n in args.sizes:
         cohort = args.root / f"cohort_n{n}"
-        manifest = generate_cohort(cohort, SyntheticCohortSettings(n_patients=n, seed=0), progress=False)
+        fresh = not cohort.exists()
+        generated = measure("generate", cohort, str(n))
         ours = measure("ours", cohort, args.root / f"ours_n{n}")
         entry = {
-            "raw_rows": sum(v for k, v in manifest["rows"].items() if not k.startswith("d_")),
+            "raw_rows": generated["rows"],
+            "generation": {"seconds": round(generated["seconds"], 2), "peak_rss_mb": round(generated["peak_rss_mb"])}
+            if fresh
+            else "reused",
             "events": ours["events"],
-            "ours": {"seconds": round(ours["seconds"], 2), "events_per_s": round(ours["events"] / ours["seconds"]),
-                     "peak_rss_mb": round(ours["peak_rss_mb"])},
+            "ours": {
+                "seconds": round(ours["seconds"], 2),
+                "events_per_s": round(ours["events"] / ours["seconds"]),
+                "peak_rss_mb": round(ours["peak_rss_mb"]),
+            },
         }
         if n <= args.skip_baseline_above:
             base = measure("baseline", cohort, args.root / f"baseline_n{n}")
             if base["events"] != ours["events"]:
                 raise SystemExit(f"baseline built {base['events']} events, ours {ours['events']}: not comparable")
-            entry["pandas_baseline"] = {"seconds": round(base["seconds"], 2),
-                                        "events_per_s": round(base["events"] / base["seconds"]),
-                                        "peak_rss_mb": round(base["peak_rss_mb"])}
+            entry["pandas_baseline"] = {
+                "seconds": round(base["seconds"], 2),
+                "events_per_s": round(base["events"] / base["seconds"]),
+                "peak_rss_mb": round(base["peak_rss_mb"]),
+            }
             entry["speedup"] = round(base["seconds"] / ours["seconds"], 2)
         report["sizes"][str(n)] = entry
     print(json.dumps(report))
