@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ehrr1.data.build import TimelineBuildSettings
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings
+from ehrr1.tasks.prompt import ThinkingSwitch
+from ehrr1.tasks.select import SelectionSettings
 
 
 class Pipeline(str, Enum):
     """What ``synthesize.py`` produces."""
 
     timelines = "timelines"  # (synthetic cohort if configured) -> per-patient timelines
+    instructions = "instructions"  # timelines -> sample index -> selection -> EHR-Ins / EHR-Bench JSONL
 
 
 @dataclass
@@ -46,11 +50,58 @@ class TimelinesConfig(TimelineBuildSettings):
 
 
 @dataclass
+class ModelConfig:
+    """The model a prompt is built for: its tokenizer measures the context budget."""
+
+    name: str = MISSING
+    path: str | None = None  # local directory or hub id; None: the embedded model built from the data
+    embedded_dir: str | None = None  # where the embedded model (and its tokenizer) is written
+    thinking_switch: ThinkingSwitch = ThinkingSwitch.enable_thinking
+    max_input_tokens: int = 8192
+    tokenizer_vocab_size: int = 4096  # embedded tokenizer only
+    tokenizer_patients: int = 500  # embedded tokenizer: patients whose markdown it is trained on
+
+
+@dataclass
+class TaskMixConfig:
+    """A data config: how many samples of which task (-1 or 0: all), from which splits."""
+
+    name: str = MISSING
+    tasks: dict[str, int] = field(default_factory=dict)
+    file: str | None = None  # a JSON data config {"<task>": n}; replaces ``tasks`` when set
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
+
+
+@dataclass
+class TasksConfig:
+    """User-defined tasks, with the keys of ``ehrr1/tasks/catalogue.yaml``: {decision: {...}, risk: {...}}."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IndexConfig:
+    dir: str = MISSING
+    num_workers: int = 2
+
+
+@dataclass
+class ExportConfig:
+    dir: str = MISSING
+
+
+@dataclass
 class SynthesizeConfig:
-    pipeline: Pipeline = Pipeline.timelines
+    pipeline: Pipeline = Pipeline.instructions
     data_root: str = "./data"
     data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    task_mix: TaskMixConfig = MISSING
+    tasks: TasksConfig = field(default_factory=TasksConfig)
     timelines: TimelinesConfig = field(default_factory=TimelinesConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    export: ExportConfig = field(default_factory=ExportConfig)
     progress: bool = True
 
 

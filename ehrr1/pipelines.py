@@ -15,6 +15,13 @@ from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.markdown import event_title
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
+from ehrr1.tasks.export import export_samples
+from ehrr1.tasks.index import build_index, read_index
+from ehrr1.tasks.prompt import PromptBuilder
+from ehrr1.tasks.registry import TaskRegistry
+from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +72,75 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
     console.print(f"timelines: {result['timelines_dir']}")
 
 
+def task_mix_counts(cfg: DictConfig) -> dict[str, int]:
+    mix = cfg.task_mix
+    counts = load_data_config(mix.file) if mix.file else dict(mix.tasks)
+    if not counts:
+        raise ValueError(f"task_mix '{mix.name}' names no tasks: set task_mix.tasks or task_mix.file")
+    unknown = [s for s in mix.splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"task_mix.splits: {unknown} unknown; choose from {', '.join(SPLITS)}")
+    return counts
+
+
+def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
+    """The model's tokenizer; the embedded one is trained on the first patients' markdown when absent."""
+    model = cfg.model
+    if model.path is not None:
+        return load_tokenizer(model.path)
+    if model.embedded_dir is None:
+        raise ValueError(f"model '{model.name}': set model.path (a directory or hub id) or model.embedded_dir")
+
+    def texts():
+        for i, timeline in enumerate(store):
+            if i >= model.tokenizer_patients:
+                return
+            yield timeline.render()
+
+    directory = build_embedded_tokenizer(texts(), Path(model.embedded_dir) / "tokenizer", model.tokenizer_vocab_size)
+    return load_tokenizer(directory)
+
+
+def build_instructions(cfg: DictConfig) -> dict[str, Any]:
+    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test)."""
+    counts = task_mix_counts(cfg)
+    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    tasks = registry.select(counts)  # unknown names fail before any work
+    result = prepare_timelines(cfg)
+    store = TimelineStore(result["timelines_dir"])
+    build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, progress=cfg.progress)
+    settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SelectionSettings), cfg.selection))
+    selected = select(read_index(cfg.index.dir, counts), counts, registry, settings, tuple(cfg.task_mix.splits))
+    tokenizer = prepare_tokenizer(cfg, store)
+    builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens)
+    report = export_samples(selected, store, registry, builder, cfg.export.dir, list(counts), progress=cfg.progress)
+    result.update(instructions=report, export_dir=str(Path(cfg.export.dir).resolve()))
+    return result
+
+
+def print_instructions(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    report = result["instructions"]
+    table = Table(title="Instruction data (" + ", ".join(f"{s}: {n}" for s, n in report["totals"].items()) + ")")
+    for column in ("split", "task", "samples", "yes/no", "mean events", "mean tokens"):
+        table.add_column(column, justify="left" if column in ("split", "task") else "right")
+    for split, tasks in report["splits"].items():
+        for name, e in tasks.items():
+            balance = f"{e['yes']}/{e['no']}" if "yes" in e else ""
+            table.add_row(
+                split, name, str(e["samples"]), balance, str(e["mean_context_events"]), str(e["mean_prompt_tokens"])
+            )
+    console.print(table)
+    console.print(f"instruction data: {result['export_dir']}")
+
+
 def synthesize(cfg: DictConfig) -> dict[str, Any]:
     save_run_config(cfg)
-    result = prepare_timelines(cfg)
+    if cfg.pipeline == "timelines":
+        result = prepare_timelines(cfg)
+        print_summary(result)
+        return result
+    result = build_instructions(cfg)
     print_summary(result)
+    print_instructions(result)
     return result

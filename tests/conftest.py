@@ -38,3 +38,31 @@ def tiny_cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "n6"
     generate_cohort(root, SyntheticCohortSettings(n_patients=6, seed=1), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from ehrr1.tasks.registry import TaskRegistry
+
+    return TaskRegistry()
+
+
+@pytest.fixture(scope="session")
+def index_root(timelines_root, registry, tmp_path_factory) -> Path:
+    from ehrr1.tasks.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "n300"
+    build_index(timelines_root, out, registry.tasks.values(), num_workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(timelines_root, tmp_path_factory):
+    """The embedded tokenizer, trained on the test cohort and reloaded from disk like any HF tokenizer."""
+    import itertools
+
+    from ehrr1.data.timeline import TimelineStore
+    from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
+
+    texts = (t.render() for t in itertools.islice(TimelineStore(timelines_root), 120))
+    return load_tokenizer(build_embedded_tokenizer(texts, tmp_path_factory.mktemp("tok") / "tokenizer", 2048))

@@ -57,10 +57,15 @@ def test_a_patient_does_not_depend_on_the_others():
     assert simulator.simulate(42) == alone
 
 
-def test_existing_cohort_with_other_settings_is_not_overwritten(tmp_path):
+def test_outdated_cohort_is_regenerated_and_foreign_directories_are_refused(tmp_path):
     generate_cohort(tmp_path / "c", SyntheticCohortSettings(n_patients=5, seed=0), progress=False)
-    with pytest.raises(FileExistsError, match="other settings"):
-        generate_cohort(tmp_path / "c", SyntheticCohortSettings(n_patients=6, seed=0), progress=False)
+    manifest = generate_cohort(tmp_path / "c", SyntheticCohortSettings(n_patients=6, seed=0), progress=False)
+    assert manifest["rows"]["patients"] == 6
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a cohort")
+    with pytest.raises(FileExistsError, match="holds no synthetic cohort"):
+        generate_cohort(tmp_path / "mine", SyntheticCohortSettings(n_patients=5, seed=0), progress=False)
+    assert (tmp_path / "mine" / "notes.txt").exists()
 
 
 def test_layout_matches_mimic_iv(cohort_root):
@@ -97,7 +102,7 @@ def test_deaths_cluster_in_the_sickest_conditions(db):
         "WHERE d.seq_num = 1 AND d.icd_code IN ({})"
     )
     sepsis = one(db, rate.format("'A419'"))[0]
-    mild = one(db, rate.format("'R079', 'M5450', 'N390', 'M1611'"))[0]
+    mild = one(db, rate.format("'R079', 'M545', 'N390', 'M1611'"))[0]
     assert sepsis > 0.12 and mild < 0.05 and sepsis > 4 * mild
     icu_death, ward_death = db.execute(
         "SELECT avg(hospital_expire_flag) FILTER (WHERE hadm_id IN (SELECT hadm_id FROM icustays)), "

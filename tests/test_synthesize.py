@@ -104,3 +104,28 @@ def test_cli_run_stores_its_resolved_config(tmp_path):
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "Timelines: 15 patients" in rerun.stdout
+
+
+def test_instructions_pipeline_builds_the_smoke_mix(tmp_path, capsys):
+    cfg = compose_synthesize(
+        f"data_root={tmp_path}",
+        "data.synthetic.n_patients=60",
+        "progress=false",
+        "model.tokenizer_patients=40",
+        "model.max_input_tokens=1024",
+        "selection.min_events=2",
+    )
+    result = synthesize(cfg)
+    out = capsys.readouterr().out
+    assert "Instruction data (" in out
+    export = Path(result["export_dir"])
+    assert {p.name for p in export.iterdir()} >= {"train.jsonl", "val.jsonl", "test.jsonl", "stats.json", "stats.md"}
+    assert sum(result["instructions"]["totals"].values()) > 100
+    assert (Path(tmp_path) / "models" / "tiny" / "synthetic_n60_seed0" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_unknown_task_in_a_mix_fails_before_any_work(tmp_path):
+    cfg = compose_synthesize(f"data_root={tmp_path}", "+task_mix.tasks.lab_events=3")
+    with pytest.raises(Exception, match=r"unknown task 'lab_events'.*Did you mean labevents"):
+        synthesize(cfg)
+    assert not (tmp_path / "mimic-iv-synthetic").exists()

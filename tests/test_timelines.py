@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,20 +113,22 @@ def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
         assert a.equals(b)
 
 
-def test_changed_inputs_are_refused_unless_overwrite(tiny_cohort, tmp_path):
+def test_changed_inputs_rebuild_and_foreign_directories_are_refused(tiny_cohort, tmp_path, caplog):
     root = tmp_path / "cohort"
-    os.system(f"cp -r {tiny_cohort} {root}")
+    shutil.copytree(tiny_cohort, root)
     out = tmp_path / "tl"
-    build_timelines(MimicReader(modules_of(root)), out, progress=False)
-    assert build_timelines(MimicReader(modules_of(root)), out, progress=False)["n_patients"] == 6  # reused
+    first = build_timelines(MimicReader(modules_of(root)), out, progress=False)
+    assert build_timelines(MimicReader(modules_of(root)), out, progress=False) == first  # reused as is
     labs = root / "hosp" / "labevents.csv.gz"
     os.utime(labs, (time.time() + 5, time.time() + 5))
-    with pytest.raises(TimelineBuildError, match="built from other inputs.*timelines.overwrite=true"):
-        build_timelines(MimicReader(modules_of(root)), out, progress=False)
-    manifest = build_timelines(
-        MimicReader(modules_of(root)), out, TimelineBuildSettings(overwrite=True), progress=False
-    )
-    assert manifest["n_patients"] == 6
+    rebuilt = build_timelines(MimicReader(modules_of(root)), out, progress=False)
+    assert rebuilt["fingerprint"] != first["fingerprint"] and "changed: rebuilding" in caplog.text
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.csv").write_text("keep me")
+    with pytest.raises(TimelineBuildError, match="holds no timeline build"):
+        build_timelines(MimicReader(modules_of(root)), foreign, progress=False)
+    assert (foreign / "results.csv").read_text() == "keep me"
 
 
 BUILD_SCRIPT = """

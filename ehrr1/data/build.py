@@ -9,8 +9,9 @@ size, not on the cohort size:
    and written to ``shard-NNNNN.parquet``.
 
 Every output is written to a temporary name and renamed, so a killed build leaves only finished pieces.
-Re-running resumes: staged tables and finished shards are kept, partial ones rebuilt. A build whose
-inputs or settings differ from the one in the output directory is refused unless ``overwrite`` is set.
+Re-running resumes: staged tables and finished shards are kept, partial ones rebuilt. When the inputs,
+the event definitions or the sharding changed, the old timelines are replaced (with a warning); a
+non-empty directory that holds no timeline build is never touched.
 """
 
 from __future__ import annotations
@@ -41,12 +42,11 @@ class TimelineBuildSettings:
     patients_per_shard: int = 2000
     memory_limit: str = "4GB"
     threads: int = 0  # 0: DuckDB's default (all cores)
-    overwrite: bool = False
     keep_staging: bool = False
 
 
 class TimelineBuildError(RuntimeError):
-    """The output directory holds a build of other inputs, or the build cannot proceed."""
+    """The output directory holds something other than a timeline build."""
 
 
 def shard_path(root: Path, shard: int) -> Path:
@@ -103,18 +103,17 @@ class TimelineBuilder:
         return manifest.exists() and read_json(manifest).get("fingerprint") == self.fingerprint()
 
     def _claim_output(self) -> None:
-        """Start or resume a build in ``self.out``; refuse to mix two different builds."""
+        """Start or resume a build in ``self.out``: rebuild when inputs changed, never touch foreign files."""
         state_path = self.out / BUILD_STATE
         fingerprint = self.fingerprint()
         if self.out.exists() and any(self.out.iterdir()):
-            previous = read_json(state_path).get("fingerprint") if state_path.exists() else None
-            if previous != fingerprint:
-                if not self.settings.overwrite:
-                    raise TimelineBuildError(
-                        f"{self.out} holds timelines built from other inputs or settings; delete it, choose "
-                        "another directory (timelines.dir) or set timelines.overwrite=true"
-                    )
-                log.warning("overwriting timelines in %s (inputs or settings changed)", self.out)
+            if not state_path.exists():
+                raise TimelineBuildError(
+                    f"{self.out} is not empty and holds no timeline build ({BUILD_STATE} missing): choose another "
+                    "directory (timelines.dir) or empty it"
+                )
+            if read_json(state_path).get("fingerprint") != fingerprint:
+                log.warning("inputs or settings of the timelines in %s changed: rebuilding them", self.out)
                 shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         for leftover in self.out.rglob("*.tmp"):
@@ -226,7 +225,7 @@ class TimelineBuilder:
             "skipped_event_types": self.skipped,
             "missing_modules": self.reader.missing_modules,
             "records_without_time": {k: v for k, v in untimed.items() if v},
-            "settings": {k: v for k, v in asdict(self.settings).items() if k != "overwrite"},
+            "settings": asdict(self.settings),
             "build_seconds": round(time.time() - started, 2),
             **stats,
         }

@@ -3,7 +3,8 @@
 The tables carry the MIMIC-IV columns ehrr1 reads plus the usual identifiers, in MIMIC-IV's column
 order (not every column of the real release). Patients are simulated and written one at a time, so
 memory does not grow with the cohort. The cohort is written under a temporary name and renamed when
-complete; an existing cohort with the same settings is reused.
+complete; an existing cohort with the same settings and simulator version is reused, an outdated one
+regenerated, and a non-empty directory that holds no cohort is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ehrr1.utils import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 1
+COHORT_VERSION = 2  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
 
 _ICU_EVENT = ("subject_id", "hadm_id", "stay_id", "caregiver_id")
@@ -315,9 +316,13 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
         if manifest.get("settings") == wanted:
             log.info("synthetic cohort at %s is up to date", root)
             return manifest
+        log.warning(
+            "synthetic cohort at %s was made with %s: regenerating it with %s", root, manifest.get("settings"), wanted
+        )
+    elif root.exists() and any(root.iterdir()):
         raise FileExistsError(
-            f"{root} holds a synthetic cohort with other settings ({manifest.get('settings')}); "
-            "delete it or choose another data.root"
+            f"{root} is not empty and holds no synthetic cohort ({MANIFEST} missing); choose "
+            "another data.root or empty it"
         )
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

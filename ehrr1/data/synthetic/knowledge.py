@@ -307,7 +307,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition(
             "aki",
             0.8,
-            ("N179", "E8729"),
+            ("N179", "E872"),
             "Weakness, Decreased urine output",
             0.5,
             0.06,
@@ -474,7 +474,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition(
             "back_pain",
             0.5,
-            ("M5450", "M549"),
+            ("M545", "M549"),
             "Back pain",
             0.1,
             0.001,
@@ -550,7 +550,7 @@ CHRONIC: dict[str, Chronic] = {
         ),
         Chronic(
             "ckd",
-            "N1830",
+            "N183",
             0.15,
             {"aki": 4, "heart_failure": 1.5, "sepsis": 1.3},
             (("furosemide", "Loop Diuretics"),),

@@ -1,0 +1,85 @@
+"""Tokenizers: the embedded byte-level BPE tokenizer trained on EHR markdown, and loading real ones.
+
+The embedded tokenizer is trained (``tokenizers`` library) on rendered timelines, carries a Qwen-style
+chat template that honours ``enable_thinking``, and is saved in Hugging Face format so every HF tool
+loads it. ``<think>`` and ``</think>`` are ordinary added tokens, as in Qwen3.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+# Qwen3-style ChatML. With enable_thinking=false the generation prompt ends in an empty think block.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``, with chat template and think tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        pad_token=PAD,
+        bos_token=None,
+        padding_side="left",
+        model_max_length=1 << 20,
+    )
+    fast.add_tokens([THINK_OPEN, THINK_CLOSE])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_size: int = 4096) -> Path:
+    """Train and save the embedded tokenizer atomically; reuse it when already there."""
+    out = Path(out_dir)
+    if (out / "tokenizer.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
+    train_tokenizer(texts, vocab_size).save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """A tokenizer from a local directory or a hub id (hub ids need network access or a local cache)."""
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise OSError(
+            f"could not load a tokenizer from '{path}' (model.tokenizer): give a local directory "
+            f"holding tokenizer files or a Hugging Face hub id ({exc})"
+        ) from exc

@@ -1,0 +1,153 @@
+"""Timelines -> sample index: one Parquet row per patient x task x anchor.
+
+Columns: ``subject_id, hadm_id, task, event, period_begin, period_end, admissions_id,
+last_discharge_id, target`` (``target`` is a list of strings; risk tasks hold ``["yes"]`` or ``["no"]``).
+
+Each task has its own directory (``<index dir>/<task>/index-NNNNN.parquet`` per timeline shard) and its
+own fingerprint (timelines + task definition), so adding or changing a task rebuilds only that task.
+One pass over the timeline shards serves every task that needs work; shards run in parallel processes
+and each file is written atomically, so a killed build resumes with what it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.tasks.registry import TaskSpec
+from ehrr1.tasks.samples import Facts, samples_of
+from ehrr1.utils import atomic_write_json, digest, read_json
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("hadm_id", pa.int64()),
+        ("task", pa.string()),
+        ("event", pa.int32()),
+        ("period_begin", pa.int32()),
+        ("period_end", pa.int32()),
+        ("admissions_id", pa.int32()),
+        ("last_discharge_id", pa.int32()),
+        ("target", pa.list_(pa.string())),
+    ]
+)
+
+
+def index_shard_path(root: Path, task: str, shard: int) -> Path:
+    return root / task / f"index-{shard:05d}.parquet"
+
+
+def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: str) -> None:
+    """Index one timeline shard for ``tasks``, one file per task."""
+    columns = {t.name: {name: [] for name in SCHEMA.names} for t in tasks}
+    for timeline in TimelineStore(timelines_dir).iter_shard(shard):
+        facts = Facts.of(timeline)
+        for task in tasks:
+            rows = columns[task.name]
+            for sample in samples_of(task, timeline, facts):
+                for name in SCHEMA.names:
+                    rows[name].append(getattr(sample, name))
+    for task in tasks:
+        rows = columns[task.name]
+        rows["target"] = [list(t) for t in rows["target"]]
+        final = index_shard_path(Path(out_dir), task.name, shard)
+        tmp = final.with_name(final.name + ".tmp")
+        pq.write_table(pa.table(rows, schema=SCHEMA), tmp)
+        tmp.replace(final)
+
+
+def _fingerprint(store: TimelineStore, task: TaskSpec) -> str:
+    return digest({"version": INDEX_VERSION, "timelines": store.manifest["fingerprint"], "task": asdict(task)})
+
+
+def _prepare_task_dir(out: Path, task: TaskSpec, fingerprint: str) -> bool:
+    """True when the task's index is complete; otherwise make its directory ready to (re)build."""
+    directory = out / task.name
+    manifest = directory / "manifest.json"
+    if manifest.exists() and read_json(manifest)["fingerprint"] == fingerprint:
+        return True
+    state = directory / "build.json"
+    if directory.exists() and (not state.exists() or read_json(state)["fingerprint"] != fingerprint):
+        log.warning("task %s changed (or its timelines did): rebuilding its index", task.name)
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob("*.tmp"):
+        leftover.unlink()
+    atomic_write_json(state, {"fingerprint": fingerprint})
+    return False
+
+
+def build_index(
+    timelines_dir: str | Path,
+    out_dir: str | Path,
+    tasks: Iterable[TaskSpec],
+    num_workers: int = 1,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Build (or resume, or reuse) the index of ``tasks``; returns the number of samples per task."""
+    store = TimelineStore(timelines_dir)
+    out = Path(out_dir)
+    tasks = list(tasks)
+    fingerprints = {t.name: _fingerprint(store, t) for t in tasks}
+    pending = [t for t in tasks if not _prepare_task_dir(out, t, fingerprints[t.name])]
+    work = {}
+    for shard in range(store.num_shards):
+        missing = [t for t in pending if not index_shard_path(out, t.name, shard).exists()]
+        if missing:
+            work[shard] = missing
+    if pending:
+        log.info(
+            "indexing %d task(s) over %d shard(s) with %d worker(s) -> %s", len(pending), len(work), num_workers, out
+        )
+    started = time.time()
+    with tqdm(total=len(work), desc="index shards", disable=not progress or not work) as bar:
+        if num_workers > 1 and len(work) > 1:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                futures = [pool.submit(build_shard, str(store.root), s, ts, str(out)) for s, ts in work.items()]
+                for future in futures:
+                    future.result()
+                    bar.update()
+        else:
+            for shard, shard_tasks in work.items():
+                build_shard(str(store.root), shard, shard_tasks, str(out))
+                bar.update()
+    for task in pending:
+        files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        atomic_write_json(
+            out / task.name / "manifest.json",
+            {
+                "fingerprint": fingerprints[task.name],
+                "task": asdict(task),
+                "num_shards": store.num_shards,
+                "samples": n,
+                "timelines": str(store.root),
+                "build_seconds": round(time.time() - started, 2),
+            },
+        )
+    return {t.name: read_json(out / t.name / "manifest.json")["samples"] for t in tasks}
+
+
+def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
+    """The index rows of ``tasks`` (built beforehand with :func:`build_index`)."""
+    out = Path(index_dir)
+    files = []
+    for task in tasks:
+        manifest = out / task / "manifest.json"
+        if not manifest.exists():
+            raise FileNotFoundError(f"no index for task '{task}' in {out}; build it with build_index")
+        files += [index_shard_path(out, task, s) for s in range(read_json(manifest)["num_shards"])]
+    return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]) if files else SCHEMA.empty_table()

@@ -1,0 +1,148 @@
+"""Selecting samples from the index with a data config ``{task: n}``: counts, balance, splits.
+
+- ``n`` of -1 or 0 takes every sample; a force number overrides every count (>= 1: that many per task;
+  < 1: that fraction of each count, or of what exists when the count is "all").
+- Context filter: keep samples with ``min_events < period_end - period_begin < max_events``.
+- Balance: risk tasks take an equal count per label; decision tasks marked ``balance`` are sampled with
+  weights inversely proportional to their label's frequency; others uniformly.
+- Splits are by patient: a subject's split is a hash of (seed, subject_id), so no patient is in two
+  splits and the assignment does not depend on which other patients exist.
+
+Everything is seeded; the same index, config and seed give the same selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ehrr1.tasks.registry import TaskRegistry, TaskSpec
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitRatios:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class SelectionSettings:
+    force_number: float | None = None
+    min_events: int = 10
+    max_events: int = 100
+    balance: bool = True
+    seed: int = 0
+    split: SplitRatios = field(default_factory=SplitRatios)
+
+
+def load_data_config(path: str | Path) -> dict[str, int]:
+    """A data config file: a JSON object ``{"<task name>": <number of samples>}``."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"data config {path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(config, dict) or not all(isinstance(v, int) for v in config.values()):
+        raise ValueError(f'data config {path}: expected a JSON object {{"<task name>": <number of samples>}}')
+    return config
+
+
+def subject_split(subject_id: int, ratios: SplitRatios, seed: int) -> str:
+    h = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2**64
+    if u < ratios.train:
+        return "train"
+    return "val" if u < ratios.train + ratios.val else "test"
+
+
+def wanted_count(count: int, force_number: float | None, available: int) -> int:
+    if force_number is not None and force_number >= 1:
+        return int(force_number)
+    base = available if count <= 0 else count
+    if force_number is not None:
+        return max(1, round(base * force_number))
+    return base
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    material = hashlib.sha256("|".join([str(seed), *parts]).encode()).digest()
+    return np.random.default_rng(int.from_bytes(material[:8], "big"))
+
+
+def _labels(table: pa.Table) -> list[str]:
+    return ["\n".join(t) for t in table.column("target").to_pylist()]
+
+
+def _draw(
+    task: TaskSpec, table: pa.Table, n: int, balance: bool, rng: np.random.Generator, where: str, warn: bool = True
+) -> np.ndarray:
+    """Row positions to take; ``warn`` about shortfalls only when a number was asked for (not "all")."""
+    size = table.num_rows
+    if n >= size and not (balance and task.is_risk):
+        if n > size and warn:
+            log.warning("%s: %d samples requested, %d exist: taking all", where, n, size)
+        return np.arange(size)
+    labels = np.array(_labels(table), dtype=object)
+    if balance and task.is_risk:
+        per_label = n // 2
+        chosen = []
+        for label in ("yes", "no"):
+            pool = np.flatnonzero(labels == label)
+            if len(pool) < per_label and warn:
+                log.warning("%s: %d '%s' samples requested for balance, %d exist", where, per_label, label, len(pool))
+            chosen.append(rng.choice(pool, size=min(per_label, len(pool)), replace=False))
+        take = min(len(c) for c in chosen)
+        return np.sort(np.concatenate([c[:take] for c in chosen]))
+    if balance and task.balance:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+        return np.sort(rng.choice(size, size=n, replace=False, p=weights / weights.sum()))
+    return np.sort(rng.choice(size, size=n, replace=False))
+
+
+def select(
+    index: pa.Table,
+    mix: Mapping[str, int],
+    registry: TaskRegistry,
+    settings: SelectionSettings,
+    splits: tuple[str, ...] = SPLITS,
+) -> pa.Table:
+    """Selected index rows with a ``split`` column, ordered by split, task (mix order), subject, anchor."""
+    tasks = registry.select(mix)  # unknown names fail here, listing the valid ones
+    subjects = index.column("subject_id").to_pylist()
+    split_of = {s: subject_split(s, settings.split, settings.seed) for s in set(subjects)}
+    split_column = pa.array([split_of[s] for s in subjects])
+    length = pc.subtract(index.column("period_end"), index.column("period_begin"))
+    in_range = pc.and_(pc.greater(length, settings.min_events), pc.less(length, settings.max_events))
+    parts = []
+    for split in splits:
+        for task in tasks:
+            mask = pc.and_(pc.and_(pc.equal(index.column("task"), task.name), pc.equal(split_column, split)), in_range)
+            rows = index.filter(mask).sort_by([("subject_id", "ascending"), ("event", "ascending")])
+            n = wanted_count(mix[task.name], settings.force_number, rows.num_rows)
+            asked = mix[task.name] > 0 or settings.force_number is not None
+            chosen = _draw(
+                task,
+                rows,
+                n,
+                settings.balance,
+                _rng(settings.seed, split, task.name),
+                f"{task.name}/{split}",
+                warn=asked,
+            )
+            picked = rows.take(pa.array(chosen, type=pa.int64()))
+            parts.append(picked.append_column("split", pa.array([split] * picked.num_rows, pa.string())))
+    return pa.concat_tables(parts) if parts else index.schema.empty_table()

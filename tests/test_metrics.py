@@ -1,0 +1,47 @@
+"""Answer parsing and metrics on crafted cases; garbage scores 0 and never raises."""
+
+from __future__ import annotations
+
+import pytest
+
+from ehrr1.tasks.metrics import accuracy, answer_lines, auroc, final_answer, rouge_l, score, set_score, yes_no
+
+
+def test_answer_is_the_text_after_the_reasoning():
+    assert final_answer("<think>\nmaybe sodium\n</think>\nCreatinine\nPotassium") == "\nCreatinine\nPotassium"
+    assert answer_lines("<think>x</think>\n  Creatinine \n\nPOTASSIUM\n") == ["creatinine", "potassium"]
+    assert answer_lines("no think block\nline two") == ["no think block", "line two"]
+
+
+def test_set_metrics_worked_by_hand():
+    # predicted {a, b, c}, target {b, c, d, e}: 2 hits -> precision 2/3, recall 2/4, f1 = 2PR/(P+R) = 4/7
+    result = set_score("A\nb\nc", ["B", "c", "d", "e"])
+    assert result.precision == pytest.approx(2 / 3) and result.recall == pytest.approx(0.5)
+    assert result.f1 == pytest.approx(4 / 7)
+    assert score("recall", "b\nb\nc", ["b", "c", "d", "e"]) == pytest.approx(0.5)  # repeated lines count once
+    assert score("f1", "x", ["b"]) == 0.0
+
+
+def test_accuracy_and_yes_no():
+    assert accuracy("Labotary Test Events", ["labotary test events"]) == 1.0
+    assert accuracy("Chart Events\nLabotary Test Events", ["Labotary Test Events"]) == 0.0
+    assert yes_no("<think>risky</think>Yes.") == "yes" and yes_no("no, unlikely") == "no" and yes_no("maybe") is None
+    assert score("auroc", "yes", ["yes"]) == 1.0 and score("auroc", "perhaps", ["yes"]) == 0.0
+
+
+def test_auroc_from_scores():
+    assert auroc(["yes", "no", "yes", "no"], [0.9, 0.1, 0.8, 0.3]) == 1.0
+    assert auroc(["yes", "no", "yes", "no"], [0.1, 0.9, 0.2, 0.8]) == 0.0
+    assert auroc(["yes", "yes"], [0.2, 0.4]) is None  # undefined with one label
+
+
+@pytest.mark.parametrize("garbage", [None, "", "   \n\n", b"\xff\xfe\xfa", "x" * 200_001, "</think>", 12345])
+def test_garbage_scores_zero_and_never_raises(garbage):
+    for metric in ("f1", "recall", "accuracy", "auroc"):
+        assert score(metric, garbage, ["creatinine"]) == 0.0
+    assert rouge_l(garbage, "a reference summary") == 0.0
+
+
+def test_rouge_l():
+    assert rouge_l("the patient was discharged home", "the patient was discharged home") == pytest.approx(1.0)
+    assert 0 < rouge_l("patient discharged", "the patient was discharged home") < 1

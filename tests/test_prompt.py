@@ -1,0 +1,101 @@
+"""The prompt builder: spec format, prepended context, token budget cut from the oldest events, thinking switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_dataset
+
+from ehrr1.data.markdown import render_event
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.tasks.export import export_samples
+from ehrr1.tasks.index import read_index
+from ehrr1.tasks.prompt import CLOSED_THINK, SYSTEM_PROMPT, PromptBuilder, ThinkingSwitch, generation_prompt
+from ehrr1.tasks.samples import Sample
+from ehrr1.tasks.select import SelectionSettings, select
+
+
+@pytest.fixture(scope="module")
+def store(timelines_root):
+    return TimelineStore(timelines_root)
+
+
+def samples_of(index_root, task, n=None):
+    rows = read_index(index_root, [task]).to_pylist()
+    return [Sample(**{**r, "target": tuple(r["target"])}) for r in rows[:n]]
+
+
+def test_messages_follow_the_spec(store, registry, index_root):
+    task = registry["Readmission_30day"]
+    sample = next(s for s in samples_of(index_root, task.name) if s.admissions_id is not None)
+    timeline = store.load(sample.subject_id)
+    prompt = PromptBuilder().build(timeline, sample, task)
+    system, user = prompt.messages
+    assert system == {"role": "system", "content": SYSTEM_PROMPT} and user["role"] == "user"
+    assert user["content"].endswith("\n" + task.prompt_instruction)
+    sections = user["content"][: -len(task.prompt_instruction) - 1].split("\n\n## ")
+    assert sections[0].startswith("## Patient Demographics [") and sections[1].startswith("Admissions [")
+    window = [e for e in timeline.window(sample.period_begin, sample.period_end)]
+    assert user["content"].index(render_event(timeline[sample.admissions_id])) < user["content"].index(
+        render_event(window[0])
+    )
+    assert prompt.answer == sample.target[0] and prompt.fits
+
+
+def test_previous_discharge_summary_is_prepended(store, registry, index_root):
+    task = registry["LengthOfStay_7day"]
+    sample = next(s for s in samples_of(index_root, task.name) if s.last_discharge_id is not None)
+    timeline = store.load(sample.subject_id)
+    user = PromptBuilder().build(timeline, sample, task).messages[1]["content"]
+    assert render_event(timeline[sample.last_discharge_id]) in user
+
+
+def test_token_budget_cuts_the_oldest_whole_events(store, registry, index_root, tokenizer):
+    task = registry["labevents"]
+    sample = max(samples_of(index_root, task.name), key=lambda s: s.period_end - s.period_begin)
+    timeline = store.load(sample.subject_id)
+    full = PromptBuilder(tokenizer).build(timeline, sample, task)
+    budget = full.n_tokens * 2 // 3
+    cut = PromptBuilder(tokenizer, budget).build(timeline, sample, task)
+    assert cut.fits and cut.n_tokens <= budget and cut.events_dropped > 0
+    one_less = PromptBuilder(tokenizer, budget).parts(timeline, sample, task)[1]
+    kept = one_less[cut.events_dropped :]
+    user = cut.messages[1]["content"]
+    assert render_event(kept[0]) in user and render_event(one_less[cut.events_dropped - 1]) not in user
+    assert user.endswith("\n".join([render_event(kept[-1]), task.prompt_instruction]))  # newest events stay whole
+    longer = PromptBuilder(tokenizer, budget).build(timeline, sample, task)
+    assert longer.messages == cut.messages  # deterministic
+    with pytest.raises(ValueError, match="needs the model's tokenizer"):
+        PromptBuilder(None, 100)
+
+
+def test_thinking_switch(tokenizer):
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "x"}]
+    off = generation_prompt(tokenizer, messages, thinking=False)
+    on = generation_prompt(tokenizer, messages, thinking=True)
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and on.endswith("<|im_start|>assistant\n")
+    closed = generation_prompt(tokenizer, messages, thinking=False, switch=ThinkingSwitch.closed_think)
+    assert closed == on + CLOSED_THINK == on + "<think>\n\n</think>\n"
+    assert generation_prompt(tokenizer, messages, thinking=True, switch=ThinkingSwitch.closed_think) == on
+
+
+def test_export_is_readable_by_datasets_and_byte_stable(store, registry, index_root, tokenizer, tmp_path):
+    mix = {"labevents": 5, "diagnoses_ccs": 5, "ED_Hospitalization": 4, "next_event": 5}
+    selected = select(read_index(index_root, mix), mix, registry, SelectionSettings(min_events=0))
+    builder = PromptBuilder(tokenizer, 1024)
+    report = export_samples(selected, store, registry, builder, tmp_path / "a", list(mix), progress=False)
+    export_samples(selected, store, registry, builder, tmp_path / "b", list(mix), progress=False)
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+    data = load_dataset("json", data_files=str(tmp_path / "a" / "train.jsonl"), split="train")
+    assert data.num_rows == report["totals"]["train"] > 0
+    record = data[0]
+    assert [m["role"] for m in record["messages"]] == ["system", "user", "assistant"]
+    assert record["messages"][2]["content"] == "\n".join(record["target"])
+    assert record["prompt_tokens"] <= 1024 and record["task"] in mix
+    lines = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in lines}) == len(lines)
+    risk = report["splits"]["train"]["ED_Hospitalization"]
+    assert risk["yes"] == risk["no"] == 2
+    assert "| ED_Hospitalization | 4 | 2 | 2 |" in (tmp_path / "a" / "stats.md").read_text()

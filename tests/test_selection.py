@@ -1,0 +1,113 @@
+"""Selecting samples with a data config: counts, force number, context filter, balance, patient splits."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import pytest
+
+from ehrr1.tasks.index import read_index
+from ehrr1.tasks.registry import TaskError
+from ehrr1.tasks.select import SelectionSettings, load_data_config, select, subject_split, wanted_count
+
+
+@pytest.fixture(scope="module")
+def index(index_root, registry):
+    return read_index(index_root, registry.names)
+
+
+def counts(table, column="task"):
+    return Counter(table.column(column).to_pylist())
+
+
+def test_counts_all_and_force_number():
+    assert wanted_count(50, None, 1000) == 50
+    assert wanted_count(-1, None, 1000) == 1000 and wanted_count(0, None, 1000) == 1000
+    assert wanted_count(50, 7, 1000) == 7 and wanted_count(-1, 7, 1000) == 7
+    assert wanted_count(50, 0.5, 1000) == 25 and wanted_count(-1, 0.1, 1000) == 100
+
+
+def test_context_filter_and_counts(index, registry):
+    settings = SelectionSettings(min_events=10, max_events=40)
+    chosen = select(index, {"labevents": 30, "poe": -1}, registry, settings, splits=("train",))
+    length = [
+        e - b
+        for b, e in zip(chosen.column("period_begin").to_pylist(), chosen.column("period_end").to_pylist(), strict=True)
+    ]
+    assert all(10 < n < 40 for n in length)
+    assert counts(chosen)["labevents"] == 30
+    eligible = [
+        r
+        for r in index.to_pylist()
+        if r["task"] == "poe"
+        and 10 < r["period_end"] - r["period_begin"] < 40
+        and subject_split(r["subject_id"], settings.split, settings.seed) == "train"
+    ]
+    assert counts(chosen)["poe"] == len(eligible)
+
+
+def test_risk_tasks_take_an_equal_count_per_label(index, registry):
+    chosen = select(
+        index,
+        {"ED_Hospitalization": 40, "LengthOfStay_3day": 30},
+        registry,
+        SelectionSettings(min_events=0),
+        splits=("train",),
+    )
+    for task in ("ED_Hospitalization", "LengthOfStay_3day"):
+        labels = Counter(
+            t[0]
+            for t, name in zip(chosen.column("target").to_pylist(), chosen.column("task").to_pylist(), strict=True)
+            if name == task
+        )
+        assert labels["yes"] == labels["no"] > 0
+
+
+def test_balanced_decision_tasks_favour_rare_labels(index, registry):
+    mix = {"next_event": 300}
+    settings = SelectionSettings(min_events=0, max_events=10_000)
+    balanced = select(index, mix, registry, settings, splits=("train",))
+    uniform = select(
+        index, mix, registry, SelectionSettings(min_events=0, max_events=10_000, balance=False), splits=("train",)
+    )
+    distinct = lambda t: len({tuple(x) for x in t.column("target").to_pylist()})  # noqa: E731
+    top_share = lambda t: Counter(tuple(x) for x in t.column("target").to_pylist()).most_common(1)[0][1]  # noqa: E731
+    assert distinct(balanced) > distinct(uniform) and top_share(balanced) < top_share(uniform)
+
+
+def test_splits_are_by_patient_and_seeded(index, registry):
+    chosen = select(index, {"labevents": -1, "Inpatient_Mortality": -1}, registry, SelectionSettings(min_events=0))
+    by_split = {}
+    for subject, split in zip(chosen.column("subject_id").to_pylist(), chosen.column("split").to_pylist(), strict=True):
+        assert by_split.setdefault(subject, split) == split
+    shares = Counter(by_split.values())
+    assert shares["train"] > shares["val"] > 0 and shares["test"] > 0
+    again = select(index, {"labevents": -1, "Inpatient_Mortality": -1}, registry, SelectionSettings(min_events=0))
+    assert again.equals(chosen)
+    moved = sum(
+        subject_split(s, SelectionSettings().split, 0) != subject_split(s, SelectionSettings().split, 1)
+        for s in by_split
+    )
+    assert moved > 0
+
+
+def test_unknown_tasks_and_impossible_requests(index, registry, caplog):
+    with pytest.raises(TaskError, match=r"unknown task 'lab_events'.*Did you mean labevents.*Valid tasks: admissions"):
+        select(index, {"lab_events": 5}, registry, SelectionSettings())
+    with caplog.at_level(logging.WARNING):
+        chosen = select(index, {"radiology": 100_000}, registry, SelectionSettings(min_events=0), splits=("val",))
+    assert "radiology/val: 100000 samples requested" in caplog.text and f"{chosen.num_rows} exist" in caplog.text
+
+
+def test_data_config_files(tmp_path):
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps({"labevents": 10, "ED_Hospitalization": -1}))
+    assert load_data_config(path) == {"labevents": 10, "ED_Hospitalization": -1}
+    path.write_text('["labevents"]')
+    with pytest.raises(ValueError, match=r"mix\.json: expected a JSON object"):
+        load_data_config(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"mix\.json: not a readable JSON file"):
+        load_data_config(path)
