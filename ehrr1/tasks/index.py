@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.registry import TaskSpec
-from ehrr1.tasks.samples import Facts, samples_of
+from ehrr1.tasks.samples import ShardEvents, shard_samples
 from ehrr1.utils import atomic_write_json, digest, read_json
 
 log = logging.getLogger(__name__)
@@ -52,20 +53,11 @@ def index_shard_path(root: Path, task: str, shard: int) -> Path:
 
 def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: str) -> None:
     """Index one timeline shard for ``tasks``, one file per task."""
-    columns = {t.name: {name: [] for name in SCHEMA.names} for t in tasks}
-    for timeline in TimelineStore(timelines_dir).iter_shard(shard):
-        facts = Facts.of(timeline)
-        for task in tasks:
-            rows = columns[task.name]
-            for sample in samples_of(task, timeline, facts):
-                for name in SCHEMA.names:
-                    rows[name].append(getattr(sample, name))
+    events = ShardEvents(pq.read_table(shard_path(Path(timelines_dir), shard)))
     for task in tasks:
-        rows = columns[task.name]
-        rows["target"] = [list(t) for t in rows["target"]]
         final = index_shard_path(Path(out_dir), task.name, shard)
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(pa.table(rows, schema=SCHEMA), tmp)
+        pq.write_table(pa.table(shard_samples(task, events), schema=SCHEMA), tmp)
         tmp.replace(final)
 
 

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import measure, peak_rss_mb  # noqa: E402
+
 MODULES = ("hosp", "icu", "ed", "note")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_generate(cohort: Path, n_patients: str) -> dict:
@@ -34,7 +31,7 @@ def run_generate(cohort: Path, n_patients: str) -> dict:
     manifest = generate_cohort(cohort, SyntheticCohortSettings(n_patients=int(n_patients), seed=0), progress=False)
     seconds = time.perf_counter() - start
     rows = sum(v for k, v in manifest["rows"].items() if not k.startswith("d_"))
-    return {"seconds": seconds, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "rows": rows, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_ours(cohort: Path, out: Path) -> dict:
@@ -50,7 +47,7 @@ def run_ours(cohort: Path, out: Path) -> dict:
         progress=False,
     )
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "events": manifest["n_events"], "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "events": manifest["n_events"], "peak_rss_mb": peak_rss_mb()}
 
 
 def run_baseline(cohort: Path, out: Path) -> dict:
@@ -92,17 +89,7 @@ def run_baseline(cohort: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out / "timelines.parquet")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "events": len(result), "peak_rss_mb": _peak_rss_mb()}
-
-
-def measure(kind: str, cohort: Path, out: Path | str) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, "--_measure", kind, str(cohort), str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"seconds": seconds, "events": len(result), "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:
@@ -125,8 +112,8 @@ def main() -> None:
     for n in args.sizes:
         cohort = args.root / f"cohort_n{n}"
         fresh = not cohort.exists()
-        generated = measure("generate", cohort, str(n))
-        ours = measure("ours", cohort, args.root / f"ours_n{n}")
+        generated = measure(__file__, "generate", str(cohort), str(n))
+        ours = measure(__file__, "ours", str(cohort), str(args.root / f"ours_n{n}"))
         entry = {
             "raw_rows": generated["rows"],
             "generation": {"seconds": round(generated["seconds"], 2), "peak_rss_mb": round(generated["peak_rss_mb"])}
@@ -140,7 +127,7 @@ def main() -> None:
             },
         }
         if n <= args.skip_baseline_above:
-            base = measure("baseline", cohort, args.root / f"baseline_n{n}")
+            base = measure(__file__, "baseline", str(cohort), str(args.root / f"baseline_n{n}"))
             if base["events"] != ours["events"]:
                 raise SystemExit(f"baseline built {base['events']} events, ours {ours['events']}: not comparable")
             entry["pandas_baseline"] = {

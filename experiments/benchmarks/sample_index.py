@@ -1,0 +1,171 @@
+"""Benchmark: sample-index build, ours vs a straightforward pandas per-patient loop.
+
+Prints one JSON line. On a synthetic cohort's timelines: samples/s and peak RSS of ``build_index`` on all
+45 tasks and on a subset of six (four decision, two risk), and of a pandas baseline on the same subset,
+each in a fresh process. The baseline loads every timeline event into one DataFrame, groups it by
+patient, and for each patient and anchor finds the context window with boolean masks and reads the
+target from the anchor's records. It must produce exactly our samples, or the run fails.
+
+    python experiments/benchmarks/sample_index.py [--patients 20000] [--root data/bench] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import measure, peak_rss_mb  # noqa: E402
+
+SUBSET = ("labevents", "prescriptions", "transfers", "diagnoses_icd", "Inpatient_Mortality", "LengthOfStay_7day")
+MODULES = ("hosp", "icu", "ed", "note")
+
+
+def prepare(root: Path, patients: int) -> Path:
+    from ehrr1.data.build import build_timelines
+    from ehrr1.data.reader import MimicReader
+    from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
+
+    cohort = root / f"cohort_n{patients}"
+    generate_cohort(cohort, SyntheticCohortSettings(n_patients=patients, seed=0), progress=False)
+    timelines = root / f"timelines_n{patients}"
+    build_timelines(MimicReader({m: cohort / m for m in MODULES}), timelines, progress=False)
+    return timelines
+
+
+def run_ours(timelines: str, out: str, which: str, workers: str) -> dict:
+    from ehrr1.tasks.index import build_index, read_index
+    from ehrr1.tasks.registry import TaskRegistry
+
+    registry = TaskRegistry()
+    names = list(SUBSET) if which == "subset" else registry.names
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    counts = build_index(timelines, out, registry.select(names), num_workers=int(workers), progress=False)
+    seconds = time.perf_counter() - start
+    if which == "subset":
+        rows = read_index(out, names).to_pylist()
+        keys = sorted(
+            (
+                r["task"],
+                r["subject_id"],
+                r["event"],
+                r["period_begin"],
+                r["period_end"],
+                r["admissions_id"],
+                r["last_discharge_id"],
+                tuple(r["target"]),
+            )
+            for r in rows
+        )
+        (Path(out) / "keys.json").write_text(json.dumps(keys))
+    return {"seconds": seconds, "samples": sum(counts.values()), "peak_rss_mb": peak_rss_mb()}
+
+
+TARGETS = {"labevents": "label", "prescriptions": "drug", "transfers": "eventtype", "diagnoses_icd": "long_title"}
+
+
+def _patient_samples(subject: int, df) -> list[tuple]:
+    """The subset's samples of one patient, computed with pandas / numpy masks."""
+    import numpy as np
+    import pandas as pd
+
+    day = np.timedelta64(timedelta(hours=24))
+    df = df.sort_values("event_idx").reset_index(drop=True)
+    times, hadms = df["time"].to_numpy(), df["hadm_id"].to_numpy()
+    same = lambda a, b: (a == b) | (pd.isna(a) & pd.isna(b))  # noqa: E731
+    dod = json.loads(df["records"].iloc[0])[0]["dod"]
+    admission_rows = df.index[df["event_type"] == "admissions"]
+    discharge_rows = df.index[df["event_type"] == "discharge"]
+
+    def extras(hadm, begin):
+        adm = [i for i in admission_rows if i < begin and same(hadms[i], hadm)]
+        dis = [i for i in discharge_rows if i < begin and not same(hadms[i], hadm)]
+        return (int(adm[0]) if adm else None), (int(dis[-1]) if dis else None)
+
+    keys = []
+    for task, field in TARGETS.items():
+        for i in df.index[df["event_type"] == task]:
+            ok = (times[1:i] >= times[i] - day) & same(hadms[1:i], hadms[i])
+            begin = i - (len(ok) - (np.flatnonzero(~ok)[-1] + 1) if (~ok).any() else len(ok))
+            values = [r.get(field) for r in json.loads(df["records"].iloc[i])]
+            target = tuple(dict.fromkeys(str(v).strip() for v in values if v not in (None, "")))
+            if target:
+                keys.append((task, subject, int(i), int(begin), int(i), *extras(hadms[i], begin), target))
+    for i in admission_rows:
+        record = json.loads(df["records"].iloc[i])[0]
+        stop = times[i] + day
+        ahead = (times[i + 1 :] < stop) & same(hadms[i + 1 :], hadms[i])
+        end = i + 1 + (np.flatnonzero(~ahead)[0] if (~ahead).any() else len(ahead))
+        admit, disch = pd.Timestamp(record["admittime"]), pd.Timestamp(record["dischtime"])
+        adm, dis = extras(hadms[i], i)
+        died = dod is not None and pd.Timestamp(dod) <= disch
+        keys.append(("Inpatient_Mortality", subject, int(i), int(i), int(end), adm, dis, ("yes" if died else "no",)))
+        if disch > pd.Timestamp(stop):
+            longer = "yes" if disch - admit > timedelta(hours=168) else "no"
+            keys.append(("LengthOfStay_7day", subject, int(i), int(i), int(end), adm, dis, (longer,)))
+    return keys
+
+
+def run_baseline(timelines: str, out: str, *_: str) -> dict:
+    import pandas as pd
+
+    from ehrr1.data.build import shard_path
+    from ehrr1.utils import read_json
+
+    start = time.perf_counter()
+    shards = read_json(Path(timelines) / "manifest.json")["num_shards"]
+    events = pd.concat([pd.read_parquet(shard_path(Path(timelines), s)) for s in range(shards)], ignore_index=True)
+    keys = []
+    for subject, df in events.groupby("subject_id", sort=True):
+        keys += _patient_samples(int(subject), df)
+    seconds = time.perf_counter() - start
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "keys.json").write_text(json.dumps(keys))
+    return {"seconds": seconds, "samples": len(keys), "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=20000)
+    parser.add_argument("--root", type=Path, default=Path("data/bench"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--_measure", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._measure:
+        kind, timelines, out, extra = args._measure
+        run = run_baseline if kind == "baseline" else run_ours
+        print(json.dumps(run(timelines, out, kind, extra)))
+        return
+    timelines = str(prepare(args.root, args.patients))
+    report = {"benchmark": "sample_index", "patients": args.patients, "workers": args.workers}
+    for which in ("all", "subset"):
+        result = measure(__file__, which, timelines, str(args.root / f"index_{which}"), str(args.workers))
+        report[f"ours_{which}_tasks"] = {
+            "seconds": round(result["seconds"], 2),
+            "samples": result["samples"],
+            "samples_per_s": round(result["samples"] / result["seconds"]),
+            "peak_rss_mb": round(result["peak_rss_mb"]),
+        }
+    base = measure(__file__, "baseline", timelines, str(args.root / "index_baseline"), "1")
+    ours_keys = json.loads((args.root / "index_subset" / "keys.json").read_text())
+    base_keys = json.loads((args.root / "index_baseline" / "keys.json").read_text())
+    if sorted(map(str, ours_keys)) != sorted(map(str, base_keys)):
+        raise SystemExit(f"baseline samples differ from ours ({len(base_keys)} vs {len(ours_keys)}): not comparable")
+    report["pandas_baseline_subset"] = {
+        "seconds": round(base["seconds"], 2),
+        "samples": base["samples"],
+        "samples_per_s": round(base["samples"] / base["seconds"]),
+        "peak_rss_mb": round(base["peak_rss_mb"]),
+    }
+    report["speedup_subset"] = round(base["seconds"] / report["ours_subset_tasks"]["seconds"], 2)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
