@@ -61,10 +61,6 @@ class Timeline(Sequence[Event]):
             )
         return self[begin:end]
 
-    def of_type(self, *event_types: str) -> list[int]:
-        """Indices of the events of the given types."""
-        return [i for i, e in enumerate(self.events) if e.event_type in event_types]
-
     def render(self) -> str:
         from ehrr1.data.markdown import render_events
 

@@ -182,6 +182,3 @@ class TaskRegistry:
 
     def select(self, names: Iterable[str]) -> list[TaskSpec]:
         return [self[n] for n in names]
-
-    def of_kind(self, kind: TaskKind) -> list[TaskSpec]:
-        return [t for t in self.tasks.values() if t.kind is kind]

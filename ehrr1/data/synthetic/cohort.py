@@ -42,6 +42,7 @@ COHORT_VERSION = 2  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
 
 _ICU_EVENT = ("subject_id", "hadm_id", "stay_id", "caregiver_id")
+_ED_VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
 _NOTE = ("note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text")
 COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "patients": ("hosp", ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod")),
@@ -217,12 +218,7 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             "subject_id",
             "stay_id",
-            "temperature",
-            "heartrate",
-            "resprate",
-            "o2sat",
-            "sbp",
-            "dbp",
+            *_ED_VITALS,
             "pain",
             "acuity",
             "chiefcomplaint",
@@ -234,12 +230,7 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
             "subject_id",
             "stay_id",
             "charttime",
-            "temperature",
-            "heartrate",
-            "resprate",
-            "o2sat",
-            "sbp",
-            "dbp",
+            *_ED_VITALS,
             "rhythm",
             "pain",
         ),

@@ -65,6 +65,11 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _ed_vitals(v: dict[str, float]) -> tuple[float, ...]:
+    """Vital signs in the column order of MIMIC-IV-ED (temperature, heartrate, resprate, o2sat, sbp, dbp)."""
+    return v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"], v["dbp"]
+
+
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
 
@@ -250,12 +255,7 @@ class _Patient:
             (
                 sid,
                 stay,
-                v["temp"],
-                v["hr"],
-                v["rr"],
-                v["spo2"],
-                v["sbp"],
-                v["dbp"],
+                *_ed_vitals(v),
                 str(rng.randint(0, 8)),
                 acuity,
                 condition.chief_complaint,
@@ -273,12 +273,7 @@ class _Patient:
                     sid,
                     stay,
                     ts(when),
-                    v["temp"],
-                    v["hr"],
-                    v["rr"],
-                    v["spo2"],
-                    v["sbp"],
-                    v["dbp"],
+                    *_ed_vitals(v),
                     rhythm,
                     str(rng.randint(0, 8)),
                 )
