@@ -88,6 +88,7 @@ class IndexConfig:
 @dataclass
 class ExportConfig:
     dir: str = MISSING
+    num_workers: int = 2  # processes over timeline shards (prompt rendering and token counting)
 
 
 @dataclass

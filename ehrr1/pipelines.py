@@ -113,7 +113,16 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     selected = select(read_index(cfg.index.dir, counts), counts, registry, settings, tuple(cfg.task_mix.splits))
     tokenizer = prepare_tokenizer(cfg, store)
     builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens)
-    report = export_samples(selected, store, registry, builder, cfg.export.dir, list(counts), progress=cfg.progress)
+    report = export_samples(
+        selected,
+        store,
+        registry,
+        builder,
+        cfg.export.dir,
+        list(counts),
+        num_workers=cfg.export.num_workers,
+        progress=cfg.progress,
+    )
     result.update(instructions=report, export_dir=str(Path(cfg.export.dir).resolve()))
     return result
 

@@ -99,3 +99,57 @@ def test_export_is_readable_by_datasets_and_byte_stable(store, registry, index_r
     risk = report["splits"]["train"]["ED_Hospitalization"]
     assert risk["yes"] == risk["no"] == 2
     assert "| ED_Hospitalization | 4 | 2 | 2 |" in (tmp_path / "a" / "stats.md").read_text()
+
+
+EXPORT_SCRIPT = """
+import sys
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.models.tokenizer import load_tokenizer
+from ehrr1.tasks.export import export_samples
+from ehrr1.tasks.index import read_index
+from ehrr1.tasks.prompt import PromptBuilder
+from ehrr1.tasks.registry import TaskRegistry
+from ehrr1.tasks.select import SelectionSettings, select
+timelines, index, tokenizer, out = sys.argv[1:5]
+mix = {"labevents": 60, "chartevents": 60, "Inpatient_Mortality": 20}
+registry = TaskRegistry()
+selected = select(read_index(index, mix), mix, registry, SelectionSettings(min_events=0))
+builder = PromptBuilder(load_tokenizer(tokenizer), 512)
+export_samples(selected, TimelineStore(timelines), registry, builder, out, list(mix), num_workers=1, progress=False)
+"""
+
+
+def test_parallel_export_equals_sequential_and_resumes_after_kill(timelines_root, index_root, tokenizer, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ehrr1.models.tokenizer import load_tokenizer
+    from ehrr1.tasks.export import PARTS
+    from ehrr1.tasks.registry import TaskRegistry
+
+    args = [str(timelines_root), str(index_root), tokenizer.name_or_path]
+    subprocess.run([sys.executable, "-c", EXPORT_SCRIPT, *args, str(tmp_path / "sequential")], check=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, *args, str(killed)])
+    deadline = time.time() + 120
+    while not list((killed / PARTS).glob("stats-*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "train.jsonl").exists(), "the export finished before it could be killed"
+    finished = sorted((killed / PARTS).glob("stats-*.json"))
+    assert finished
+    mix = {"labevents": 60, "chartevents": 60, "Inpatient_Mortality": 20}
+    registry = TaskRegistry()
+    selected = select(read_index(index_root, mix), mix, registry, SelectionSettings(min_events=0))
+    builder = PromptBuilder(load_tokenizer(tokenizer.name_or_path), 512)
+    store = TimelineStore(timelines_root)
+    export_samples(selected, store, registry, builder, killed, list(mix), num_workers=2, progress=False)
+    export_samples(selected, store, registry, builder, tmp_path / "parallel", list(mix), num_workers=2, progress=False)
+    for split in ("train", "val", "test"):
+        reference = (tmp_path / "sequential" / f"{split}.jsonl").read_bytes()
+        assert reference and (tmp_path / "parallel" / f"{split}.jsonl").read_bytes() == reference
+        assert (killed / f"{split}.jsonl").read_bytes() == reference
+    assert not (killed / PARTS).exists()

@@ -7,7 +7,7 @@ windows that samples refer to by ``period_begin:period_end``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -115,8 +115,10 @@ class TimelineStore:
             raise KeyError(f"subject {subject_id} has no timeline in {self.root}")
         return next(events_from_table(table))
 
-    def iter_shard(self, shard: int) -> Iterator[Timeline]:
-        yield from events_from_table(pq.read_table(shard_path(self.root, shard)))
+    def iter_shard(self, shard: int, subjects: Collection[int] | None = None) -> Iterator[Timeline]:
+        """The shard's timelines in subject order; only ``subjects`` when given (others are not parsed)."""
+        filters = [("subject_id", "in", sorted(subjects))] if subjects is not None else None
+        yield from events_from_table(pq.read_table(shard_path(self.root, shard), filters=filters))
 
     def __iter__(self) -> Iterator[Timeline]:
         for shard in range(self.num_shards):

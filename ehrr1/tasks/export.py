@@ -2,16 +2,21 @@
 
 Each line: ``{"id", "messages": [system, user, assistant], "task", "kind", "metric", "subject_id",
 "hadm_id", "target", "split", "events_dropped", "prompt_tokens"}``, readable with
-``datasets.load_dataset("json", data_files=...)``. Records are written shard by shard (memory bounded by
-a shard), patients in id order, tasks in mix order, anchors in time order; files are renamed into place
-when complete, so the same selection always gives the same bytes.
+``datasets.load_dataset("json", data_files=...)``.
+
+Timeline shards are exported in parallel processes, each to its own part files (written atomically,
+with their statistics); a killed export resumes with the shards it finished. The parts are then joined
+in shard order (patients in id order, tasks in mix order, anchors in time order), so the same selection
+always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +27,70 @@ from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.utils import atomic_write_json, atomic_write_text
+from ehrr1.utils import atomic_write_json, atomic_write_text, digest, read_json
 
 log = logging.getLogger(__name__)
+
+PARTS = "_parts"
 
 
 def sample_id(task: str, subject_id: int, event: int) -> str:
     return f"{task}/{subject_id}/{event}"
 
 
-def _rows_by_subject(selected: pa.Table) -> dict[int, list[dict[str, Any]]]:
-    rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in selected.to_pylist():
-        rows[row["subject_id"]].append(row)
-    return rows
+def _record(task, sample: Sample, split: str, prompt) -> dict[str, Any]:
+    return {
+        "id": sample_id(task.name, sample.subject_id, sample.event),
+        "messages": [*prompt.messages, {"role": "assistant", "content": prompt.answer}],
+        "task": task.name,
+        "kind": task.kind.value,
+        "metric": task.metric.value,
+        "subject_id": sample.subject_id,
+        "hadm_id": sample.hadm_id,
+        "target": list(sample.target),
+        "split": split,
+        "events_dropped": prompt.events_dropped,
+        "prompt_tokens": prompt.n_tokens,
+    }
+
+
+def export_shard(
+    store_root: str,
+    shard: int,
+    rows: list[dict[str, Any]],
+    registry: TaskRegistry,
+    builder: PromptBuilder,
+    task_order: list[str],
+    parts: str,
+) -> None:
+    """Write one shard's records to ``<parts>/<split>-<shard>.jsonl`` and its statistics beside them."""
+    store, out = TimelineStore(store_root), Path(parts)
+    order = {name: i for i, name in enumerate(task_order)}
+    by_subject: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_subject[row["subject_id"]].append(row)
+    lines: dict[str, list[str]] = defaultdict(list)
+    stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for timeline in store.iter_shard(shard, subjects=by_subject):
+        for row in sorted(by_subject[timeline.subject_id], key=lambda r: (order[r["task"]], r["event"])):
+            task = registry[row["task"]]
+            sample = Sample(
+                **{k: row[k] for k in Sample.__dataclass_fields__ if k != "target"}, target=tuple(row["target"])
+            )
+            prompt = builder.build(timeline, sample, task)
+            counts = stats[row["split"]][task.name]
+            if not prompt.fits:
+                counts["too_long"] += 1
+                continue
+            lines[row["split"]].append(json.dumps(_record(task, sample, row["split"], prompt), ensure_ascii=False))
+            counts["samples"] += 1
+            counts["context_events"] += sample.period_end - sample.period_begin
+            counts["events_dropped"] += prompt.events_dropped
+            counts["prompt_tokens"] += prompt.n_tokens or 0
+            counts[f"label:{prompt.answer}"] += 1
+    for split, split_lines in lines.items():
+        atomic_write_text(out / f"{split}-{shard:05d}.jsonl", "".join(line + "\n" for line in split_lines))
+    atomic_write_json(out / f"stats-{shard:05d}.json", stats)
 
 
 def export_samples(
@@ -45,85 +100,84 @@ def export_samples(
     builder: PromptBuilder,
     out_dir: str | Path,
     task_order: list[str],
+    num_workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Write ``<out_dir>/<split>.jsonl`` for every split in ``selected`` plus ``stats.json`` / ``stats.md``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    order = {name: i for i, name in enumerate(task_order)}
-    by_subject = _rows_by_subject(selected)
-    splits = sorted(set(selected.column("split").to_pylist())) if selected.num_rows else []
-    handles = {s: open(out / f"{s}.jsonl.tmp", "w", encoding="utf-8") for s in splits}  # noqa: SIM115
-    stats: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    labels: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    shards = sorted({store.shard_of(s) for s in by_subject})
-    try:
-        with tqdm(total=selected.num_rows, desc="export samples", disable=not progress) as bar:
-            for shard in shards:
-                for timeline in store.iter_shard(shard):
-                    rows = by_subject.get(timeline.subject_id)
-                    if not rows:
-                        continue
-                    for row in sorted(rows, key=lambda r: (order[r["task"]], r["event"])):
-                        task = registry[row["task"]]
-                        sample = Sample(
-                            **{k: row[k] for k in Sample.__dataclass_fields__ if k != "target"},
-                            target=tuple(row["target"]),
-                        )
-                        prompt = builder.build(timeline, sample, task)
-                        key = (row["split"], task.name)
-                        bar.update()
-                        if not prompt.fits:
-                            stats[key]["too_long"] += 1
-                            continue
-                        record = {
-                            "id": sample_id(task.name, sample.subject_id, sample.event),
-                            "messages": [*prompt.messages, {"role": "assistant", "content": prompt.answer}],
-                            "task": task.name,
-                            "kind": task.kind.value,
-                            "metric": task.metric.value,
-                            "subject_id": sample.subject_id,
-                            "hadm_id": sample.hadm_id,
-                            "target": list(sample.target),
-                            "split": row["split"],
-                            "events_dropped": prompt.events_dropped,
-                            "prompt_tokens": prompt.n_tokens,
-                        }
-                        handles[row["split"]].write(json.dumps(record, ensure_ascii=False) + "\n")
-                        stats[key]["samples"] += 1
-                        stats[key]["context_events"] += sample.period_end - sample.period_begin
-                        stats[key]["events_dropped"] += prompt.events_dropped
-                        stats[key]["prompt_tokens"] += prompt.n_tokens or 0
-                        labels[key][prompt.answer if task.is_risk else "distinct"] += 1
-                        if not task.is_risk:
-                            labels[key][f"label:{prompt.answer}"] += 1
-    finally:
-        for handle in handles.values():
-            handle.close()
+    parts = out / PARTS
+    rows_by_shard: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in selected.to_pylist():
+        rows_by_shard[store.shard_of(row["subject_id"])].append(row)
+    splits = sorted({row["split"] for rows in rows_by_shard.values() for row in rows})
+    key = digest(
+        {
+            "rows": selected.num_rows,
+            "ids": digest(selected.to_pydict()),
+            "tasks": task_order,
+            "builder": [builder.max_input_tokens, builder.system, getattr(builder.tokenizer, "name_or_path", None)],
+        }
+    )
+    state = parts / "export.json"
+    if parts.exists() and (not state.exists() or read_json(state)["key"] != key):
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(state, {"key": key})
+    todo = [s for s in sorted(rows_by_shard) if not (parts / f"stats-{s:05d}.json").exists()]
+    if len(todo) < len(rows_by_shard):
+        log.info(
+            "export resumes: %d of %d shard(s) already written", len(rows_by_shard) - len(todo), len(rows_by_shard)
+        )
+    args = [(str(store.root), s, rows_by_shard[s], registry, builder, task_order, str(parts)) for s in todo]
+    with tqdm(total=len(todo), desc="export shards", disable=not progress or not todo) as bar:
+        if num_workers > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                for future in [pool.submit(export_shard, *a) for a in args]:
+                    future.result()
+                    bar.update()
+        else:
+            for a in args:
+                export_shard(*a)
+                bar.update()
+    totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for shard in sorted(rows_by_shard):
+        for split, tasks in read_json(parts / f"stats-{shard:05d}.json").items():
+            for name, counts in tasks.items():
+                totals[split][name].update(counts)
     for split in splits:
-        (out / f"{split}.jsonl.tmp").replace(out / f"{split}.jsonl")
-    report = _report(stats, labels, registry, task_order)
+        tmp = out / f"{split}.jsonl.tmp"
+        with open(tmp, "wb") as joined:
+            for shard in sorted(rows_by_shard):
+                part = parts / f"{split}-{shard:05d}.jsonl"
+                if part.exists():
+                    with open(part, "rb") as piece:
+                        shutil.copyfileobj(piece, joined)
+        tmp.replace(out / f"{split}.jsonl")
+    report = _report(totals, registry, task_order)
     atomic_write_json(out / "stats.json", report)
     atomic_write_text(out / "stats.md", stats_markdown(report))
+    shutil.rmtree(parts)
     return report
 
 
-def _report(stats, labels, registry: TaskRegistry, task_order: list[str]) -> dict[str, Any]:
-    per_split: dict[str, dict[str, Any]] = defaultdict(dict)
-    for (split, task_name), counts in sorted(stats.items(), key=lambda kv: (kv[0][0], task_order.index(kv[0][1]))):
-        n = counts["samples"]
-        entry = {
-            "samples": n,
-            "too_long": counts["too_long"],
-            "mean_context_events": round(counts["context_events"] / n, 1) if n else 0.0,
-            "mean_prompt_tokens": round(counts["prompt_tokens"] / n, 1) if n else 0.0,
-            "events_dropped": counts["events_dropped"],
-        }
-        label_counts = labels[(split, task_name)]
-        if registry[task_name].is_risk:
-            entry["yes"], entry["no"] = label_counts["yes"], label_counts["no"]
-        else:
-            entry["distinct_answers"] = sum(1 for k in label_counts if k.startswith("label:"))
-        per_split[split][task_name] = entry
+def _report(totals, registry: TaskRegistry, task_order: list[str]) -> dict[str, Any]:
+    per_split: dict[str, dict[str, Any]] = {}
+    for split in sorted(totals):
+        per_split[split] = {}
+        for name in [t for t in task_order if t in totals[split]]:
+            counts, n = totals[split][name], totals[split][name]["samples"]
+            entry = {
+                "samples": n,
+                "too_long": counts["too_long"],
+                "mean_context_events": round(counts["context_events"] / n, 1) if n else 0.0,
+                "mean_prompt_tokens": round(counts["prompt_tokens"] / n, 1) if n else 0.0,
+                "events_dropped": counts["events_dropped"],
+            }
+            if registry[name].is_risk:
+                entry["yes"], entry["no"] = counts["label:yes"], counts["label:no"]
+            else:
+                entry["distinct_answers"] = sum(1 for k in counts if k.startswith("label:"))
+            per_split[split][name] = entry
     return {"splits": per_split, "totals": {s: sum(e["samples"] for e in t.values()) for s, t in per_split.items()}}
 
 
