@@ -89,3 +89,13 @@ def test_index_resumes_and_rebuilds_only_changed_tasks(timelines_root, tmp_path,
     assert max(r["period_end"] - r["period_begin"] for r in rows) > max(
         r["period_end"] - r["period_begin"] for r in reference.to_pylist() if r["task"] == "labevents"
     )
+
+
+def test_same_inputs_give_byte_identical_index_files(timelines_root, tmp_path, registry):
+    tasks = registry.select(["poe", "diagnoses_ccs", "ED_Reattendance_3day", "next_event"])
+    build_index(timelines_root, tmp_path / "a", tasks, num_workers=2, progress=False)
+    build_index(timelines_root, tmp_path / "b", tasks, num_workers=1, progress=False)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
+    assert len(files) == 4 * TimelineStore(timelines_root).num_shards
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
