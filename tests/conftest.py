@@ -9,12 +9,7 @@ import pytest
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
-
-MODULES = ("hosp", "icu", "ed", "note")
-
-
-def modules_of(root: Path, modules=MODULES) -> dict[str, Path]:
-    return {m: root / m for m in modules}
+from tests.support import modules_of
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.reader import MimicReader, MimicSchemaError
-from tests.conftest import modules_of
+from tests.support import modules_of
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from ehrr1.data.events import EVENT_RANK
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.utils import read_json
-from tests.conftest import modules_of
+from tests.support import modules_of
 
 
 @pytest.fixture(scope="module")
