@@ -109,13 +109,14 @@ class ShardEvents:
         """Per row of ``rows``: the distinct non-empty values of field ``name`` over its records, in record
         order, as a list of strings (the JSON is parsed by DuckDB, not Python)."""
         con = duckdb.connect()
-        con.register("wanted", pa.table({"records": self.table.column("records").take(pa.array(rows))}))
+        records = self.table.column("records").take(pa.array(rows))
+        con.register("wanted", pa.table({"i": pa.array(np.arange(len(rows))), "records": records}))
         query = """
             WITH v AS (
-              SELECT list_filter(list_transform(json_extract_string(records, ?), lambda x: trim(x)),
-                                 lambda x: x IS NOT NULL AND x <> '') AS vals
+              SELECT i, list_filter(list_transform(json_extract_string(records, ?), lambda x: trim(x)),
+                                    lambda x: x IS NOT NULL AND x <> '') AS vals
               FROM wanted)
-            SELECT list_filter(vals, lambda x, i: list_position(vals, x) = i) AS target FROM v"""
+            SELECT list_filter(vals, lambda x, i: list_position(vals, x) = i) AS target FROM v ORDER BY i"""
         return con.sql(query, params=["$[*]." + json.dumps(name)]).to_arrow_table().column("target")
 
     def time(self, row: int) -> datetime:
