@@ -9,8 +9,9 @@ import sys
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory in MiB of this process or any of its finished worker processes, whichever is
+    larger (Linux reports ru_maxrss in KiB; for children it is the largest single child)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
 
 
 def measure(script: str, *args: str) -> dict:
