@@ -261,9 +261,11 @@ class _Patient:
                 condition.chief_complaint,
             )
         )
-        checks = 1 + int((out - t) / timedelta(hours=2))
+        # vitals about hourly, medication reconciliation after the first work-up, and a second dispense of
+        # ED medications a few hours in, as MIMIC-IV-ED charts them
+        checks = 1 + int((out - t) / timedelta(hours=1))
         for i in range(checks):
-            when = t + timedelta(minutes=25 + 110 * i + rng.randint(0, 15))
+            when = t + timedelta(minutes=20 + 55 * i + rng.randint(0, 10))
             if when >= out:
                 break
             v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
@@ -278,14 +280,19 @@ class _Patient:
                     str(rng.randint(0, 8)),
                 )
             )
-        medrecon_at = ts(t + timedelta(minutes=rng.randint(15, 50)))
-        for chronic in self.chronic:
-            for name, etc in chronic.home_meds:
-                self.rows["medrecon"].append((sid, stay, medrecon_at, name, None, None, None, None, etc))
-        pyxis_at = t + timedelta(minutes=rng.randint(40, 90))
-        for name in condition.ed_meds:
-            if rng.random() < 0.85:
-                self.rows["pyxis"].append((sid, stay, ts(pyxis_at), None, name, None, None))
+        medrecon_at = t + timedelta(minutes=rng.randint(60, 150))
+        if medrecon_at < out:
+            for chronic in self.chronic:
+                for name, etc in chronic.home_meds:
+                    self.rows["medrecon"].append((sid, stay, ts(medrecon_at), name, None, None, None, None, etc))
+        first_dose = t + timedelta(minutes=rng.randint(40, 90))
+        given = [name for name in condition.ed_meds if rng.random() < 0.85]
+        for name in given:
+            self.rows["pyxis"].append((sid, stay, ts(first_dose), None, name, None, None))
+        repeat = first_dose + timedelta(minutes=rng.randint(100, 180))
+        if given and repeat < out:
+            for name in given[: rng.randint(1, len(given))]:
+                self.rows["pyxis"].append((sid, stay, ts(repeat), None, name, None, None))
         self.labs(
             hadm,
             t + timedelta(minutes=rng.randint(20, 45)),
