@@ -38,7 +38,7 @@ from ehrr1.utils import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 3  # bump when the simulator's output changes
+COHORT_VERSION = 4  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
 
 _ICU_EVENT = ("subject_id", "hadm_id", "stay_id", "caregiver_id")

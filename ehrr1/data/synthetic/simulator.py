@@ -280,7 +280,7 @@ class _Patient:
                     str(rng.randint(0, 8)),
                 )
             )
-        medrecon_at = t + timedelta(minutes=rng.randint(60, 150))
+        medrecon_at = t + timedelta(minutes=rng.randint(90, 300))
         if medrecon_at < out:
             for chronic in self.chronic:
                 for name, etc in chronic.home_meds:
