@@ -26,16 +26,17 @@ SUBSET = ("labevents", "prescriptions", "transfers", "diagnoses_icd", "Inpatient
 MODULES = ("hosp", "icu", "ed", "note")
 
 
-def prepare(root: Path, patients: int) -> Path:
+def run_prepare(root: str, timelines: str, patients: str) -> dict:
+    """Cohort and timelines (reused when present), in a process of their own: a forked child starts with
+    its parent's peak RSS on Linux, so the measuring parent must stay small."""
     from ehrr1.data.build import build_timelines
     from ehrr1.data.reader import MimicReader
     from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 
-    cohort = root / f"cohort_n{patients}"
-    generate_cohort(cohort, SyntheticCohortSettings(n_patients=patients, seed=0), progress=False)
-    timelines = root / f"timelines_n{patients}"
+    cohort = Path(root) / f"cohort_n{patients}"
+    generate_cohort(cohort, SyntheticCohortSettings(n_patients=int(patients), seed=0), progress=False)
     build_timelines(MimicReader({m: cohort / m for m in MODULES}), timelines, progress=False)
-    return timelines
+    return {}
 
 
 def run_ours(timelines: str, out: str, which: str, workers: str) -> dict:
@@ -138,11 +139,15 @@ def main() -> None:
     parser.add_argument("--_measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._measure:
-        kind, timelines, out, extra = args._measure
-        run = run_baseline if kind == "baseline" else run_ours
-        print(json.dumps(run(timelines, out, kind, extra)))
+        kind, first, second, third = args._measure
+        if kind == "prepare":
+            result = run_prepare(first, second, third)
+        else:
+            result = (run_baseline if kind == "baseline" else run_ours)(first, second, kind, third)
+        print(json.dumps(result))
         return
-    timelines = str(prepare(args.root, args.patients))
+    timelines = str(args.root / f"timelines_n{args.patients}")
+    measure(__file__, "prepare", str(args.root), timelines, str(args.patients))
     report = {"benchmark": "sample_index", "patients": args.patients, "workers": args.workers}
     for which in ("all", "subset"):
         result = measure(__file__, which, timelines, str(args.root / f"index_{which}"), str(args.workers))
