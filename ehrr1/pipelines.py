@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -24,6 +24,7 @@ from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def save_run_config(cfg: DictConfig) -> Path | None:
@@ -37,15 +38,21 @@ def save_run_config(cfg: DictConfig) -> Path | None:
     return path
 
 
+def settings_of(cls: type[T], node: DictConfig) -> T:
+    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
+    subset = {f.name: node[f.name] for f in fields(cls) if f.name in node}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset))
+
+
 def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
     """Generate the synthetic cohort when configured, then build (or reuse) the timelines."""
     data = cfg.data
     cohort = None
     if data.synthetic is not None:
-        cohort = generate_cohort(data.root, SyntheticCohortSettings(**data.synthetic), progress=cfg.progress)
+        cohort = generate_cohort(data.root, settings_of(SyntheticCohortSettings, data.synthetic), progress=cfg.progress)
     modules = {name: path for name, path in data.modules.items() if path is not None}
     reader = MimicReader(modules)
-    settings = TimelineBuildSettings(**{f.name: cfg.timelines[f.name] for f in fields(TimelineBuildSettings)})
+    settings = settings_of(TimelineBuildSettings, cfg.timelines)
     manifest = build_timelines(reader, cfg.timelines.dir, settings, progress=cfg.progress)
     return {"cohort": cohort, "timelines": manifest, "timelines_dir": str(Path(cfg.timelines.dir).resolve())}
 
@@ -109,7 +116,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     result = prepare_timelines(cfg)
     store = TimelineStore(result["timelines_dir"])
     build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, progress=cfg.progress)
-    settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SelectionSettings), cfg.selection))
+    settings = settings_of(SelectionSettings, cfg.selection)
     selected = select(read_index(cfg.index.dir, counts), counts, registry, settings, tuple(cfg.task_mix.splits))
     tokenizer = prepare_tokenizer(cfg, store)
     builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens)
