@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by every pipeline step: atomic writes and input fingerprints."""
+"""Small helpers shared by every pipeline step: atomic writes, input fingerprints, work over shards."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -50,3 +53,19 @@ def file_fingerprint(paths: Iterable[Path]) -> list[list[Any]]:
 
 def digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], num_workers: int, desc: str, progress: bool) -> None:
+    """``job(*args)`` for every args tuple, in worker processes when ``num_workers > 1``, with a progress bar.
+
+    Each job writes its own output atomically, so a killed run keeps what finished."""
+    with tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs) as bar:
+        if num_workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                for future in [pool.submit(job, *args) for args in jobs]:
+                    future.result()
+                    bar.update()
+        else:
+            for args in jobs:
+                job(*args)
+                bar.update()

@@ -16,18 +16,16 @@ import json
 import logging
 import shutil
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.utils import atomic_write_json, atomic_write_text, digest, read_json
+from ehrr1.utils import atomic_write_json, atomic_write_text, digest, read_json, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +127,7 @@ def export_samples(
             "export resumes: %d of %d shard(s) already written", len(rows_by_shard) - len(todo), len(rows_by_shard)
         )
     args = [(str(store.root), s, rows_by_shard[s], registry, builder, task_order, str(parts)) for s in todo]
-    with tqdm(total=len(todo), desc="export shards", disable=not progress or not todo) as bar:
-        if num_workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                for future in [pool.submit(export_shard, *a) for a in args]:
-                    future.result()
-                    bar.update()
-        else:
-            for a in args:
-                export_shard(*a)
-                bar.update()
+    run_jobs(export_shard, args, num_workers, "export shards", progress)
     totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for shard in sorted(rows_by_shard):
         for split, tasks in read_json(parts / f"stats-{shard:05d}.json").items():

@@ -15,19 +15,17 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import ShardEvents, shard_samples
-from ehrr1.utils import atomic_write_json, digest, read_json
+from ehrr1.utils import atomic_write_json, digest, read_json, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +103,8 @@ def build_index(
             "indexing %d task(s) over %d shard(s) with %d worker(s) -> %s", len(pending), len(work), num_workers, out
         )
     started = time.time()
-    with tqdm(total=len(work), desc="index shards", disable=not progress or not work) as bar:
-        if num_workers > 1 and len(work) > 1:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                futures = [pool.submit(build_shard, str(store.root), s, ts, str(out)) for s, ts in work.items()]
-                for future in futures:
-                    future.result()
-                    bar.update()
-        else:
-            for shard, shard_tasks in work.items():
-                build_shard(str(store.root), shard, shard_tasks, str(out))
-                bar.update()
+    jobs = [(str(store.root), shard, shard_tasks, str(out)) for shard, shard_tasks in work.items()]
+    run_jobs(build_shard, jobs, num_workers, "index shards", progress)
     for task in pending:
         files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]
         n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
