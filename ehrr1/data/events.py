@@ -25,10 +25,6 @@ class EventSource:
     query: str
     fields: tuple[str, ...]  # record fields, in the order they are stored
 
-    @property
-    def table(self) -> str:
-        return self.tables[0]
-
 
 def _source(event_type: str, tables: tuple[str, ...], select: str, fields: str) -> EventSource:
     names = tuple(f.strip() for f in fields.split(","))
@@ -237,4 +233,3 @@ DEMOGRAPHIC_FIELDS = ("gender", "anchor_age", "anchor_year", "dod")
 # Rank 0 is the demographics event, which opens every timeline.
 EVENT_TYPES: tuple[str, ...] = (DEMOGRAPHICS, *(s.event_type for s in EVENT_SOURCES))
 EVENT_RANK = {name: rank for rank, name in enumerate(EVENT_TYPES)}
-SOURCES_BY_TYPE = {s.event_type: s for s in EVENT_SOURCES}

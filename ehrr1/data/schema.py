@@ -26,10 +26,6 @@ class TableSchema:
     columns: dict[str, str]
     optional: bool = False
 
-    @property
-    def timestamp_columns(self) -> list[str]:
-        return [c for c, t in self.columns.items() if t in ("timestamp", "date")]
-
 
 def _table(module: str, name: str, /, optional: bool = False, **columns: str) -> TableSchema:
     unknown = {t for t in columns.values()} - DUCKDB_TYPES.keys()
@@ -324,7 +320,3 @@ TABLES: dict[str, TableSchema] = {
         _table("note", "discharge", subject_id="int", hadm_id="int", note_id="str", charttime="timestamp", text="str"),
     ]
 }
-
-
-def tables_in(module: str) -> list[TableSchema]:
-    return [t for t in TABLES.values() if t.module == module]
