@@ -49,15 +49,48 @@ class TimelinesConfig(TimelineBuildSettings):
     dir: str = MISSING
 
 
+class AttentionImplementation(str, Enum):
+    auto = "auto"  # flash_attention_2 on a GPU when flash-attn is installed, else sdpa
+    sdpa = "sdpa"
+    eager = "eager"
+    flash_attention_2 = "flash_attention_2"
+
+
+class WeightsDtype(str, Enum):
+    float32 = "float32"  # master weights for mixed precision (hardware.precision) and CPU training
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class ArchitectureConfig:
+    """A Qwen3-architecture shape: the embedded model's, or any model initialised at random (``path: null``)."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 384
+    max_position_embeddings: int = 4096
+    rope_theta: float = 1_000_000.0
+    tie_word_embeddings: bool = True
+    vocab_size: int | None = None  # None: the tokenizer's size
+
+
 @dataclass
 class ModelConfig:
-    """The model a prompt is built for: its tokenizer measures the context budget."""
+    """The model: where its weights come from, how it is loaded, and how prompts are built for it."""
 
     name: str = MISSING
-    path: str | None = None  # local directory or hub id; None: the embedded model built from the data
-    embedded_dir: str | None = None  # where the embedded model (and its tokenizer) is written
+    path: str | None = None  # local directory or hub id; None: random init of ``architecture`` (the embedded model)
+    embedded_dir: str | None = None  # where the embedded model and its tokenizer are written
+    architecture: ArchitectureConfig | None = None
+    dtype: WeightsDtype = WeightsDtype.float32
+    attn_implementation: AttentionImplementation = AttentionImplementation.auto
     thinking_switch: ThinkingSwitch = ThinkingSwitch.enable_thinking
-    max_input_tokens: int = 8192
+    max_input_tokens: int = 8192  # prompt budget: the EHR is cut from its oldest events to fit
+    context_length: int = 8192  # longest training sequence (prompt + answer)
     tokenizer_vocab_size: int = 4096  # embedded tokenizer only
     tokenizer_patients: int = 500  # embedded tokenizer: patients whose markdown it is trained on
 
@@ -91,9 +124,125 @@ class ExportConfig:
     num_workers: int = 2  # processes over timeline shards (prompt rendering and token counting)
 
 
+class Objective(str, Enum):
+    sft = "sft"  # supervised fine-tuning on chat examples (stages 1 and 2)
+    grpo = "grpo"  # reinforcement learning with verifiable rewards (stage 3)
+
+
+class Scheduler(str, Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class Toggle(str, Enum):
+    auto = "auto"  # on where it is installed and applies (a GPU), else off
+    on = "on"  # required: fail when it cannot be used
+    off = "off"
+
+
 @dataclass
-class SynthesizeConfig:
-    pipeline: Pipeline = Pipeline.instructions
+class OptimConfig:
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    scheduler: Scheduler = Scheduler.cosine
+    warmup_ratio: float = 0.03  # share of the optimiser steps spent warming up linearly from 0
+    min_lr_ratio: float = 0.0  # the learning rate the decay ends at, as a share of ``optim.lr``
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage: its data, objective, optimiser and schedule (``conf/stage/``)."""
+
+    name: str = MISSING
+    objective: Objective = Objective.sft
+    data: str = MISSING  # directory holding train.jsonl and val.jsonl (chat records)
+    init: str | None = None  # weights to start from; None: the previous stage's, or the model's
+    epochs: int = 1
+    max_steps: int = -1  # optimiser steps; -1: as many as the epochs take
+    micro_batch_size: int = 1  # sequences per forward pass (packed: bins of max_seq_len tokens)
+    grad_accum: int = 1  # micro-batches per optimiser step
+    max_seq_len: int | None = None  # None: model.context_length; longer examples are left out (counted)
+    packing: bool = True  # several examples per sequence, each attending only to itself
+    gradient_clip: float | None = 1.0
+    gradient_checkpointing: bool = False
+    liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    val_every_n_steps: int | None = None  # None: at the end of each epoch
+    val_max_batches: int | None = None  # None: the whole val split
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 50  # resumable Lightning checkpoints (the last one is kept)
+
+
+class Strategy(str, Enum):
+    auto = "auto"  # one device
+    ddp = "ddp"
+    fsdp = "fsdp"
+    deepspeed_zero3 = "deepspeed_zero3"
+
+
+@dataclass
+class FSDPConfig:
+    sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD
+    cpu_offload: bool = False
+    state_dict_type: str = "full"  # full: one checkpoint file; sharded: one per rank
+
+
+@dataclass
+class DeepSpeedConfig:
+    offload_optimizer: bool = False
+    offload_parameters: bool = False
+
+
+@dataclass
+class HardwareConfig:
+    """Where training runs: Lightning accelerator, devices, strategy and precision (``conf/hardware/``)."""
+
+    name: str = MISSING
+    accelerator: str = "cpu"  # cpu, gpu, auto
+    devices: int = 1  # per node; -1: all visible
+    num_nodes: int = 1
+    strategy: Strategy = Strategy.auto
+    precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed, bf16-true, 16-mixed
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    dataloader_workers: int = 0
+
+
+class LoggerKind(str, Enum):
+    none = "none"
+    csv = "csv"
+    wandb = "wandb"
+
+
+class WandbMode(str, Enum):
+    auto = "auto"  # online with an API key (WANDB_API_KEY or a wandb login), else offline
+    online = "online"
+    offline = "offline"
+
+
+@dataclass
+class LoggerConfig:
+    """Metrics logging (``conf/logger/``). Only numbers and the config are logged, never EHR text."""
+
+    kind: LoggerKind = LoggerKind.csv
+    project: str = "ehrr1"
+    entity: str | None = None
+    mode: WandbMode = WandbMode.auto
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataPipelineConfig:
+    """What ``synthesize.py`` and ``train.py`` share: the data, the model's prompts and the task mix."""
+
     data_root: str = "./data"
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -106,6 +255,24 @@ class SynthesizeConfig:
     progress: bool = True
 
 
+@dataclass
+class SynthesizeConfig(DataPipelineConfig):
+    pipeline: Pipeline = Pipeline.instructions
+
+
+@dataclass
+class TrainConfig(DataPipelineConfig):
+    stage: StageConfig = MISSING  # one stage, or ``curriculum``: the stages of ``curriculum`` in order
+    curriculum: list[str] = field(default_factory=lambda: ["domain_adaptation", "reasoning", "rl"])
+    stages: dict[str, StageConfig] = field(default_factory=dict)  # filled at start: the curriculum's stages
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    resume: str | None = None  # an earlier run directory: continue it with its stored config
+    run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="synthesize_schema", node=SynthesizeConfig)
+    cs.store(name="train_schema", node=TrainConfig)

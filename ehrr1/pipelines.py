@@ -22,19 +22,30 @@ from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select
+from ehrr1.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def save_run_config(cfg: DictConfig) -> Path | None:
-    """Store the resolved config beside Hydra's unresolved copy, so a run can be reproduced exactly."""
+def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path | None:
+    """Store the resolved config, and refresh Hydra's unresolved copy with what the run filled in (the
+    curriculum's stages), so re-running either one reproduces the run exactly."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
+    hydra_dir = None
+    if HydraConfig.initialized():
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        run_dir = run_dir or output_dir
+        if HydraConfig.get().output_subdir is not None:
+            hydra_dir = output_dir / HydraConfig.get().output_subdir
+    if run_dir is None:
         return None
-    path = Path(HydraConfig.get().runtime.output_dir) / "resolved_config.yaml"
-    OmegaConf.save(cfg, path, resolve=True)
+    path = Path(run_dir) / "resolved_config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    if hydra_dir is not None and (hydra_dir / "config.yaml").exists():
+        atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     return path
 
 

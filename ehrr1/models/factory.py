@@ -1,0 +1,95 @@
+"""The model factory: Hugging Face causal LMs from a path or hub id, or a Qwen3 shape initialised at random.
+
+The embedded model (``model=tiny``) is a randomly initialised Qwen3-architecture model saved once in HF
+format beside its tokenizer, so every Hugging Face tool (and vLLM) loads it like a downloaded model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
+
+from ehrr1.config import ArchitectureConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def qwen3_config(arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase) -> Qwen3Config:
+    vocab = arch.vocab_size or len(tokenizer)
+    if vocab < len(tokenizer):
+        raise ValueError(
+            f"model.architecture.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)"
+        )
+    return Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.head_dim,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        rope_theta=arch.rope_theta,
+        tie_word_embeddings=arch.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+
+
+def init_random_model(arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A Qwen3 model of shape ``arch`` with weights drawn from ``seed`` (the same seed gives the same weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Qwen3ForCausalLM(qwen3_config(arch, tokenizer))
+
+
+def build_embedded_model(
+    arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, seed: int
+) -> Path:
+    """Initialise and save the embedded model (with its tokenizer) atomically; reuse it when already there."""
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = init_random_model(arch, tokenizer, seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("initialised the embedded Qwen3 model (%.2f M parameters, seed %d) -> %s", n_params / 1e6, seed, out)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(out)
+    return out
+
+
+def resolve_attention(requested: str, on_gpu: bool) -> str:
+    """``auto``: flash-attention 2 on a GPU when the package is installed, else PyTorch SDPA."""
+    if requested == "auto":
+        return "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ImportError(
+            "model.attn_implementation=flash_attention_2 needs flash-attn: pip install -e '.[gpu]' "
+            "(or model.attn_implementation=sdpa)"
+        )
+    return requested
+
+
+def load_model(path: str | Path, dtype: str = "float32", attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """A causal LM from a local directory or hub id, with one clear message when it cannot be loaded."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=DTYPES[dtype], attn_implementation=attn_implementation
+        )
+    except (OSError, ValueError) as exc:
+        raise OSError(
+            f"could not load a model from '{path}': give a local directory with a Hugging Face checkpoint "
+            f"(config.json + weights) or a hub id available offline ({exc})"
+        ) from exc

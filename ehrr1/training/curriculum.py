@@ -1,0 +1,368 @@
+"""The curriculum runner behind ``train.py``: stages in order, each from the previous stage's weights.
+
+A run directory holds ``resolved_config.yaml`` and ``stages/<k>_<name>/`` per stage with the stage's own
+resolved ``config.yaml``, resumable Lightning checkpoints (``checkpoints/last.ckpt``), the Hugging Face
+checkpoint it ends with (``hf/``: weights + tokenizer) and ``summary.json``. ``resume=<run dir>`` continues
+a killed run: finished stages are kept, the interrupted one restarts from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from ehrr1.config import (
+    HardwareConfig,
+    LoggerConfig,
+    LoggerKind,
+    ModelConfig,
+    Objective,
+    StageConfig,
+    Strategy,
+    WandbMode,
+)
+from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
+from ehrr1.models.tokenizer import load_tokenizer
+from ehrr1.pipelines import build_instructions, save_run_config, settings_of
+from ehrr1.training.data import ChatDataModule
+from ehrr1.training.hardware import trainer_kwargs
+from ehrr1.training.sft import SFTModule
+from ehrr1.utils import atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+CURRICULUM = "curriculum"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # trained, done (reused), skipped
+    directory: str
+    reason: str = ""
+    init: str | None = None
+    hf_dir: str | None = None
+    steps: int = 0
+    train_loss: float | None = None
+    val_loss_before: float | None = None
+    val_loss_after: float | None = None
+    tokens_per_s: float | None = None
+    seconds: float = 0.0
+    examples_left_out: dict[str, int] = field(default_factory=dict)
+
+
+def run_directory(cfg: DictConfig) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        raise ValueError("set run_dir: train() runs outside a Hydra app")
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def compose_stages(cfg: DictConfig, overrides: list[str]) -> None:
+    """Fill ``cfg.stages`` with each curriculum stage as ``python train.py stage=<name> <overrides>`` composes it.
+
+    Done once, when the run starts; the stored config then holds them, so re-running it needs no composing.
+    """
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    missing = [name for name in cfg.curriculum if name not in cfg.stages]
+    if not missing:
+        return
+    if not GlobalHydra.instance().is_initialized():
+        raise RuntimeError("composing the curriculum's stages needs Hydra (train.py, or hydra.initialize_config_dir)")
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("stage=", "resume=", "run_dir="))]
+    with open_dict(cfg.stages):
+        for name in missing:
+            cfg.stages[name] = compose(config_name="train", overrides=[*kept, f"stage={name}"]).stage
+
+
+def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]]:
+    """Each stage's full resolved config, stored in its directory (and read back from there on resume)."""
+    curriculum = cfg.stage.name == CURRICULUM
+    names = list(cfg.curriculum) if curriculum else [cfg.stage.name]
+    out = []
+    for k, name in enumerate(names, 1):
+        path = run_dir / "stages" / f"{k}_{name}" / "config.yaml"
+        if path.exists():
+            stage_cfg = OmegaConf.load(path)
+        else:
+            stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+            if curriculum:
+                stage_cfg.stage = cfg.stages[name]
+            stage_cfg.stages = {}
+            stage_cfg = OmegaConf.create(OmegaConf.to_container(stage_cfg, resolve=True))
+            if rank_zero_only.rank == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, OmegaConf.to_yaml(stage_cfg))
+        out.append((name, stage_cfg))
+    return out
+
+
+def wandb_mode(mode: WandbMode) -> str:
+    """``auto``: online when an API key is configured, offline otherwise (``wandb sync`` uploads later)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if mode is not WandbMode.auto:
+        return mode.value
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    return "online" if has_key else "offline"
+
+
+def build_logger(settings: LoggerConfig, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]):
+    """The Lightning logger of ``logger=``: numbers and the config only; EHR text is never logged."""
+    if settings.kind is LoggerKind.none:
+        return False
+    if settings.kind is LoggerKind.csv:
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(stage_dir), name="", version="")
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(
+        project=settings.project,
+        entity=settings.entity,
+        name=f"{run_name}/{stage}",
+        group=run_name,
+        save_dir=str(stage_dir),
+        mode=wandb_mode(settings.mode),
+        tags=list(settings.tags),
+    )
+    logger.log_hyperparams(config)
+    return logger
+
+
+def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
+    """Make sure the stage's data exists: build the instruction data when absent. Returns a skip reason."""
+    if (Path(stage.data) / "train.jsonl").exists():
+        return None
+    if Path(stage.data).resolve() == Path(cfg.export.dir).resolve():
+        if rank_zero_only.rank == 0:
+            log.info("no instruction data at %s: building it (synthesize.py pipeline=instructions)", stage.data)
+            build_instructions(cfg)
+        else:
+            wait_for(Path(stage.data) / "train.jsonl")
+        return None
+    reason = f"no training data at {stage.data}"
+    if stage.name == "reasoning":
+        reason += " (python synthesize.py pipeline=reasoning writes the reasoning chains)"
+    if single:
+        raise FileNotFoundError(f"stage '{stage.name}': {reason}")
+    return reason
+
+
+def wait_for(path: Path, timeout_s: float = 6 * 3600) -> None:
+    """Ranks other than 0 wait for what rank 0 writes."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank_zero_only.rank}: {path} did not appear")
+        time.sleep(2)
+
+
+def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -> str:
+    """Where the stage starts: stage.init, else the previous stage's checkpoint, else the model."""
+    if stage.init:
+        return stage.init
+    if previous:
+        return previous
+    model = cfg.model
+    if model.path is not None:
+        return model.path
+    if model.embedded_dir is None or model.architecture is None:
+        raise ValueError(f"model '{model.name}': set model.path, or model.embedded_dir and model.architecture")
+    tokenizer_dir = Path(model.embedded_dir) / "tokenizer"
+    model_dir = Path(model.embedded_dir) / f"model_seed{cfg.seed}"
+    if rank_zero_only.rank == 0:
+        build_embedded_model(model.architecture, load_tokenizer(tokenizer_dir), model_dir, cfg.seed)
+    else:
+        wait_for(model_dir / "config.json")
+    return str(model_dir)
+
+
+def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: Path) -> None:
+    """Save the trained weights and the tokenizer in Hugging Face format (gathered from every rank)."""
+    strategy = trainer.strategy
+    if hasattr(trainer.model, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed ZeRO-3 engine
+        state = trainer.model._zero3_consolidated_16bit_state_dict()
+    else:
+        state = strategy.lightning_module_state_dict()
+    if trainer.is_global_zero:
+        weights = {k.removeprefix("model."): v for k, v in state.items()}
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        module.model.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        tmp.replace(out_dir)
+    strategy.barrier("export_hf")
+
+
+def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | None, single: bool) -> StageResult:
+    stage: StageConfig = settings_of(StageConfig, cfg.stage)
+    hardware: HardwareConfig = settings_of(HardwareConfig, cfg.hardware)
+    result = StageResult(stage=stage.name, status="skipped", directory=str(stage_dir))
+    if (stage_dir / "summary.json").exists():
+        done = StageResult(**read_json(stage_dir / "summary.json"))
+        done.status = "done"
+        return done
+    if stage.objective is Objective.grpo:
+        result.reason = "the GRPO objective (curriculum stage 3) is not available yet"
+        if single:
+            raise NotImplementedError(f"stage '{stage.name}': {result.reason}")
+        return result
+    result.reason = prepare_data(cfg, stage, single) or ""
+    if result.reason:
+        return result
+
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    init = initial_weights(cfg, stage, previous)
+    tokenizer = load_tokenizer(init)
+    model: ModelConfig = settings_of(ModelConfig, cfg.model)
+    on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    attention = resolve_attention(model.attn_implementation.value, on_gpu)
+    data = ChatDataModule(
+        stage.data,
+        tokenizer,
+        max_seq_len=stage.max_seq_len or model.context_length,
+        micro_batch_size=stage.micro_batch_size,
+        grad_accum=stage.grad_accum,
+        packing=stage.packing,
+        seed=cfg.seed,
+        switch=model.thinking_switch,
+        num_workers=hardware.dataloader_workers,
+    )
+    module = SFTModule(
+        lambda: load_model(init, model.dtype.value, attention),
+        stage.optim,
+        stage.schedule,
+        gradient_checkpointing=stage.gradient_checkpointing,
+        liger=stage.liger,
+        cpu_offload_optimizer=hardware.strategy is Strategy.deepspeed_zero3 and hardware.deepspeed.offload_optimizer,
+    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    checkpoints = ModelCheckpoint(
+        dirpath=str(stage_dir / "checkpoints"),
+        every_n_train_steps=stage.checkpoint_every_n_steps,
+        save_top_k=0,
+        save_last=True,
+    )
+    trainer = pl.Trainer(
+        **trainer_kwargs(hardware),
+        default_root_dir=str(stage_dir),
+        max_epochs=stage.epochs,
+        max_steps=stage.max_steps,
+        accumulate_grad_batches=stage.grad_accum,
+        gradient_clip_val=stage.gradient_clip,
+        val_check_interval=stage.val_every_n_steps * stage.grad_accum if stage.val_every_n_steps else None,
+        check_val_every_n_epoch=None if stage.val_every_n_steps else 1,
+        limit_val_batches=stage.val_max_batches if stage.val_max_batches is not None else 1.0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=stage.log_every_n_steps,
+        logger=build_logger(settings_of(LoggerConfig, cfg.logger), stage_dir, run_name, stage.name, config),
+        callbacks=[checkpoints],
+        use_distributed_sampler=False,
+        enable_progress_bar=bool(cfg.progress),
+    )
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("stage %s: resuming from %s", stage.name, last)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last))
+    else:
+        trainer.validate(module, datamodule=data, verbose=False)
+        trainer.fit(module, datamodule=data)
+    if module.val_history and module.val_history[-1][0] != trainer.global_step:
+        trainer.validate(module, datamodule=data, verbose=False)
+    hf_dir = stage_dir / "hf"
+    export_hf(trainer, module, tokenizer, hf_dir)
+
+    result = StageResult(
+        stage=stage.name,
+        status="trained",
+        directory=str(stage_dir),
+        init=init,
+        hf_dir=str(hf_dir),
+        steps=trainer.global_step,
+        train_loss=_float(module.last_train_loss),
+        val_loss_before=module.val_history[0][1] if module.val_history else None,
+        val_loss_after=module.val_history[-1][1] if module.val_history else None,
+        tokens_per_s=module.mean_tokens_per_s(),
+        seconds=round(time.perf_counter() - started, 1),
+        examples_left_out=dict(data.dropped),
+    )
+    if trainer.is_global_zero:
+        atomic_write_json(stage_dir / "summary.json", asdict(result))
+    return result
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResult]:
+    """Run the configured stage, or the curriculum's stages in order; print and return their results."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        stored = run_dir / "resolved_config.yaml"
+        if not stored.exists():
+            raise FileNotFoundError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
+        log.info("resuming %s with its stored config", run_dir)
+        cfg = OmegaConf.load(stored)
+    else:
+        run_dir = run_directory(cfg)
+        if cfg.stage.name == CURRICULUM:
+            compose_stages(cfg, list(overrides or []))
+        if rank_zero_only.rank == 0:
+            save_run_config(cfg, run_dir)
+    stages = stage_configs(cfg, run_dir)
+    single = cfg.stage.name != CURRICULUM
+    results: list[StageResult] = []
+    previous = None
+    for k, (name, stage_cfg) in enumerate(stages, 1):
+        result = run_stage(stage_cfg, run_dir / "stages" / f"{k}_{name}", run_dir.name, previous, single)
+        if result.status == "skipped":
+            log.warning("stage %s skipped: %s", name, result.reason)
+        else:
+            previous = result.hf_dir
+        results.append(result)
+    if rank_zero_only.rank == 0:
+        print_results(results, run_dir)
+    return results
+
+
+def print_results(results: list[StageResult], run_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"Training run {run_dir}")
+    for column in ("stage", "status", "steps", "train loss", "val loss before", "val loss after", "tokens/s"):
+        table.add_column(column, justify="left" if column in ("stage", "status") else "right")
+    for r in results:
+        cells = [str(r.steps), _fmt(r.train_loss), _fmt(r.val_loss_before), _fmt(r.val_loss_after)]
+        cells.append(f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "")
+        table.add_row(r.stage, r.status, *(cells if r.status != "skipped" else [""] * 5))
+    console.print(table)
+    for r in results:
+        if r.status == "skipped":
+            console.print(f"{r.stage}: skipped, {r.reason}")
+        else:
+            console.print(
+                f"{r.stage}: Hugging Face checkpoint {r.hf_dir}, Lightning checkpoints {r.directory}/checkpoints"
+            )
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"

@@ -1,0 +1,55 @@
+"""``hardware=`` -> the Lightning Trainer's accelerator, devices, strategy and precision."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from ehrr1.config import HardwareConfig, Strategy
+
+
+def decoder_layer_classes() -> set[type]:
+    """Transformer blocks FSDP wraps (and checkpoints) one by one."""
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    return {Qwen2DecoderLayer, Qwen3DecoderLayer}
+
+
+def build_strategy(hw: HardwareConfig) -> Any:
+    """The Lightning strategy object for ``hardware.strategy`` (``"auto"`` for one device)."""
+    if hw.strategy is Strategy.auto:
+        return "auto"
+    if hw.strategy is Strategy.ddp:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=False)
+    if hw.strategy is Strategy.fsdp:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return FSDPStrategy(
+            auto_wrap_policy=decoder_layer_classes(),
+            sharding_strategy=hw.fsdp.sharding_strategy,
+            cpu_offload=hw.fsdp.cpu_offload,
+            state_dict_type=hw.fsdp.state_dict_type,
+            use_orig_params=True,
+        )
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ImportError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    return DeepSpeedStrategy(
+        stage=3,
+        offload_optimizer=hw.deepspeed.offload_optimizer,
+        offload_parameters=hw.deepspeed.offload_parameters,
+    )
+
+
+def trainer_kwargs(hw: HardwareConfig) -> dict[str, Any]:
+    return {
+        "accelerator": hw.accelerator,
+        "devices": hw.devices,
+        "num_nodes": hw.num_nodes,
+        "strategy": build_strategy(hw),
+        "precision": hw.precision,
+    }

@@ -1,0 +1,176 @@
+"""Supervised fine-tuning (curriculum stages 1 and 2) as a LightningModule around a Hugging Face causal LM.
+
+The loss is the cross-entropy of assistant tokens summed over an optimiser step's micro-batches and divided
+by the step's assistant-token count (not averaged per micro-batch), so gradient accumulation and packing do
+not change the objective. The model is built in ``configure_model`` so sharded strategies (FSDP, DeepSpeed
+ZeRO-3) can place it themselves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import grad_norm
+from transformers import PreTrainedModel
+
+from ehrr1.config import OptimConfig, ScheduleConfig, Scheduler, Toggle
+
+log = logging.getLogger(__name__)
+
+
+def lr_lambda(
+    scheduler: Scheduler, total_steps: int, warmup_ratio: float, min_lr_ratio: float
+) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each optimiser step: linear warm-up, then the decay."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if scheduler is Scheduler.constant:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler is Scheduler.cosine else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * decay
+
+    return factor
+
+
+def apply_liger(model: PreTrainedModel, toggle: Toggle, on_gpu: bool) -> bool:
+    """Patch the model with Liger kernels when asked (``on``) or possible (``auto``: installed and on a GPU)."""
+    if toggle is Toggle.off or (toggle is Toggle.auto and not (on_gpu and importlib.util.find_spec("liger_kernel"))):
+        return False
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ImportError("stage.liger=on needs liger-kernel: pip install -e '.[gpu]' (or stage.liger=off)")
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model)
+    return True
+
+
+class SFTModule(pl.LightningModule):
+    """Trains ``build_model()``'s causal LM on batches from :class:`ehrr1.training.data.ChatDataModule`."""
+
+    def __init__(
+        self,
+        build_model: Callable[[], PreTrainedModel],
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        gradient_checkpointing: bool = False,
+        liger: Toggle = Toggle.off,
+        cpu_offload_optimizer: bool = False,
+    ):
+        super().__init__()
+        self.build_model = build_model
+        self.optim = optim
+        self.schedule = schedule
+        self.gradient_checkpointing = gradient_checkpointing
+        self.liger = liger
+        self.cpu_offload_optimizer = cpu_offload_optimizer
+        self.model: PreTrainedModel | None = None
+        self.data_position: tuple[int, int] | None = None  # (epoch, next micro-batch): where a resume starts
+        self.val_history: list[tuple[int, float]] = []  # (optimiser step, val loss)
+        self.tokens_per_s: list[float] = []
+        self.last_train_loss: float | None = None  # token-mean loss of the last optimiser step (this rank)
+        self._step_loss = torch.zeros(())
+        self._val_sums = torch.zeros(2)
+        self._last_batch_end: float | None = None
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model = self.build_model()
+        self.model.config.use_cache = False
+        self.model.train()  # from_pretrained returns the model in eval mode
+        if self.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if apply_liger(self.model, self.liger, self.device.type == "cuda"):
+            log.info("Liger kernels applied")
+
+    def forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summed cross-entropy of the batch's labelled tokens divided by the step's label-token count."""
+        out = self.model(
+            input_ids=batch["input_ids"],
+            labels=batch["labels"],
+            position_ids=batch["position_ids"],
+            attention_mask=batch.get("attention_mask"),
+            num_items_in_batch=batch["step_label_tokens"],
+            use_cache=False,
+        )
+        return out.loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.forward_loss(batch)  # share of the step's token-mean loss
+        self._step_loss = self._step_loss.to(loss.device) + loss.detach()
+        self.data_position = (int(batch["epoch"]), int(batch["position"]) + 1)
+        return loss * self.trainer.accumulate_grad_batches  # Lightning divides by it again
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            rate = float(batch["n_tokens"]) / (now - self._last_batch_end)
+            self.tokens_per_s.append(rate)
+            self.log("train/tokens_per_s", rate, on_step=True, on_epoch=False)
+        self._last_batch_end = now
+
+    def mean_tokens_per_s(self) -> float | None:
+        """Mean training throughput of this process (the first micro-batch, with start-up costs, excluded)."""
+        return round(sum(self.tokens_per_s) / len(self.tokens_per_s), 1) if self.tokens_per_s else None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.last_train_loss = float(self._step_loss)
+        self.log("train/loss", self._step_loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        self._step_loss = torch.zeros((), device=self._step_loss.device)
+        norms = grad_norm(self.model, norm_type=2)
+        if "grad_2.0_norm_total" in norms:  # absent where a strategy owns the gradients (DeepSpeed)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, device=self.device)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        tokens = batch["step_label_tokens"].to(self.device)
+        loss = self.forward_loss(batch)  # mean over this micro-batch's labelled tokens
+        self._val_sums += torch.stack([loss.detach().float() * tokens, tokens.float()])
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        value = float(sums[0] / sums[1].clamp(min=1))
+        if not self.trainer.sanity_checking:
+            self.val_history.append((self.trainer.global_step, value))
+        self.log("val/loss", value, prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [
+            {"params": decay, "weight_decay": self.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        kwargs = {"lr": self.optim.lr, "betas": tuple(self.optim.betas), "eps": self.optim.eps}
+        if self.cpu_offload_optimizer:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, **kwargs)
+        else:
+            optimizer = torch.optim.AdamW(groups, **kwargs)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = lr_lambda(self.schedule.scheduler, total, self.schedule.warmup_ratio, self.schedule.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ehrr1"] = {"val_history": self.val_history, "data_position": self.data_position}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ehrr1", {})
+        self.val_history = [tuple(v) for v in state.get("val_history", [])]
+        self.data_position = tuple(state["data_position"]) if state.get("data_position") else None

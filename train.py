@@ -1,0 +1,19 @@
+"""Curriculum training: SFT stages 1-2 (and GRPO stage 3) with Lightning (``python train.py --help``)."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ehrr1.config import register_configs
+from ehrr1.training.curriculum import train
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg, overrides=list(HydraConfig.get().overrides.task))
+
+
+if __name__ == "__main__":
+    main()
