@@ -9,7 +9,7 @@ import pytest
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
-from tests.support import modules_of
+from tests.support import SMALL_DATA, compose_config, modules_of
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +61,13 @@ def tokenizer(timelines_root, tmp_path_factory):
 
     texts = (t.render() for t in itertools.islice(TimelineStore(timelines_root), 120))
     return load_tokenizer(build_embedded_tokenizer(texts, tmp_path_factory.mktemp("tok") / "tokenizer", 2048))
+
+
+@pytest.fixture(scope="session")
+def small_data_root(tmp_path_factory) -> Path:
+    """A data root holding the smoke mix of a 60-patient cohort (what the main job builds, shrunk)."""
+    from ehrr1.pipelines import synthesize
+
+    root = tmp_path_factory.mktemp("small_data")
+    synthesize(compose_config("synthesize", f"data_root={root}", *SMALL_DATA))
+    return root

@@ -15,6 +15,7 @@ from omegaconf.errors import ValidationError
 from ehrr1.config import register_configs
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.pipelines import synthesize
+from tests.support import SMALL_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 register_configs()
@@ -106,22 +107,15 @@ def test_cli_run_stores_its_resolved_config(tmp_path):
     assert "Timelines: 15 patients" in rerun.stdout
 
 
-def test_instructions_pipeline_builds_the_smoke_mix(tmp_path, capsys):
-    cfg = compose_synthesize(
-        f"data_root={tmp_path}",
-        "data.synthetic.n_patients=60",
-        "progress=false",
-        "model.tokenizer_patients=40",
-        "model.max_input_tokens=1024",
-        "selection.min_events=2",
-    )
-    result = synthesize(cfg)
+def test_instructions_pipeline_builds_the_smoke_mix(small_data_root, capsys):
+    cfg = compose_synthesize(f"data_root={small_data_root}", *SMALL_DATA)
+    result = synthesize(cfg)  # built by the fixture: this run reuses every artefact
     out = capsys.readouterr().out
     assert "Instruction data (" in out
     export = Path(result["export_dir"])
     assert {p.name for p in export.iterdir()} >= {"train.jsonl", "val.jsonl", "test.jsonl", "stats.json", "stats.md"}
     assert sum(result["instructions"]["totals"].values()) > 100
-    assert (Path(tmp_path) / "models" / "tiny" / "synthetic_n60_seed0" / "tokenizer" / "tokenizer.json").exists()
+    assert (small_data_root / "models" / "tiny" / "synthetic_n60_seed0" / "tokenizer" / "tokenizer.json").exists()
 
 
 def test_unknown_task_in_a_mix_fails_before_any_work(tmp_path):

@@ -132,7 +132,7 @@ def build_logger(settings: LoggerConfig, stage_dir: Path, run_name: str, stage: 
     if settings.kind is LoggerKind.csv:
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(stage_dir), name="", version="")
+        return CSVLogger(save_dir=str(stage_dir), name="csv")  # csv/version_<attempt>/metrics.csv
     from lightning.pytorch.loggers import WandbLogger
 
     logger = WandbLogger(
@@ -146,6 +146,14 @@ def build_logger(settings: LoggerConfig, stage_dir: Path, run_name: str, stage: 
     )
     logger.log_hyperparams(config)
     return logger
+
+
+def finish_logger(trainer: pl.Trainer) -> None:
+    """End the stage's W&B run (each stage is a run of the group named after the training run)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
+        trainer.logger.experiment.finish()
 
 
 def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
@@ -290,6 +298,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         trainer.validate(module, datamodule=data, verbose=False)
     hf_dir = stage_dir / "hf"
     export_hf(trainer, module, tokenizer, hf_dir)
+    finish_logger(trainer)
 
     result = StageResult(
         stage=stage.name,
@@ -349,7 +358,7 @@ def print_results(results: list[StageResult], run_dir: Path, console: Console | 
     console = console or Console()
     table = Table(title=f"Training run {run_dir}")
     for column in ("stage", "status", "steps", "train loss", "val loss before", "val loss after", "tokens/s"):
-        table.add_column(column, justify="left" if column in ("stage", "status") else "right")
+        table.add_column(column, justify="left" if column in ("stage", "status") else "right", no_wrap=True)
     for r in results:
         cells = [str(r.steps), _fmt(r.train_loss), _fmt(r.val_loss_before), _fmt(r.val_loss_after)]
         cells.append(f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "")

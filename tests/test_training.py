@@ -1,0 +1,391 @@
+"""Training: config groups and their errors, loss masking, packing isolation, data order, the Lightning SFT
+stage end to end (reproducible, resumable after kill -9), the curriculum, W&B offline, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from ehrr1.config import ArchitectureConfig, HardwareConfig, Strategy
+from ehrr1.models.factory import init_random_model
+from ehrr1.pipelines import settings_of
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.training.curriculum import train
+from ehrr1.training.data import IGNORE, Encoded, EpochOrder, MicroBatches, collate, encode_chats, pack
+from ehrr1.training.hardware import build_strategy
+from tests.support import REPO, SMALL_DATA, compose_config
+
+TINY = ArchitectureConfig(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    intermediate_size=64,
+    max_position_embeddings=512,
+)
+QUICK = (
+    "stage.max_steps=4",
+    "stage.val_max_batches=2",
+    "stage.micro_batch_size=2",
+    "model.context_length=512",
+    "stage.checkpoint_every_n_steps=2",
+    "stage.log_every_n_steps=1",
+    "progress=false",
+)
+
+
+def train_config(data_root: Path, run_dir: Path, *overrides: str):
+    return compose_config("train", f"data_root={data_root}", f"run_dir={run_dir}", *SMALL_DATA, *QUICK, *overrides)
+
+
+def losses(stage_dir: Path) -> list[tuple[str, str, str]]:
+    """(step, train loss, val loss) rows of every attempt of a stage, in order."""
+    rows = []
+    for path in sorted((stage_dir / "csv").glob("version_*/metrics.csv")):
+        with path.open() as f:
+            rows += [(r["step"], r["train/loss"], r["val/loss"]) for r in csv.DictReader(f)]
+    return rows
+
+
+def weights(hf_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(hf_dir / "model.safetensors")
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("experiment", "model", "hardware", "lr"),
+    [
+        ("smoke", "tiny", "cpu", 3e-3),
+        ("ehr_r1_1.7b", "qwen3_1.7b", "deepspeed_zero3", 2e-5),
+        ("ehr_r1_8b", "qwen3_8b", "deepspeed_zero3", 2e-5),
+        ("ehr_r1_72b", "qwen2.5_72b", "deepspeed_zero3", 2e-5),
+    ],
+)
+def test_every_experiment_composes_with_every_stage(experiment, model, hardware, lr):
+    for stage in ("curriculum", "domain_adaptation", "reasoning", "rl"):
+        cfg = compose_config("train", f"experiment={experiment}", f"stage={stage}")
+        assert (cfg.model.name, cfg.hardware.name, cfg.stage.name) == (model, hardware, stage)
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    cfg = compose_config("train", f"experiment={experiment}", "stage=domain_adaptation")
+    assert cfg.stage.optim.lr == lr and cfg.stage.schedule.scheduler.value == "cosine"
+    if experiment != "smoke":
+        assert cfg.stage.schedule.warmup_ratio == 0.03 and cfg.stage.epochs == 1 and cfg.hardware.devices == 8
+        assert cfg.stage.gradient_checkpointing and cfg.stage.liger.value == "on" and cfg.model.context_length == 8192
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("stage=domain_adaption", r"(?s)stage/domain_adaption.*curriculum.*domain_adaptation.*reasoning.*rl"),
+        ("hardware=tpu", r"(?s)hardware/tpu.*cpu.*ddp.*deepspeed_zero3.*fsdp.*gpu.*slurm"),
+        ("logger=tensorboard", r"(?s)logger/tensorboard.*csv.*none.*wandb"),
+        ("stage.optim.learning_rate=1e-5", "learning_rate"),
+        ("hardware.strategy=zero3", r"(?s)zero3.*auto.*ddp.*fsdp.*deepspeed_zero3"),
+        ("stage.epochs=two", "epochs"),
+    ],
+)
+def test_typos_fail_before_any_work_naming_the_choices(override, expected):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config("train", override)
+    assert pytest.importorskip("re").search(expected, f"{info.value} {info.value.__cause__}")
+
+
+def test_each_hardware_option_builds_its_lightning_strategy():
+    import lightning.pytorch as pl
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    def hardware(name: str) -> HardwareConfig:
+        return settings_of(HardwareConfig, compose_config("train", f"hardware={name}").hardware)
+
+    assert build_strategy(hardware("cpu")) == "auto" and hardware("gpu").precision == "bf16-mixed"
+    ddp = build_strategy(hardware("ddp"))
+    assert isinstance(ddp, DDPStrategy)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=ddp, logger=False, enable_progress_bar=False)
+    assert trainer.world_size == 2
+    fsdp = build_strategy(hardware("fsdp"))
+    assert isinstance(fsdp, FSDPStrategy) and Qwen3DecoderLayer in fsdp.kwargs["auto_wrap_policy"]._module_classes
+    zero3 = hardware("deepspeed_zero3")
+    assert zero3.strategy is Strategy.deepspeed_zero3
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"\.\[gpu\]"):
+            build_strategy(zero3)
+    else:
+        assert build_strategy(zero3).config["zero_optimization"]["stage"] == 3
+    slurm = compose_config("train", "hardware=slurm")
+    assert slurm.hardware.strategy is Strategy.ddp and slurm.hardware.num_nodes == 2
+
+
+def test_slurm_selects_the_submitit_launcher():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        from hydra import compose
+
+        cfg = compose("train", overrides=["hardware=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_help_and_cfg_job(tmp_path):
+    help_text = run_cli("--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert "stage: curriculum, domain_adaptation, reasoning, rl" in help_text.stdout
+    assert "hardware: cpu, ddp, deepspeed_zero3, fsdp, gpu, slurm" in help_text.stdout
+    job = run_cli("--cfg", "job", "stage=reasoning", "stage.optim.lr=0.5", cwd=tmp_path)
+    assert job.returncode == 0 and "name: reasoning" in job.stdout and "lr: 0.5" in job.stdout
+
+
+# --- data: masking, packing, order ----------------------------------------------------------------------------
+
+
+def chat(user: str, answer: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def test_only_assistant_tokens_are_labelled(tokenizer):
+    plain, reasoning = encode_chats(
+        tokenizer,
+        [
+            chat("## Labotary Test Events\nCreatinine 2.4\nWhich labs next?", "Creatinine\nPotassium"),
+            chat("## Admissions\nEW EMER.\nWill the patient die?", "<think>\nlactate is high\n</think>\n\nYes"),
+        ],
+    )
+    for encoded, answer, thinking in (
+        (plain, "Creatinine\nPotassium", False),
+        (reasoning, "<think>\nlactate is high\n</think>\n\nYes", True),
+    ):
+        labelled = [t for t, label in zip(encoded.input_ids, encoded.labels, strict=True) if label != IGNORE]
+        assert tokenizer.decode(labelled) == answer + "<|im_end|>"
+        n_prompt = encoded.labels.index(next(label for label in encoded.labels if label != IGNORE))
+        assert all(label == IGNORE for label in encoded.labels[:n_prompt])
+        prompt = generation_prompt(tokenizer, chat("x", "y")[:2], thinking)
+        assert prompt.endswith("</think>\n\n") is (not thinking)
+        assert tokenizer.decode(encoded.input_ids[:n_prompt]).endswith(
+            "<|im_start|>assistant\n" + ("" if thinking else "<think>\n\n</think>\n\n")
+        )
+    closed = encode_chats(tokenizer, [chat("u", "Yes")], ThinkingSwitch.closed_think)[0]
+    assert tokenizer.decode(closed.input_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\nYes<|im_end|>")
+
+
+def test_pack_keeps_every_example_once_within_the_budget():
+    lengths = [5, 9, 3, 7, 2, 8, 1, 6, 4, 10] * 5
+    bins = pack(lengths, 12, list(range(len(lengths))))
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 12 for b in bins)
+    assert len(bins) <= sum(lengths) // 12 + 6  # nearly full bins
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_loss_equals_unpacked_loss(tokenizer, attention):
+    model = init_random_model(TINY, tokenizer, seed=0).eval()
+    model.config._attn_implementation = attention
+    examples = encode_chats(
+        tokenizer, [chat("first patient " * 6, "Yes"), chat("second " * 11, "Creatinine\nSodium"), chat("third", "No")]
+    )
+
+    def summed_loss(batch) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            out = model(
+                **{k: batch[k] for k in ("input_ids", "labels", "position_ids", "attention_mask") if k in batch},
+                num_items_in_batch=torch.tensor(1),
+                use_cache=False,
+            )
+        return out.loss, out.logits
+
+    alone = [summed_loss(collate([[e]], tokenizer.pad_token_id, packed=True)) for e in examples]
+    packed_loss, packed_logits = summed_loss(collate([examples], tokenizer.pad_token_id, packed=True))
+    padded_loss, _ = summed_loss(collate([[e] for e in examples], tokenizer.pad_token_id, packed=False))
+    expected = sum(loss for loss, _ in alone)
+    torch.testing.assert_close(packed_loss, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded_loss, expected, rtol=1e-5, atol=1e-5)
+    start = len(examples[0].input_ids)  # the second example sees only itself
+    torch.testing.assert_close(
+        packed_logits[0, start : start + len(examples[1].input_ids)], alone[1][1][0], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_epoch_order_is_seeded_sharded_and_resumable():
+    examples = [Encoded([1] * (i + 2), [IGNORE] + [1] * (i + 1)) for i in range(20)]
+    data = MicroBatches(examples, [[i] for i in range(20)], micro_batch_size=2, pad_id=0, packed=True)
+    order = EpochOrder(data, seed=3, grad_accum=2)
+    first = list(order)
+    assert first == list(EpochOrder(data, seed=3, grad_accum=2)) and len(first) == 10
+    order.set_epoch(1)
+    assert [i for i, *_ in order] != [i for i, *_ in first]
+    group = [i for i, _, position, _ in first if position in (2, 3)]
+    assert first[2][3] == first[3][3] == sum(data.label_tokens[i] for i in group)
+    ranks = [list(EpochOrder(data, seed=3, grad_accum=2, rank=r, world_size=2)) for r in (0, 1)]
+    assert not {i for i, *_ in ranks[0]} & {i for i, *_ in ranks[1]} and len(ranks[0]) == len(ranks[1]) == 5
+    resumed = EpochOrder(data, seed=3, grad_accum=2)
+    resumed.resume(0, 6)
+    assert list(resumed) == first[6:]
+    assert list(resumed) == first  # the resume position applies once
+
+
+# --- training end to end ---------------------------------------------------------------------------------------
+
+
+def test_stage_trains_reproducibly_and_saves_checkpoints(small_data_root, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = train_config(small_data_root, tmp_path / name, "stage=domain_adaptation")
+        runs.append(train(cfg)[0])
+    a, b = runs
+    assert a.status == "trained" and a.steps == 4
+    curve = losses(Path(a.directory))
+    assert curve == losses(Path(b.directory)) and len([r for r in curve if r[1]]) == 4  # same config, same curve
+    assert a.val_loss_after < a.val_loss_before
+    for k, tensor in weights(Path(a.hf_dir)).items():
+        assert torch.equal(tensor, weights(Path(b.hf_dir))[k])
+    stage_dir = Path(a.directory)
+    assert (stage_dir / "checkpoints" / "last.ckpt").exists() and (stage_dir / "summary.json").exists()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(a.hf_dir)
+    assert (
+        model.config.model_type == "qwen3"
+        and "enable_thinking" in AutoTokenizer.from_pretrained(a.hf_dir).chat_template
+    )
+    stored = OmegaConf.load(stage_dir / "config.yaml")
+    assert stored.stage.name == "domain_adaptation" and stored.run_dir == str(tmp_path / "a")
+
+
+def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data_root, tmp_path):
+    data_root = tmp_path / "data"
+    shutil.copytree(small_data_root, data_root)
+    export = data_root / "instructions" / "synthetic_n60_seed0" / "smoke" / "tiny"
+    reasoning = data_root / "reasoning" / "synthetic_n60_seed0" / "smoke" / "tiny"
+    reasoning.mkdir(parents=True)
+    for split in ("train", "val"):  # a stand-in reasoning set: each answer behind a short chain
+        records = [json.loads(line) for line in (export / f"{split}.jsonl").read_text().splitlines()[:40]]
+        for r in records:
+            r["messages"][-1]["content"] = "<think>\nsee the labs\n</think>\n\n" + r["messages"][-1]["content"]
+        (reasoning / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    overrides = [
+        f"data_root={data_root}",
+        f"run_dir={tmp_path / 'run'}",
+        *SMALL_DATA,
+        *QUICK,
+        "stage.max_steps=2",
+        "stage.optim.lr=1e-3",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        from hydra import compose
+
+        results = train(compose("train", overrides=overrides), overrides)
+    first, second, third = results
+    assert [r.status for r in results] == ["trained", "trained", "skipped"]
+    assert second.init == first.hf_dir and "GRPO" in third.reason
+    stored = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
+    assert stored.stages.domain_adaptation.optim.lr == stored.stages.reasoning.optim.lr == 1e-3
+    assert stored.stages.reasoning.data == str(reasoning)
+    stored.run_dir = str(tmp_path / "rerun")
+    again = train(stored)  # no Hydra needed: the stored config holds every stage
+    curves = [losses(Path(r.directory)) for r in results[:2]]
+    assert all(curves) and [losses(Path(r.directory)) for r in again[:2]] == curves
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
+    args = [
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        *QUICK,
+        "stage=domain_adaptation",
+        "stage.max_steps=40",
+        "stage.checkpoint_every_n_steps=1",
+        "stage.micro_batch_size=1",
+    ]
+    whole = run_cli(*args, f"run_dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"run_dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stage_dir = run / "stages" / "1_domain_adaptation"
+    deadline = time.monotonic() + 300
+    while not (stage_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few more steps
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = run_cli(f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    whole_dir = tmp_path / "whole" / "stages" / "1_domain_adaptation"
+    for k, tensor in weights(whole_dir / "hf").items():  # the same weights as a run never interrupted
+        assert torch.equal(tensor, weights(stage_dir / "hf")[k]), k
+    steps = [int(step) for step, loss, _ in losses(stage_dir) if loss]
+    assert steps == sorted(set(steps)) and max(steps) == 39  # no optimiser step logged twice
+    first_attempt = [int(s) for s, loss, _ in losses(stage_dir)[: len(steps)] if loss]
+    assert len(list((stage_dir / "csv").glob("version_*"))) == 2 and min(steps) < 39 and first_attempt
+
+
+def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key, so offline
+    result = train(train_config(small_data_root, tmp_path / "run", "stage=domain_adaptation", "logger=wandb"))[0]
+    runs = list((Path(result.directory) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    assert b"train/loss" in logged and b"val/loss" in logged and b"domain_adaptation" in logged
+    export = next((small_data_root / "instructions").glob("*/smoke/tiny"))
+    record = json.loads((export / "train.jsonl").read_text().splitlines()[0])
+    for text in (record["messages"][1]["content"].split("\n\n")[1], record["target"][0]):
+        assert text.encode() not in logged
+
+
+def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(small_data_root, tmp_path):
+    args = [f"data_root={small_data_root}", *SMALL_DATA, *QUICK, "stage=domain_adaptation", "stage.max_steps=2"]
+    sweep = run_cli("-m", *args, "stage.optim.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    jobs = [tmp_path / "sweep" / str(n) for n in (0, 1)]
+    assert [OmegaConf.load(j / ".hydra" / "config.yaml").stage.optim.lr for j in jobs] == [1e-3, 2e-3]
+    curves = [losses(j / "stages" / "1_domain_adaptation") for j in jobs]
+    assert all(curves) and curves[0] != curves[1]
+    rerun = run_cli(
+        "--config-path",
+        str(jobs[0] / ".hydra"),
+        "--config-name",
+        "config",
+        f"hydra.run.dir={tmp_path / 'rerun'}",
+        cwd=tmp_path,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert losses(tmp_path / "rerun" / "stages" / "1_domain_adaptation") == curves[0]
