@@ -389,3 +389,23 @@ def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(s
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert losses(tmp_path / "rerun" / "stages" / "1_domain_adaptation") == curves[0]
+
+
+def test_ddp_on_two_cpu_processes(small_data_root, tmp_path):
+    """hardware=ddp for real: Lightning launches a second process; ranks share the data, rank 0 exports."""
+    args = [
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        *QUICK,
+        "stage=domain_adaptation",
+        f"run_dir={tmp_path}",
+        "hardware=ddp",
+        "hardware.accelerator=cpu",
+        "hardware.devices=2",
+        "hardware.precision=32-true",
+    ]
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "stages" / "1_domain_adaptation" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["val_loss_after"] < summary["val_loss_before"]
+    assert (tmp_path / "stages" / "1_domain_adaptation" / "hf" / "model.safetensors").exists()

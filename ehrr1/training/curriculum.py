@@ -355,7 +355,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
 
 
 def print_results(results: list[StageResult], run_dir: Path, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 110))
     table = Table(title=f"Training run {run_dir}")
     for column in ("stage", "status", "steps", "train loss", "val loss before", "val loss after", "tokens/s"):
         table.add_column(column, justify="left" if column in ("stage", "status") else "right", no_wrap=True)

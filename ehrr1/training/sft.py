@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import grad_norm
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from transformers import PreTrainedModel
 
 from ehrr1.config import OptimConfig, ScheduleConfig, Scheduler, Toggle
@@ -128,10 +128,23 @@ class SFTModule(pl.LightningModule):
         self.last_train_loss = float(self._step_loss)
         self.log("train/loss", self._step_loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self._step_loss = torch.zeros((), device=self._step_loss.device)
-        norms = grad_norm(self.model, norm_type=2)
-        if "grad_2.0_norm_total" in norms:  # absent where a strategy owns the gradients (DeepSpeed)
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=True)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip to a global norm and log the norm before clipping; under FSDP through the sharded root module
+        (the norm over every rank's shard), which Lightning's own clipping does not support. DeepSpeed clips
+        inside its engine."""
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            return
+        max_norm = gradient_clip_val or float("inf")
+        owner = self.trainer.strategy.model
+        if hasattr(owner, "clip_grad_norm_"):
+            norm = owner.clip_grad_norm_(max_norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(2, device=self.device)
@@ -146,7 +159,7 @@ class SFTModule(pl.LightningModule):
         value = float(sums[0] / sums[1].clamp(min=1))
         if not self.trainer.sanity_checking:
             self.val_history.append((self.trainer.global_step, value))
-        self.log("val/loss", value, prog_bar=True, sync_dist=False)
+        self.log("val/loss", value, prog_bar=True, sync_dist=True)  # already reduced: the same on every rank
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]

@@ -16,5 +16,7 @@ def peak_rss_mb() -> float:
 
 def measure(script: str, *args: str) -> dict:
     """Run ``script --_measure args...`` in a fresh Python process and return the JSON it prints last."""
-    done = subprocess.run([sys.executable, script, "--_measure", *args], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, script, "--_measure", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} --_measure {' '.join(args)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
