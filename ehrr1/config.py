@@ -54,6 +54,7 @@ class AttentionImplementation(str, Enum):
     sdpa = "sdpa"
     eager = "eager"
     flash_attention_2 = "flash_attention_2"
+    flex_attention = "flex_attention"  # PyTorch FlexAttention: block-sparse masks for packed sequences
 
 
 class WeightsDtype(str, Enum):

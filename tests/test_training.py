@@ -58,7 +58,7 @@ def losses(stage_dir: Path) -> list[tuple[str, str, str]]:
     rows = []
     for path in sorted((stage_dir / "csv").glob("version_*/metrics.csv")):
         with path.open() as f:
-            rows += [(r["step"], r["train/loss"], r["val/loss"]) for r in csv.DictReader(f)]
+            rows += [(r["step"], r.get("train/loss", ""), r.get("val/loss", "")) for r in csv.DictReader(f)]
     return rows
 
 

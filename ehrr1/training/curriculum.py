@@ -264,6 +264,8 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         cpu_offload_optimizer=hardware.strategy is Strategy.deepspeed_zero3 and hardware.deepspeed.offload_optimizer,
     )
     config = OmegaConf.to_container(cfg, resolve=True)
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resuming = last.exists()
     checkpoints = ModelCheckpoint(
         dirpath=str(stage_dir / "checkpoints"),
         every_n_train_steps=stage.checkpoint_every_n_steps,
@@ -271,7 +273,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         save_last=True,
     )
     trainer = pl.Trainer(
-        **trainer_kwargs(hardware),
+        **trainer_kwargs(hardware, stage.micro_batch_size),
         default_root_dir=str(stage_dir),
         max_epochs=stage.epochs,
         max_steps=stage.max_steps,
@@ -280,19 +282,17 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         val_check_interval=stage.val_every_n_steps * stage.grad_accum if stage.val_every_n_steps else None,
         check_val_every_n_epoch=None if stage.val_every_n_steps else 1,
         limit_val_batches=stage.val_max_batches if stage.val_max_batches is not None else 1.0,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=0 if resuming else -1,  # a full validation before training: the val loss before
         log_every_n_steps=stage.log_every_n_steps,
         logger=build_logger(settings_of(LoggerConfig, cfg.logger), stage_dir, run_name, stage.name, config),
         callbacks=[checkpoints],
         use_distributed_sampler=False,
         enable_progress_bar=bool(cfg.progress),
     )
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
+    if resuming:
         log.info("stage %s: resuming from %s", stage.name, last)
         trainer.fit(module, datamodule=data, ckpt_path=str(last))
     else:
-        trainer.validate(module, datamodule=data, verbose=False)
         trainer.fit(module, datamodule=data)
     if module.val_history and module.val_history[-1][0] != trainer.global_step:
         trainer.validate(module, datamodule=data, verbose=False)

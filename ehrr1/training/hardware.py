@@ -16,7 +16,7 @@ def decoder_layer_classes() -> set[type]:
     return {Qwen2DecoderLayer, Qwen3DecoderLayer}
 
 
-def build_strategy(hw: HardwareConfig) -> Any:
+def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
     """The Lightning strategy object for ``hardware.strategy`` (``"auto"`` for one device)."""
     if hw.strategy is Strategy.auto:
         return "auto"
@@ -42,14 +42,15 @@ def build_strategy(hw: HardwareConfig) -> Any:
         stage=3,
         offload_optimizer=hw.deepspeed.offload_optimizer,
         offload_parameters=hw.deepspeed.offload_parameters,
+        logging_batch_size_per_gpu=micro_batch_size,  # our loader yields ready micro-batches (no batch_size)
     )
 
 
-def trainer_kwargs(hw: HardwareConfig) -> dict[str, Any]:
+def trainer_kwargs(hw: HardwareConfig, micro_batch_size: int = 1) -> dict[str, Any]:
     return {
         "accelerator": hw.accelerator,
         "devices": hw.devices,
         "num_nodes": hw.num_nodes,
-        "strategy": build_strategy(hw),
+        "strategy": build_strategy(hw, micro_batch_size),
         "precision": hw.precision,
     }

@@ -86,6 +86,11 @@ class SFTModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy) and self.trainer.strategy.zero_stage_3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            # from_pretrained then loads each weight into its ZeRO-3 partition (kept alive while the model lives)
+            self._hf_deepspeed = HfDeepSpeedConfig(self.trainer.strategy.config)
         self.model = self.build_model()
         self.model.config.use_cache = False
         self.model.train()  # from_pretrained returns the model in eval mode
@@ -157,8 +162,12 @@ class SFTModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
         value = float(sums[0] / sums[1].clamp(min=1))
-        if not self.trainer.sanity_checking:
-            self.val_history.append((self.trainer.global_step, value))
+        if self.trainer.sanity_checking:  # a full pass before training: the loss before
+            if self.val_history:
+                return
+            if self.logger is not None:  # Lightning does not log during the sanity check
+                self.logger.log_metrics({"val/loss": value}, step=self.trainer.global_step)
+        self.val_history.append((self.trainer.global_step, value))
         self.log("val/loss", value, prog_bar=True, sync_dist=True)  # already reduced: the same on every rank
 
     def configure_optimizers(self) -> dict[str, Any]:

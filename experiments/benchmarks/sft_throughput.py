@@ -211,6 +211,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--liger", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--only", choices=["ours_packed", "ours_padded", "hf_trainer_padded"], default=None)
     parser.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
@@ -230,7 +231,10 @@ def main(argv: list[str]) -> None:
     if not (Path(args.data_dir) / "train.jsonl").exists():
         sys.exit(f"no data at {args.data_dir}: run `python synthesize.py` first (or pass --data-dir/--tokenizer)")
     passthrough = [a for a in argv if a != "--skip-hf"]
+    if "--only" in passthrough:
+        del passthrough[passthrough.index("--only") : passthrough.index("--only") + 2]
     variants = ["ours_packed", "ours_padded"] + ([] if args.skip_hf else ["hf_trainer_padded"])
+    variants = [args.only] if args.only else variants
     results = {v: measure(__file__, v, *passthrough) for v in variants}
     report = {
         "benchmark": "sft_throughput",
@@ -241,12 +245,15 @@ def main(argv: list[str]) -> None:
         "steps": args.steps,
         "max_seq_len": args.max_seq_len,
         **results,
-        "packed_vs_padded": round(results["ours_packed"]["tokens_per_s"] / results["ours_padded"]["tokens_per_s"], 2),
     }
+    if {"ours_packed", "ours_padded"} <= set(results):
+        report["packed_vs_padded"] = round(
+            results["ours_packed"]["tokens_per_s"] / results["ours_padded"]["tokens_per_s"], 2
+        )
     if args.device == "cuda":
         for r in results.values():
             r["mfu"] = round(r["tokens_per_s"] * r["flops_per_token"] / (args.peak_tflops * 1e12), 4)
-    if "hf_trainer_padded" in results:
+    if {"hf_trainer_padded", "ours_padded", "ours_packed"} <= set(results):
         hf = results["hf_trainer_padded"]["tokens_per_s"]
         report["ours_padded_vs_hf_trainer"] = round(results["ours_padded"]["tokens_per_s"] / hf, 2)
         report["ours_packed_vs_hf_trainer"] = round(results["ours_packed"]["tokens_per_s"] / hf, 2)
