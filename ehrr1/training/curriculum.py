@@ -294,8 +294,6 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         trainer.fit(module, datamodule=data, ckpt_path=str(last))
     else:
         trainer.fit(module, datamodule=data)
-    if module.val_history and module.val_history[-1][0] != trainer.global_step:
-        trainer.validate(module, datamodule=data, verbose=False)
     hf_dir = stage_dir / "hf"
     export_hf(trainer, module, tokenizer, hf_dir)
     finish_logger(trainer)

@@ -118,6 +118,8 @@ class SFTModule(pl.LightningModule):
         return loss * self.trainer.accumulate_grad_batches  # Lightning divides by it again
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True  # stopping mid-epoch: Lightning then validates once more, in fit
         now = time.perf_counter()
         if self._last_batch_end is not None:
             rate = float(batch["n_tokens"]) / (now - self._last_batch_end)
@@ -171,11 +173,12 @@ class SFTModule(pl.LightningModule):
         self.log("val/loss", value, prog_bar=True, sync_dist=True)  # already reduced: the same on every rank
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        matrices = [p for p in params if len(getattr(p, "ds_shape", p.shape)) >= 2]  # ZeRO-3 keeps shapes aside
+        others = [p for p in params if len(getattr(p, "ds_shape", p.shape)) < 2]
         groups = [
-            {"params": decay, "weight_decay": self.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": matrices, "weight_decay": self.optim.weight_decay},  # no decay on norms and biases
+            {"params": others, "weight_decay": 0.0},
         ]
         kwargs = {"lr": self.optim.lr, "betas": tuple(self.optim.betas), "eps": self.optim.eps}
         if self.cpu_offload_optimizer:
