@@ -170,7 +170,8 @@ class StageConfig:
     micro_batch_size: int = 1  # sequences per forward pass (packed: bins of max_seq_len tokens)
     grad_accum: int = 1  # micro-batches per optimiser step
     max_seq_len: int | None = None  # None: model.context_length; longer examples are left out (counted)
-    packing: bool = True  # several examples per sequence, each attending only to itself
+    packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
+    # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
     gradient_clip: float | None = 1.0
     gradient_checkpointing: bool = False
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU

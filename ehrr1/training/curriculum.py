@@ -31,6 +31,7 @@ from ehrr1.config import (
     Objective,
     StageConfig,
     Strategy,
+    Toggle,
     WandbMode,
 )
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
@@ -250,7 +251,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         max_seq_len=stage.max_seq_len or model.context_length,
         micro_batch_size=stage.micro_batch_size,
         grad_accum=stage.grad_accum,
-        packing=stage.packing,
+        packing=stage.packing is Toggle.on or (stage.packing is Toggle.auto and attention == "flash_attention_2"),
         seed=cfg.seed,
         switch=model.thinking_switch,
         num_workers=hardware.dataloader_workers,

@@ -95,6 +95,16 @@ def pack(lengths: list[int], max_len: int, order: list[int], open_bins: int = 32
     return bins
 
 
+def group_by_length(lengths: list[int], order: list[int], micro_batch_size: int, window: int = 64) -> list[list[int]]:
+    """Single-example rows, sorted by length within windows of ``window`` micro-batches of the (shuffled)
+    order, so a padded micro-batch holds examples of similar length and little padding."""
+    span = window * micro_batch_size
+    rows = []
+    for start in range(0, len(order), span):
+        rows += [[i] for i in sorted(order[start : start + span], key=lambda i: lengths[i])]
+    return rows
+
+
 def collate(examples: list[list[Encoded]], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
     """Rows of examples -> ``input_ids``, ``labels``, ``position_ids`` [B, T] (+ ``attention_mask`` if padded)
     and ``n_tokens``, the count of real (non-padding) tokens.
@@ -239,7 +249,12 @@ class ChatDataModule(pl.LightningDataModule):
             raise ValueError(f"{path}: no example fits in {self.max_seq_len} tokens (stage.max_seq_len)")
         order = list(range(len(kept)))
         random.Random(self.seed).shuffle(order)
-        rows = pack([len(e.input_ids) for e in kept], self.max_seq_len, order) if self.packing else [[i] for i in order]
+        lengths = [len(e.input_ids) for e in kept]
+        rows = (
+            pack(lengths, self.max_seq_len, order)
+            if self.packing
+            else group_by_length(lengths, order, self.micro_batch_size)
+        )
         return MicroBatches(kept, rows, self.micro_batch_size, self.tokenizer.pad_token_id, self.packing)
 
     def setup(self, stage: str | None = None) -> None:

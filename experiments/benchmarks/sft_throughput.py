@@ -4,8 +4,10 @@ Prints one JSON line. The same randomly initialised model, the same exported cha
 labels), the same micro-batch size, optimiser and schedule; each variant runs in a fresh process for
 ``--steps`` optimiser steps. Throughput counts real (non-padding) tokens from the end of the first step to
 the end of the last. Ratios: ours (padded) / HF Trainer (padded) is the loop's overhead at equal batches;
-ours packed / ours padded is what packing buys. With ``--device cuda`` the model can be Qwen3-1.7B-shaped
-(``--model qwen3_1.7b``), trained in bf16 mixed precision, and MFU is reported against ``--peak-tflops``.
+ours packed / ours padded is what packing buys. Padded micro-batches group examples of similar length
+(ours: sorted within windows of 64 micro-batches; the HF Trainer: its ``group_by_length`` sampler). With
+``--device cuda`` the model can be Qwen3-1.7B-shaped (``--model qwen3_1.7b``), trained in bf16 mixed
+precision, and MFU is reported against ``--peak-tflops``.
 
     python experiments/benchmarks/sft_throughput.py [--steps 20] [--micro-batch-size 4] [--max-seq-len 2560]
     python experiments/benchmarks/sft_throughput.py --device cuda --model qwen3_1.7b --max-seq-len 8192 \\
@@ -143,14 +145,14 @@ def run_hf_trainer(args: argparse.Namespace) -> dict:
     counted: list[int] = []
 
     def collate(batch):  # right padding, attention mask, prompt and padding ignored
-        width = max(len(e.input_ids) for e in batch)
+        width = max(len(e["input_ids"]) for e in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         labels = torch.full((len(batch), width), IGNORE)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for r, e in enumerate(batch):
-            ids[r, : len(e.input_ids)] = torch.tensor(e.input_ids)
-            labels[r, : len(e.labels)] = torch.tensor(e.labels)
-            mask[r, : len(e.input_ids)] = 1
+            ids[r, : len(e["input_ids"])] = torch.tensor(e["input_ids"])
+            labels[r, : len(e["labels"])] = torch.tensor(e["labels"])
+            mask[r, : len(e["input_ids"])] = 1
         counted.append(int(mask.sum()))
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
@@ -183,8 +185,10 @@ def run_hf_trainer(args: argparse.Namespace) -> dict:
         remove_unused_columns=False,
         disable_tqdm=True,
         use_liger_kernel=args.liger,
+        train_sampling_strategy="group_by_length",  # as our padded batches: similar lengths together
     )
-    trainer = Trainer(model=model, args=training, train_dataset=examples, data_collator=collate, callbacks=[Clock()])
+    dataset = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    trainer = Trainer(model=model, args=training, train_dataset=dataset, data_collator=collate, callbacks=[Clock()])
     out = trainer.train()
     return {
         **device_figures(args, model, examples),
