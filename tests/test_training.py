@@ -25,7 +25,16 @@ from ehrr1.models.factory import init_random_model
 from ehrr1.pipelines import settings_of
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.training.curriculum import train
-from ehrr1.training.data import IGNORE, Encoded, EpochOrder, MicroBatches, collate, encode_chats, pack
+from ehrr1.training.data import (
+    IGNORE,
+    Encoded,
+    EpochOrder,
+    MicroBatches,
+    collate,
+    encode_chats,
+    group_by_length,
+    pack,
+)
 from ehrr1.training.hardware import build_strategy
 from tests.support import REPO, SMALL_DATA, compose_config
 
@@ -207,6 +216,16 @@ def test_pack_keeps_every_example_once_within_the_budget():
     assert len(bins) <= sum(lengths) // 12 + 6  # nearly full bins
 
 
+def test_padded_rows_group_similar_lengths_within_windows():
+    lengths = [(i * 37) % 101 for i in range(300)]
+    order = list(range(300))
+    rows = group_by_length(lengths, order, micro_batch_size=2, window=10)
+    assert sorted(r[0] for r in rows) == order and all(len(r) == 1 for r in rows)
+    for start in range(0, 300, 20):  # each window of 10 micro-batches is sorted, and holds its own examples
+        window = [lengths[r[0]] for r in rows[start : start + 20]]
+        assert window == sorted(window) and {r[0] for r in rows[start : start + 20]} == set(order[start : start + 20])
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_loss_equals_unpacked_loss(tokenizer, attention):
     model = init_random_model(TINY, tokenizer, seed=0).eval()
@@ -326,6 +345,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
         "stage.max_steps=40",
         "stage.checkpoint_every_n_steps=1",
         "stage.micro_batch_size=1",
+        "stage.packing=on",  # the packed path, end to end
     ]
     whole = run_cli(*args, f"run_dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]

@@ -4,8 +4,9 @@ Examples are tokenised as a model sees them at inference: the generation prompt 
 thinking switch) followed by the assistant's text and the end-of-turn token; only the assistant tokens
 are labelled. Packing puts several examples in one sequence with positions restarting at each example,
 which Hugging Face attention turns into a block-diagonal mask (varlen with flash-attention), so examples
-never attend to each other. The micro-batches are fixed once (seeded); each epoch visits them in a seeded
-order, and a resumed run starts at the first micro-batch its checkpoint had not trained on.
+never attend to each other. Without packing, micro-batches hold examples of similar length (little
+padding). The micro-batches are fixed once (seeded); each epoch visits them in a seeded order, and a
+resumed run starts at the first micro-batch its checkpoint had not trained on.
 """
 
 from __future__ import annotations
