@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ehrr1.backends import SamplingParams
 from ehrr1.data.build import TimelineBuildSettings
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings
 from ehrr1.tasks.prompt import ThinkingSwitch
@@ -274,7 +275,31 @@ class TrainConfig(DataPipelineConfig):
     run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
 
 
+@dataclass
+class BackendConfig:
+    """A generation backend (``conf/backend/``): how prompts become generations."""
+
+    name: str = "hf"
+    device: str = "auto"  # hf: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
+
+
+@dataclass
+class EvaluateConfig(DataPipelineConfig):
+    backend: BackendConfig = MISSING
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
+    batch_size: int = 8
+    limit: int | None = None  # samples per task; None: all
+    only_tasks: list[str] | None = None  # None: every task of the split
+    split: str = "test"
+    train_run: str | None = None  # a train.py run directory: evaluate its last trained stage
+    output_dir: str | None = None  # None: outputs/evaluate/<model>/<task mix>/<split>
+    bootstrap: int = 1000  # resamples for the 95 % intervals
+    seed: int = 0
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="synthesize_schema", node=SynthesizeConfig)
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)

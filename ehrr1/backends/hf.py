@@ -1,0 +1,97 @@
+"""Hugging Face ``generate`` on CPU or GPU: batches left-padded, greedy or sampled."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ehrr1.backends import Generation, SamplingParams
+from ehrr1.models.factory import load_model, resolve_attention
+from ehrr1.models.tokenizer import THINK_CLOSE, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self, model_path: str, dtype: str = "float32", attn_implementation: str = "auto", device: str = "auto"
+    ):
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        )
+        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer.padding_side = "left"
+        attention = resolve_attention(attn_implementation, self.device.type == "cuda")
+        self.model = load_model(model_path, dtype, attention).to(self.device).eval()
+        self.answer_ids = self._answer_token_ids()
+
+    def _answer_token_ids(self) -> tuple[list[int], list[int]]:
+        """First tokens of the ways a model may write yes / no."""
+
+        def first_ids(words: list[str]) -> list[int]:
+            return sorted({self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
+
+        return first_ids(["yes", "Yes", "YES"]), first_ids(["no", "No", "NO"])
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
+    ) -> list[Generation]:
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs = (
+            {"do_sample": False}
+            if sampling.temperature == 0
+            else {
+                "do_sample": True,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": sampling.top_k or None,
+            }
+        )
+        if sampling.temperature > 0:
+            torch.manual_seed(sampling.seed)
+        out = self.model.generate(
+            **encoded,
+            max_new_tokens=sampling.max_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **kwargs,
+        )
+        new = out[:, encoded["input_ids"].shape[1] :]
+        texts, reasons = [], []
+        for row in new:
+            ended = (row == self.tokenizer.eos_token_id).nonzero()
+            stop = int(ended[0]) if len(ended) else len(row)
+            texts.append(self.tokenizer.decode(row[:stop], skip_special_tokens=True))
+            reasons.append("stop" if len(ended) else "length")
+        scores: list[float | None] = [None] * len(prompts)
+        wanted = [i for i, want in enumerate(answer_scores or []) if want and reached_answer(prompts[i], texts[i])]
+        if wanted:
+            for i, p in zip(wanted, self.p_yes([prompts[i] + answer_prefix(texts[i]) for i in wanted]), strict=True):
+                scores[i] = p
+        return [Generation(t, r, s) for t, r, s in zip(texts, reasons, scores, strict=True)]
+
+    @torch.no_grad()
+    def p_yes(self, prefixes: list[str]) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) of the next token after each prefix (summed over spellings)."""
+        encoded = self.tokenizer(prefixes, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        logits = self.model(**encoded).logits[:, -1].float()  # [B, V], left padding: the last position
+        probs = logits.softmax(-1)
+        yes, no = (probs[:, ids].sum(-1) for ids in self.answer_ids)
+        return (yes / (yes + no).clamp(min=1e-12)).tolist()
+
+
+def reached_answer(prompt: str, text: str) -> bool:
+    """Whether the reasoning is closed (in the prompt or the generation), so the next words are the answer."""
+    return THINK_CLOSE in text or prompt.rstrip().endswith(THINK_CLOSE)
+
+
+def answer_prefix(text: str) -> str:
+    """What precedes the answer in a generation: the reasoning up to ``</think>`` and the blank after it."""
+    if THINK_CLOSE not in text:
+        return ""
+    head, tail = text.rsplit(THINK_CLOSE, 1)
+    return head + THINK_CLOSE + tail[: len(tail) - len(tail.lstrip())]

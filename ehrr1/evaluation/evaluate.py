@@ -1,0 +1,79 @@
+"""What ``evaluate.py`` runs: pick the model, build the requests, run the harness, write the reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ehrr1.backends import SamplingParams, load_backend
+from ehrr1.config import ModelConfig
+from ehrr1.evaluation.harness import build_requests, read_bench, run
+from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
+from ehrr1.pipelines import build_instructions, save_run_config, settings_of
+from ehrr1.utils import digest
+
+log = logging.getLogger(__name__)
+
+
+def model_to_evaluate(cfg: DictConfig) -> str:
+    """The weights: the last trained stage of ``train_run``, else ``model.path``."""
+    if cfg.train_run:
+        summaries = sorted(
+            Path(cfg.train_run).glob("stages/*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0])
+        )
+        trained = [json.loads(p.read_text()) for p in summaries]
+        trained = [s for s in trained if s.get("hf_dir")]
+        if not trained:
+            raise FileNotFoundError(f"train_run={cfg.train_run}: no finished stage (stages/*/summary.json with hf_dir)")
+        return trained[-1]["hf_dir"]
+    if cfg.model.path:
+        return str(cfg.model.path)
+    raise ValueError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
+
+
+def output_directory(cfg: DictConfig, model_id: str) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.strip("/"))[-60:]
+    return Path("outputs") / "evaluate" / f"{slug}-{digest(model_id)[:8]}" / cfg.task_mix.name / cfg.split
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    model_id = model_to_evaluate(cfg)
+    bench = Path(cfg.export.dir) / f"{cfg.split}.jsonl"
+    if not bench.exists():
+        log.info("no %s data at %s: building it (synthesize.py pipeline=instructions)", cfg.split, bench)
+        build_instructions(cfg)
+    records = read_bench(bench, list(cfg.only_tasks) if cfg.only_tasks else None, cfg.limit)
+    model: ModelConfig = settings_of(ModelConfig, cfg.model)
+    sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
+    backend = load_backend(
+        cfg.backend.name,
+        model_path=model_id,
+        dtype=model.dtype.value,
+        attn_implementation=model.attn_implementation.value,
+        device=cfg.backend.device,
+    )
+    requests = build_requests(records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch)
+    out = output_directory(cfg, model_id)
+    save_run_config(cfg, out)
+    rows = run(requests, backend, sampling, out / "results.jsonl", cfg.batch_size, progress=cfg.progress)
+    train = Path(cfg.export.dir) / "train.jsonl"
+    frequent = most_frequent_answers(read_bench(train)) if train.exists() else {}
+    report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed)
+    report["run"] = {
+        "model": model_id,
+        "backend": cfg.backend.name,
+        "thinking": cfg.thinking,
+        "sampling": OmegaConf.to_container(cfg.sampling),
+        "data": str(bench),
+    }
+    paths = write_reports(report, out)
+    print_report(report, f"EHR-Bench ({cfg.task_mix.name}, {cfg.split}): {model_id}")
+    log.info("reports: %s", ", ".join(str(p) for p in paths.values()))
+    return report

@@ -1,0 +1,159 @@
+"""The evaluation harness: EHR-Bench records -> prompts -> generations -> per-sample scores, resumable.
+
+Each finished sample is appended (and flushed) to ``results.jsonl`` under a key hashed from the sample id,
+the model, the prompt and the sampling settings; a re-run skips every key already there, so a killed evaluation resumes
+without duplicates. Requests are generated in prompt order, so samples sharing a patient context run
+together (prefix caches see them back to back); results come back in request order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from ehrr1.backends import Backend, SamplingParams
+from ehrr1.tasks.metrics import final_answer, score, to_text
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.utils import digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str
+    id: str
+    task: str
+    kind: str  # decision or risk
+    metric: str
+    target: list[str]
+    prompt: str
+
+
+def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Records of an exported split, optionally only some tasks and at most ``limit`` per task (file order)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no benchmark data at {path}: run synthesize.py for this task mix first")
+    taken: dict[str, int] = {}
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for n, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+                task = record["task"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ValueError(f"{path}, line {n}: expected an exported record with 'task' ({exc})") from exc
+            if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
+                continue
+            taken[task] = taken.get(task, 0) + 1
+            records.append(record)
+    return records
+
+
+def build_requests(
+    records: list[dict[str, Any]],
+    tokenizer: Any,
+    model_id: str,
+    sampling: SamplingParams,
+    thinking: bool,
+    switch: ThinkingSwitch,
+) -> list[Request]:
+    """One request per record (in record order), prompted as training saw it, without the assistant's answer."""
+    settings = asdict(sampling)
+    out = []
+    for r in records:
+        messages = [m for m in r["messages"] if m["role"] != "assistant"]
+        prompt = generation_prompt(tokenizer, messages, thinking, switch)
+        key = digest([r["id"], model_id, prompt, settings])  # the resume key: sample, model, prompt, sampling
+        out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], list(r["target"]), prompt))
+    return out
+
+
+def finished(results: Path) -> dict[str, dict[str, Any]]:
+    """The results already written, by key (a line cut by a kill is ignored and redone)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not results.exists():
+        return done
+    with results.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[row["key"]] = row
+    return done
+
+
+def score_row(request: Request, text: str | None, finish_reason: str, p_yes: float | None, error: str = "") -> dict:
+    """The stored result of one sample: output, parsed answer, score (0 for garbage) and risk score."""
+    answer = final_answer(text)
+    valid = to_text(text) is not None and bool((answer or "").strip())
+    return {
+        "key": request.key,
+        "id": request.id,
+        "task": request.task,
+        "kind": request.kind,
+        "metric": request.metric,
+        "target": request.target,
+        "output": to_text(text) if to_text(text) is not None else "",
+        "answer": (answer or "").strip(),
+        "score": score(request.metric, text, request.target),
+        "p_yes": p_yes,
+        "finish_reason": finish_reason,
+        "valid": valid,
+        "error": error,
+    }
+
+
+def batches(items: list[Request], size: int) -> Iterator[list[Request]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run(
+    requests: list[Request],
+    backend: Backend,
+    sampling: SamplingParams,
+    results: str | Path,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Generate and score every request not yet in ``results``; returns all rows of these requests."""
+    results = Path(results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = finished(results)
+    pending = sorted((q for q in requests if q.key not in done), key=lambda q: q.prompt)  # shared contexts adjacent
+    if len(pending) < len(requests):
+        log.info(
+            "%s: %d of %d samples already done, %d to go",
+            results,
+            len(requests) - len(pending),
+            len(requests),
+            len(pending),
+        )
+    with (
+        results.open("a", encoding="utf-8") as out,
+        tqdm(total=len(pending), desc="evaluate", unit="sample", disable=not progress) as bar,
+    ):
+        for batch in batches(pending, batch_size):
+            try:
+                generations = backend.generate([q.prompt for q in batch], sampling, [q.kind == "risk" for q in batch])
+                rows = [score_row(q, g.text, g.finish_reason, g.p_yes) for q, g in zip(batch, generations, strict=True)]
+            except Exception as exc:  # a failed batch is scored 0 and reported per sample, never stops the run
+                log.warning("generation failed for %d samples: %s", len(batch), exc)
+                rows = [score_row(q, None, "error", None, error=f"{type(exc).__name__}: {exc}") for q in batch]
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+                done[row["key"]] = row
+            out.flush()
+            os.fsync(out.fileno())
+            bar.update(len(batch))
+    return [done[q.key] for q in requests]

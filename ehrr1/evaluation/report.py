@@ -1,0 +1,175 @@
+"""Per-task scores with 95 % bootstrap intervals, macro averages, trivial baselines, and report files."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ehrr1.tasks.metrics import auroc, score, yes_no
+from ehrr1.utils import atomic_write_json, atomic_write_text
+
+KINDS = ("decision", "risk")
+
+
+@dataclass
+class TaskScore:
+    task: str
+    kind: str
+    metric: str
+    n: int
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    baseline: float | None  # the training split's most frequent answer (decision); risk: a constant (AUROC 0.5)
+    invalid: int  # empty, non-UTF-8, enormous or errored outputs (scored 0)
+    truncated: int  # generations cut at max_tokens
+    hard_scored: int  # risk samples without an answer probability, scored by their yes/no answer
+
+
+def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int]:
+    """Labels and scores for AUROC: P(yes) where the backend gave it, else the hard answer (1 / 0 / 0.5)."""
+    labels, scores, hard = [], [], 0
+    for r in rows:
+        labels.append(r["target"][0])
+        if r.get("p_yes") is not None:
+            scores.append(float(r["p_yes"]))
+        else:
+            hard += 1
+            scores.append({"yes": 1.0, "no": 0.0}.get(yes_no(r["output"]), 0.5))
+    return labels, scores, hard
+
+
+def task_value(metric: str, rows: list[dict[str, Any]]) -> float | None:
+    if metric == "auroc":
+        labels, scores, _ = risk_scores(rows)
+        return auroc(labels, scores)
+    return float(np.mean([r["score"] for r in rows])) if rows else None
+
+
+def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement."""
+    if len(rows) < 2:
+        return None, None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        value = task_value(metric, [rows[i] for i in rng.integers(0, len(rows), len(rows))])
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None, None
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def most_frequent_answers(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Each task's most frequent answer among ``records`` (the training split: no peeking at the test)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in records:
+        counts[r["task"]]["\n".join(r["target"])] += 1
+    return {task: c.most_common(1)[0][0] for task, c in counts.items()}
+
+
+def baseline(metric: str, rows: list[dict[str, Any]], answer: str | None) -> float | None:
+    """What a model scores by always giving ``answer`` (the most frequent one); risk: a constant score."""
+    if metric == "auroc":
+        return 0.5 if len({r["target"][0] for r in rows}) == 2 else None
+    if answer is None:
+        return None
+    return float(np.mean([score(metric, answer, r["target"]) for r in rows]))
+
+
+def aggregate(
+    rows: list[dict[str, Any]], frequent: dict[str, str] | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Per-task scores (tasks in the order they first appear in ``rows``) and macro averages per kind."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_task[r["task"]].append(r)
+    frequent = frequent or {}
+    tasks = []
+    for name, task_rows in by_task.items():
+        metric, kind = task_rows[0]["metric"], task_rows[0]["kind"]
+        low, high = bootstrap(metric, task_rows, n_boot, seed)
+        tasks.append(
+            TaskScore(
+                task=name,
+                kind=kind,
+                metric=metric,
+                n=len(task_rows),
+                value=task_value(metric, task_rows),
+                ci_low=low,
+                ci_high=high,
+                baseline=baseline(metric, task_rows, frequent.get(name)),
+                invalid=sum(not r["valid"] for r in task_rows),
+                truncated=sum(r["finish_reason"] == "length" for r in task_rows),
+                hard_scored=risk_scores(task_rows)[2] if metric == "auroc" else 0,
+            )
+        )
+    tasks.sort(key=lambda t: KINDS.index(t.kind))
+    macro = {}
+    for kind in KINDS:
+        scored = [t for t in tasks if t.kind == kind and t.value is not None]
+        baselines = [t.baseline for t in scored if t.baseline is not None]
+        if scored:
+            macro[kind] = {
+                "value": float(np.mean([t.value for t in scored])),
+                "baseline": float(np.mean(baselines)) if baselines else None,
+                "tasks": len(scored),
+            }
+    return {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| task | kind | metric | n | score | 95 % CI | baseline | invalid | truncated | hard-scored |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for t in report["tasks"]:
+        ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
+        lines.append(
+            f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {_fmt(t['value'])} | {ci} | "
+            f"{_fmt(t['baseline'])} | {t['invalid']} | {t['truncated']} | {t['hard_scored']} |"
+        )
+    lines.append("")
+    for kind, m in report["macro"].items():
+        lines.append(f"- macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {_fmt(m['baseline'])})")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(report: dict[str, Any]) -> str:
+    columns = list(TaskScore.__dataclass_fields__)
+    rows = [",".join(columns)]
+    rows += [",".join("" if t[c] is None else str(t[c]) for c in columns) for t in report["tasks"]]
+    return "\n".join(rows) + "\n"
+
+
+def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    paths = {"json": out / "report.json", "md": out / "report.md", "csv": out / "report.csv"}
+    atomic_write_json(paths["json"], report)
+    atomic_write_text(paths["md"], markdown(report))
+    atomic_write_text(paths["csv"], csv_text(report))
+    return paths
+
+
+def print_report(report: dict[str, Any], title: str, console: Console | None = None) -> None:
+    console = console or Console(width=max(Console().width, 110))
+    table = Table(title=title)
+    for column in ("task", "metric", "n", "score", "95 % CI", "baseline", "invalid"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
+    for t in report["tasks"]:
+        ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
+        table.add_row(t["task"], t["metric"], str(t["n"]), _fmt(t["value"]), ci, _fmt(t["baseline"]), str(t["invalid"]))
+    console.print(table)
+    for kind, m in report["macro"].items():
+        console.print(f"macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {_fmt(m['baseline'])})")

@@ -1,0 +1,150 @@
+"""Evaluation: the HF backend, scoring and reports on crafted outputs, evaluate.py end to end with resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ehrr1.backends import SamplingParams, load_backend
+from ehrr1.config import ArchitectureConfig
+from ehrr1.evaluation.harness import Request, score_row
+from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
+from ehrr1.models.factory import init_random_model
+from tests.support import REPO, SMALL_DATA
+
+TINY = ArchitectureConfig(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    intermediate_size=64,
+    max_position_embeddings=1024,
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, tmp_path_factory) -> Path:
+    """A randomly initialised tiny model saved in Hugging Face format with the embedded tokenizer."""
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    init_random_model(TINY, tokenizer, seed=3).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_batched_greedy_generation_equals_one_by_one(model_dir):
+    backend = load_backend("hf", model_path=str(model_dir), device="cpu")
+    chat = backend.tokenizer.apply_chat_template
+    prompts = [
+        chat([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        for text in ("Creatinine 2.4", "## Admissions\nEW EMER. " * 5, "Yes?")
+    ]
+    sampling = SamplingParams(max_tokens=12)
+    batched = backend.generate(prompts, sampling, [True, True, False])
+    alone = [backend.generate([p], sampling, [True])[0] for p in prompts]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert {g.finish_reason for g in batched} <= {"stop", "length"}
+    assert batched[2].p_yes is None and 0 <= batched[0].p_yes <= 1
+    assert batched[0].p_yes == pytest.approx(alone[0].p_yes, abs=1e-5)
+    ids = backend.tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        probs = backend.model(ids).logits[0, -1].softmax(-1)
+    yes, no = (float(probs[i].sum()) for i in backend.answer_ids)
+    assert batched[0].p_yes == pytest.approx(yes / (yes + no), abs=1e-5)
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown backend 'vlm': choose from hf"):
+        load_backend("vlm")
+
+
+def request(task: str, metric: str, target: list[str], key: str) -> Request:
+    return Request(key, key, task, "risk" if metric == "auroc" else "decision", metric, target, "prompt")
+
+
+def test_scores_and_reports_on_crafted_outputs(tmp_path):
+    rows = [
+        score_row(request("labevents", "f1", ["Creatinine", "Sodium"], "a"), "creatinine\nsodium", "stop", None),
+        score_row(
+            request("labevents", "f1", ["Creatinine", "Sodium"], "b"), "<think>x</think>\nCreatinine", "stop", None
+        ),
+        score_row(request("labevents", "f1", ["Creatinine"], "c"), None, "error", None, error="boom"),
+        score_row(request("labevents", "f1", ["Creatinine"], "d"), b"\xff\xfe", "stop", None),
+        score_row(request("labevents", "f1", ["Creatinine"], "e"), "", "length", None),
+        score_row(request("labevents", "f1", ["Creatinine"], "f"), "Creatinine\n" * 20_000, "length", None),
+        score_row(request("Inpatient_Mortality", "auroc", ["yes"], "g"), "yes", "stop", 0.9),
+        score_row(request("Inpatient_Mortality", "auroc", ["no"], "h"), "no", "stop", 0.2),
+        score_row(request("Inpatient_Mortality", "auroc", ["no"], "i"), "<think>hmm", "length", None),
+        score_row(request("Inpatient_Mortality", "auroc", ["yes"], "j"), "Yes.", "stop", None),
+    ]
+    assert [r["score"] for r in rows[:6]] == pytest.approx([1.0, 2 / 3, 0, 0, 0, 0])
+    assert [r["valid"] for r in rows[:6]] == [True, True, False, False, False, False]
+    frequent = most_frequent_answers(
+        [{"task": "labevents", "target": ["Creatinine"]}] * 2 + [{"task": "labevents", "target": ["Sodium"]}]
+    )
+    report = aggregate(rows, frequent, n_boot=200, seed=0)
+    labs, mortality = report["tasks"]
+    assert labs["value"] == pytest.approx((1 + 2 / 3) / 6) and labs["invalid"] == 4 and labs["truncated"] == 2
+    assert labs["baseline"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1 + 1 + 1) / 6)  # always "Creatinine"
+    assert labs["ci_low"] <= labs["value"] <= labs["ci_high"]
+    # p_yes 0.9 / 0.2, then hard answers: unfinished reasoning -> 0.5, "Yes." -> 1.0: every yes above every no
+    assert mortality["value"] == 1.0 and mortality["hard_scored"] == 2 and mortality["baseline"] == 0.5
+    assert report["macro"]["decision"]["tasks"] == 1 and report["macro"]["risk"]["value"] == 1.0
+    paths = write_reports(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["samples"] == 10
+    assert "| labevents | decision | f1 | 6 |" in paths["md"].read_text()
+    assert paths["csv"].read_text().splitlines()[0].startswith("task,kind,metric,n,value,ci_low,ci_high")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_dir, tmp_path):
+    args = [
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        f"model.path={model_dir}",
+        "limit=2",
+        "batch_size=2",
+        "sampling.max_tokens=16",
+        "bootstrap=100",
+    ]
+    whole = run_cli(*args, f"output_dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert "macro decision" in whole.stdout and "macro risk" in whole.stdout
+    results = tmp_path / "killed" / "results.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "evaluate.py"), *args, f"output_dir={results.parent}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while (not results.exists() or len(results.read_text().splitlines()) < 6) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = len(results.read_text().splitlines())
+    expected = len((tmp_path / "whole" / "results.jsonl").read_text().splitlines())
+    assert 6 <= first < expected and not (results.parent / "report.json").exists()
+    resumed = run_cli(*args, f"output_dir={results.parent}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    keys = [json.loads(line)["key"] for line in results.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == expected
+    report, reference = (json.loads((d / "report.json").read_text()) for d in (results.parent, tmp_path / "whole"))
+    assert report["tasks"] == reference["tasks"] and report["macro"] == reference["macro"]
+
+
+def test_evaluate_needs_a_model(small_data_root, tmp_path):
+    done = run_cli(f"data_root={small_data_root}", *SMALL_DATA, cwd=tmp_path)
+    assert done.returncode != 0 and "set model.path=" in done.stderr
