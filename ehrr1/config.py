@@ -264,6 +264,18 @@ class SynthesizeConfig(DataPipelineConfig):
 
 
 @dataclass
+class AfterTrainingConfig:
+    """The evaluation ``train.py`` runs on the curriculum's last trained stage (``evaluate.py`` settings)."""
+
+    enabled: bool = True
+    split: str = "test"
+    limit: int | None = None  # samples per task
+    batch_size: int = 8
+    max_tokens: int = 64
+    thinking: bool = False
+
+
+@dataclass
 class TrainConfig(DataPipelineConfig):
     stage: StageConfig = MISSING  # one stage, or ``curriculum``: the stages of ``curriculum`` in order
     curriculum: list[str] = field(default_factory=lambda: ["domain_adaptation", "reasoning", "rl"])
@@ -273,6 +285,7 @@ class TrainConfig(DataPipelineConfig):
     seed: int = 0
     resume: str | None = None  # an earlier run directory: continue it with its stored config
     run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
+    evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
 
 
 @dataclass

@@ -55,6 +55,7 @@ QUICK = (
     "stage.checkpoint_every_n_steps=2",
     "stage.log_every_n_steps=1",
     "progress=false",
+    "evaluate.enabled=false",  # the curriculum test turns it on
 )
 
 
@@ -319,6 +320,8 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
         *QUICK,
         "stage.max_steps=2",
         "stage.optim.lr=1e-3",
+        "evaluate.enabled=true",
+        "evaluate.limit=1",
     ]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         from hydra import compose
@@ -330,6 +333,11 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     stored = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
     assert stored.stages.domain_adaptation.optim.lr == stored.stages.reasoning.optim.lr == 1e-3
     assert stored.stages.reasoning.data == str(reasoning)
+    evaluation = json.loads((tmp_path / "run" / "evaluation" / "report.json").read_text())
+    assert evaluation["run"]["model"] == second.hf_dir and {t["kind"] for t in evaluation["tasks"]} == {
+        "decision",
+        "risk",
+    }
     stored.run_dir = str(tmp_path / "rerun")
     again = train(stored)  # no Hydra needed: the stored config holds every stage
     curves = [losses(Path(r.directory)) for r in results[:2]]

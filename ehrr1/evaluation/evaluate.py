@@ -43,6 +43,30 @@ def output_directory(cfg: DictConfig, model_id: str) -> Path:
     return Path("outputs") / "evaluate" / f"{slug}-{digest(model_id)[:8]}" / cfg.task_mix.name / cfg.split
 
 
+def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate a training run's last trained stage as ``evaluate.py train_run=<run_dir>`` would."""
+    from ehrr1.config import DataPipelineConfig, EvaluateConfig
+
+    shared = {f: cfg[f] for f in DataPipelineConfig.__dataclass_fields__}
+    settings = cfg.evaluate
+    eval_cfg = OmegaConf.merge(
+        OmegaConf.structured(EvaluateConfig),
+        shared,
+        {
+            "backend": {"name": "hf", "device": "auto"},
+            "sampling": {"max_tokens": settings.max_tokens},
+            "thinking": settings.thinking,
+            "batch_size": settings.batch_size,
+            "limit": settings.limit,
+            "split": settings.split,
+            "train_run": str(run_dir),
+            "output_dir": str(run_dir / "evaluation"),
+            "seed": cfg.seed,
+        },
+    )
+    return evaluate(eval_cfg)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
     bench = Path(cfg.export.dir) / f"{cfg.split}.jsonl"

@@ -350,6 +350,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         results.append(result)
     if rank_zero_only.rank == 0:
         print_results(results, run_dir)
+        if cfg.evaluate.enabled and any(r.hf_dir for r in results):
+            from ehrr1.evaluation.evaluate import after_training
+
+            after_training(cfg, run_dir)
     return results
 
 
