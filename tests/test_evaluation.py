@@ -17,6 +17,7 @@ from ehrr1.config import ArchitectureConfig
 from ehrr1.evaluation.harness import Request, score_row
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
 from ehrr1.models.factory import init_random_model
+from ehrr1.tasks.registry import TaskError
 from tests.support import REPO, SMALL_DATA
 
 TINY = ArchitectureConfig(
@@ -148,3 +149,41 @@ def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_d
 def test_evaluate_needs_a_model(small_data_root, tmp_path):
     done = run_cli(f"data_root={small_data_root}", *SMALL_DATA, cwd=tmp_path)
     assert done.returncode != 0 and "set model.path=" in done.stderr
+
+
+def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root, tmp_path):
+    from ehrr1 import Predictor
+    from ehrr1.data.timeline import TimelineStore
+
+    predictor = Predictor(str(model_dir), device="cpu", max_tokens=8, max_input_tokens=300)
+    timeline = TimelineStore(timelines_root).load(TimelineStore(timelines_root).subjects()[0])
+    risk = predictor.predict("Inpatient_Mortality", timeline=timeline, until=len(timeline))
+    assert 0 <= risk.p_yes <= 1 and risk.events_dropped > 0  # 300 tokens: the oldest events are cut
+    with pytest.raises(TaskError, match="Did you mean labevents"):
+        predictor.predict("labevent", timeline=timeline)
+    markdown = tmp_path / "patient.md"
+    markdown.write_text(timeline.window(1, 6).render(), encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ehrr1.inference",
+            "--model",
+            str(model_dir),
+            "--task",
+            "labevents",
+            "--markdown",
+            str(markdown),
+            "--max-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout)
+    assert printed["task"] == "labevents" and printed["p_yes"] is None and isinstance(printed["answer"], str)

@@ -78,7 +78,11 @@ class PromptBuilder:
         shown = fixed + window
         demographics = dataclasses.replace(timeline[0], time=shown[0].time if shown else anchor_time)
         sections = [render_event(demographics)] + [rendered[id(e)] for e in shown]
-        user = "\n\n".join(sections) + "\n" + task.prompt_instruction
+        return self.messages_for("\n\n".join(sections), task)
+
+    def messages_for(self, ehr_markdown: str, task: TaskSpec) -> list[dict[str, str]]:
+        """system + user (the EHR markdown, a newline, the task's instruction): the one prompt format."""
+        user = ehr_markdown + "\n" + task.prompt_instruction
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def build(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> Prompt:
