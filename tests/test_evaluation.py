@@ -99,6 +99,10 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     assert mortality["value"] == 1.0 and mortality["hard_scored"] == 2 and mortality["baseline"] == 0.5
     assert report["macro"]["decision"]["tasks"] == 1 and report["macro"]["risk"]["value"] == 1.0
     paths = write_reports(report, tmp_path)
+    from ehrr1.evaluation.plots import write_plots
+
+    pngs = write_plots(report, rows, tmp_path)
+    assert [p.name for p in pngs] == ["scores.png", "roc.png"] and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert json.loads(paths["json"].read_text())["samples"] == 10
     assert "| labevents | decision | f1 | 6 |" in paths["md"].read_text()
     assert paths["csv"].read_text().splitlines()[0].startswith("task,kind,metric,n,value,ci_low,ci_high")
@@ -142,6 +146,7 @@ def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_d
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     keys = [json.loads(line)["key"] for line in results.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == expected
+    assert {p.name for p in results.parent.iterdir()} >= {"report.json", "report.md", "report.csv", "scores.png"}
     report, reference = (json.loads((d / "report.json").read_text()) for d in (results.parent, tmp_path / "whole"))
     assert report["tasks"] == reference["tasks"] and report["macro"] == reference["macro"]
 

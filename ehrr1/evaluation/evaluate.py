@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ehrr1.backends import SamplingParams, load_backend
 from ehrr1.config import ModelConfig
 from ehrr1.evaluation.harness import build_requests, read_bench, run
+from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.pipelines import build_instructions, save_run_config, settings_of
 from ehrr1.utils import digest
@@ -97,7 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "sampling": OmegaConf.to_container(cfg.sampling),
         "data": str(bench),
     }
-    paths = write_reports(report, out)
+    paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
     print_report(report, f"EHR-Bench ({cfg.task_mix.name}, {cfg.split}): {model_id}")
-    log.info("reports: %s", ", ".join(str(p) for p in paths.values()))
+    log.info("reports: %s", ", ".join(str(p) for p in paths))
     return report

@@ -1,0 +1,76 @@
+"""PNG figures of a report: per-task scores against their baselines, and ROC curves of the risk tasks."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ehrr1.evaluation.report import risk_scores  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def score_chart(report: dict[str, Any], path: Path) -> Path:
+    """Horizontal bars: each task's score with its 95 % interval, and the baseline as a tick."""
+    tasks = [t for t in report["tasks"] if t["value"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(tasks) + 1.2))
+    y = range(len(tasks))
+    colours = ["tab:blue" if t["kind"] == "decision" else "tab:orange" for t in tasks]
+    errors = [
+        [t["value"] - t["ci_low"] if t["ci_low"] is not None else 0 for t in tasks],
+        [t["ci_high"] - t["value"] if t["ci_high"] is not None else 0 for t in tasks],
+    ]
+    ax.barh(list(y), [t["value"] for t in tasks], xerr=errors, color=colours, alpha=0.8, capsize=2)
+    baselines = [(i, t["baseline"]) for i, t in enumerate(tasks) if t["baseline"] is not None]
+    ax.scatter([b for _, b in baselines], [i for i, _ in baselines], marker="|", s=120, color="black", label="baseline")
+    ax.set_yticks(list(y), [f"{t['task']} ({t['metric']})" for t in tasks], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score (decision: F1 / recall / accuracy; risk: AUROC)")
+    ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, path)
+
+
+def roc_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """One ROC curve per risk task with both labels present (probability scores, hard answers otherwise)."""
+    from sklearn.metrics import roc_curve
+
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["metric"] == "auroc":
+            by_task[r["task"]].append(r)
+    curves = []
+    for task, task_rows in by_task.items():
+        labels, scores, _ = risk_scores(task_rows)
+        if len(set(labels)) == 2:
+            fpr, tpr, _ = roc_curve([label == "yes" for label in labels], scores)
+            curves.append((task, fpr, tpr))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for task, fpr, tpr in curves:
+        ax.plot(fpr, tpr, label=task, linewidth=1)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=6, loc="lower right")
+    return _save(fig, path)
+
+
+def write_plots(report: dict[str, Any], rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    paths = [score_chart(report, out / "scores.png"), roc_curves(rows, out / "roc.png")]
+    return [p for p in paths if p is not None]
