@@ -309,6 +309,8 @@ class EvaluateConfig(DataPipelineConfig):
     output_dir: str | None = None  # None: outputs/evaluate/<model>/<task mix>/<split>
     bootstrap: int = 1000  # resamples for the 95 % intervals
     seed: int = 0
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind=LoggerKind.none))
+    log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
 
 
 def register_configs() -> None:

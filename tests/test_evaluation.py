@@ -192,3 +192,34 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     assert done.returncode == 0, done.stderr[-2000:]
     printed = json.loads(done.stdout)
     assert printed["task"] == "labevents" and printed["p_yes"] is None and isinstance(printed["answer"], str)
+
+
+def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_dir, tmp_path, monkeypatch):
+    from ehrr1.evaluation.evaluate import evaluate
+    from tests.support import compose_config
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline
+    cfg = compose_config(
+        "evaluate",
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        f"model.path={model_dir}",
+        "limit=1",
+        "sampling.max_tokens=4",
+        "bootstrap=10",
+        "logger=wandb",
+        f"output_dir={tmp_path / 'eval'}",
+    )
+    report = evaluate(cfg)
+    runs = list((tmp_path / "eval" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    assert b"macro/decision" in logged and report["tasks"][0]["task"].encode() in logged
+    record = json.loads(
+        next((small_data_root / "instructions").glob("*/smoke/tiny/test.jsonl")).read_text().splitlines()[0]
+    )
+    assert record["messages"][1]["content"].split("\n\n")[1].encode() not in logged
+    tables = {p.name.split("_")[0] for p in runs[0].rglob("*.table.json")}
+    assert tables == {"report"}  # per-sample outputs ("samples") only with log_outputs=true

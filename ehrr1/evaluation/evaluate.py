@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.config import ModelConfig
+from ehrr1.config import LoggerConfig, LoggerKind, ModelConfig
 from ehrr1.evaluation.harness import build_requests, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
@@ -68,6 +68,35 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return evaluate(eval_cfg)
 
 
+def log_to_wandb(
+    settings: LoggerConfig, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool
+) -> None:
+    """Scores as the run summary and a per-task table; per-sample outputs only when opted in. No prompts."""
+    import wandb
+
+    from ehrr1.tracking import wandb_mode
+
+    run = wandb.init(
+        project=settings.project,
+        entity=settings.entity,
+        name=f"eval/{Path(report['run']['model']).name}",
+        job_type="evaluation",
+        dir=str(out),
+        mode=wandb_mode(settings.mode),
+        config=report["run"],
+        tags=list(settings.tags),
+    )
+    run.summary.update({f"{t['task']}/{t['metric']}": t["value"] for t in report["tasks"] if t["value"] is not None})
+    run.summary.update({f"macro/{kind}": m["value"] for kind, m in report["macro"].items()})
+    columns = list(report["tasks"][0]) if report["tasks"] else []
+    run.log({"report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in report["tasks"]])})
+    if log_outputs:
+        fields = ["id", "task", "answer", "target", "score", "p_yes", "finish_reason"]
+        data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
+        run.log({"samples": wandb.Table(columns=fields, data=data)})
+    run.finish()
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
     bench = Path(cfg.export.dir) / f"{cfg.split}.jsonl"
@@ -100,5 +129,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
     print_report(report, f"EHR-Bench ({cfg.task_mix.name}, {cfg.split}): {model_id}")
+    logger = settings_of(LoggerConfig, cfg.logger)
+    if logger.kind is LoggerKind.wandb:
+        log_to_wandb(logger, report, rows, out, cfg.log_outputs)
     log.info("reports: %s", ", ".join(str(p) for p in paths))
     return report

@@ -9,7 +9,6 @@ a killed run: finished stages are kept, the interrupted one restarts from its la
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +31,11 @@ from ehrr1.config import (
     StageConfig,
     Strategy,
     Toggle,
-    WandbMode,
 )
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.pipelines import build_instructions, save_run_config, settings_of
+from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import trainer_kwargs
 from ehrr1.training.sft import SFTModule
@@ -113,17 +112,6 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]
                 atomic_write_text(path, OmegaConf.to_yaml(stage_cfg))
         out.append((name, stage_cfg))
     return out
-
-
-def wandb_mode(mode: WandbMode) -> str:
-    """``auto``: online when an API key is configured, offline otherwise (``wandb sync`` uploads later)."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if mode is not WandbMode.auto:
-        return mode.value
-    netrc = Path.home() / ".netrc"
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
-    return "online" if has_key else "offline"
 
 
 def build_logger(settings: LoggerConfig, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]):
