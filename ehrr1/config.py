@@ -294,6 +294,15 @@ class BackendConfig:
 
     name: str = "hf"
     device: str = "auto"  # hf: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
+    base_url: str = "http://localhost:8000/v1"  # openai: the server
+    served_model: str | None = None  # openai: the model name the server knows (None: the model path)
+    tokenizer: str | None = None  # openai: where the chat template comes from (None: the model path)
+    concurrency: int = 8  # openai: requests in flight
+    timeout_s: float = 300.0
+    max_retries: int = 4  # openai: on connection errors, 429 and 5xx, with exponential back-off
+    backoff_s: float = 1.0
+    allow_remote: bool = False  # openai: a server not on this machine receives EHR text: opt in explicitly
+    api_key_env: str = "OPENAI_API_KEY"
 
 
 @dataclass

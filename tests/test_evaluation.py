@@ -223,3 +223,94 @@ def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_di
     assert record["messages"][1]["content"].split("\n\n")[1].encode() not in logged
     tables = {p.name.split("_")[0] for p in runs[0].rglob("*.table.json")}
     assert tables == {"report"}  # per-sample outputs ("samples") only with log_outputs=true
+
+
+@pytest.fixture(scope="module")
+def openai_server(tmp_path_factory):
+    """A real OpenAI-compatible HTTP server on this machine: ``transformers serve`` (CPU)."""
+    import shutil
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [shutil.which("transformers") or "transformers", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/models", timeout=2)  # any answer: the server is up
+            break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail(f"transformers serve did not start: {log.read_text()[-2000:]}")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_openai_backend_against_a_real_server_matches_hf_generate(model_dir, openai_server):
+    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    served = load_backend("openai", model_path=str(model_dir), base_url=openai_server, concurrency=2)
+    prompts = [
+        hf.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        for text in ("Creatinine 2.4 mg/dL", "## Admissions\nEW EMER.", "Sodium 131")
+    ]
+    sampling = SamplingParams(max_tokens=10)
+    remote = served.generate(prompts, sampling, [True, False, False])
+    assert [g.text for g in remote] == [g.text for g in hf.generate(prompts, sampling)]  # greedy: the same text
+    assert all(not g.error for g in remote) and remote[0].p_yes is None  # this server sends no logprobs
+
+
+def test_openai_backend_retries_then_reports_errors_per_sample(model_dir):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = load_backend(
+        "openai", model_path=str(model_dir), base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff_s=0.05
+    )
+    started = time.monotonic()
+    out = backend.generate(["a", "b"], SamplingParams(max_tokens=4))
+    assert [g.finish_reason for g in out] == ["error", "error"] and all("ConnectError" in g.error for g in out)
+    assert time.monotonic() - started >= 0.05 + 0.1  # backed off twice before giving up
+    row = score_row(request("labevents", "f1", ["Creatinine"], "k"), None, out[0].finish_reason, None, out[0].error)
+    assert row["score"] == 0 and not row["valid"] and "ConnectError" in row["error"]
+
+
+def test_remote_server_is_refused_without_opt_in(model_dir):
+    with pytest.raises(ValueError, match="allow_remote=true"):
+        load_backend("openai", model_path=str(model_dir), base_url="https://api.example.com/v1")
+
+
+def test_evaluate_through_the_server_scores_risk_by_hard_answers(small_data_root, model_dir, openai_server, tmp_path):
+    from ehrr1.evaluation.evaluate import evaluate
+    from tests.support import compose_config
+
+    cfg = compose_config(
+        "evaluate",
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        f"model.path={model_dir}",
+        "backend=openai",
+        f"backend.base_url={openai_server}",
+        "limit=1",
+        "sampling.max_tokens=6",
+        "bootstrap=10",
+        f"output_dir={tmp_path}",
+    )
+    report = evaluate(cfg)
+    risk = [t for t in report["tasks"] if t["kind"] == "risk"]
+    assert risk and all(t["hard_scored"] == t["n"] for t in risk)  # no logprobs from this server: said so
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert report["run"]["backend"] == "openai" and len(rows) == report["samples"] and not any(r["error"] for r in rows)

@@ -26,6 +26,7 @@ class Generation:
     text: str
     finish_reason: str  # stop (end of turn) or length (max_tokens reached)
     p_yes: float | None = None  # P(yes) / (P(yes) + P(no)) at the answer position, when asked for
+    error: str = ""  # set when this sample failed (after retries): it is scored 0 and reported
 
 
 class Backend(Protocol):
@@ -37,7 +38,10 @@ class Backend(Protocol):
 
 
 # name -> (module, class, the install that provides it)
-REGISTRY = {"hf": ("ehrr1.backends.hf", "HFBackend", "pip install -e .")}
+REGISTRY = {
+    "hf": ("ehrr1.backends.hf", "HFBackend", "pip install -e ."),
+    "openai": ("ehrr1.backends.openai", "OpenAIBackend", "pip install -e ."),
+}
 
 
 def load_backend(name: str, **settings: Any) -> Backend:

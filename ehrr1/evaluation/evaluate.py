@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.config import LoggerConfig, LoggerKind, ModelConfig
+from ehrr1.config import BackendConfig, LoggerConfig, LoggerKind, ModelConfig
 from ehrr1.evaluation.harness import build_requests, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
@@ -97,6 +97,26 @@ def log_to_wandb(
     run.finish()
 
 
+def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str) -> dict[str, Any]:
+    """The keyword arguments of the chosen backend, from ``backend=`` and ``model=``."""
+    if backend.name == "hf":
+        return {
+            "model_path": model_id,
+            "dtype": model.dtype.value,
+            "attn_implementation": model.attn_implementation.value,
+            "device": backend.device,
+        }
+    if backend.name == "openai":
+        keys = ("base_url", "served_model", "tokenizer", "concurrency", "timeout_s", "max_retries", "backoff_s")
+        return {
+            "model_path": model_id,
+            **{k: getattr(backend, k) for k in keys},
+            "allow_remote": backend.allow_remote,
+            "api_key_env": backend.api_key_env,
+        }
+    return {"model_path": model_id}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
     bench = Path(cfg.export.dir) / f"{cfg.split}.jsonl"
@@ -107,11 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
     backend = load_backend(
-        cfg.backend.name,
-        model_path=model_id,
-        dtype=model.dtype.value,
-        attn_implementation=model.attn_implementation.value,
-        device=cfg.backend.device,
+        cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id)
     )
     requests = build_requests(records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch)
     out = output_directory(cfg, model_id)

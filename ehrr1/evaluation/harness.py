@@ -146,7 +146,10 @@ def run(
         for batch in batches(pending, batch_size):
             try:
                 generations = backend.generate([q.prompt for q in batch], sampling, [q.kind == "risk" for q in batch])
-                rows = [score_row(q, g.text, g.finish_reason, g.p_yes) for q, g in zip(batch, generations, strict=True)]
+                rows = [
+                    score_row(q, g.text if not g.error else None, g.finish_reason, g.p_yes, g.error)
+                    for q, g in zip(batch, generations, strict=True)
+                ]
             except Exception as exc:  # a failed batch is scored 0 and reported per sample, never stops the run
                 log.warning("generation failed for %d samples: %s", len(batch), exc)
                 rows = [score_row(q, None, "error", None, error=f"{type(exc).__name__}: {exc}") for q in batch]

@@ -1,0 +1,129 @@
+"""Any OpenAI-compatible server (``vllm serve``, ``transformers serve``, ...) through ``/v1/completions``.
+
+Prompts are sent as text with the chat template already applied (by the model's own tokenizer), so the
+server sees exactly what training and the other backends see. Requests run with bounded concurrency, time
+out, and are retried with exponential back-off on connection errors, 429 and 5xx; a sample that still
+fails is returned with its error (scored 0 and counted), never stopping the run. Patient data must not
+leave the machine unless the user says so: a non-local server is refused without ``allow_remote``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from ehrr1.backends import Generation, SamplingParams
+from ehrr1.models.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+YES, NO = ("yes", "Yes", "YES"), ("no", "No", "NO")
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(
+        self,
+        model_path: str,
+        base_url: str = "http://localhost:8000/v1",
+        served_model: str | None = None,
+        tokenizer: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 300.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        allow_remote: bool = False,
+        api_key_env: str = "OPENAI_API_KEY",
+    ):
+        host = urlparse(base_url).hostname or ""
+        if host not in LOCAL_HOSTS and not allow_remote:
+            raise ValueError(
+                f"backend.base_url={base_url} is not on this machine: sending EHR text to a remote server breaks "
+                "the MIMIC-IV data use agreement unless that server is yours to use for it; set "
+                "backend.allow_remote=true to allow it"
+            )
+        self.tokenizer = load_tokenizer(tokenizer or model_path)
+        self.model = served_model or model_path
+        self.url = base_url.rstrip("/") + "/completions"
+        key = os.environ.get(api_key_env)
+        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+
+    def generate(
+        self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
+    ) -> list[Generation]:
+        wants = answer_scores or [False] * len(prompts)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda pw: self.complete(pw[0], sampling, pw[1]), zip(prompts, wants, strict=True)))
+
+    def complete(self, prompt: str, sampling: SamplingParams, want_score: bool) -> Generation:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+        }
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k
+        if want_score:
+            body["logprobs"] = 20  # top alternatives of each generated token (vLLM); servers may ignore it
+        try:
+            choice = self.post(body)["choices"][0]
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            return Generation("", "error", None, error=f"{type(exc).__name__}: {exc}")
+        p_yes = first_token_p_yes(choice.get("logprobs")) if want_score and prompt_ends_reasoning(prompt) else None
+        return Generation(
+            choice.get("text") or "", "length" if choice.get("finish_reason") == "length" else "stop", p_yes
+        )
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on connection errors, timeouts, 429 and 5xx (exponential back-off)."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.client.post(self.url, json=body)
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise httpx.HTTPStatusError(f"{response.status_code}", request=response.request, response=response)
+                response.raise_for_status()
+                return response.json()
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                retryable = (
+                    not isinstance(exc, httpx.HTTPStatusError)
+                    or exc.response.status_code in (429,)
+                    or (exc.response.status_code >= 500)
+                )
+                if not retryable or attempt == self.max_retries:
+                    raise
+                log.debug("retrying %s after %s", self.url, exc)
+                time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+def prompt_ends_reasoning(prompt: str) -> bool:
+    """With thinking off the prompt ends in a closed think block: the first generated token is the answer."""
+    return prompt.rstrip().endswith("</think>")
+
+
+def first_token_p_yes(logprobs: dict[str, Any] | None) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from the first generated token's top alternatives, when the server sent them."""
+    try:
+        top = logprobs["top_logprobs"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if not top:
+        return None
+    yes = sum(math.exp(v) for k, v in top.items() if k.strip() in YES)
+    no = sum(math.exp(v) for k, v in top.items() if k.strip() in NO)
+    return yes / (yes + no) if yes + no > 0 else None
