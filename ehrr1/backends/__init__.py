@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
+
 
 @dataclass
 class SamplingParams:

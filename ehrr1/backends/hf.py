@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ehrr1.backends import Generation, SamplingParams
+from ehrr1.backends import NO_WORDS, YES_WORDS, Generation, SamplingParams
 from ehrr1.models.factory import load_model, resolve_attention
 from ehrr1.models.tokenizer import THINK_CLOSE, load_tokenizer
 
@@ -19,9 +19,9 @@ class HFBackend:
     def __init__(
         self, model_path: str, dtype: str = "float32", attn_implementation: str = "auto", device: str = "auto"
     ):
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        )
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.tokenizer = load_tokenizer(model_path)
         self.tokenizer.padding_side = "left"
         attention = resolve_attention(attn_implementation, self.device.type == "cuda")
@@ -29,12 +29,13 @@ class HFBackend:
         self.answer_ids = self._answer_token_ids()
 
     def _answer_token_ids(self) -> tuple[list[int], list[int]]:
-        """First tokens of the ways a model may write yes / no."""
+        """First tokens of the ways a model may write yes / no (a token starting both counts for neither)."""
 
-        def first_ids(words: list[str]) -> list[int]:
-            return sorted({self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words})
+        def first_ids(words: tuple[str, ...]) -> set[int]:
+            return {self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words}
 
-        return first_ids(["yes", "Yes", "YES"]), first_ids(["no", "No", "NO"])
+        yes, no = first_ids(YES_WORDS), first_ids(NO_WORDS)
+        return sorted(yes - no), sorted(no - yes)
 
     @torch.no_grad()
     def generate(

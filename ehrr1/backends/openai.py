@@ -19,13 +19,12 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ehrr1.backends import Generation, SamplingParams
+from ehrr1.backends import NO_WORDS, YES_WORDS, Generation, SamplingParams
 from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-YES, NO = ("yes", "Yes", "YES"), ("no", "No", "NO")
 
 
 class OpenAIBackend:
@@ -124,6 +123,6 @@ def first_token_p_yes(logprobs: dict[str, Any] | None) -> float | None:
         return None
     if not top:
         return None
-    yes = sum(math.exp(v) for k, v in top.items() if k.strip() in YES)
-    no = sum(math.exp(v) for k, v in top.items() if k.strip() in NO)
+    yes = sum(math.exp(v) for k, v in top.items() if k.strip() in YES_WORDS)
+    no = sum(math.exp(v) for k, v in top.items() if k.strip() in NO_WORDS)
     return yes / (yes + no) if yes + no > 0 else None
