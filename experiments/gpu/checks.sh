@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU checks of the training stack, run on a lent GPU machine (the `device` tool, results under $OUT):
 # train.py with each hardware backend on one GPU (tiny model), then the SFT throughput benchmark on a
-# Qwen3-1.7B-shaped model in bf16. Wheels missing there travel in .whl/ (hydra, duckdb, deepspeed, liger).
+# Qwen3-1.7B-shaped model in bf16. Wheels missing there travel in .whl/ (git-ignored): hydra-core, omegaconf,
+# antlr4-python3-runtime, duckdb, liger-kernel, hjson, pydantic (+ pydantic-core, annotated-types,
+# typing-inspection) for cp312 manylinux (`pip download --only-binary=:all: --python-version 3.12 ...`), and
+# deepspeed built here with `DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation deepspeed`.
 #   RUNS: space-separated hardware runs, each `<hardware>[,<override>...]`
 #   BENCH: arguments of experiments/benchmarks/sft_throughput.py (empty: no benchmark)
 set -u
