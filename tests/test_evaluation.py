@@ -228,7 +228,6 @@ def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_di
 @pytest.fixture(scope="module")
 def openai_server(tmp_path_factory):
     """A real OpenAI-compatible HTTP server on this machine: ``transformers serve`` (CPU)."""
-    import shutil
     import socket
 
     import httpx
@@ -237,7 +236,8 @@ def openai_server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [shutil.which("transformers") or "transformers", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cli = "import sys; from transformers.cli.transformers import main; sys.exit(main())"  # no PATH needed
+    command = [sys.executable, "-c", cli, "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
