@@ -314,3 +314,27 @@ def test_evaluate_through_the_server_scores_risk_by_hard_answers(small_data_root
     assert risk and all(t["hard_scored"] == t["n"] for t in risk)  # no logprobs from this server: said so
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert report["run"]["backend"] == "openai" and len(rows) == report["samples"] and not any(r["error"] for r in rows)
+
+
+def test_vectorised_bootstrap_equals_a_loop_over_resamples():
+    import numpy as np
+
+    from ehrr1.evaluation.report import bootstrap
+    from ehrr1.tasks.metrics import auroc
+
+    rng = np.random.default_rng(5)
+    rows = [
+        {
+            "target": ["yes" if rng.random() < 0.4 else "no"],
+            "p_yes": float(rng.integers(0, 5)) / 4,
+            "output": "",
+            "score": float(rng.random()),
+        }
+        for _ in range(25)
+    ]  # ties in the scores on purpose
+    idx = np.random.default_rng(1).integers(0, 25, (60, 25))
+    aurocs = [auroc([rows[i]["target"][0] for i in row], [rows[i]["p_yes"] for i in row]) for row in idx]
+    aurocs = [a for a in aurocs if a is not None]
+    assert bootstrap("auroc", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(aurocs, [2.5, 97.5])))
+    means = [np.mean([rows[i]["score"] for i in row]) for row in idx]
+    assert bootstrap("f1", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from scipy.stats import rankdata
 
 from ehrr1.tasks.metrics import auroc, score, yes_no
 from ehrr1.utils import atomic_write_json, atomic_write_text
@@ -53,16 +54,23 @@ def task_value(metric: str, rows: list[dict[str, Any]]) -> float | None:
 
 
 def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -> tuple[float | None, float | None]:
-    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement."""
+    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement
+    (all resamples at once; AUROC by the rank statistic, resamples with a single label left out)."""
     if len(rows) < 2:
         return None, None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        value = task_value(metric, [rows[i] for i in rng.integers(0, len(rows), len(rows))])
-        if value is not None:
-            values.append(value)
-    if not values:
+    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))  # [B, n]
+    if metric == "auroc":
+        labels, scores, _ = risk_scores(rows)
+        positive = np.array([label == "yes" for label in labels])[idx]  # [B, n]
+        ranks = rankdata(np.array(scores)[idx], axis=1)  # average ranks for ties, as the AUROC counts them
+        n_pos = positive.sum(1)
+        n_neg = len(rows) - n_pos
+        both = (n_pos > 0) & (n_neg > 0)
+        u = (ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2
+        values = u[both] / (n_pos[both] * n_neg[both])
+    else:
+        values = np.array([r["score"] for r in rows], dtype=float)[idx].mean(1)
+    if values.size == 0:
         return None, None
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
