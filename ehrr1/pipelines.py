@@ -145,6 +145,15 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def ensure_instructions(cfg: DictConfig, split: str) -> Path:
+    """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent."""
+    path = Path(cfg.export.dir) / f"{split}.jsonl"
+    if not path.exists():
+        log.info("no %s data at %s: building it (synthesize.py pipeline=instructions)", split, path)
+        build_instructions(cfg)
+    return path
+
+
 def print_instructions(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     report = result["instructions"]

@@ -71,3 +71,11 @@ def small_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small_data")
     synthesize(compose_config("synthesize", f"data_root={root}", *SMALL_DATA))
     return root
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch, tmp_path):
+    """No W&B key anywhere (environment or ~/.netrc), so logger=wandb runs offline."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))

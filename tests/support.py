@@ -33,3 +33,35 @@ def compose_config(name: str, *overrides: str):
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def tiny_architecture():
+    """A Qwen3 shape small enough for unit tests (not the embedded model's)."""
+    from ehrr1.config import ArchitectureConfig
+
+    return ArchitectureConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+    )
+
+
+def run_entry_point(script: str, *args: str, cwd: Path, timeout: int = 600):
+    """``python <repo>/<script> args...`` in a fresh process, output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def offline_wandb_run(root: Path) -> tuple[Path, bytes]:
+    """The single offline W&B run under ``root/wandb`` and the bytes of all its files."""
+    runs = list((root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return runs[0], b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())

@@ -13,22 +13,13 @@ import pytest
 import torch
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.config import ArchitectureConfig
 from ehrr1.evaluation.harness import Request, score_row
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
 from ehrr1.models.factory import init_random_model
 from ehrr1.tasks.registry import TaskError
-from tests.support import REPO, SMALL_DATA
+from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point, tiny_architecture
 
-TINY = ArchitectureConfig(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    intermediate_size=64,
-    max_position_embeddings=1024,
-)
+TINY = tiny_architecture()
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +100,7 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "evaluate.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    return run_entry_point("evaluate.py", *args, cwd=cwd)
 
 
 def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_dir, tmp_path):
@@ -194,13 +183,10 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     assert printed["task"] == "labevents" and printed["p_yes"] is None and isinstance(printed["answer"], str)
 
 
-def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_dir, tmp_path, monkeypatch):
+def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_dir, tmp_path, wandb_offline):
     from ehrr1.evaluation.evaluate import evaluate
     from tests.support import compose_config
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline
     cfg = compose_config(
         "evaluate",
         f"data_root={small_data_root}",
@@ -213,15 +199,13 @@ def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_di
         f"output_dir={tmp_path / 'eval'}",
     )
     report = evaluate(cfg)
-    runs = list((tmp_path / "eval" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    run, logged = offline_wandb_run(tmp_path / "eval")
     assert b"macro/decision" in logged and report["tasks"][0]["task"].encode() in logged
     record = json.loads(
         next((small_data_root / "instructions").glob("*/smoke/tiny/test.jsonl")).read_text().splitlines()[0]
     )
     assert record["messages"][1]["content"].split("\n\n")[1].encode() not in logged
-    tables = {p.name.split("_")[0] for p in runs[0].rglob("*.table.json")}
+    tables = {p.name.split("_")[0] for p in run.rglob("*.table.json")}
     assert tables == {"report"}  # per-sample outputs ("samples") only with log_outputs=true
 
 

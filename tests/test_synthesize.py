@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from omegaconf.errors import ValidationError
 from ehrr1.config import register_configs
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.pipelines import synthesize
-from tests.support import SMALL_DATA
+from tests.support import SMALL_DATA, run_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 register_configs()
@@ -71,9 +70,7 @@ def test_main_job_builds_cohort_and_timelines(tmp_path, capsys):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "synthesize.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return run_entry_point("synthesize.py", *args, cwd=cwd, timeout=300)
 
 
 def test_cli_help_and_cfg_job(tmp_path):

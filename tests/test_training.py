@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +20,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ehrr1.config import ArchitectureConfig, HardwareConfig, Strategy
+from ehrr1.config import HardwareConfig, Strategy
 from ehrr1.models.factory import init_random_model
 from ehrr1.pipelines import settings_of
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
@@ -36,17 +36,9 @@ from ehrr1.training.data import (
     pack,
 )
 from ehrr1.training.hardware import build_strategy
-from tests.support import REPO, SMALL_DATA, compose_config
+from tests.support import REPO, SMALL_DATA, compose_config, offline_wandb_run, run_entry_point, tiny_architecture
 
-TINY = ArchitectureConfig(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    intermediate_size=64,
-    max_position_embeddings=512,
-)
+TINY = tiny_architecture()
 QUICK = (
     "stage.max_steps=4",
     "stage.val_max_batches=2",
@@ -114,7 +106,7 @@ def test_every_experiment_composes_with_every_stage(experiment, model, hardware,
 def test_typos_fail_before_any_work_naming_the_choices(override, expected):
     with pytest.raises(ConfigCompositionException) as info:
         compose_config("train", override)
-    assert pytest.importorskip("re").search(expected, f"{info.value} {info.value.__cause__}")
+    assert re.search(expected, f"{info.value} {info.value.__cause__}")
 
 
 def test_each_hardware_option_builds_its_lightning_strategy():
@@ -153,15 +145,8 @@ def test_slurm_selects_the_submitit_launcher():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.nodes == 2
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_entry_point("train.py", *args, cwd=cwd)
 
 
 def test_cli_help_and_cfg_job(tmp_path):
@@ -384,14 +369,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
     assert len(list((stage_dir / "csv").glob("version_*"))) == 2 and min(steps) < 39 and first_attempt
 
 
-def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key, so offline
+def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, tmp_path, wandb_offline):
     result = train(train_config(small_data_root, tmp_path / "run", "stage=domain_adaptation", "logger=wandb"))[0]
-    runs = list((Path(result.directory) / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    logged = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    _, logged = offline_wandb_run(Path(result.directory))
     assert b"train/loss" in logged and b"val/loss" in logged and b"domain_adaptation" in logged
     export = next((small_data_root / "instructions").glob("*/smoke/tiny"))
     record = json.loads((export / "train.jsonl").read_text().splitlines()[0])

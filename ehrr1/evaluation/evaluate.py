@@ -15,7 +15,7 @@ from ehrr1.config import BackendConfig, LoggerConfig, LoggerKind, ModelConfig
 from ehrr1.evaluation.harness import build_requests, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
-from ehrr1.pipelines import build_instructions, save_run_config, settings_of
+from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
 from ehrr1.utils import digest
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,7 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str) 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
-    bench = Path(cfg.export.dir) / f"{cfg.split}.jsonl"
-    if not bench.exists():
-        log.info("no %s data at %s: building it (synthesize.py pipeline=instructions)", cfg.split, bench)
-        build_instructions(cfg)
+    bench = ensure_instructions(cfg, cfg.split)
     records = read_bench(bench, list(cfg.only_tasks) if cfg.only_tasks else None, cfg.limit)
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)

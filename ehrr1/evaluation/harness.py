@@ -94,8 +94,9 @@ def finished(results: Path) -> dict[str, dict[str, Any]]:
 
 def score_row(request: Request, text: str | None, finish_reason: str, p_yes: float | None, error: str = "") -> dict:
     """The stored result of one sample: output, parsed answer, score (0 for garbage) and risk score."""
+    decoded = to_text(text)
     answer = final_answer(text)
-    valid = to_text(text) is not None and bool((answer or "").strip())
+    valid = decoded is not None and bool((answer or "").strip())
     return {
         "key": request.key,
         "id": request.id,
@@ -103,7 +104,7 @@ def score_row(request: Request, text: str | None, finish_reason: str, p_yes: flo
         "kind": request.kind,
         "metric": request.metric,
         "target": request.target,
-        "output": to_text(text) if to_text(text) is not None else "",
+        "output": decoded if decoded is not None else "",
         "answer": (answer or "").strip(),
         "score": score(request.metric, text, request.target),
         "p_yes": p_yes,

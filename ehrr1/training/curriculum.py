@@ -34,7 +34,7 @@ from ehrr1.config import (
 )
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.pipelines import build_instructions, save_run_config, settings_of
+from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import trainer_kwargs
@@ -151,8 +151,7 @@ def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | Non
         return None
     if Path(stage.data).resolve() == Path(cfg.export.dir).resolve():
         if rank_zero_only.rank == 0:
-            log.info("no instruction data at %s: building it (synthesize.py pipeline=instructions)", stage.data)
-            build_instructions(cfg)
+            ensure_instructions(cfg, "train")
         else:
             wait_for(Path(stage.data) / "train.jsonl")
         return None
