@@ -303,6 +303,12 @@ class BackendConfig:
     backoff_s: float = 1.0
     allow_remote: bool = False  # openai: a server not on this machine receives EHR text: opt in explicitly
     api_key_env: str = "OPENAI_API_KEY"
+    tensor_parallel_size: int = 1  # vllm: GPUs per replica
+    data_parallel_size: int = 1  # vllm: replicas, each its own process and GPUs
+    max_model_len: int | None = None  # vllm: None: the model's context length
+    gpu_memory_utilization: float = 0.9  # vllm: share of each GPU for weights and KV cache
+    enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
+    enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)
 
 
 @dataclass
@@ -310,7 +316,7 @@ class EvaluateConfig(DataPipelineConfig):
     backend: BackendConfig = MISSING
     sampling: SamplingParams = field(default_factory=SamplingParams)
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
-    batch_size: int = 8
+    batch_size: int | None = None  # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
     limit: int | None = None  # samples per task; None: all
     only_tasks: list[str] | None = None  # None: every task of the split
     split: str = "test"

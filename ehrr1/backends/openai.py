@@ -19,16 +19,26 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ehrr1.backends import NO_WORDS, YES_WORDS, Generation, SamplingParams
+from ehrr1.backends import (
+    NO_WORDS,
+    YES_WORDS,
+    Generation,
+    SamplingParams,
+    answer_prefix,
+    reached_answer,
+    yes_share,
+)
 from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
+TOP_LOGPROBS = 20  # alternatives asked for per token (vLLM's default maximum); servers may ignore it
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
 class OpenAIBackend:
     name = "openai"
+    batch_size = 64  # requests handed to the thread pool at once (``concurrency`` of them in flight)
 
     def __init__(
         self,
@@ -77,16 +87,28 @@ class OpenAIBackend:
         }
         if sampling.top_k:
             body["top_k"] = sampling.top_k
-        if want_score:
-            body["logprobs"] = 20  # top alternatives of each generated token (vLLM); servers may ignore it
+        answer_first = want_score and reached_answer(prompt, "")  # thinking off: the first token is the answer
+        if answer_first:
+            body["logprobs"] = TOP_LOGPROBS
         try:
             choice = self.post(body)["choices"][0]
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
             return Generation("", "error", None, error=f"{type(exc).__name__}: {exc}")
-        p_yes = first_token_p_yes(choice.get("logprobs")) if want_score and prompt_ends_reasoning(prompt) else None
-        return Generation(
-            choice.get("text") or "", "length" if choice.get("finish_reason") == "length" else "stop", p_yes
-        )
+        text = choice.get("text") or ""
+        p_yes = None
+        if answer_first:
+            p_yes = first_token_p_yes(choice.get("logprobs"))
+        elif want_score and reached_answer(prompt, text):
+            p_yes = self.next_token_p_yes(prompt + answer_prefix(text))
+        return Generation(text, "length" if choice.get("finish_reason") == "length" else "stop", p_yes)
+
+    def next_token_p_yes(self, prefix: str) -> float | None:
+        """P(yes) of the token after ``prefix`` (the prompt and the closed reasoning): one greedy token."""
+        body = {"model": self.model, "prompt": prefix, "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+        try:
+            return first_token_p_yes(self.post(body)["choices"][0].get("logprobs"))
+        except (httpx.HTTPError, KeyError, IndexError, ValueError):
+            return None
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST with retries on connection errors, timeouts, 429 and 5xx (exponential back-off)."""
@@ -110,11 +132,6 @@ class OpenAIBackend:
         raise AssertionError("unreachable")
 
 
-def prompt_ends_reasoning(prompt: str) -> bool:
-    """With thinking off the prompt ends in a closed think block: the first generated token is the answer."""
-    return prompt.rstrip().endswith("</think>")
-
-
 def first_token_p_yes(logprobs: dict[str, Any] | None) -> float | None:
     """P(yes) / (P(yes) + P(no)) from the first generated token's top alternatives, when the server sent them."""
     try:
@@ -125,4 +142,4 @@ def first_token_p_yes(logprobs: dict[str, Any] | None) -> float | None:
         return None
     yes = sum(math.exp(v) for k, v in top.items() if k.strip() in YES_WORDS)
     no = sum(math.exp(v) for k, v in top.items() if k.strip() in NO_WORDS)
-    return yes / (yes + no) if yes + no > 0 else None
+    return yes_share(yes, no)

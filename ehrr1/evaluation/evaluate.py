@@ -97,7 +97,7 @@ def log_to_wandb(
     run.finish()
 
 
-def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str) -> dict[str, Any]:
+def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, seed: int = 0) -> dict[str, Any]:
     """The keyword arguments of the chosen backend, from ``backend=`` and ``model=``."""
     if backend.name == "hf":
         return {
@@ -114,6 +114,16 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str) 
             "allow_remote": backend.allow_remote,
             "api_key_env": backend.api_key_env,
         }
+    if backend.name == "vllm":
+        keys = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
+        return {
+            "model_path": model_id,
+            "dtype": model.dtype.value,
+            "max_model_len": backend.max_model_len or model.context_length,
+            "enforce_eager": backend.enforce_eager,
+            "seed": seed,
+            **{k: getattr(backend, k) for k in keys},
+        }
     return {"model_path": model_id}
 
 
@@ -124,12 +134,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
     backend = load_backend(
-        cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id)
+        cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id, cfg.seed)
     )
     requests = build_requests(records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch)
     out = output_directory(cfg, model_id)
     save_run_config(cfg, out)
-    rows = run(requests, backend, sampling, out / "results.jsonl", cfg.batch_size, progress=cfg.progress)
+    batch_size = cfg.batch_size or backend.batch_size
+    rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
     train = Path(cfg.export.dir) / "train.jsonl"
     frequent = most_frequent_answers(read_bench(train)) if train.exists() else {}
     report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed)

