@@ -25,6 +25,7 @@ class Pipeline(str, Enum):
 
     timelines = "timelines"  # (synthetic cohort if configured) -> per-patient timelines
     instructions = "instructions"  # timelines -> sample index -> selection -> EHR-Ins / EHR-Bench JSONL
+    reasoning = "reasoning"  # instructions -> concepts -> co-occurrence -> thinking graphs -> chains
 
 
 @dataclass
@@ -243,6 +244,86 @@ class LoggerConfig:
 
 
 @dataclass
+class BackendConfig:
+    """A generation backend (``conf/backend/``): how prompts become generations."""
+
+    name: str = "hf"
+    device: str = "auto"  # hf: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
+    base_url: str = "http://localhost:8000/v1"  # openai: the server
+    served_model: str | None = None  # openai: the model name the server knows (None: the model path)
+    tokenizer: str | None = None  # openai: where the chat template comes from (None: the model path)
+    concurrency: int = 8  # openai: requests in flight
+    timeout_s: float = 300.0
+    max_retries: int = 4  # openai: on connection errors, 429 and 5xx, with exponential back-off
+    backoff_s: float = 1.0
+    allow_remote: bool = False  # openai: a server not on this machine receives EHR text: opt in explicitly
+    api_key_env: str = "OPENAI_API_KEY"
+    tensor_parallel_size: int = 1  # vllm: GPUs per replica
+    data_parallel_size: int = 1  # vllm: replicas, each its own process and GPUs
+    max_model_len: int | None = None  # vllm: None: the model's context length
+    gpu_memory_utilization: float = 0.9  # vllm: share of each GPU for weights and KV cache
+    enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
+    enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)
+
+
+class WriterKind(str, Enum):
+    template = "template"  # verbalise the graph (deterministic, no model)
+    llm = "llm"  # a model writes the chain through a generation backend
+
+
+@dataclass
+class ExtractorConfig:
+    name: str = "dictionary"  # dictionary (licence-free) or quickumls (your UMLS installation)
+    quickumls_path: str | None = None  # quickumls: the QuickUMLS index built from your UMLS release
+    threshold: float = 0.9  # quickumls: minimum similarity
+
+
+@dataclass
+class CooccurrenceConfig:
+    min_support: int = 5  # training samples holding both concepts
+    min_lift: float = 5.0  # keep pairs with lift above this
+    top_k: int = 20  # pairs kept per target concept
+
+
+@dataclass
+class GraphConfig:
+    relations: list[str] = field(default_factory=lambda: ["cooccurrence", "hierarchy"])  # and/or umls
+    umls_mrrel: str | None = None  # umls: path to MRREL.RRF of your UMLS release
+    umls_relations: list[str] = field(default_factory=lambda: ["RB", "RN", "RO", "PAR", "CHD"])
+    max_hops: int = 2  # path length bound of the search from a target to the history
+    max_paths: int = 3  # paths kept per target concept
+    filter_nograph: bool = True  # drop samples whose targets reach no history concept
+
+
+@dataclass
+class WriterConfig:
+    kind: WriterKind = WriterKind.template
+    model_path: str | None = None  # llm: the writing model (HF dir / hub id / served name); None: model.path
+    backend: BackendConfig = field(default_factory=BackendConfig)  # llm: hf, vllm or openai
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 0.95
+    batch_size: int = 32  # chains per generate call (each batch is saved before the next)
+
+
+@dataclass
+class SynthesisConfig:
+    """Reasoning synthesis (``synthesize.py pipeline=reasoning``, ``conf/synthesis/``)."""
+
+    dir: str = "./data/reasoning"
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    min_answer_recall: float = 1.0  # decision chains: share of the answer their final results must name
+    allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
+    num_workers: int = 2  # processes over chunks (extraction; template writing)
+    chunk_size: int = 2000  # records per chunk: the unit of caching and resume
+    seed: int = 0
+
+
+@dataclass
 class DataPipelineConfig:
     """What ``synthesize.py`` and ``train.py`` share: the data, the model's prompts and the task mix."""
 
@@ -255,6 +336,7 @@ class DataPipelineConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     export: ExportConfig = field(default_factory=ExportConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     progress: bool = True
 
 
@@ -286,29 +368,6 @@ class TrainConfig(DataPipelineConfig):
     resume: str | None = None  # an earlier run directory: continue it with its stored config
     run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
     evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
-
-
-@dataclass
-class BackendConfig:
-    """A generation backend (``conf/backend/``): how prompts become generations."""
-
-    name: str = "hf"
-    device: str = "auto"  # hf: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
-    base_url: str = "http://localhost:8000/v1"  # openai: the server
-    served_model: str | None = None  # openai: the model name the server knows (None: the model path)
-    tokenizer: str | None = None  # openai: where the chat template comes from (None: the model path)
-    concurrency: int = 8  # openai: requests in flight
-    timeout_s: float = 300.0
-    max_retries: int = 4  # openai: on connection errors, 429 and 5xx, with exponential back-off
-    backoff_s: float = 1.0
-    allow_remote: bool = False  # openai: a server not on this machine receives EHR text: opt in explicitly
-    api_key_env: str = "OPENAI_API_KEY"
-    tensor_parallel_size: int = 1  # vllm: GPUs per replica
-    data_parallel_size: int = 1  # vllm: replicas, each its own process and GPUs
-    max_model_len: int | None = None  # vllm: None: the model's context length
-    gpu_memory_utilization: float = 0.9  # vllm: share of each GPU for weights and KV cache
-    enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
-    enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)
 
 
 @dataclass

@@ -176,6 +176,12 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
         result = prepare_timelines(cfg)
         print_summary(result)
         return result
+    if cfg.pipeline == "reasoning":
+        from ehrr1.reasoning.pipeline import print_reasoning, synthesize_reasoning
+
+        report = synthesize_reasoning(cfg)
+        print_reasoning(report)
+        return report
     result = build_instructions(cfg)
     print_summary(result)
     print_instructions(result)

@@ -84,6 +84,7 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     report = aggregate(rows, frequent, n_boot=200, seed=0)
     labs, mortality = report["tasks"]
     assert labs["value"] == pytest.approx((1 + 2 / 3) / 6) and labs["invalid"] == 4 and labs["truncated"] == 2
+    assert labs["errors"] == 1
     assert labs["baseline"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1 + 1 + 1) / 6)  # always "Creatinine"
     assert labs["ci_low"] <= labs["value"] <= labs["ci_high"]
     # p_yes 0.9 / 0.2, then hard answers: unfinished reasoning -> 0.5, "Yes." -> 1.0: every yes above every no

@@ -290,14 +290,7 @@ def test_stage_trains_reproducibly_and_saves_checkpoints(small_data_root, tmp_pa
 def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data_root, tmp_path):
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
-    export = data_root / "instructions" / "synthetic_n60_seed0" / "smoke" / "tiny"
-    reasoning = data_root / "reasoning" / "synthetic_n60_seed0" / "smoke" / "tiny"
-    reasoning.mkdir(parents=True)
-    for split in ("train", "val"):  # a stand-in reasoning set: each answer behind a short chain
-        records = [json.loads(line) for line in (export / f"{split}.jsonl").read_text().splitlines()[:40]]
-        for r in records:
-            r["messages"][-1]["content"] = "<think>\nsee the labs\n</think>\n\n" + r["messages"][-1]["content"]
-        (reasoning / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    reasoning = data_root / "reasoning" / "synthetic_n60_seed0" / "smoke" / "tiny"  # built by the run
     overrides = [
         f"data_root={data_root}",
         f"run_dir={tmp_path / 'run'}",
@@ -318,6 +311,8 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     stored = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
     assert stored.stages.domain_adaptation.optim.lr == stored.stages.reasoning.optim.lr == 1e-3
     assert stored.stages.reasoning.data == str(reasoning)
+    chains = [json.loads(line) for line in (reasoning / "train.jsonl").read_text().splitlines()]
+    assert chains and all(r["messages"][-1]["content"].startswith("<think>\n## Extraction") for r in chains)
     evaluation = json.loads((tmp_path / "run" / "evaluation" / "report.json").read_text())
     assert evaluation["run"]["model"] == second.hf_dir and {t["kind"] for t in evaluation["tasks"]} == {
         "decision",

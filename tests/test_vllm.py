@@ -130,3 +130,19 @@ def test_evaluate_with_the_vllm_backend(small_data_root, scoring_model, tmp_path
     assert {"decision", "risk"} == {r["kind"] for r in rows} and not any(r["error"] for r in rows)
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["backend"] == "vllm" and "decision" in report["macro"]  # one sample per risk task: no AUROC
+
+
+def test_data_parallel_replicas_give_the_single_engine_outputs(scoring_model, backends):
+    model_dir, prompt = scoring_model
+    single, _ = backends
+    prompts = [prompt, *(f"Creatinine {i}" for i in range(7))]
+    sampling = SamplingParams(max_tokens=8)
+    replicas = load_backend("vllm", model_path=str(model_dir), dtype="float32", data_parallel_size=2, **ENGINE)
+    try:
+        split = replicas.generate(prompts, sampling, [True] + [False] * 7)
+    finally:
+        replicas.close()
+    reference = single.generate(prompts, sampling, [True] + [False] * 7)
+    assert [g.text for g in split] == [g.text for g in reference]
+    assert split[0].p_yes == pytest.approx(reference[0].p_yes, abs=1e-3)
+    assert not any(proc.is_alive() for proc in replicas.replicas)

@@ -36,6 +36,16 @@ TOP_LOGPROBS = 20  # alternatives asked for per token (vLLM's default maximum); 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
+def refuse_remote(base_url: str, opt_in_key: str) -> None:
+    """Stop before EHR text would leave this machine for a server the user has not opted in to."""
+    if (urlparse(base_url).hostname or "") not in LOCAL_HOSTS:
+        raise ValueError(
+            f"{base_url} is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
+            f"agreement (no sharing with third parties) unless that server is yours to use for it; set "
+            f"{opt_in_key}=true to allow it"
+        )
+
+
 class OpenAIBackend:
     name = "openai"
     batch_size = 64  # requests handed to the thread pool at once (``concurrency`` of them in flight)
@@ -53,13 +63,8 @@ class OpenAIBackend:
         allow_remote: bool = False,
         api_key_env: str = "OPENAI_API_KEY",
     ):
-        host = urlparse(base_url).hostname or ""
-        if host not in LOCAL_HOSTS and not allow_remote:
-            raise ValueError(
-                f"backend.base_url={base_url} is not on this machine: sending EHR text to a remote server breaks "
-                "the MIMIC-IV data use agreement unless that server is yours to use for it; set "
-                "backend.allow_remote=true to allow it"
-            )
+        if not allow_remote:
+            refuse_remote(base_url, "backend.allow_remote")
         self.tokenizer = load_tokenizer(tokenizer or model_path)
         self.model = served_model or model_path
         self.url = base_url.rstrip("/") + "/completions"

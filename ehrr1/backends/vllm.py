@@ -17,6 +17,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import weakref
 from typing import Any
 
 from ehrr1.backends import (
@@ -165,10 +166,10 @@ class VLLMBackend:
             proc = ctx.Process(
                 target=replica_main,
                 args=(rank, gpus, model_path, engine_args, self.jobs[rank], self.results),
-                daemon=True,
-            )
+            )  # not a daemon: vLLM starts its own engine processes
             proc.start()
             self.replicas.append(proc)
+        self._finalizer = weakref.finalize(self, stop_replicas, self.jobs, self.replicas)
         for _ in range(self.data_parallel_size):
             rank, state = self.receive()
             if state != "ready":
@@ -209,13 +210,15 @@ class VLLMBackend:
                     raise RuntimeError(f"vLLM replica(s) {dead} exited") from None
 
     def close(self) -> None:
-        for jobs in getattr(self, "jobs", []):
-            jobs.put(None)
-        for proc in getattr(self, "replicas", []):
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
-        self.replicas = []
+        """Stop the replica processes (also done when the backend is garbage-collected or at exit)."""
+        if self.engine is None:
+            self._finalizer()
 
-    def __del__(self) -> None:
-        self.close()
+
+def stop_replicas(jobs: list, replicas: list) -> None:
+    for queue_ in jobs:
+        queue_.put(None)
+    for proc in replicas:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.terminate()

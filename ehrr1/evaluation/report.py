@@ -29,6 +29,7 @@ class TaskScore:
     ci_high: float | None
     baseline: float | None  # the training split's most frequent answer (decision); risk: a constant (AUROC 0.5)
     invalid: int  # empty, non-UTF-8, enormous or errored outputs (scored 0)
+    errors: int  # of those: generation failed after retries (server errors, timeouts), kept per sample
     truncated: int  # generations cut at max_tokens
     hard_scored: int  # risk samples without an answer probability, scored by their yes/no answer
 
@@ -115,6 +116,7 @@ def aggregate(
                 ci_high=high,
                 baseline=baseline(metric, task_rows, frequent.get(name)),
                 invalid=sum(not r["valid"] for r in task_rows),
+                errors=sum(bool(r.get("error")) for r in task_rows),
                 truncated=sum(r["finish_reason"] == "length" for r in task_rows),
                 hard_scored=risk_scores(task_rows)[2] if metric == "auroc" else 0,
             )
@@ -139,14 +141,14 @@ def _fmt(value: float | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| task | kind | metric | n | score | 95 % CI | baseline | invalid | truncated | hard-scored |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| task | kind | metric | n | score | 95 % CI | baseline | invalid | errors | truncated | hard-scored |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in report["tasks"]:
         ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
         lines.append(
             f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {_fmt(t['value'])} | {ci} | "
-            f"{_fmt(t['baseline'])} | {t['invalid']} | {t['truncated']} | {t['hard_scored']} |"
+            f"{_fmt(t['baseline'])} | {t['invalid']} | {t['errors']} | {t['truncated']} | {t['hard_scored']} |"
         )
     lines.append("")
     for kind, m in report["macro"].items():
@@ -173,11 +175,12 @@ def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path
 def print_report(report: dict[str, Any], title: str, console: Console | None = None) -> None:
     console = console or Console(width=max(Console().width, 110))
     table = Table(title=title)
-    for column in ("task", "metric", "n", "score", "95 % CI", "baseline", "invalid"):
+    for column in ("task", "metric", "n", "score", "95 % CI", "baseline", "invalid", "errors"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
     for t in report["tasks"]:
         ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
-        table.add_row(t["task"], t["metric"], str(t["n"]), _fmt(t["value"]), ci, _fmt(t["baseline"]), str(t["invalid"]))
+        cells = (_fmt(t["value"]), ci, _fmt(t["baseline"]), str(t["invalid"]), str(t["errors"]))
+        table.add_row(t["task"], t["metric"], str(t["n"]), *cells)
     console.print(table)
     for kind, m in report["macro"].items():
         console.print(f"macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {_fmt(m['baseline'])})")

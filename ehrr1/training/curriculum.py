@@ -35,6 +35,7 @@ from ehrr1.config import (
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
+from ehrr1.reasoning.pipeline import ensure_reasoning
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import trainer_kwargs
@@ -146,18 +147,20 @@ def finish_logger(trainer: pl.Trainer) -> None:
 
 
 def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
-    """Make sure the stage's data exists: build the instruction data when absent. Returns a skip reason."""
+    """Make sure the stage's data exists: build the instruction or reasoning data when absent (the data
+    pipelines' own outputs); other data must be there. Returns a skip reason."""
     if (Path(stage.data) / "train.jsonl").exists():
         return None
-    if Path(stage.data).resolve() == Path(cfg.export.dir).resolve():
+    builders = {Path(cfg.export.dir).resolve(): lambda: ensure_instructions(cfg, "train")}
+    builders[Path(cfg.synthesis.dir).resolve()] = lambda: ensure_reasoning(cfg)
+    build = builders.get(Path(stage.data).resolve())
+    if build is not None:
         if rank_zero_only.rank == 0:
-            ensure_instructions(cfg, "train")
+            build()
         else:
             wait_for(Path(stage.data) / "train.jsonl")
         return None
     reason = f"no training data at {stage.data}"
-    if stage.name == "reasoning":
-        reason += " (python synthesize.py pipeline=reasoning writes the reasoning chains)"
     if single:
         raise FileNotFoundError(f"stage '{stage.name}': {reason}")
     return reason

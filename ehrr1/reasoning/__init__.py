@@ -1,0 +1,4 @@
+"""Reasoning synthesis: the thinking graph (concepts -> co-occurrence -> graph) and the chains written from it.
+
+``python synthesize.py pipeline=reasoning`` runs :func:`ehrr1.reasoning.pipeline.synthesize_reasoning`.
+"""

@@ -1,0 +1,362 @@
+"""``synthesize.py pipeline=reasoning``: instruction records -> concepts -> co-occurrence -> graphs -> chains.
+
+Work is cut into chunks of ``chunk_size`` records per split, the unit of caching and resume:
+``_work/concepts/<split>-<k>.parquet`` (extraction, in ``num_workers`` processes), ``_work/hierarchy.parquet``
+and ``_work/cooccurrence.parquet`` (training split only), then ``_work/chains/<split>-<k>.jsonl``, appended a
+batch at a time and closed by a ``.done`` marker, so a killed run (LLM writing included) resumes where it
+stopped without duplicates. Finally ``<synthesis.dir>/<split>.jsonl`` (the reasoning SFT data) and
+``stats.json`` / ``stats.md`` (graph coverage and filter counts per task) are written atomically.
+Changing any setting or the instruction data starts the work over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+from ehrr1.config import SynthesisConfig, WriterKind
+from ehrr1.reasoning.concepts import build_extractor
+from ehrr1.reasoning.graph import (
+    Dictionaries,
+    Edge,
+    RelationGraph,
+    cooccurrence_graphs,
+    hierarchy_edges,
+    hierarchy_graph,
+    sample_graph,
+    umls_graph,
+)
+from ehrr1.reasoning.statistics import cooccurrence
+from ehrr1.reasoning.writers import ChainRequest, LLMWriter, TemplateWriter, chain_record, check_chain
+from ehrr1.tasks.registry import TaskRegistry
+from ehrr1.utils import atomic_write_json, atomic_write_text, digest, file_fingerprint, read_json, run_jobs
+
+log = logging.getLogger(__name__)
+
+CONCEPT_SCHEMA = pa.schema(
+    [(c, pa.string()) for c in ("sample", "task", "split", "role", "concept", "label", "section")]
+)
+
+
+def chunk_plan(path: Path, chunk_size: int) -> list[tuple[int, int]]:
+    """(byte offset, line count) of each chunk of a JSONL file."""
+    plan, offset, start, count = [], 0, 0, 0
+    with path.open("rb") as lines:
+        for line in lines:
+            if count == chunk_size:
+                plan.append((start, count))
+                start, count = offset, 0
+            offset += len(line)
+            count += 1
+    if count:
+        plan.append((start, count))
+    return plan
+
+
+def read_chunk(path: str | Path, offset: int, count: int) -> list[dict[str, Any]]:
+    with open(path, "rb") as lines:
+        lines.seek(offset)
+        return [json.loads(lines.readline()) for _ in range(count)]
+
+
+def user_turn(record: dict[str, Any]) -> str:
+    return next(m["content"] for m in record["messages"] if m["role"] == "user")
+
+
+def extract_chunk(
+    path: str, offset: int, count: int, split: str, out: str, extractor_settings: dict, extra_tasks: dict
+) -> None:
+    """Concept mentions of one chunk's records (history from the EHR, targets from the answer) to Parquet."""
+    extractor = build_extractor(OmegaConf.create(extractor_settings))
+    registry = TaskRegistry(extra_tasks)
+    rows: dict[str, list[str]] = {name: [] for name in CONCEPT_SCHEMA.names}
+    for record in read_chunk(path, offset, count):
+        task = registry[record["task"]]
+        mentions = [("history", m) for m in extractor.history(user_turn(record))]
+        mentions += [("target", m) for m in extractor.targets(task, record["target"])]
+        for role, m in mentions:
+            for name, value in zip(
+                CONCEPT_SCHEMA.names, (record["id"], task.name, split, role, m.concept, m.label, m.section), strict=True
+            ):
+                rows[name].append(value)
+    tmp = Path(f"{out}.tmp")
+    pq.write_table(pa.table(rows, schema=CONCEPT_SCHEMA), tmp)
+    tmp.replace(out)
+
+
+def relation_graphs(work: Path, settings: SynthesisConfig) -> tuple[dict[str, RelationGraph], RelationGraph]:
+    """Per-task co-occurrence graphs and the graph shared by all tasks (hierarchy, UMLS)."""
+    relations = set(settings.graph.relations)
+    per_task = cooccurrence_graphs(pq.read_table(work / "cooccurrence.parquet").to_pylist())
+    shared = RelationGraph()
+    if "cooccurrence" not in relations:
+        per_task = {}
+    if "hierarchy" in relations:
+        shared = shared.merged(hierarchy_graph_from(work / "hierarchy.parquet"))
+    if "umls" in relations:
+        if not settings.graph.umls_mrrel:
+            raise ValueError("synthesis.graph.relations has umls: set synthesis.graph.umls_mrrel=<UMLS>/META/MRREL.RRF")
+        files = sorted(str(p) for p in (work / "concepts").glob("*.parquet"))
+        concepts = pq.read_table(files, columns=["concept"]).column(0).unique().to_pylist()
+        shared = shared.merged(umls_graph(settings.graph.umls_mrrel, concepts, list(settings.graph.umls_relations)))
+    return per_task, shared
+
+
+def hierarchy_graph_from(path: Path) -> RelationGraph:
+    return hierarchy_graph(Edge(r["source"], r["target"], r["relation"]) for r in pq.read_table(path).to_pylist())
+
+
+def chain_requests(
+    records: list[dict[str, Any]], mentions: list[dict[str, Any]], graphs, shared, settings: SynthesisConfig
+) -> list[tuple[dict[str, Any], ChainRequest]]:
+    """Each record with its thinking graph, ready for a writer."""
+    by_sample: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for m in mentions:
+        by_sample[m["sample"]][m["role"]].append(m)
+    merged: dict[str, RelationGraph] = {}
+    out = []
+    for record in records:
+        found = by_sample[record["id"]]
+        task = record["task"]
+        if task not in merged:
+            merged[task] = graphs.get(task, RelationGraph()).merged(shared)
+        history = {m["concept"] for m in found["history"]}
+        targets = [m["concept"] for m in found["target"]]
+        paths = sample_graph(merged[task], targets, history, settings.graph.max_hops, settings.graph.max_paths)
+        labels = {m["concept"]: m["label"] for m in found["history"] + found["target"]}
+        request = ChainRequest(
+            record["id"], task, record["kind"], user_turn(record), list(record["target"]), paths, labels
+        )
+        out.append((record, request))
+    return out
+
+
+def write_chunk(
+    path: str, offset: int, count: int, split: str, work: str, key: str, settings_dict: dict, writer=None
+) -> None:
+    """Graphs and chains of one chunk, appended per batch to its part file; a .done marker closes it."""
+    settings: SynthesisConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict)
+    )
+    work_dir = Path(work)
+    part = work_dir / "chains" / f"{key}.jsonl"
+    done = {row["id"] for row in finished_rows(part)}
+    records = [r for r in read_chunk(path, offset, count) if r["id"] not in done]
+    ids = [r["id"] for r in records]
+    mentions = pq.read_table(
+        work_dir / "concepts" / f"{key}.parquet", filters=[("sample", "in", ids)] if ids else None
+    ).to_pylist()
+    graphs, shared = relation_graphs(work_dir, settings)
+    writer = writer or TemplateWriter()
+    pending = chain_requests(records, mentions, graphs, shared, settings)
+    batch_size = settings.writer.batch_size if settings.writer.kind is WriterKind.llm else len(pending) or 1
+    with part.open("a", encoding="utf-8") as out:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            lines = []
+            to_write = [(r, q) for r, q in batch if q.paths or not settings.graph.filter_nograph]
+            chains = dict(zip((q.id for _, q in to_write), writer.write([q for _, q in to_write]), strict=True))
+            for record, request in batch:
+                row = {"id": request.id, "task": request.task, "graph": bool(request.paths)}
+                if request.id not in chains:
+                    row["status"] = "no graph"
+                else:
+                    reason = check_chain(chains[request.id], request, settings.min_answer_recall)
+                    row["status"] = reason or "kept"
+                    if reason is None:
+                        row["record"] = chain_record(record, chains[request.id], request, len(request.paths))
+                lines.append(json.dumps(row, ensure_ascii=False))
+            out.write("".join(line + "\n" for line in lines))
+            out.flush()
+    (work_dir / "chains" / f"{key}.done").touch()
+
+
+def finished_rows(part: Path) -> list[dict[str, Any]]:
+    """The rows a part file holds; a line cut by a kill is removed (its batch is written again)."""
+    if not part.exists():
+        return []
+    rows, good = [], 0
+    with part.open("rb") as lines:
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good += len(line)
+    if good < part.stat().st_size:
+        with part.open("r+b") as handle:
+            handle.truncate(good)
+    return rows
+
+
+def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
+    from ehrr1.data.reader import MimicReader
+    from ehrr1.pipelines import ensure_instructions, settings_of
+
+    settings: SynthesisConfig = settings_of(SynthesisConfig, cfg.synthesis)
+    inputs = {split: ensure_instructions(cfg, split) for split in settings.splits}
+    out = Path(settings.dir)
+    work = out / "_work"
+    settings_dict = OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
+    writer_model = writer_model_path(cfg, settings)
+    key = digest({"settings": settings_dict, "inputs": file_fingerprint(inputs.values()), "writer": writer_model})
+    if work.exists() and (not (work / "state.json").exists() or read_json(work / "state.json")["key"] != key):
+        log.info("reasoning synthesis: settings or instruction data changed, starting over in %s", work)
+        shutil.rmtree(work)
+    for sub in ("concepts", "chains"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(work / "state.json", {"key": key})
+    extra = OmegaConf.to_container(cfg.tasks.extra)
+
+    plans = {split: chunk_plan(path, settings.chunk_size) for split, path in inputs.items()}
+    chunks = [(split, k, off, n) for split, plan in plans.items() for k, (off, n) in enumerate(plan)]
+    concept_file = {(s, k): work / "concepts" / f"{s}-{k:05d}.parquet" for s, k, _, _ in chunks}
+    todo = [
+        (str(inputs[s]), off, n, s, str(concept_file[s, k]), asdict(settings.extractor), extra)
+        for s, k, off, n in chunks
+        if not concept_file[s, k].exists()
+    ]
+    run_jobs(extract_chunk, todo, settings.num_workers, "concepts", cfg.progress)
+
+    if not (work / "hierarchy.parquet").exists():
+        concepts = pq.read_table(list(concept_file.values()), columns=["concept"]).column(0).unique().to_pylist()
+        modules = {name: path for name, path in cfg.data.modules.items() if path is not None}
+        dictionaries = Dictionaries(MimicReader(modules)) if "hierarchy" in settings.graph.relations else None
+        edges = hierarchy_edges(sorted(concepts), dictionaries)
+        table = pa.table(
+            {
+                "source": [e.source for e in edges] or pa.array([], pa.string()),
+                "target": [e.target for e in edges] or pa.array([], pa.string()),
+                "relation": [e.relation for e in edges] or pa.array([], pa.string()),
+            }
+        )
+        pq.write_table(table, work / "hierarchy.parquet.tmp")
+        (work / "hierarchy.parquet.tmp").replace(work / "hierarchy.parquet")
+    if not (work / "cooccurrence.parquet").exists():
+        train = [str(concept_file[s, k]) for s, k, _, _ in chunks if s == "train"]
+        if not train:
+            raise ValueError("synthesis.splits must include train: co-occurrence is counted on the training split")
+        c = settings.cooccurrence
+        kept = cooccurrence(train, work / "cooccurrence.parquet", c.min_support, c.min_lift, c.top_k)
+        log.info("co-occurrence: %d (target, history) pairs kept", kept)
+
+    args = [
+        (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings_dict)
+        for s, k, off, n in chunks
+        if not (work / "chains" / f"{s}-{k:05d}.done").exists()
+    ]
+    if settings.writer.kind is WriterKind.llm and args:
+        writer = build_llm_writer(cfg, settings, writer_model)
+        for job in args:
+            write_chunk(*job, writer=writer)
+    else:
+        run_jobs(write_chunk, args, settings.num_workers, "chains", cfg.progress)
+    return join_outputs(out, work, plans)
+
+
+def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
+    if settings.writer.kind is not WriterKind.llm:
+        return None
+    path = settings.writer.model_path or cfg.model.path
+    if not path:
+        raise ValueError("synthesis.writer.kind=llm: set synthesis.writer.model_path (or model.path)")
+    return str(path)
+
+
+def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str) -> LLMWriter:
+    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.backends.openai import refuse_remote
+    from ehrr1.config import ModelConfig
+    from ehrr1.evaluation.evaluate import backend_settings
+    from ehrr1.pipelines import settings_of
+
+    backend = settings.writer.backend
+    if backend.name == "openai" and not settings.allow_remote:
+        refuse_remote(backend.base_url, "synthesis.allow_remote")
+    backend.allow_remote = settings.allow_remote
+    chosen = backend_settings(backend, settings_of(ModelConfig, cfg.model), model_path, settings.seed)
+    sampling = SamplingParams(
+        temperature=settings.writer.temperature,
+        top_p=settings.writer.top_p,
+        max_tokens=settings.writer.max_tokens,
+        seed=settings.seed,
+    )
+    return LLMWriter(load_backend(backend.name, **chosen), sampling)
+
+
+def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
+    """``<split>.jsonl`` from the chunks' kept chains, in input order, and the statistics."""
+    stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for split, plan in plans.items():
+        tmp = out / f"{split}.jsonl.tmp"
+        with tmp.open("w", encoding="utf-8") as joined:
+            for k in range(len(plan)):
+                for row in finished_rows(work / "chains" / f"{split}-{k:05d}.jsonl"):
+                    counts = stats[split][row["task"]]
+                    counts["samples"] += 1
+                    counts["with_graph"] += row["graph"]
+                    counts[row["status"]] += 1
+                    if row["status"] == "kept":
+                        joined.write(json.dumps(row["record"], ensure_ascii=False) + "\n")
+        tmp.replace(out / f"{split}.jsonl")
+    report = {
+        "dir": str(out.resolve()),
+        "splits": {s: {t: dict(c) for t, c in sorted(tasks.items())} for s, tasks in stats.items()},
+        "coverage": {
+            s: {t: round(c["with_graph"] / c["samples"], 3) for t, c in sorted(tasks.items())}
+            for s, tasks in stats.items()
+        },
+        "totals": {s: sum(c["kept"] for c in tasks.values()) for s, tasks in stats.items()},
+    }
+    atomic_write_json(out / "stats.json", report)
+    atomic_write_text(out / "stats.md", stats_markdown(report))
+    return report
+
+
+def stats_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| split | task | samples | with graph | coverage | kept | no graph | format | repeated | misses answer |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for split, tasks in report["splits"].items():
+        for task, c in tasks.items():
+            cells = [c.get(k, 0) for k in ("samples", "with_graph")]
+            cells += [f"{report['coverage'][split][task]:.2f}"]
+            cells += [c.get(k, 0) for k in ("kept", "no graph", "format", "repeated lines", "misses the answer")]
+            lines.append(f"| {split} | {task} | " + " | ".join(str(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ensure_reasoning(cfg: DictConfig) -> Path:
+    """``<synthesis.dir>/train.jsonl``, synthesised (template writer unless configured) when absent."""
+    path = Path(cfg.synthesis.dir) / "train.jsonl"
+    if not path.exists():
+        log.info("no reasoning data at %s: building it (synthesize.py pipeline=reasoning)", path)
+        synthesize_reasoning(cfg)
+    return path
+
+
+def print_reasoning(report: dict[str, Any], console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="Reasoning chains (" + ", ".join(f"{s}: {n}" for s, n in report["totals"].items()) + ")")
+    for column in ("split", "task", "samples", "graph coverage", "kept", "dropped"):
+        table.add_column(column, justify="left" if column in ("split", "task") else "right")
+    for split, tasks in report["splits"].items():
+        for task, c in tasks.items():
+            dropped = c["samples"] - c.get("kept", 0)
+            coverage = f"{report['coverage'][split][task]:.2f}"
+            table.add_row(split, task, str(c["samples"]), coverage, str(c.get("kept", 0)), str(dropped))
+    console.print(table)
+    console.print(f"reasoning data: {report['dir']}")
