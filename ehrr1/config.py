@@ -159,6 +159,67 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.0  # the learning rate the decay ends at, as a share of ``optim.lr``
 
 
+class LossType(str, Enum):
+    """How GRPO aggregates per-token losses."""
+
+    grpo = "grpo"  # mean over each sequence's tokens, then over sequences
+    bnpo = "bnpo"  # mean over all tokens of the batch
+    dr_grpo = "dr_grpo"  # sum over tokens / (sequences x max completion length)
+    dapo = "dapo"  # sum over tokens / tokens of the whole generation batch
+
+
+class RewardScale(str, Enum):
+    group = "group"  # divide advantages by the group's reward std
+    batch = "batch"  # by the batch's reward std
+    none = "none"  # centre only (Dr. GRPO)
+
+
+class RolloutBackend(str, Enum):
+    hf = "hf"  # generate with the policy itself (CPU or GPU)
+    vllm = "vllm"  # a vLLM engine on the same GPU, weights synced after each update
+
+
+@dataclass
+class RewardWeights:
+    answer: float = 1.0  # the task metric of the answer after </think> (0 without one)
+    format: float = 1.0  # +1 / -1: the three reasoning sections, no repeated lines
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class GRPOConfig:
+    """Curriculum stage 3 (``stage=rl``): GRPO with verifiable rewards."""
+
+    prompts_per_step: int = 2  # prompts per generation batch (each sampled group_size times)
+    group_size: int = 8
+    num_iterations: int = 1  # policy updates per generation batch (old log-probs cached)
+    max_completion_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 20
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    beta: float = 0.0  # KL (k3) to the frozen reference; 0: no reference model
+    loss_type: LossType = LossType.grpo
+    scale_rewards: RewardScale = RewardScale.group
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+    rollout: RolloutBackend = RolloutBackend.hf
+    vllm_gpu_memory_utilization: float = 0.3  # vllm rollouts share the GPU with training
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    tasks: list[str] | None = None  # the RL task mix: these tasks of the stage's data; None: all
+    max_prompts: int | None = None  # at most this many prompts (a seeded draw); None: all
+
+
 @dataclass
 class StageConfig:
     """One curriculum stage: its data, objective, optimiser and schedule (``conf/stage/``)."""
@@ -183,6 +244,7 @@ class StageConfig:
     val_max_batches: int | None = None  # None: the whole val split
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 50  # resumable Lightning checkpoints (the last one is kept)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)  # objective grpo only
 
 
 class Strategy(str, Enum):
@@ -260,7 +322,7 @@ class BackendConfig:
     api_key_env: str = "OPENAI_API_KEY"
     tensor_parallel_size: int = 1  # vllm: GPUs per replica
     data_parallel_size: int = 1  # vllm: replicas, each its own process and GPUs
-    max_model_len: int | None = None  # vllm: None: the model's context length
+    max_model_len: int | None = None  # vllm: None: what the model's config allows
     gpu_memory_utilization: float = 0.9  # vllm: share of each GPU for weights and KV cache
     enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
     enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)

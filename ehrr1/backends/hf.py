@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -28,6 +29,39 @@ class HFBackend:
         attention = resolve_attention(attn_implementation, self.device.type == "cuda")
         self.model = load_model(model_path, dtype, attention).to(self.device).eval()
         self.answer_ids = answer_token_ids(self.tokenizer)
+
+    @classmethod
+    def around(cls, model: torch.nn.Module, tokenizer: Any) -> HFBackend:
+        """A backend generating with a live model (e.g. the policy being trained), not a loaded copy."""
+        backend = cls.__new__(cls)
+        backend.model, backend.device = model, next(model.parameters()).device
+        backend.tokenizer = tokenizer
+        backend.tokenizer.padding_side = "left"
+        backend.answer_ids = answer_token_ids(tokenizer)
+        return backend
+
+    @torch.no_grad()
+    def sample_ids(self, prompts: list[str], sampling: SamplingParams, n: int) -> list[list[int]]:
+        """``n`` sampled completions per prompt as token ids (grouped by prompt), each cut after its end of
+        turn; one without it reached ``max_tokens``."""
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(sampling.seed)
+        out = self.model.generate(
+            **encoded,
+            do_sample=sampling.temperature > 0,
+            temperature=sampling.temperature or None,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k or None,
+            max_new_tokens=sampling.max_tokens,
+            num_return_sequences=n,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        completions = []
+        for row in out[:, encoded["input_ids"].shape[1] :].tolist():
+            end = row.index(self.tokenizer.eos_token_id) + 1 if self.tokenizer.eos_token_id in row else len(row)
+            completions.append(row[:end])
+        return completions
 
     @torch.no_grad()
     def generate(

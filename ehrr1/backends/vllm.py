@@ -83,6 +83,29 @@ class Engine:
             scores.append(yes_share(yes, no))
         return scores
 
+    def sample_ids(self, prompts: list[str], sampling: SamplingParams, n: int) -> list[list[int]]:
+        """``n`` sampled completions per prompt as token ids (grouped by prompt, end of turn included)."""
+        from vllm import SamplingParams as VLLMSampling
+
+        params = VLLMSampling(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k or -1,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+        )
+        outputs = self.llm.generate(self.token_prompts(prompts), params, use_tqdm=False)
+        return [list(c.token_ids) for o in outputs for c in o.outputs]
+
+    def load_weights(self, named_tensors: Any) -> None:
+        """Copy the trained policy's weights into the engine (colocated RL rollouts; in-process engine)."""
+        executor = self.llm.llm_engine.model_executor
+        worker = executor.driver_worker
+        runner = getattr(worker, "worker", worker).model_runner
+        runner.model.load_weights(named_tensors)
+        self.llm.reset_prefix_cache()
+
     def token_prompts(self, prompts: list[str]) -> list[dict[str, list[int]]]:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         return [{"prompt_token_ids": row} for row in ids]

@@ -119,7 +119,7 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, 
         return {
             "model_path": model_id,
             "dtype": model.dtype.value,
-            "max_model_len": backend.max_model_len or model.context_length,
+            "max_model_len": backend.max_model_len,
             "enforce_eager": backend.enforce_eager,
             "seed": seed,
             **{k: getattr(backend, k) for k in keys},

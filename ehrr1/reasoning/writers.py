@@ -13,9 +13,9 @@ from typing import Any
 
 from ehrr1.backends import Backend, SamplingParams
 from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
-from ehrr1.tasks.metrics import answer_lines, set_score, yes_no
+from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
+from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
 
-SECTIONS = ("## Extraction", "## Reasoning", "## Final Results")
 Path_ = list[tuple[str, str, float]]
 
 
@@ -142,13 +142,10 @@ class LLMWriter:
 def check_chain(chain: str, request: ChainRequest, min_answer_recall: float) -> str | None:
     """Why a chain is dropped (None: kept): a missing or misordered section, repeated lines, or final
     results that miss the answer (decision: recall below ``min_answer_recall``; risk: another yes/no)."""
-    positions = [chain.find(s) for s in SECTIONS]
-    if min(positions) < 0 or positions != sorted(positions):
-        return "format"
-    lines = [line.strip() for line in chain.splitlines() if line.strip()]
-    if len(lines) != len(set(lines)):
-        return "repeated lines"
-    final = chain[positions[2] + len(SECTIONS[2]) :]
+    problem = reasoning_format_problem(chain)
+    if problem:
+        return problem
+    final = chain[chain.find(SECTIONS[2]) + len(SECTIONS[2]) :]
     if request.kind == "risk":
         return None if yes_no(final) == request.target[0] else "misses the answer"
     if not answer_lines(final) or set_score(final, request.target).recall < min_answer_recall:

@@ -110,3 +110,21 @@ def rouge_l(answer: str | bytes | None, reference: str) -> float:
     if not text or not reference:
         return 0.0
     return float(rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, text)["rougeL"].fmeasure)
+
+
+REASONING_SECTIONS = ("## Extraction", "## Reasoning", "## Final Results")  # a reasoning chain's sections
+
+
+def reasoning_format_problem(chain: str | bytes | None) -> str | None:
+    """Why a reasoning chain breaks the format (None: it keeps it): the three sections missing or out of
+    order, or a repeated line. Shared by the synthesis filter and the RL format reward."""
+    text = to_text(chain)
+    if text is None:
+        return "format"
+    positions = [text.find(s) for s in REASONING_SECTIONS]
+    if min(positions) < 0 or positions != sorted(positions):
+        return "format"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != len(set(lines)):
+        return "repeated lines"
+    return None

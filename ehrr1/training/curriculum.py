@@ -62,6 +62,8 @@ class StageResult:
     tokens_per_s: float | None = None
     seconds: float = 0.0
     examples_left_out: dict[str, int] = field(default_factory=dict)
+    reward_first: float | None = None  # rl: mean total reward of the first and the last step
+    reward_last: float | None = None
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -211,6 +213,40 @@ def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: P
     strategy.barrier("export_hf")
 
 
+def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: Any, build_model: Any):
+    """The prompt data (the stage's train split, the RL task mix) and the GRPO module of stage 3."""
+    import json
+    import random
+
+    from ehrr1.training.grpo import GRPOModule, PromptDataModule
+
+    settings = stage.grpo
+    path = Path(stage.data) / "train.jsonl"
+    with path.open(encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines]
+    if settings.tasks:
+        unknown = sorted(set(settings.tasks) - {r["task"] for r in records})
+        if unknown:
+            raise ValueError(f"stage.grpo.tasks: {unknown} have no prompts in {path}")
+        records = [r for r in records if r["task"] in settings.tasks]
+    if settings.max_prompts is not None and len(records) > settings.max_prompts:
+        records = random.Random(cfg.seed).sample(records, settings.max_prompts)
+    module = GRPOModule(
+        build_model,
+        tokenizer,
+        settings,
+        stage.optim,
+        stage.schedule,
+        micro_batch_size=stage.micro_batch_size,
+        gradient_clip=stage.gradient_clip,
+        gradient_checkpointing=stage.gradient_checkpointing,
+        switch=settings_of(ModelConfig, cfg.model).thinking_switch,
+        seed=cfg.seed,
+        model_path=init,
+    )
+    return PromptDataModule(records, settings.prompts_per_step, cfg.seed), module
+
+
 def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | None, single: bool) -> StageResult:
     stage: StageConfig = settings_of(StageConfig, cfg.stage)
     hardware: HardwareConfig = settings_of(HardwareConfig, cfg.hardware)
@@ -219,11 +255,6 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         done = StageResult(**read_json(stage_dir / "summary.json"))
         done.status = "done"
         return done
-    if stage.objective is Objective.grpo:
-        result.reason = "the GRPO objective (curriculum stage 3) is not available yet"
-        if single:
-            raise NotImplementedError(f"stage '{stage.name}': {result.reason}")
-        return result
     result.reason = prepare_data(cfg, stage, single) or ""
     if result.reason:
         return result
@@ -235,25 +266,31 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     attention = resolve_attention(model.attn_implementation.value, on_gpu)
-    data = ChatDataModule(
-        stage.data,
-        tokenizer,
-        max_seq_len=stage.max_seq_len or model.context_length,
-        micro_batch_size=stage.micro_batch_size,
-        grad_accum=stage.grad_accum,
-        packing=stage.packing is Toggle.on or (stage.packing is Toggle.auto and attention == "flash_attention_2"),
-        seed=cfg.seed,
-        switch=model.thinking_switch,
-        num_workers=hardware.dataloader_workers,
-    )
-    module = SFTModule(
-        lambda: load_model(init, model.dtype.value, attention),
-        stage.optim,
-        stage.schedule,
-        gradient_checkpointing=stage.gradient_checkpointing,
-        liger=stage.liger,
-        cpu_offload_optimizer=hardware.strategy is Strategy.deepspeed_zero3 and hardware.deepspeed.offload_optimizer,
-    )
+    build_model = lambda: load_model(init, model.dtype.value, attention)  # noqa: E731
+    if stage.objective is Objective.grpo:
+        data, module = grpo_objective(cfg, stage, init, tokenizer, build_model)
+    else:
+        data = ChatDataModule(
+            stage.data,
+            tokenizer,
+            max_seq_len=stage.max_seq_len or model.context_length,
+            micro_batch_size=stage.micro_batch_size,
+            grad_accum=stage.grad_accum,
+            packing=stage.packing is Toggle.on or (stage.packing is Toggle.auto and attention == "flash_attention_2"),
+            seed=cfg.seed,
+            switch=model.thinking_switch,
+            num_workers=hardware.dataloader_workers,
+        )
+        module = SFTModule(
+            build_model,
+            stage.optim,
+            stage.schedule,
+            gradient_checkpointing=stage.gradient_checkpointing,
+            liger=stage.liger,
+            cpu_offload_optimizer=hardware.strategy is Strategy.deepspeed_zero3
+            and hardware.deepspeed.offload_optimizer,
+        )
+    rl = stage.objective is Objective.grpo
     config = OmegaConf.to_container(cfg, resolve=True)
     last = stage_dir / "checkpoints" / "last.ckpt"
     resuming = last.exists()
@@ -268,12 +305,12 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         default_root_dir=str(stage_dir),
         max_epochs=stage.epochs,
         max_steps=stage.max_steps,
-        accumulate_grad_batches=stage.grad_accum,
-        gradient_clip_val=stage.gradient_clip,
+        accumulate_grad_batches=1 if rl else stage.grad_accum,
+        gradient_clip_val=None if rl else stage.gradient_clip,  # GRPO clips in its own optimiser steps
         val_check_interval=stage.val_every_n_steps * stage.grad_accum if stage.val_every_n_steps else None,
         check_val_every_n_epoch=None if stage.val_every_n_steps else 1,
-        limit_val_batches=stage.val_max_batches if stage.val_max_batches is not None else 1.0,
-        num_sanity_val_steps=0 if resuming else -1,  # a full validation before training: the val loss before
+        limit_val_batches=0 if rl else stage.val_max_batches if stage.val_max_batches is not None else 1.0,
+        num_sanity_val_steps=0 if resuming or rl else -1,  # a full validation before training: the val loss before
         log_every_n_steps=stage.log_every_n_steps,
         logger=build_logger(settings_of(LoggerConfig, cfg.logger), stage_dir, run_name, stage.name, config),
         callbacks=[checkpoints],
@@ -301,7 +338,9 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         val_loss_after=module.val_history[-1][1] if module.val_history else None,
         tokens_per_s=module.mean_tokens_per_s(),
         seconds=round(time.perf_counter() - started, 1),
-        examples_left_out=dict(data.dropped),
+        examples_left_out=dict(getattr(data, "dropped", {})),
+        reward_first=_float(module.reward_history[0]) if rl and module.reward_history else None,
+        reward_last=_float(module.reward_history[-1]) if rl and module.reward_history else None,
     )
     if trainer.is_global_zero:
         atomic_write_json(stage_dir / "summary.json", asdict(result))
@@ -358,6 +397,8 @@ def print_results(results: list[StageResult], run_dir: Path, console: Console | 
         table.add_row(r.stage, r.status, *(cells if r.status != "skipped" else [""] * 5))
     console.print(table)
     for r in results:
+        if r.reward_first is not None:
+            console.print(f"{r.stage}: mean reward {r.reward_first:.3f} (first step), {r.reward_last:.3f} (last)")
         if r.status == "skipped":
             console.print(f"{r.stage}: skipped, {r.reason}")
         else:

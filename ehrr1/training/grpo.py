@@ -1,0 +1,321 @@
+"""Curriculum stage 3: GRPO as a LightningModule (manual optimisation), so RL shares SFT's config groups,
+hardware strategies, checkpoints and logging.
+
+Each training step takes ``prompts_per_step`` prompts, samples ``group_size`` completions of each through a
+rollout backend (the policy itself with HF generate, or a colocated vLLM engine whose weights are synced
+after each update), scores them with the verifiable rewards, turns rewards into group-normalised
+advantages, caches the old (and, with beta > 0, the reference) log-probabilities, then takes
+``num_iterations`` optimiser steps on the same rollouts, micro-batched over completions.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import PreTrainedModel
+
+from ehrr1.backends import SamplingParams
+from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
+from ehrr1.training.rewards import rewards
+from ehrr1.training.sft import SFTModule
+
+log = logging.getLogger(__name__)
+
+RewardFn = Callable[[list[str], list[dict[str, Any]], list[list[int]]], list[dict[str, float]]]
+
+
+def rl_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    """The record's prompt with the spec's soft switch: ``/think`` for decision tasks, ``/no_think`` for risk."""
+    switch = "/no_think" if record["kind"] == "risk" else "/think"
+    messages = [dict(m) for m in record["messages"] if m["role"] != "assistant"]
+    messages[-1]["content"] = f"{messages[-1]['content']}\n{switch}"
+    return messages
+
+
+class PromptOrder(Sampler):
+    """Seeded batches of prompt indices per epoch, this rank's share, from a resume position on."""
+
+    def __init__(self, n: int, per_step: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.per_step, self.seed, self.rank, self.world_size = n, per_step, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // (self.per_step * self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start = epoch, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        ids = list(range(self.n))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(ids)
+        start, self.start = self.start, 0
+        for position in range(start, len(self)):
+            first = (position * self.world_size + self.rank) * self.per_step
+            yield ids[first : first + self.per_step]
+
+
+class PromptDataModule(pl.LightningDataModule):
+    """Prompts (the records of a stage's ``train.jsonl``, optionally only some tasks) in seeded batches."""
+
+    def __init__(self, records: list[dict[str, Any]], per_step: int, seed: int):
+        super().__init__()
+        if len(records) < per_step:
+            raise ValueError(f"stage.grpo.prompts_per_step={per_step} but the RL data holds {len(records)} prompts")
+        self.records, self.per_step, self.seed = records, per_step, seed
+        self.resume_at: tuple[int, int] | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        order = PromptOrder(len(self.records), self.per_step, self.seed, rank, world)
+        if self.resume_at is not None:
+            order.epoch, order.start = self.resume_at
+        return DataLoader(self.records, batch_sampler=order, collate_fn=lambda batch: batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        position = getattr(module, "data_position", None)
+        return {"next": list(position) if position is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume_at = tuple(state_dict["next"]) if state_dict.get("next") else None
+
+
+class GRPOModule(SFTModule):
+    """GRPO on ``build_model()``'s causal LM; shares SFT's model set-up, optimiser, schedule and clipping."""
+
+    def __init__(
+        self,
+        build_model: Callable[[], PreTrainedModel],
+        tokenizer: Any,
+        settings: GRPOConfig,
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        micro_batch_size: int = 8,
+        gradient_clip: float | None = 1.0,
+        gradient_checkpointing: bool = False,
+        switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
+        seed: int = 0,
+        reward_fn: RewardFn | None = None,
+        model_path: str | None = None,
+    ):
+        super().__init__(build_model, optim, schedule, gradient_checkpointing)
+        self.automatic_optimization = False
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.micro_batch_size = micro_batch_size
+        self.gradient_clip = gradient_clip
+        self.switch = switch
+        self.seed = seed
+        self.reward_fn = reward_fn or self.task_rewards
+        self.model_path = model_path  # vllm rollouts load the engine from here, then get synced weights
+        self.reference: PreTrainedModel | None = None
+        self.rollout_engine: Any = None
+        self.reward_history: list[float] = []  # mean total reward per step
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        super().configure_model()
+        lora = self.settings.lora
+        if lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+            )
+            self.model = get_peft_model(self.model, config)
+        if self.settings.beta != 0.0 and not lora.enabled:  # with LoRA the reference is the adapter-free base
+            self.reference = self.build_model().eval().requires_grad_(False)
+
+    def task_rewards(
+        self, texts: list[str], records: list[dict[str, Any]], ids: list[list[int]]
+    ) -> list[dict[str, float]]:
+        return [rewards(t, r, self.settings.rewards) for t, r in zip(texts, records, strict=True)]
+
+    def rollout(self, prompts: list[str], step: int) -> list[list[int]]:
+        s = self.settings
+        sampling = SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            max_tokens=s.max_completion_tokens,
+            seed=self.seed * 1_000_003 + step,
+        )
+        if s.rollout is RolloutBackend.vllm:
+            return self.vllm_engine().sample_ids(prompts, sampling, s.group_size)
+        from ehrr1.backends.hf import HFBackend
+
+        policy = self.model
+        was_training = policy.training
+        policy.eval()
+        policy.config.use_cache = True
+        try:
+            return HFBackend.around(policy, self.tokenizer).sample_ids(prompts, sampling, s.group_size)
+        finally:
+            policy.config.use_cache = False
+            policy.train(was_training)
+
+    def vllm_engine(self) -> Any:
+        if self.rollout_engine is None:
+            import os
+
+            from ehrr1.backends.vllm import Engine
+
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: weights can be synced
+            self.rollout_engine = Engine(
+                self.model_path,
+                {"gpu_memory_utilization": self.settings.vllm_gpu_memory_utilization, "enable_prefix_caching": True},
+            )
+        return self.rollout_engine
+
+    def sync_rollout_weights(self) -> None:
+        if self.rollout_engine is None:
+            return
+        model = self.model.merge_and_unload() if self.settings.lora.enabled else self.model
+        self.rollout_engine.load_weights((name, p.detach()) for name, p in model.state_dict().items())
+
+    def batch_tensors(self, prompts: list[str], completions: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts (each repeated group_size times) then right-padded completions."""
+        pad = self.tokenizer.pad_token_id
+        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        rows = [p for p in prompt_ids for _ in range(self.settings.group_size)]
+        p_len, c_len = max(map(len, rows)), max(1, max(map(len, completions)))
+        ids = torch.full((len(rows), p_len + c_len), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for i, (p, c) in enumerate(zip(rows, completions, strict=True)):
+            ids[i, p_len - len(p) : p_len] = torch.tensor(p)
+            attention[i, p_len - len(p) : p_len] = 1
+            if c:
+                ids[i, p_len : p_len + len(c)] = torch.tensor(c)
+                attention[i, p_len : p_len + len(c)] = 1
+        mask = attention[:, p_len:].clone()
+        return {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device), "mask": mask}
+
+    def logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+        width = batch["mask"].shape[1]
+        return completion_logps(model, batch["input_ids"][rows], batch["attention_mask"][rows], width)
+
+    @torch.no_grad()
+    def cached_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = batch["input_ids"].shape[0]
+        step = self.micro_batch_size
+        return torch.cat([self.logps(model, batch, slice(i, i + step)) for i in range(0, n, step)])
+
+    def training_step(self, records: list[dict[str, Any]], batch_idx: int) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        prompts = [generation_prompt(self.tokenizer, rl_messages(r), True, self.switch) for r in records]
+        completions = self.rollout(prompts, self.trainer.global_step)
+        rollout_s = time.perf_counter() - started
+        grouped = [r for r in records for _ in range(s.group_size)]
+        texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        scored = self.reward_fn(texts, grouped, completions)
+        total = torch.tensor([x["total"] for x in scored], dtype=torch.float32)
+        advantages = group_advantages(total, s.group_size, s.scale_rewards).to(self.device)
+        batch = self.batch_tensors(prompts, completions)
+        mask = batch["mask"].to(self.device)
+        old = self.cached_logps(self.model, batch) if s.num_iterations > 1 else None
+        ref = None
+        if s.beta != 0.0:
+            if self.reference is not None:
+                ref = self.cached_logps(self.reference, batch)
+            else:
+                with self.model.disable_adapter():
+                    ref = self.cached_logps(self.model, batch)
+        train_started = time.perf_counter()
+        stats = self.update(batch, mask, advantages, old, ref)
+        self.sync_rollout_weights()
+        train_s = time.perf_counter() - train_started
+        self.log_step(records, grouped, scored, completions, mask, stats, rollout_s, train_s)
+        epoch = self.trainer.current_epoch
+        done = self.data_position[1] if self.data_position and self.data_position[0] == epoch else 0
+        self.data_position = (epoch, done + 1)  # where a resumed run picks up the prompt order
+
+    def update(self, batch, mask, advantages, old, ref) -> dict[str, float]:
+        """``num_iterations`` optimiser steps over the rollouts; each sums the micro-batches' shares."""
+        s = self.settings
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        n, tokens = mask.shape[0], mask.sum().clamp(min=1)
+        sums: dict[str, float] = defaultdict(float)
+        for _ in range(s.num_iterations):
+            for start in range(0, n, self.micro_batch_size):
+                rows = slice(start, start + self.micro_batch_size)
+                logps = self.logps(self.model, batch, rows)
+                loss, stats = grpo_loss(
+                    logps,
+                    old[rows] if old is not None else logps.detach(),
+                    advantages[rows],
+                    mask[rows],
+                    epsilon_low=s.epsilon_low,
+                    epsilon_high=s.epsilon_high,
+                    beta=s.beta,
+                    ref_logps=ref[rows] if ref is not None else None,
+                    loss_type=s.loss_type,
+                    max_completion_length=s.max_completion_tokens,
+                    num_items=tokens,
+                )
+                share = mask[rows].sum() / tokens if s.loss_type is LossType.bnpo else 1.0
+                if s.loss_type in (LossType.grpo, LossType.dr_grpo):
+                    share = logps.shape[0] / n
+                self.manual_backward(loss * share)
+                weight = float(mask[rows].sum() / tokens) / s.num_iterations
+                for key, value in stats.items():
+                    sums[key] += float(value) * weight
+                sums["loss"] += float(loss.detach() * share) / s.num_iterations
+            self.configure_gradient_clipping(optimizer, self.gradient_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return dict(sums)
+
+    def log_step(self, records, grouped, scored, completions, mask, stats, rollout_s, train_s) -> None:
+        lengths = torch.tensor([len(c) for c in completions], dtype=torch.float32)
+        eos = self.tokenizer.eos_token_id
+        truncated = [not c or c[-1] != eos for c in completions]
+        metrics = {f"train/{k}": v for k, v in stats.items()}
+        for key in scored[0]:
+            values = torch.tensor([x[key] for x in scored])
+            metrics[f"reward/{key}/mean"] = float(values.mean())
+            metrics[f"reward/{key}/std"] = float(values.std()) if len(values) > 1 else 0.0
+        by_task: dict[str, list[float]] = defaultdict(list)
+        for record, x in zip(grouped, scored, strict=True):
+            by_task[record["task"]].append(x["total"])
+        metrics.update({f"reward_by_task/{t}": sum(v) / len(v) for t, v in by_task.items()})
+        new_tokens = float(mask.sum())
+        metrics.update(
+            {
+                "completion/length_mean": float(lengths.mean()),
+                "completion/truncated_fraction": sum(truncated) / len(truncated),
+                "rollout/tokens_per_s": new_tokens / max(rollout_s, 1e-9),
+                "train/tokens_per_s": new_tokens * self.settings.num_iterations / max(train_s, 1e-9),
+                "train/lr": self.optimizers().param_groups[0]["lr"],
+            }
+        )
+        self.reward_history.append(metrics["reward/total/mean"])
+        self.tokens_per_s.append(metrics["train/tokens_per_s"])
+        self.last_train_loss = metrics["train/loss"]
+        self.log_dict(metrics, on_step=True, on_epoch=False)
+        self.log("reward", metrics["reward/total/mean"], prog_bar=True, on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["ehrr1"]["reward_history"] = self.reward_history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.reward_history = list(checkpoint.get("ehrr1", {}).get("reward_history", []))

@@ -1,0 +1,46 @@
+"""Verifiable rewards of curriculum stage 3, from the shared task metrics and answer parsing.
+
+- answer: 0 without a closed ``</think>``; else the task's metric (F1 / recall / accuracy; risk tasks:
+  accuracy of the yes/no) of the lines after it against the target.
+- format: +1 when the reasoning (inside the think block) has the three sections in order and no repeated
+  line, else -1.
+The total is their weighted sum. Garbage (empty, non-UTF-8, enormous) gets the lowest rewards; never raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ehrr1.config import RewardWeights
+from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
+from ehrr1.tasks.metrics import reasoning_format_problem, score, to_text
+
+
+def answer_reward(completion: str | bytes | None, metric: str, target: list[str]) -> float:
+    text = to_text(completion)
+    if text is None or THINK_CLOSE not in text:
+        return 0.0
+    try:
+        return float(score(metric, text, target))
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def reasoning_of(text: str) -> str:
+    """The text inside the think block (the completion may or may not repeat the opening tag)."""
+    head = text.split(THINK_CLOSE, 1)[0]
+    return head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
+
+
+def format_reward(completion: str | bytes | None) -> float:
+    text = to_text(completion)
+    if text is None or THINK_CLOSE not in text:
+        return -1.0
+    return 1.0 if reasoning_format_problem(reasoning_of(text)) is None else -1.0
+
+
+def rewards(completion: str | bytes | None, record: dict[str, Any], weights: RewardWeights) -> dict[str, float]:
+    """Each component and the weighted total for one completion of ``record``'s prompt."""
+    answer = answer_reward(completion, record["metric"], list(record["target"]))
+    form = format_reward(completion)
+    return {"answer": answer, "format": form, "total": weights.answer * answer + weights.format * form}

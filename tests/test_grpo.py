@@ -1,0 +1,197 @@
+"""GRPO (curriculum stage 3): the loss against TRL's on identical tensors, advantages, masks, rewards, learning."""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from ehrr1.config import GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
+from ehrr1.models.factory import init_random_model
+from ehrr1.training.grpo import GRPOModule, PromptDataModule, rl_messages
+from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
+from ehrr1.training.rewards import answer_reward, format_reward, rewards
+from tests.support import tiny_architecture
+
+trl = pytest.importorskip("trl")  # a dev/test dependency only
+
+
+def trl_loss(logps, old, advantages, mask, ref, beta, loss_type, epsilon_low, epsilon_high):
+    """TRL's GRPOTrainer._compute_loss run on given tensors (its model call replaced by ``logps``)."""
+    accelerator = types.SimpleNamespace(
+        num_processes=1,
+        gather=lambda x: x,
+        gather_for_metrics=lambda x: x,
+        reduce=lambda x, reduction="sum": x,
+        sync_gradients=True,
+    )
+    trainer = types.SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *a, **k: (logps, torch.zeros_like(logps), None),
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        args=types.SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1),
+        loss_type=loss_type,
+        epsilon_low=epsilon_low,
+        epsilon_high=epsilon_high,
+        use_vllm=False,
+        model=types.SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1,
+        max_completion_length=logps.size(1),
+        accelerator=accelerator,
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
+        _metrics=defaultdict(lambda: defaultdict(list)),
+    )
+    inputs = {
+        "prompt_ids": torch.zeros(logps.size(0), 1, dtype=torch.long),
+        "prompt_mask": torch.ones(logps.size(0), 1),
+        "completion_ids": torch.zeros_like(mask, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum(),
+    }
+    return trl.GRPOTrainer._compute_loss(trainer, None, inputs)
+
+
+@pytest.mark.parametrize("loss_type", list(LossType))
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_loss_and_gradients_equal_trl_grpo_trainer(loss_type, beta):
+    generator = torch.Generator().manual_seed(0)
+    b, t = 8, 7
+    base = torch.randn(b, t, generator=generator) * 0.3 - 1
+    old = base + torch.randn(b, t, generator=generator) * 0.3  # ratios beyond both clipping bounds
+    ref = base + torch.randn(b, t, generator=generator) * 0.1
+    mask = (torch.rand(b, t, generator=generator) > 0.3).float()
+    advantages = torch.randn(b, generator=generator)
+    ours_logps, trl_logps = base.clone().requires_grad_(), base.clone().requires_grad_()
+    ours, stats = grpo_loss(
+        ours_logps,
+        old,
+        advantages,
+        mask,
+        epsilon_low=0.2,
+        epsilon_high=0.28,
+        beta=beta,
+        ref_logps=ref,
+        loss_type=loss_type,
+        max_completion_length=t,
+    )
+    theirs = trl_loss(trl_logps, old, advantages, mask, ref, beta, loss_type.value, 0.2, 0.28)
+    ours.backward()
+    theirs.backward()
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), abs=1e-6)
+    assert torch.allclose(ours_logps.grad, trl_logps.grad, atol=1e-7)
+    assert 0 < float(stats["clip_fraction"]) < 1 and (float(stats["kl"]) > 0) == (beta > 0)
+
+
+def test_advantages_are_group_normalised_and_zero_for_equal_rewards():
+    from trl.trainer.utils import nanstd
+
+    rewards_ = torch.tensor([1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0])
+    group = group_advantages(rewards_, 4, RewardScale.group)
+    assert torch.equal(group[4:], torch.zeros(4))  # equal rewards in a group: no signal
+    grouped = rewards_.view(-1, 4)
+    expected = (grouped - grouped.mean(1, keepdim=True)) / (nanstd(grouped, dim=1).unsqueeze(1) + 1e-4)
+    assert torch.allclose(group, expected.view(-1))
+    batch = group_advantages(rewards_, 4, RewardScale.batch)
+    assert torch.allclose(batch, (rewards_ - grouped.mean(1).repeat_interleave(4)) / (nanstd(rewards_) + 1e-4))
+    assert torch.allclose(group_advantages(rewards_, 4, RewardScale.none)[:4], torch.tensor([0.5, -0.5, 0, 0]))
+
+
+def test_masked_positions_do_not_change_loss_or_gradients():
+    generator = torch.Generator().manual_seed(1)
+    logps = torch.randn(4, 6, generator=generator)
+    old = logps + 0.1
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]] * 4, dtype=torch.float32)
+    advantages = torch.tensor([1.0, -1.0, 0.5, 0.0])
+    clean = logps.clone().requires_grad_()
+    noisy = logps.clone()
+    noisy[:, 3:] = 50.0  # garbage in padding
+    noisy.requires_grad_()
+    for x in (clean, noisy):
+        loss, _ = grpo_loss(x, old, advantages, mask, beta=0.1, ref_logps=old)
+        loss.backward()
+    assert torch.allclose(clean.grad, noisy.grad) and torch.equal(noisy.grad[:, 3:], torch.zeros(4, 3))
+
+
+def test_completion_logps_ignore_prompt_padding(tokenizer):
+    model = init_random_model(tiny_architecture(), tokenizer, seed=0).eval()
+    prompt, completion = [5, 6, 7, 8], [9, 10, 11]
+    alone = torch.tensor([prompt + completion])
+    padded = torch.tensor([[0, 0] + prompt + completion])
+    attention = torch.tensor([[0, 0] + [1] * 7])
+    with torch.no_grad():
+        a = completion_logps(model, alone, torch.ones_like(alone), 3)
+        b = completion_logps(model, padded, attention, 3)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_rewards_follow_the_spec_and_never_raise():
+    decision = {"metric": "f1", "target": ["Creatinine", "Sodium"], "kind": "decision"}
+    chain = "<think>\n## Extraction\n- AKI\n## Reasoning\n- kidneys\n## Final Results\nCreatinine\n</think>\n\n"
+    assert answer_reward(chain + "Creatinine\nSodium", "f1", decision["target"]) == 1.0
+    assert answer_reward("Creatinine\nSodium", "f1", decision["target"]) == 0.0  # no closed think block
+    assert answer_reward(chain + "Creatinine", "f1", decision["target"]) == pytest.approx(2 / 3)
+    assert format_reward(chain + "x") == 1.0 and format_reward("<think>\nhmm\n</think>\n\nx") == -1.0
+    assert format_reward(chain.replace("- kidneys", "- AKI") + "x") == -1.0  # a repeated line
+    risk = {"metric": "auroc", "target": ["yes"], "kind": "risk"}
+    assert rewards("<think>\n</think>\n\nYes", risk, RewardWeights(answer=2.0, format=0.5)) == {
+        "answer": 1.0,
+        "format": -1.0,
+        "total": 1.5,
+    }
+    for garbage in (None, b"\xff\xfe</think>", "", "</think>" * 10_000, "<think>" + "a\n" * 100_000):
+        out = rewards(garbage, decision, RewardWeights())
+        assert out["answer"] == 0.0 and out["format"] == -1.0
+    assert rl_messages({"messages": [{"role": "user", "content": "EHR"}], "kind": "risk"})[-1]["content"] == (
+        "EHR\n/no_think"
+    )
+
+
+def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
+    favoured = set(range(0, len(tokenizer), 8))  # the "answer": tokens from a fixed eighth of the vocabulary
+
+    def reward_fn(texts, records, ids):
+        return [{"total": sum(t in favoured for t in c) / max(1, len(c))} for c in ids]
+
+    records = [
+        {
+            "messages": [{"role": "user", "content": f"Patient {i}: creatinine {i}"}],
+            "kind": "decision",
+            "task": "labevents",
+            "metric": "f1",
+            "target": ["x"],
+        }
+        for i in range(64)
+    ]
+    settings = GRPOConfig(prompts_per_step=2, group_size=8, max_completion_tokens=16, temperature=1.0, top_k=0)
+    module = GRPOModule(
+        lambda: init_random_model(tiny_architecture(), tokenizer, seed=0),
+        tokenizer,
+        settings,
+        OptimConfig(lr=3e-2),
+        ScheduleConfig(scheduler="constant", warmup_ratio=0.0),
+        micro_batch_size=16,
+        reward_fn=reward_fn,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=30,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    curve = module.reward_history
+    assert len(curve) == 30
+    first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
+    assert first < 0.25 and last > 0.6, curve
