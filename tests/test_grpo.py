@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 import types
 from collections import defaultdict
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
 from ehrr1.models.factory import init_random_model
 from ehrr1.training.grpo import GRPOModule, PromptDataModule, rl_messages
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import answer_reward, format_reward, rewards
-from tests.support import tiny_architecture
+from tests.support import REPO, SMALL_DATA, run_entry_point, tiny_architecture
 
 trl = pytest.importorskip("trl")  # a dev/test dependency only
 
@@ -195,3 +201,86 @@ def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
     assert len(curve) == 30
     first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
     assert first < 0.25 and last > 0.6, curve
+
+
+def test_killed_rl_stage_resumes_to_the_weights_of_an_uninterrupted_run(small_data_root, tmp_path):
+    args = [
+        f"data_root={small_data_root}",
+        *SMALL_DATA,
+        "stage=rl",
+        "stage.max_steps=8",
+        "stage.checkpoint_every_n_steps=1",
+        "stage.log_every_n_steps=1",
+        "stage.optim.lr=1e-3",
+        "stage.grpo.group_size=2",
+        "stage.grpo.max_completion_tokens=8",
+        "evaluate.enabled=false",
+    ]
+    whole = run_entry_point("train.py", *args, f"run_dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"run_dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stage_dir = run / "stages" / "1_rl"
+    deadline = time.monotonic() + 300
+    while not (stage_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"
+    resumed = run_entry_point("train.py", f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = load_file(tmp_path / "whole" / "stages" / "1_rl" / "hf" / "model.safetensors")
+    for name, tensor in load_file(stage_dir / "hf" / "model.safetensors").items():
+        assert torch.equal(tensor, reference[name]), name
+    summary = json.loads((stage_dir / "summary.json").read_text())
+    expected = json.loads((tmp_path / "whole" / "stages" / "1_rl" / "summary.json").read_text())
+    assert summary["steps"] == expected["steps"] == 8 and summary["reward_last"] == expected["reward_last"]
+
+
+def test_lora_policy_with_reference_kl_trains_only_the_adapters(tokenizer):
+    records = [
+        {
+            "messages": [{"role": "user", "content": f"Sodium {i}"}],
+            "kind": "risk",
+            "task": "T",
+            "metric": "auroc",
+            "target": ["yes"],
+        }
+        for i in range(8)
+    ]
+    settings = GRPOConfig(prompts_per_step=2, group_size=4, max_completion_tokens=8, beta=0.1, num_iterations=2)
+    settings.lora.enabled, settings.lora.r = True, 4
+    module = GRPOModule(
+        lambda: init_random_model(tiny_architecture(), tokenizer, seed=0),
+        tokenizer,
+        settings,
+        OptimConfig(lr=1e-2),
+        ScheduleConfig(scheduler="constant", warmup_ratio=0.0),
+        micro_batch_size=4,
+        reward_fn=lambda texts, records, ids: [{"total": float(c[0] % 3)} for c in ids],
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    after = module.model.state_dict()
+    adapted = tuple(f".{m}.weight" for m in settings.lora.target_modules)
+    for name, tensor in init_random_model(tiny_architecture(), tokenizer, seed=0).state_dict().items():
+        if name.endswith(adapted):
+            name = name[: -len(".weight")] + ".base_layer.weight"
+        assert torch.equal(tensor, after[f"base_model.model.{name}"]), name  # the base weights are frozen
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in after.items())  # the adapters moved from zero
+    assert trainer.global_step == 4 and len(module.reward_history) == 2  # 2 iterations per generation batch
+    assert trainer.callback_metrics["train/kl"] >= 0

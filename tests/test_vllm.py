@@ -146,3 +146,53 @@ def test_data_parallel_replicas_give_the_single_engine_outputs(scoring_model, ba
     assert [g.text for g in split] == [g.text for g in reference]
     assert split[0].p_yes == pytest.approx(reference[0].p_yes, abs=1e-3)
     assert not any(proc.is_alive() for proc in replicas.replicas)
+
+
+def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_model, tokenizer):
+    import lightning.pytorch as pl
+
+    from ehrr1.backends.hf import HFBackend
+    from ehrr1.config import GRPOConfig, OptimConfig, RolloutBackend, ScheduleConfig
+    from ehrr1.models.factory import load_model
+    from ehrr1.training.grpo import GRPOModule, PromptDataModule
+
+    model_dir, _ = scoring_model
+    records = [
+        {
+            "messages": [{"role": "user", "content": f"Sodium {i}"}],
+            "kind": "risk",
+            "task": "T",
+            "metric": "auroc",
+            "target": ["yes"],
+        }
+        for i in range(8)
+    ]
+    settings = GRPOConfig(prompts_per_step=2, group_size=4, max_completion_tokens=8, rollout=RolloutBackend.vllm)
+    module = GRPOModule(
+        lambda: load_model(str(model_dir), "float32", "sdpa"),
+        tokenizer,
+        settings,
+        OptimConfig(lr=5e-2),
+        ScheduleConfig(scheduler="constant", warmup_ratio=0.0),
+        micro_batch_size=8,
+        reward_fn=lambda texts, records, ids: [{"total": float(c[0] % 3)} for c in ids],
+        model_path=str(model_dir),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    assert len(module.reward_history) == 3
+    greedy = SamplingParams(max_tokens=8)
+    prompts = ["Creatinine 2.4", "Sodium 131"]
+    policy = HFBackend.around(module.model.eval(), tokenizer).generate(prompts, greedy)
+    engine = module.rollout_engine.generate(prompts, greedy)
+    initial = load_backend("hf", model_path=str(model_dir), device="cpu").generate(prompts, greedy)
+    assert [g.text for g in engine] == [g.text for g in policy]  # the engine runs the updated weights
+    assert [g.text for g in policy] != [g.text for g in initial]  # which did move

@@ -103,7 +103,10 @@ class Engine:
         executor = self.llm.llm_engine.model_executor
         worker = executor.driver_worker
         runner = getattr(worker, "worker", worker).model_runner
-        runner.model.load_weights(named_tensors)
+        if hasattr(runner, "reload_weights"):  # in place, redoing the layers' post-load processing (vLLM >= 0.3x)
+            runner.reload_weights(weights_iterator=named_tensors)
+        else:
+            runner.model.load_weights(named_tensors)
         self.llm.reset_prefix_cache()
 
     def token_prompts(self, prompts: list[str]) -> list[dict[str, list[int]]]:

@@ -173,10 +173,17 @@ class GRPOModule(SFTModule):
             from ehrr1.backends.vllm import Engine
 
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: weights can be synced
+            dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
             self.rollout_engine = Engine(
                 self.model_path,
-                {"gpu_memory_utilization": self.settings.vllm_gpu_memory_utilization, "enable_prefix_caching": True},
+                {
+                    "dtype": dtype,
+                    "gpu_memory_utilization": self.settings.vllm_gpu_memory_utilization,
+                    "enable_prefix_caching": True,
+                    "seed": self.seed,
+                },
             )
+            self.sync_rollout_weights()  # the policy may already differ from model_path (a resumed run)
         return self.rollout_engine
 
     def sync_rollout_weights(self) -> None:
