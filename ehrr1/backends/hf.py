@@ -54,6 +54,7 @@ class HFBackend:
             top_k=sampling.top_k or None,
             max_new_tokens=sampling.max_tokens,
             num_return_sequences=n,
+            use_cache=True,  # also when training turned it off in the model's config
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )

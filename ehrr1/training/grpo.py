@@ -122,6 +122,7 @@ class GRPOModule(SFTModule):
         self.reference: PreTrainedModel | None = None
         self.rollout_engine: Any = None
         self.reward_history: list[float] = []  # mean total reward per step
+        self.step_seconds: list[tuple[float, float]] = []  # (rollout, update) wall time per step
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -244,6 +245,7 @@ class GRPOModule(SFTModule):
         stats = self.update(batch, mask, advantages, old, ref)
         self.sync_rollout_weights()
         train_s = time.perf_counter() - train_started
+        self.step_seconds.append((rollout_s, train_s))
         self.log_step(records, grouped, scored, completions, mask, stats, rollout_s, train_s)
         epoch = self.trainer.current_epoch
         done = self.data_position[1] if self.data_position and self.data_position[0] == epoch else 0

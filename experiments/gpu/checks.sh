@@ -5,8 +5,10 @@
 # antlr4-python3-runtime, duckdb, liger-kernel, hjson, pydantic (+ pydantic-core, annotated-types,
 # typing-inspection) for cp312 manylinux (`pip download --only-binary=:all: --python-version 3.12 ...`), and
 # deepspeed built here with `DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation deepspeed`.
-#   RUNS: space-separated hardware runs, each `<hardware>[,<override>...]`
+#   RUNS: space-separated hardware runs, each `<hardware>[,<override>...]` (stage=domain_adaptation unless
+#         an override names the stage)
 #   BENCH: arguments of experiments/benchmarks/sft_throughput.py (empty: no benchmark)
+#   GRPO_BENCH: arguments of experiments/benchmarks/grpo_step.py (empty: none; trl + datasets wheels in .whl/)
 set -u
 cd "$(dirname "$0")/../.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -24,13 +26,15 @@ for run in $RUNS; do
   hw=${run%%,*}
   extra=$([ "$run" = "$hw" ] || echo "${run#*,}" | tr ',' ' ')
   name=$(echo "$run" | tr ',=.' '___')
+  stage=stage=domain_adaptation
+  case "$extra" in *stage=*) stage="" ;; esac
   start=$(date +%s)
   # shellcheck disable=SC2086
-  timeout "${HW_TIMEOUT:-90}" python3 train.py data_root="$PWD/data" stage=domain_adaptation progress=false \
+  timeout "${HW_TIMEOUT:-90}" python3 train.py data_root="$PWD/data" $stage progress=false evaluate.enabled=false \
     stage.max_steps="${STEPS:-20}" stage.val_max_batches=8 stage.checkpoint_every_n_steps=10 \
     hardware="$hw" hardware.devices=1 run_dir="/tmp/$name" $extra > "/tmp/$name.log" 2>&1
   echo "run $run rc=$? seconds=$(( $(date +%s) - start ))" | tee -a "$OUT/checks.log"
-  cat "/tmp/$name/stages/1_domain_adaptation/summary.json" >> "$OUT/checks.log" 2>/dev/null \
+  cat /tmp/"$name"/stages/1_*/summary.json >> "$OUT/checks.log" 2>/dev/null \
     || grep -v "^\s*$" "/tmp/$name.log" | tail -30 >> "$OUT/checks.log"
   echo >> "$OUT/checks.log"
 done
@@ -41,4 +45,12 @@ if [ -n "$BENCH" ]; then
     > "$OUT/sft_throughput.json" 2> "$OUT/sft_throughput.err"
   echo "sft_throughput rc=$?" | tee -a "$OUT/checks.log"
   cat "$OUT/sft_throughput.json"
+fi
+
+if [ -n "${GRPO_BENCH:-}" ]; then
+  # shellcheck disable=SC2086
+  timeout "${GRPO_TIMEOUT:-240}" python3 experiments/benchmarks/grpo_step.py $GRPO_BENCH \
+    > "$OUT/grpo_step.json" 2> "$OUT/grpo_step.err"
+  echo "grpo_step rc=$?" | tee -a "$OUT/checks.log"
+  cat "$OUT/grpo_step.json"
 fi
