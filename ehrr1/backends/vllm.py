@@ -109,6 +109,12 @@ class Engine:
             runner.model.load_weights(named_tensors)
         self.llm.reset_prefix_cache()
 
+    def close(self) -> None:
+        """Stop the engine's worker processes now (vLLM otherwise relies on garbage collection)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def token_prompts(self, prompts: list[str]) -> list[dict[str, list[int]]]:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         return [{"prompt_token_ids": row} for row in ids]
@@ -124,11 +130,14 @@ def replica_main(rank: int, gpus: str | None, model_path: str, engine_args: dict
     except Exception as exc:  # reported to the parent, which stops with it
         results.put((rank, f"{type(exc).__name__}: {exc}"))
         return
-    while (job := jobs.get()) is not None:
-        try:
-            results.put((rank, engine.generate(*job)))
-        except Exception as exc:
-            results.put((rank, exc))
+    try:
+        while (job := jobs.get()) is not None:
+            try:
+                results.put((rank, engine.generate(*job)))
+            except Exception as exc:
+                results.put((rank, exc))
+    finally:
+        engine.close()  # else the engine's own processes outlive this replica
 
 
 class VLLMBackend:

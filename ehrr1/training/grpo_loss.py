@@ -82,7 +82,13 @@ def completion_logps(
 ) -> torch.Tensor:
     """Log-probabilities of the last ``completion_length`` tokens of each row under ``model`` [B, T]."""
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left-padded prompts: as generate counts
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
-    logits = logits[:, -completion_length - 1 : -1].float()
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=False,
+        logits_to_keep=completion_length + 1,  # the vocabulary projection only where completions are scored
+    ).logits
+    logits = logits[:, :-1].float()
     targets = input_ids[:, -completion_length:]
     return torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
