@@ -148,7 +148,8 @@ def test_data_parallel_replicas_give_the_single_engine_outputs(scoring_model, ba
     assert not any(proc.is_alive() for proc in replicas.replicas)
 
 
-def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_model, tokenizer):
+@pytest.mark.parametrize("lora", [False, True])
+def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_model, tokenizer, lora):
     import lightning.pytorch as pl
 
     from ehrr1.backends.hf import HFBackend
@@ -168,6 +169,7 @@ def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_mode
         for i in range(8)
     ]
     settings = GRPOConfig(prompts_per_step=2, group_size=4, max_completion_tokens=8, rollout=RolloutBackend.vllm)
+    settings.lora.enabled = lora  # synced as base + adapters merged
     module = GRPOModule(
         lambda: load_model(str(model_dir), "float32", "sdpa"),
         tokenizer,

@@ -8,9 +8,12 @@ a killed run: finished stages are kept, the interrupted one restarts from its la
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +218,6 @@ def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: P
 
 def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: Any, build_model: Any):
     """The prompt data (the stage's train split, the RL task mix) and the GRPO module of stage 3."""
-    import json
-    import random
-
     from ehrr1.training.grpo import GRPOModule, PromptDataModule
 
     settings = stage.grpo
@@ -266,7 +266,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     attention = resolve_attention(model.attn_implementation.value, on_gpu)
-    build_model = lambda: load_model(init, model.dtype.value, attention)  # noqa: E731
+    build_model = partial(load_model, init, model.dtype.value, attention)
     if stage.objective is Objective.grpo:
         data, module = grpo_objective(cfg, stage, init, tokenizer, build_model)
     else:

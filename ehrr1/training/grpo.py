@@ -190,8 +190,19 @@ class GRPOModule(SFTModule):
     def sync_rollout_weights(self) -> None:
         if self.rollout_engine is None:
             return
-        model = self.model.merge_and_unload() if self.settings.lora.enabled else self.model
-        self.rollout_engine.load_weights((name, p.detach()) for name, p in model.state_dict().items())
+        if not self.settings.lora.enabled:
+            self.rollout_engine.load_weights((name, p.detach()) for name, p in self.model.state_dict().items())
+            return
+        self.model.merge_adapter()  # base + adapters, under the base model's names; undone right after
+        try:
+            merged = {
+                name.removeprefix("base_model.model.").replace(".base_layer", ""): p.detach()
+                for name, p in self.model.state_dict().items()
+                if "lora_" not in name
+            }
+            self.rollout_engine.load_weights(merged.items())
+        finally:
+            self.model.unmerge_adapter()
 
     def batch_tensors(self, prompts: list[str], completions: list[list[int]]) -> dict[str, torch.Tensor]:
         """Left-padded prompts (each repeated group_size times) then right-padded completions."""
