@@ -129,14 +129,17 @@ def writer_throughput(args: argparse.Namespace, model: Path) -> dict:
                 "openai", model_path=str(model), base_url=f"http://127.0.0.1:{port}/v1", concurrency=concurrency
             )
             writer = LLMWriter(backend, sampling)
-            writer.write(requests[:2])  # the server loads the model on its first request
+            prompts = [writer.prompt(q) for q in requests]
+            backend.generate(prompts[:2], sampling)  # the server loads the model on its first request
             started = time.perf_counter()
-            chains = writer.write(requests)
+            generations = backend.generate(prompts, sampling)
             seconds = time.perf_counter() - started
+            errors = [g.error for g in generations if g.error]
             out[str(concurrency)] = {
                 "requests_per_s": round(len(requests) / seconds, 2),
                 "seconds": round(seconds, 1),
-                "failed": sum(not c for c in chains),
+                "failed": len(errors),
+                "first_error": errors[0][:200] if errors else None,
             }
         return out
     finally:
