@@ -11,7 +11,6 @@ concepts present in the sample (at most ``max_paths`` per target: shortest first
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ import duckdb
 from ehrr1.reasoning.concepts import concept_id, normalise
 from ehrr1.tasks.groupings import atc_class, group
 from ehrr1.tasks.registry import Grouping
-
-log = logging.getLogger(__name__)
 
 DRUG_TYPES = ("prescriptions", "pharmacy", "emar", "medrecon", "pyxis")
 ITEM_TYPES = ("chartevents", "ingredientevents", "inputevents", "datetimeevents", "procedureevents", "outputevents")

@@ -138,6 +138,16 @@ class GRPOModule(SFTModule):
             self.model = get_peft_model(self.model, config)
         if self.settings.beta != 0.0 and not lora.enabled:  # with LoRA the reference is the adapter-free base
             self.reference = self.build_model().eval().requires_grad_(False)
+        s = self.settings
+        log.info(
+            "GRPO: %d prompts x %d samples per step, %s rollouts, %d update(s) per batch, beta %g%s",
+            s.prompts_per_step,
+            s.group_size,
+            s.rollout.value,
+            s.num_iterations,
+            s.beta,
+            ", LoRA" if lora.enabled else "",
+        )
 
     def task_rewards(
         self, texts: list[str], records: list[dict[str, Any]], ids: list[list[int]]

@@ -19,7 +19,7 @@ python3 -c "import torch, transformers, lightning, deepspeed; print('torch', tor
 'transformers', transformers.__version__, 'lightning', lightning.__version__, 'deepspeed', deepspeed.__version__)" \
   2>&1 | tail -1 | tee -a "$OUT/checks.log"
 
-RUNS=${RUNS:-gpu ddp fsdp deepspeed_zero3}
+RUNS=${RUNS-gpu ddp fsdp deepspeed_zero3}  # set but empty: no training runs
 BENCH=${BENCH---device cuda --model qwen3_1.7b --max-seq-len 8192 --packed-micro-batch-size 1 --micro-batch-size 4 \
 --gradient-checkpointing --liger --steps 10}
 for run in $RUNS; do
