@@ -69,3 +69,25 @@ def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], num_workers: int, d
             for args in jobs:
                 job(*args)
                 bar.update()
+
+
+def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file that a resumable job appends to; a last line cut by a kill (not valid JSON, or
+    not ended by a newline) is cut off the file, so the job redoes it and its next append starts a fresh line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good = [], 0
+    with path.open("rb") as lines:
+        for line in lines:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good += len(line)
+    if good < path.stat().st_size:
+        with path.open("r+b") as handle:
+            handle.truncate(good)
+    return rows

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ehrr1.backends import Backend, SamplingParams
 from ehrr1.tasks.metrics import final_answer, score, to_text
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
-from ehrr1.utils import digest
+from ehrr1.utils import digest, read_appended_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,8 @@ def build_requests(
 
 
 def finished(results: Path) -> dict[str, dict[str, Any]]:
-    """The results already written, by key (a line cut by a kill is ignored and redone)."""
-    done: dict[str, dict[str, Any]] = {}
-    if not results.exists():
-        return done
-    with results.open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[row["key"]] = row
-    return done
+    """The results already written, by key (a line cut by a kill is removed and redone)."""
+    return {row["key"]: row for row in read_appended_jsonl(results)}
 
 
 def score_row(request: Request, text: str | None, finish_reason: str, p_yes: float | None, error: str = "") -> dict:

@@ -38,7 +38,15 @@ from ehrr1.reasoning.graph import (
 from ehrr1.reasoning.statistics import cooccurrence
 from ehrr1.reasoning.writers import ChainRequest, LLMWriter, TemplateWriter, chain_record, check_chain
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import atomic_write_json, atomic_write_text, digest, file_fingerprint, read_json, run_jobs
+from ehrr1.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    digest,
+    file_fingerprint,
+    read_appended_jsonl,
+    read_json,
+    run_jobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +157,7 @@ def write_chunk(
     )
     work_dir = Path(work)
     part = work_dir / "chains" / f"{key}.jsonl"
-    done = {row["id"] for row in finished_rows(part)}
+    done = {row["id"] for row in read_appended_jsonl(part)}
     records = [r for r in read_chunk(path, offset, count) if r["id"] not in done]
     ids = [r["id"] for r in records]
     mentions = pq.read_table(
@@ -178,24 +186,6 @@ def write_chunk(
             out.write("".join(line + "\n" for line in lines))
             out.flush()
     (work_dir / "chains" / f"{key}.done").touch()
-
-
-def finished_rows(part: Path) -> list[dict[str, Any]]:
-    """The rows a part file holds; a line cut by a kill is removed (its batch is written again)."""
-    if not part.exists():
-        return []
-    rows, good = [], 0
-    with part.open("rb") as lines:
-        for line in lines:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good += len(line)
-    if good < part.stat().st_size:
-        with part.open("r+b") as handle:
-            handle.truncate(good)
-    return rows
 
 
 def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
@@ -300,7 +290,7 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
         tmp = out / f"{split}.jsonl.tmp"
         with tmp.open("w", encoding="utf-8") as joined:
             for k in range(len(plan)):
-                for row in finished_rows(work / "chains" / f"{split}-{k:05d}.jsonl"):
+                for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):
                     counts = stats[split][row["task"]]
                     counts["samples"] += 1
                     counts["with_graph"] += row["graph"]

@@ -202,7 +202,31 @@ class EpochOrder(Sampler):
             yield ids[position], epoch, position, tokens
 
 
-class ChatDataModule(pl.LightningDataModule):
+class ResumableDataModule(pl.LightningDataModule):
+    """A data module whose training order resumes where a checkpointed run stopped: the LightningModule's
+    ``data_position`` (epoch, next position) is saved with each checkpoint and handed back once on resume."""
+
+    def __init__(self):
+        super().__init__()
+        self.resume_at: tuple[int, int] | None = None  # (epoch, position) of the next batch to train on
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def take_resume_position(self) -> tuple[int, int] | None:
+        position, self.resume_at = self.resume_at, None
+        return position
+
+    def state_dict(self) -> dict[str, Any]:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        position = getattr(module, "data_position", None)
+        return {"next": list(position) if position is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resume_at = tuple(state_dict["next"]) if state_dict.get("next") else None
+
+
+class ChatDataModule(ResumableDataModule):
     """``train.jsonl`` / ``val.jsonl`` of a stage's data directory as packed or padded micro-batches."""
 
     def __init__(
@@ -229,7 +253,6 @@ class ChatDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.splits: dict[str, MicroBatches] = {}
         self.dropped: dict[str, int] = {}
-        self.resume_at: tuple[int, int] | None = None  # (epoch, position) of the next micro-batch to train on
 
     def load_split(self, split: str) -> MicroBatches:
         path = self.data_dir / f"{split}.jsonl"
@@ -263,14 +286,10 @@ class ChatDataModule(pl.LightningDataModule):
             if split not in self.splits:
                 self.splits[split] = self.load_split(split)
 
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
         order = EpochOrder(self.splits["train"], self.seed, self.grad_accum, *self._rank())
-        if self.resume_at is not None:
-            order.resume(*self.resume_at)
-            self.resume_at = None
+        if (position := self.take_resume_position()) is not None:
+            order.resume(*position)
         return DataLoader(self.splits["train"], batch_size=None, sampler=order, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
@@ -278,11 +297,3 @@ class ChatDataModule(pl.LightningDataModule):
         rank, world = self._rank()
         items = [(i, 0, i, dataset.label_tokens[i]) for i in range(rank, len(dataset), world)]
         return DataLoader(dataset, batch_size=None, sampler=items, num_workers=self.num_workers)
-
-    def state_dict(self) -> dict[str, Any]:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        position = getattr(module, "data_position", None)
-        return {"next": list(position) if position is not None else None}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resume_at = tuple(state_dict["next"]) if state_dict.get("next") else None

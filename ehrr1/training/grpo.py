@@ -17,7 +17,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel
@@ -25,6 +24,7 @@ from transformers import PreTrainedModel
 from ehrr1.backends import SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import rewards
 from ehrr1.training.sft import SFTModule
@@ -65,7 +65,7 @@ class PromptOrder(Sampler):
             yield ids[first : first + self.per_step]
 
 
-class PromptDataModule(pl.LightningDataModule):
+class PromptDataModule(ResumableDataModule):
     """Prompts (the records of a stage's ``train.jsonl``, optionally only some tasks) in seeded batches."""
 
     def __init__(self, records: list[dict[str, Any]], per_step: int, seed: int):
@@ -73,22 +73,12 @@ class PromptDataModule(pl.LightningDataModule):
         if len(records) < per_step:
             raise ValueError(f"stage.grpo.prompts_per_step={per_step} but the RL data holds {len(records)} prompts")
         self.records, self.per_step, self.seed = records, per_step, seed
-        self.resume_at: tuple[int, int] | None = None
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        order = PromptOrder(len(self.records), self.per_step, self.seed, rank, world)
-        if self.resume_at is not None:
-            order.epoch, order.start = self.resume_at
+        order = PromptOrder(len(self.records), self.per_step, self.seed, *self._rank())
+        if (position := self.take_resume_position()) is not None:
+            order.epoch, order.start = position
         return DataLoader(self.records, batch_sampler=order, collate_fn=lambda batch: batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        position = getattr(module, "data_position", None)
-        return {"next": list(position) if position is not None else None}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resume_at = tuple(state_dict["next"]) if state_dict.get("next") else None
 
 
 class GRPOModule(SFTModule):
@@ -170,11 +160,9 @@ class GRPOModule(SFTModule):
         policy = self.model
         was_training = policy.training
         policy.eval()
-        policy.config.use_cache = True
         try:
             return HFBackend.around(policy, self.tokenizer).sample_ids(prompts, sampling, s.group_size)
         finally:
-            policy.config.use_cache = False
             policy.train(was_training)
 
     def vllm_engine(self) -> Any:
