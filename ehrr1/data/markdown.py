@@ -1,9 +1,13 @@
-"""The EHR markdown format: the one renderer from timeline events to model input text.
+"""The EHR markdown format: the one renderer from timeline events to model input text, in two styles.
 
-Byte-stable by construction: values are formatted by one function (:func:`format_value`), records are
-already in a canonical order in the timeline, and every event type has a fixed view below. Only fields
-that were known at the event's time and matter clinically are shown: never ids, store times, discharge
-information on an admission, or the outcome of an ED or ICU stay.
+``reference`` (the default) is byte for byte what the EHR-R1 reference renders
+(``mimiciv_dataset/input_format.py``: ``input_process``), i.e. the text the released EHR-R1 models were
+trained on: ``## <Event Name> [<start time>]``, then for one row ``- <Key.title()>: <value>`` per info key of
+the table, for several rows a table; values as the reference's text (``110.0``, ``nan``, ``None``), no
+escaping; hcpcsevents and drgcodes render nothing, ICU stays their title only.
+
+``clean`` is ehrr1's own: missing values empty, numbers without a trailing ``.0``, clinically named
+columns, escaped table cells, no DRG / HCPCS sections.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from ehrr1.data.timeline import Event
@@ -37,6 +42,8 @@ def format_value(value: Any) -> str:
     """Canonical text of a field value; missing values (None, NaN, "nan") are empty."""
     if value is None:
         return ""
+    if isinstance(value, list):
+        return ", ".join(format_value(v) for v in value)
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
@@ -46,7 +53,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, datetime):
         return format_time(value)
     text = str(value)
-    return "" if text.strip().lower() == "nan" else text
+    if text.strip().lower() == "nan":
+        return ""
+    return text[:-2] if text.endswith(".0") and text[:-2].lstrip("-").isdigit() else text
 
 
 def format_time(value: datetime) -> str:
@@ -54,9 +63,11 @@ def format_time(value: datetime) -> str:
 
 
 def _age(record: dict[str, Any], event: Event) -> Any:
-    if record.get("anchor_age") is None or record.get("anchor_year") is None:
+    try:
+        age, year = int(float(record["anchor_age"])), int(float(record["anchor_year"]))
+    except (KeyError, TypeError, ValueError):
         return None
-    return int(record["anchor_age"]) + event.time.year - int(record["anchor_year"])
+    return age if event.time is None else age + event.time.year - year
 
 
 def _gender(record: dict[str, Any], _: Event) -> str:
@@ -80,7 +91,7 @@ def _titled(*fields: str) -> tuple[tuple[str, Field], ...]:
     return tuple((f.title(), f) for f in fields)
 
 
-_ITEM = ("Item Name", "label")
+_ITEM = ("Item Name", "item_name")
 _AMOUNTS = (_ITEM, ("Amount", "amount"), ("Amount Unit", "amountuom"), ("Rate", "rate"), ("Rate Unit", "rateuom"))
 _MEASURE = (_ITEM, ("Value", "value"), ("Unit", "valueuom"))
 _VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
@@ -117,13 +128,11 @@ VIEWS: dict[str, EventView] = {
         "Online Medical Record", (("Result Name", "result_name"), ("Result Value", "result_value")), "pairs"
     ),
     "procedures_icd": EventView(
-        "Procedures on International Classification of Diseases", (("Procedure", "long_title"),), "values"
+        "Procedures on International Classification of Diseases", (("Procedure", "procedures"),), "values"
     ),
     "diagnoses_icd": EventView(
-        "Diagnoses on International Classification of Diseases", (("Diagnosis", "long_title"),), "values"
+        "Diagnoses on International Classification of Diseases", (("Diagnosis", "diagnoses"),), "values"
     ),
-    "hcpcsevents": EventView("Hcpcs Events", (("Description", "short_description"),), "values"),
-    "drgcodes": EventView("Drgcodes", _titled("drg_type", "drg_code", "description")),
     "radiology": EventView("Radiology Examinations", _titled("exam_name", "text")),
     "discharge": EventView("Discharge", _titled("text")),
     "edstays": EventView("EDstays", _titled("arrival_transport")),
@@ -144,6 +153,78 @@ VIEWS: dict[str, EventView] = {
 }
 
 
+class MarkdownStyle(str, Enum):
+    reference = "reference"  # the EHR-R1 reference's text, byte for byte
+    clean = "clean"  # ehrr1's own readable format
+
+
+# The reference's section names (input_format.py EVENT_NAME) and info keys per table (event_info).
+REFERENCE_TITLES = {
+    "patients": "Patient Demographics", "omr": "Online Medical Record", "pharmacy": "Pharmacy",
+    "poe": "Provider Order Entry", "procedures_icd": "Procedures on International Classification of Diseases",
+    "prescriptions": "Prescriptions", "services": "Services", "labevents": "Labotary Test Events",
+    "microbiologyevents": "Microbiology Test Events", "admissions": "Admissions", "transfers": "Transfers",
+    "emar": "Electronic Medicine Administration Record", "hcpcsevents": "Hcpcs Events",
+    "diagnoses_icd": "Diagnoses on International Classification of Diseases", "drgcodes": "Drgcodes",
+    "radiology": "Radiology Examinations", "discharge": "Discharge", "edstays": "EDstays", "triage": "Triage",
+    "medrecon": "Medrecon", "pyxis": "Pyxis", "vitalsign": "Vitalsign",
+    "diagnosis": "ED Diagnoses on International Classification of Diseases", "icustays": "ICUstays",
+    "chartevents": "Chart Events", "ingredientevents": "Ingredient Events", "datetimeevents": "Datetime Events",
+    "procedureevents": "Procedure Events", "inputevents": "Input Events", "outputevents": "Output Events",
+}  # fmt: skip
+_AMOUNT_KEYS = ("item_name", "amount", "amountuom", "rate", "rateuom")
+_VITAL_KEYS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp", "pain")
+REFERENCE_KEYS: dict[str, tuple[str, ...]] = {
+    "patients": ("anchor_age", "gender"),
+    "omr": ("result_name", "result_value"),
+    "pharmacy": ("medication", "proc_type", "status"),
+    "prescriptions": ("drug", "ATC Type", "prod_strength", "dose_val_rx", "dose_unit_rx"),
+    "poe": ("order_type", "order_subtype"),
+    "procedures_icd": ("procedures", "CCS Type"),
+    "services": ("curr_service",),
+    "labevents": ("item_name", "valuenum", "valueuom", "ref_range_lower", "ref_range_upper", "flag", "comments"),
+    "microbiologyevents": ("test_name", "dilution_text", "interpretation", "comments", "ab_name"),
+    "admissions": ("admission_type", "admission_location", "admission_info"),
+    "transfers": ("eventtype", "careunit"),
+    "emar": ("medication", "event_txt"),
+    "diagnoses_icd": ("diagnoses", "CCS Type"),
+    "radiology": ("note_type", "exam_name", "text"),
+    "discharge": ("note_type", "text"),
+    "edstays": ("gender", "race"),
+    "triage": (*_VITAL_KEYS, "acuity", "chiefcomplaint"),
+    "medrecon": ("name", "ATC Type"),
+    "pyxis": ("name",),
+    "vitalsign": (*_VITAL_KEYS, "rhythm"),
+    "diagnosis": ("icd_title", "CCS Type"),
+    "icustays": (),
+    "chartevents": ("item_name", "valuenum", "valueuom", "warning"),
+    "ingredientevents": _AMOUNT_KEYS,
+    "datetimeevents": ("item_name",),
+    "procedureevents": ("item_name", "value", "valueuom", "location", "locationcategory"),
+    "inputevents": _AMOUNT_KEYS,
+    "outputevents": ("item_name", "value", "valueuom"),
+}
+NOT_RENDERED = ("hcpcsevents", "drgcodes")  # both styles: these never enter a model input
+
+
+def render_reference(event: Event) -> str:
+    """The reference's ``input_process`` of one event ("" for tables it does not render)."""
+    keys = REFERENCE_KEYS.get(event.event_type)
+    if keys is None:
+        return ""
+    start = "None" if event.time is None else format_time(event.time)
+    title = f"## {REFERENCE_TITLES[event.event_type]} [{start}]"
+    lines: list[str] = []
+    if len(event.records) == 1:
+        record = event.records[0]
+        lines += [f"- {key.title()}: {record.get(key)}" for key in keys]
+    else:
+        lines.append(f"| {' | '.join(key.title() for key in keys)} |")
+        lines.append(f"| {' | '.join(['------'] * len(keys))} |")
+        lines += [f"| {' | '.join(str(r.get(key)) for key in keys)} |" for r in event.records]
+    return title + "\n" + "\n".join(lines)
+
+
 def event_title(event_type: str) -> str:
     """The section title of an event type (also the answer of the next_event task)."""
     view = VIEWS.get(event_type)
@@ -162,9 +243,12 @@ def _cell(text: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("|", "\\|")
 
 
-def render_event(event: Event) -> str:
+def render_clean(event: Event) -> str:
+    """ehrr1's own rendering of one event ("" for DRG and HCPCS codes)."""
+    if event.event_type in NOT_RENDERED:
+        return ""
     view = _view(event)
-    lines = [f"## {view.title} [{format_time(event.time)}]"]
+    lines = [f"## {view.title}" + ("" if event.time is None else f" [{format_time(event.time)}]")]
     rows = [[format_value(f(r, event) if callable(f) else r.get(f)) for _, f in view.columns] for r in event.records]
     if view.layout == "values":
         lines += [f"- {row[0]}" for row in rows]
@@ -179,6 +263,17 @@ def render_event(event: Event) -> str:
     return "\n".join(lines)
 
 
-def render_events(events: Iterable[Event]) -> str:
-    """Markdown of a sequence of events, sections joined by a blank line."""
-    return "\n\n".join(render_event(e) for e in events)
+def render_event(event: Event, style: MarkdownStyle = MarkdownStyle.reference) -> str:
+    return render_reference(event) if MarkdownStyle(style) is MarkdownStyle.reference else render_clean(event)
+
+
+def join_sections(sections: Iterable[str], style: MarkdownStyle = MarkdownStyle.reference) -> str:
+    """Sections joined by a blank line; the reference keeps empty sections (its blank lines), clean drops them."""
+    if MarkdownStyle(style) is MarkdownStyle.clean:
+        sections = [s for s in sections if s]
+    return "\n\n".join(sections)
+
+
+def render_events(events: Iterable[Event], style: MarkdownStyle = MarkdownStyle.reference) -> str:
+    """Markdown of a sequence of events."""
+    return join_sections((render_event(e, style) for e in events), style)

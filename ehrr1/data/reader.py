@@ -178,7 +178,11 @@ class MimicReader:
                         f"file {path}, column '{column}', line {line}: {problem.format(value=value)}"
                     )
 
-    # ---- typed views ----------------------------------------------------------------------------
+    # ---- views ----------------------------------------------------------------------------------
+    def raw_scan(self, table: str) -> str:
+        """SQL scan of the table's file with every column as text, in file order."""
+        return _csv_scan(self.paths[table])
+
     def typed_select(self, table: str) -> str:
         """SQL for the table with exactly the schema's columns, cast to their types."""
         schema = TABLES[table]

@@ -23,13 +23,18 @@ from ehrr1.utils import read_json
 
 @dataclass(frozen=True)
 class Event:
-    """Every record of one source table for one patient at one time."""
+    """Consecutive rows of one source table (``grouping=runs``) or its rows at one time (``timestamp``).
+
+    ``time`` is the first row's time and ``endtime`` the latest; both are None for untimed events
+    (demographics, ICD diagnoses, DRG codes). Record values are the reference's text of each cell.
+    """
 
     event_type: str
-    time: datetime
+    time: datetime | None
     hadm_id: int | None = None
     stay_id: int | None = None
     records: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    endtime: datetime | None = None
 
     def values(self, name: str) -> list[Any]:
         """The field ``name`` of every record, in record order."""
@@ -83,6 +88,7 @@ def events_from_table(table: pa.Table) -> Iterator[Timeline]:
                         columns["hadm_id"][j],
                         columns["stay_id"][j],
                         tuple(json.loads(columns["records"][j])),
+                        columns["endtime"][j],
                     )
                     for j in range(start, i)
                 ),

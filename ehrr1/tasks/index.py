@@ -24,12 +24,12 @@ import pyarrow.parquet as pq
 from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.registry import TaskSpec
-from ehrr1.tasks.samples import ShardEvents, shard_samples
+from ehrr1.tasks.samples import samples_table, shard_samples
 from ehrr1.utils import atomic_write_json, digest, read_json, run_jobs
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 SCHEMA = pa.schema(
     [
         ("subject_id", pa.int64()),
@@ -51,11 +51,11 @@ def index_shard_path(root: Path, task: str, shard: int) -> Path:
 
 def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: str) -> None:
     """Index one timeline shard for ``tasks``, one file per task."""
-    events = ShardEvents(pq.read_table(shard_path(Path(timelines_dir), shard)))
+    samples = shard_samples(tasks, pq.read_table(shard_path(Path(timelines_dir), shard)))
     for task in tasks:
         final = index_shard_path(Path(out_dir), task.name, shard)
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(pa.table(shard_samples(task, events), schema=SCHEMA), tmp)
+        pq.write_table(samples_table(samples[task.name], SCHEMA), tmp)
         tmp.replace(final)
 
 

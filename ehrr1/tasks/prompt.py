@@ -1,10 +1,11 @@
 """The prompt builder, shared by SFT, RL, evaluation and synthesis.
 
-system: "You are a helpful assistant."; user: markdown EHR + "\\n" + instruction. The EHR is the
-demographics, the current admission and the previous discharge summary when the sample has them, then
-the context window without the task's forbidden event types. When a tokenizer and a budget are given,
-the oldest window events are dropped (whole events, never mid-event) until the prompt fits; the previous
-discharge summary goes next if needed. Reasoning mode: models with a thinking switch take
+system: "You are a helpful assistant."; user: markdown EHR + "\\n" + instruction. The EHR is, as the
+reference builds it (``mimiciv.py`` ``process_cases``): the demographics, the previous discharge note and
+the current admission when the sample has them (never the admission for the admissions task itself),
+then the context window without admission events and the task's forbidden event types. When a tokenizer
+and a budget are given, the oldest window events are dropped (whole events, never mid-event) until the
+prompt fits; the previous discharge note goes next if needed. Reasoning mode: models with a thinking switch take
 ``enable_thinking``; others get a closed think block appended (``closed_think``).
 """
 
@@ -16,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 from ehrr1.data.events import DEMOGRAPHICS
-from ehrr1.data.markdown import render_event
+from ehrr1.data.markdown import MarkdownStyle, join_sections, render_event
 from ehrr1.data.timeline import Event, Timeline
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import Sample
@@ -52,33 +53,45 @@ def _count(tokenizer: Any, messages: list[dict[str, str]]) -> int:
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer: Any = None, max_input_tokens: int | None = None, system: str = SYSTEM_PROMPT):
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        max_input_tokens: int | None = None,
+        system: str = SYSTEM_PROMPT,
+        style: MarkdownStyle = MarkdownStyle.reference,
+    ):
         if max_input_tokens is not None and tokenizer is None:
             raise ValueError("a token budget (max_input_tokens) needs the model's tokenizer to measure it")
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
         self.system = system
+        self.style = MarkdownStyle(style)
 
-    def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event], list[Event]]:
-        """(fixed events: admission, previous discharge; window events without forbidden types)."""
-        fixed = [timeline[i] for i in (sample.admissions_id, sample.last_discharge_id) if i is not None]
+    def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event | None], list[Event]]:
+        """(fixed parts: previous discharge, current admission, None where absent; window events shown)."""
+        discharge = None if sample.last_discharge_id is None else timeline[sample.last_discharge_id]
+        own_answer = not task.is_risk and task.anchor == "admissions"
+        admission = None if sample.admissions_id is None or own_answer else timeline[sample.admissions_id]
         window = timeline.window(sample.period_begin, sample.period_end)
-        hidden = {*task.forbidden, DEMOGRAPHICS}
-        return [e for e in fixed if e.event_type not in hidden], [e for e in window if e.event_type not in hidden]
+        hidden = {*task.forbidden, DEMOGRAPHICS, "admissions"}
+        return [discharge, admission], [e for e in window if e.event_type not in hidden]
 
     def _messages(
         self,
         timeline: Timeline,
-        fixed: list[Event],
+        fixed: list[Event | None],
         window: list[Event],
         rendered: dict[int, str],
         task: TaskSpec,
         anchor_time,
     ) -> list[dict[str, str]]:
-        shown = fixed + window
-        demographics = dataclasses.replace(timeline[0], time=shown[0].time if shown else anchor_time)
-        sections = [render_event(demographics)] + [rendered[id(e)] for e in shown]
-        return self.messages_for("\n\n".join(sections), task)
+        demographics = timeline[0]
+        if self.style is MarkdownStyle.clean:  # the age at the first event shown
+            shown = [e for e in (*fixed, *window) if e is not None and e.time is not None]
+            demographics = dataclasses.replace(demographics, time=shown[0].time if shown else anchor_time)
+        sections = [render_event(demographics, self.style)]
+        sections += ["" if e is None else rendered[id(e)] for e in fixed] + [rendered[id(e)] for e in window]
+        return self.messages_for(join_sections(sections, self.style), task)
 
     def messages_for(self, ehr_markdown: str, task: TaskSpec) -> list[dict[str, str]]:
         """system + user (the EHR markdown, a newline, the task's instruction): the one prompt format."""
@@ -87,10 +100,11 @@ class PromptBuilder:
 
     def build(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> Prompt:
         fixed, window = self.parts(timeline, sample, task)
-        rendered = {id(e): render_event(e) for e in fixed + window}
+        rendered = {id(e): render_event(e, self.style) for e in (*fixed, *window) if e is not None}
         anchor_time = timeline[sample.event].time
+        without_discharge: list[Event | None] = [None, fixed[1]]
 
-        def attempt(drop: int, keep_fixed: list[Event]) -> list[dict[str, str]]:
+        def attempt(drop: int, keep_fixed: list[Event | None]) -> list[dict[str, str]]:
             return self._messages(timeline, keep_fixed, window[drop:], rendered, task, anchor_time)
 
         if self.tokenizer is None or self.max_input_tokens is None:
@@ -98,7 +112,7 @@ class PromptBuilder:
             n = _count(self.tokenizer, messages) if self.tokenizer is not None else None
             return Prompt(messages, answer_text(sample), 0, n, True)
         budget = self.max_input_tokens
-        for keep in (fixed, [e for e in fixed if e.event_type != "discharge"]):
+        for keep in (fixed, without_discharge):
             if _count(self.tokenizer, attempt(len(window), keep)) > budget:
                 continue
             low, high = 0, len(window)  # the fewest drops that fit: counts fall as drops grow
@@ -110,7 +124,7 @@ class PromptBuilder:
                     low = middle + 1
             messages = attempt(low, keep)
             return Prompt(messages, answer_text(sample), low, _count(self.tokenizer, messages), True)
-        messages = attempt(len(window), [e for e in fixed if e.event_type != "discharge"])
+        messages = attempt(len(window), without_discharge)
         return Prompt(messages, answer_text(sample), len(window), _count(self.tokenizer, messages), False)
 
 

@@ -1,7 +1,8 @@
 """The task registry: every EHR-R1 task as typed, declarative data.
 
-The built-in catalogue (``catalogue.yaml``) holds the 45 tasks of the paper, spelled as the reference
-spells them (``ED_ICU_Tranfer_12hour`` included). Users add tasks through config (``tasks.extra``) with
+The built-in catalogue (``catalogue.yaml``) holds the reference's 46 tasks (the paper's 45 plus the
+``discharge`` note generation), spelled as the reference spells them (``ED_ICU_Tranfer_12hour``
+included) and with its instructions verbatim. Users add tasks through config (``tasks.extra``) with
 the same keys: a next-X task on another table, or a risk outcome with another time window. Every spec
 is validated against :class:`TaskSpec`, so a typo names the key and an unknown option lists the choices.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ehrr1.data.events import EVENT_TYPES
-from ehrr1.data.markdown import event_title
+from ehrr1.data.markdown import REFERENCE_TITLES
 
 ANY_EVENT = "*"
 INSTRUCTION_PREFIX = "Given the sequence of events that have occurred in a hospital, please"
@@ -34,12 +35,14 @@ class Metric(str, Enum):
     recall = "recall"
     accuracy = "accuracy"
     auroc = "auroc"
+    rouge1 = "rouge1"  # generation (the discharge note)
 
 
 class ContextRule(str, Enum):
-    before_anchor = "before_anchor"  # the events before the anchor, same admission, within context_hours
-    ed_stay = "ed_stay"  # the anchor's ED stay, up to ED out-time
-    first_hours = "first_hours"  # the first context_hours from the anchor on, same admission
+    before_anchor = "before_anchor"  # from the earliest same-admission event < context_hours before the anchor
+    through_anchor = "through_anchor"  # the same, the anchor included (a discharge note is known at discharge)
+    ed_stay = "ed_stay"  # the ED stay up to its last event that starts before ED out-time
+    first_hours = "first_hours"  # the anchor up to its admission's last event < context_hours after it
 
 
 class OutcomeKind(str, Enum):
@@ -76,17 +79,19 @@ class TaskSpec:
     kind: TaskKind
     anchor: str  # event type whose events are the samples' anchors ("*": every event)
     metric: Metric = Metric.f1
-    target: str | None = None  # decision: record field of the anchor ("event_title": its section title)
-    grouping: Grouping | None = None  # decision: map target values to CCS / ATC classes
+    target: str | None = None  # decision: record field of the anchor's rows ("event_type": its table name)
+    fallback: str | None = None  # decision: the field used where ``target`` is missing ("nan")
+    grouping: Grouping | None = None  # decision: the target is a CCS / ATC class (the concept namespace)
+    generation: bool = False  # decision: the target is one free text (not a set of lines)
+    max_targets: int | None = None  # decision: samples with more target values are not selected
+    admission_in_window: bool = False  # selected only when the current admission is not before the window
     context: ContextRule = ContextRule.before_anchor
     context_hours: float = 24.0
-    same_admission: bool = True
     forbidden: list[str] = field(default_factory=list)  # event types never shown in the input
     balance: bool = False  # sample by inverse label frequency (risk tasks: equal count per label)
     outcome: Outcome | None = None  # risk: when the answer is yes
-    question: str | None = None  # risk: "... predict whether the patient will <question>."
-    instruction: str | None = None  # overrides the derived instruction
-    version: int = 1  # change when the definition, prompt or scoring changes
+    instruction: str | None = None  # the user turn's last line (derived from the anchor when unset)
+    version: int = 2  # change when the definition, prompt or scoring changes
 
     @property
     def is_risk(self) -> bool:
@@ -96,9 +101,8 @@ class TaskSpec:
     def prompt_instruction(self) -> str:
         if self.instruction:
             return self.instruction
-        if self.is_risk:
-            return f"{INSTRUCTION_PREFIX} predict whether the patient will {self.question}."
-        return f"{INSTRUCTION_PREFIX} give the next {event_title(self.anchor)} suggestion for the patients."
+        title = REFERENCE_TITLES.get(self.anchor, self.anchor.replace("_", " ").title())
+        return f"{INSTRUCTION_PREFIX} give the next {title} suggestion for the patients."
 
 
 class TaskError(ValueError):
@@ -114,8 +118,8 @@ def _check(spec: TaskSpec) -> TaskSpec:
     if unknown:
         raise TaskError(f"{where}: forbidden event types {unknown} are unknown; choose from {', '.join(EVENT_TYPES)}")
     if spec.is_risk:
-        if spec.outcome is None or not spec.question:
-            raise TaskError(f"{where}: a risk task needs an outcome and a question")
+        if spec.outcome is None or not spec.instruction:
+            raise TaskError(f"{where}: a risk task needs an outcome and an instruction")
         if spec.metric is not Metric.auroc:
             raise TaskError(f"{where}: risk tasks are scored by auroc")
         needs_hours = {
@@ -156,7 +160,7 @@ def _from_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, TaskS
 
 
 def builtin_tasks() -> dict[str, TaskSpec]:
-    """The 45 EHR-R1 tasks, in catalogue order."""
+    """The 46 EHR-R1 tasks, in catalogue order."""
     text = files("ehrr1.tasks").joinpath("catalogue.yaml").read_text(encoding="utf-8")
     return _from_sections(OmegaConf.to_container(OmegaConf.create(text)))
 

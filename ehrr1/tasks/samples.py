@@ -1,47 +1,45 @@
-"""Samples of a timeline shard for one task: anchor, context window, current admission, previous discharge, target.
+"""Samples of a timeline shard: anchor, context window, current admission, previous discharge, target.
 
-A sample's input is the half-open slice ``[period_begin, period_end)`` of a patient's timeline (minus the
-task's forbidden event types), optionally preceded by the current admission event (``admissions_id``) and
-the previous stay's discharge summary (``last_discharge_id``), both strictly before the window. Rules:
+The rules are the EHR-R1 reference's (``mimiciv_dataset/task_sample_info_gen.py``), read on our timeline:
 
-- decision tasks: the window ends just before the anchor and reaches back ``context_hours``, stopping at
-  the first event of another admission (when ``same_admission``) and after the demographics;
-- ``ed_stay``: from the ED stay's arrival to its last ED record (its ED diagnoses at ED out-time); the
-  admission that may follow starts after the window;
-- ``first_hours``: from the anchor for ``context_hours``, same admission; samples whose stay ends within
-  the window are dropped (their outcome would be visible or trivial);
-- ``before_anchor`` for risk tasks: the ``context_hours`` before the anchor, anchor included (a discharge
-  summary is known at discharge).
+- **decision tasks**: the window runs from the earliest event of the anchor's admission (an equal
+  ``hadm_id``, missing included) that starts less than 24 h before the anchor, up to the anchor
+  (exclusive), keeping every event in between whatever its admission. ICD diagnoses carry no time of
+  their own: as anchors and inside later windows they take the time of the event before them.
+- ``ed_stay``: from the ED stay to the last event that starts strictly before ED out-time (ED diagnoses,
+  at out-time, are outside).
+- ``first_hours``: from the anchor to the last event of its admission that starts less than 24 h after it.
+- ``through_anchor`` (readmission): the decision window with the discharge note itself included.
+- the current admission is the latest admission event at or before the anchor when it has the sample's
+  admission; the previous discharge note is the latest at or before the anchor when its admission differs.
 
-Computed column-wise over a whole shard: windows come from ``searchsorted`` on (patient, time) keys and
-from the runs of equal admission ids, target fields are pulled out of the records' JSON by DuckDB, and
-Python only parses the few events that risk labels need. Times are compared at one-second resolution
-(MIMIC-IV's own).
+Labels: ED outcomes from the ED out-time (admission with the stay's hadm, death by the admission's last
+event, ICU within 12 h, return within 72 h); length of stay only when the stay outlasts the context;
+in-hospital death when the date of death is not after discharge; ICU death counted from the last
+context event; ICU stay length from in- and out-time; readmission counted from the discharge note.
+Patients with more than ``MAX_EVENTS`` events are not indexed, as in the reference.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import cached_property
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ehrr1.data.events import DEMOGRAPHICS
-from ehrr1.data.markdown import event_title
-from ehrr1.tasks.groupings import group
+from ehrr1.data.markdown import NOT_RENDERED
 from ehrr1.tasks.registry import ANY_EVENT, ContextRule, OutcomeKind, TaskSpec
 
-ED_EVENT_TYPES = ("edstays", "triage", "vitalsign", "medrecon", "pyxis", "diagnosis")
 YES, NO = "yes", "no"
-NONE = -1  # missing hadm_id / stay_id in the integer columns
-EPOCH = datetime(1970, 1, 1)  # timeline times are naive, as in MIMIC-IV
+MAX_EVENTS = 1200
+DAY = 24 * 3600
+_MISSING_TEXT = ("", "nan", "NaN", "None")
 
 
 @dataclass(frozen=True)
@@ -57,283 +55,292 @@ class Sample:
     target: tuple[str, ...]  # decision: the answer lines; risk: ("yes",) or ("no",)
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value in (None, "") else datetime.fromisoformat(value)
-
-
-@dataclass
-class Facts:
-    """What one patient's timeline says about admissions, ICU and ED stays and death (for labels)."""
-
-    dod: datetime | None = None
-    admissions: dict[int, dict] = field(default_factory=dict)  # hadm -> admittime, dischtime
-    admission_starts: list[datetime] = field(default_factory=list)
-    icu: list[dict] = field(default_factory=list)  # hadm, intime, outtime
-    ed: dict[int, dict] = field(default_factory=dict)  # shard row of the edstays event -> hadm, intime, outtime
-
-
-class ShardEvents:
-    """The events of one timeline shard as columns (rows sorted by subject, then timeline order)."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-        self.n = table.num_rows
-        self.subject = table.column("subject_id").to_numpy()
-        self.seconds = pc.cast(table.column("time"), pa.timestamp("s")).cast(pa.int64()).to_numpy()
-        self.hadm = table.column("hadm_id").fill_null(NONE).to_numpy()
-        self.stay = table.column("stay_id").fill_null(NONE).to_numpy()
-        encoded = table.column("event_type").combine_chunks().dictionary_encode()
-        self.type_codes = {name: code for code, name in enumerate(encoded.dictionary.to_pylist())}
-        self.codes = encoded.indices.to_numpy()
-        self.types = np.array(encoded.dictionary.to_pylist(), dtype=object)[self.codes]
-        rows = np.arange(self.n)
-        new_patient = np.r_[True, self.subject[1:] != self.subject[:-1]] if self.n else np.zeros(0, bool)
-        self.patient_start = np.maximum.accumulate(np.where(new_patient, rows, 0)) if self.n else rows
-        new_run = new_patient | np.r_[True, self.hadm[1:] != self.hadm[:-1]] if self.n else new_patient
-        self.run_start = np.maximum.accumulate(np.where(new_run, rows, 0)) if self.n else rows
-        run_end = np.minimum.accumulate(np.where(np.r_[new_run[1:], True], rows + 1, self.n)[::-1])[::-1]
-        self.run_end = run_end if self.n else rows
-        # (patient, time) keys that sort like the rows: windows become binary searches
-        span = int(self.seconds.max() - self.seconds.min()) + 10**7 if self.n else 1
-        self.key = np.cumsum(new_patient) * span + (self.seconds - (self.seconds.min() if self.n else 0))
-
-    def rows_of(self, *event_types: str) -> np.ndarray:
-        wanted = [self.type_codes[t] for t in event_types if t in self.type_codes]
-        return np.flatnonzero(np.isin(self.codes, wanted)) if wanted else np.zeros(0, dtype=np.int64)
-
-    def records(self, rows: np.ndarray) -> list[list[dict]]:
-        """Parsed records of ``rows`` (for the few events whose records Python needs)."""
-        return [json.loads(text) for text in self.table.column("records").take(pa.array(rows)).to_pylist()]
-
-    def field_values(self, rows: np.ndarray, name: str) -> pa.ChunkedArray:
-        """Per row of ``rows``: the distinct non-empty values of field ``name`` over its records, in record
-        order, as a list of strings (the JSON is parsed by DuckDB, not Python)."""
-        con = duckdb.connect()
-        records = self.table.column("records").take(pa.array(rows))
-        con.register("wanted", pa.table({"i": pa.array(np.arange(len(rows))), "records": records}))
-        query = """
-            WITH v AS (
-              SELECT i, list_filter(list_transform(json_extract_string(records, ?), lambda x: trim(x)),
-                                    lambda x: x IS NOT NULL AND x <> '') AS vals
-              FROM wanted)
-            SELECT list_filter(vals, lambda x, i: list_position(vals, x) = i) AS target FROM v ORDER BY i"""
-        return con.sql(query, params=["$[*]." + json.dumps(name)]).to_arrow_table().column("target")
-
-    def time(self, row: int) -> datetime:
-        return EPOCH + timedelta(seconds=int(self.seconds[row]))
-
-    def hadm_of(self, row: int) -> int | None:
-        return None if self.hadm[row] == NONE else int(self.hadm[row])
-
-    # ---- per-patient facts --------------------------------------------------------------------
-    @cached_property
-    def facts(self) -> dict[int, Facts]:
-        facts: dict[int, Facts] = defaultdict(Facts)
-        rows = self.rows_of(DEMOGRAPHICS, "admissions", "icustays", "edstays")
-        for row, records in zip(rows.tolist(), self.records(rows), strict=True):
-            patient, kind, hadm, first = facts[int(self.subject[row])], self.types[row], self.hadm_of(row), records[0]
-            if kind == DEMOGRAPHICS:
-                patient.dod = _time(first.get("dod"))
-            elif kind == "admissions":
-                admit = _time(first["admittime"])
-                patient.admissions[hadm] = {"admittime": admit, "dischtime": _time(first["dischtime"])}
-                patient.admission_starts.append(admit)
-            elif kind == "icustays":
-                patient.icu += [
-                    {"hadm": hadm, "intime": _time(r["intime"]), "outtime": _time(r["outtime"])} for r in records
-                ]
-            else:
-                patient.ed[row] = {"hadm": hadm, "intime": _time(first["intime"]), "outtime": _time(first["outtime"])}
-        return facts
-
-    @cached_property
-    def last_time(self) -> dict[int, datetime]:
-        """Time of the last event of each admission (hadm -> time)."""
-        rows = np.flatnonzero(self.hadm != NONE)
-        last = {}
-        for row in rows:  # rows are in time order within a patient, so the last write wins
-            last[int(self.hadm[row])] = int(self.seconds[row])
-        return {h: EPOCH + timedelta(seconds=s) for h, s in last.items()}
-
-    @cached_property
-    def admission_row(self) -> dict[int, int]:
-        return {int(self.hadm[r]): int(r) for r in self.rows_of("admissions") if self.hadm[r] != NONE}
-
-    @cached_property
-    def discharge_rows(self) -> np.ndarray:
-        return self.rows_of("discharge")
-
-
-# ---- context windows (vectorised over anchors) -----------------------------------------------------
-def window_back(ev: ShardEvents, anchors: np.ndarray, hours: float, same_admission: bool) -> np.ndarray:
-    """First row of the window that ends just before each anchor."""
-    begin = np.searchsorted(ev.key, ev.key[anchors] - int(round(hours * 3600)), side="left")
-    begin = np.maximum(begin, ev.patient_start[anchors] + 1)
-    if same_admission:
-        begin = np.maximum(begin, ev.run_start[anchors])
-    return np.minimum(begin, anchors)
-
-
-def window_forward(ev: ShardEvents, anchors: np.ndarray, hours: float) -> np.ndarray:
-    """End row (exclusive) of the window that starts at each anchor."""
-    end = np.searchsorted(ev.key, ev.key[anchors] + int(round(hours * 3600)), side="left")
-    return np.maximum(np.minimum(end, ev.run_end[anchors]), anchors + 1)
-
-
-def ed_window(ev: ShardEvents, anchors: np.ndarray) -> np.ndarray:
-    """End row (exclusive) of each ED stay's window: its last ED record."""
-    ed_rows = ev.rows_of(*ED_EVENT_TYPES)
-    last: dict[tuple[int, int], int] = {}
-    for row in ed_rows:
-        last[(int(ev.subject[row]), int(ev.stay[row]))] = int(row)
-    return np.array([last[(int(ev.subject[a]), int(ev.stay[a]))] + 1 for a in anchors], dtype=np.int64)
-
-
-def admissions_before(ev: ShardEvents, anchors: np.ndarray, begin: np.ndarray) -> np.ndarray:
-    """Row of each anchor's admission event when it lies before the window, else -1."""
-    rows = ev.rows_of("admissions")
-    rows = rows[ev.hadm[rows] != NONE]
-    order = np.argsort(ev.hadm[rows], kind="stable")
-    keys, rows = ev.hadm[rows][order], rows[order]
-    hadm = ev.hadm[anchors]
-    pos = np.minimum(np.searchsorted(keys, hadm), max(len(keys) - 1, 0))
-    found = (hadm != NONE) & (len(keys) > 0) & (keys[pos] == hadm) if len(keys) else np.zeros(len(anchors), bool)
-    row = rows[pos] if len(rows) else np.full(len(anchors), NONE)
-    return np.where(found & (row < begin), row, NONE)
-
-
-def discharges_before(ev: ShardEvents, anchors: np.ndarray, begin: np.ndarray) -> np.ndarray:
-    """Row of the last discharge summary of another stay before each window, else -1."""
-    rows = ev.discharge_rows
-    result = np.full(len(anchors), NONE)
-    if not len(rows):
-        return result
-    k = np.searchsorted(rows, begin, side="left") - 1
-    pending = np.ones(len(anchors), bool)
-    while pending.any():
-        candidate = rows[np.maximum(k, 0)]
-        alive = pending & (k >= 0) & (candidate >= ev.patient_start[anchors])
-        other_stay = (ev.hadm[candidate] == NONE) | (ev.hadm[candidate] != ev.hadm[anchors])
-        hit = alive & other_stay
-        result[hit] = candidate[hit]
-        pending = alive & ~other_stay
-        k = k - 1
-    return result
-
-
-# ---- targets ----------------------------------------------------------------------------------------
-def decision_targets(task: TaskSpec, ev: ShardEvents, anchors: np.ndarray) -> pa.Array:
-    """The target of each anchor: its records' distinct values of the target field (mapped when grouped)."""
-    if task.target == "event_title":
-        titles = pa.array([event_title(t) for t in ev.types[anchors]], type=pa.string())
-        return pa.ListArray.from_arrays(pa.array(np.arange(len(anchors) + 1), type=pa.int32()), titles)
-    values = ev.field_values(anchors, task.target).combine_chunks()
-    if task.grouping is None:
-        return values
-    mapped: dict[str, str | None] = {}
-    grouped = []
-    for row in values.to_pylist():
-        classes = (mapped[v] if v in mapped else mapped.setdefault(v, group(task.grouping, v)) for v in row)
-        grouped.append(list(dict.fromkeys(c for c in classes if c is not None)))
-    return pa.array(grouped, type=pa.list_(pa.string()))
-
-
-def risk_label(task: TaskSpec, ev: ShardEvents, anchor: int, context_end: datetime) -> bool | None:
-    """True / False for the outcome, or None when the sample is not defined (dropped)."""
-    outcome = task.outcome
-    assert outcome is not None
-    facts = ev.facts[int(ev.subject[anchor])]
-    hours = timedelta(hours=outcome.hours or 0)
-    kind = outcome.kind
-    if kind in (
-        OutcomeKind.ed_admitted,
-        OutcomeKind.ed_inpatient_death,
-        OutcomeKind.ed_icu_transfer,
-        OutcomeKind.ed_return,
-        OutcomeKind.ed_critical,
-    ):
-        ed = facts.ed[anchor]
-        admitted = ed["hadm"] is not None and ed["hadm"] in facts.admissions
-        death = admitted and facts.dod is not None and facts.dod <= ev.last_time[ed["hadm"]]
-        icu = admitted and any(s["hadm"] == ed["hadm"] and s["intime"] - ed["outtime"] < hours for s in facts.icu)
-        if kind is OutcomeKind.ed_admitted:
-            return admitted
-        if kind is OutcomeKind.ed_inpatient_death:
-            return death
-        if kind is OutcomeKind.ed_icu_transfer:
-            return icu
-        if kind is OutcomeKind.ed_critical:
-            return icu or death
-        later = [s["intime"] for s in facts.ed.values() if s["intime"] > ed["intime"]]
-        return bool(later) and min(later) - ed["outtime"] < hours
-    hadm = ev.hadm_of(anchor)
-    if kind in (OutcomeKind.inpatient_death, OutcomeKind.stay_longer, OutcomeKind.readmission):
-        admission = facts.admissions.get(hadm)
-        if admission is None:
-            return None
-        if kind is OutcomeKind.inpatient_death:
-            return facts.dod is not None and facts.dod <= admission["dischtime"]
-        if kind is OutcomeKind.stay_longer:
-            if admission["dischtime"] <= context_end:
-                return None
-            return admission["dischtime"] - admission["admittime"] > hours
-        later = [t for t in facts.admission_starts if t > admission["dischtime"]]
-        return bool(later) and min(later) - admission["dischtime"] < hours
-    start = ev.time(anchor)
-    stay = next((s for s in facts.icu if s["hadm"] == hadm and s["intime"] == start), None)
-    if stay is None or stay["outtime"] <= context_end:
+def _seconds(text: Any) -> int | None:
+    """Seconds of a record's time text ("YYYY-MM-DD HH:MM:SS" or a date), None when missing."""
+    if not isinstance(text, str) or text in _MISSING_TEXT:
         return None
-    if kind is OutcomeKind.death_after_context:
-        return facts.dod is not None and facts.dod < context_end + hours
-    if kind is OutcomeKind.icu_stay_at_least:
-        return stay["outtime"] - stay["intime"] >= hours
-    return any(s["hadm"] == stay["hadm"] and s["intime"] >= stay["outtime"] for s in facts.icu)
+    try:
+        moment = datetime.fromisoformat(text if len(text) > 10 else text + " 00:00:00")
+    except ValueError:
+        return None
+    return int((moment - datetime(1970, 1, 1)).total_seconds())
 
 
-# ---- samples ----------------------------------------------------------------------------------------
-def anchor_rows(task: TaskSpec, ev: ShardEvents) -> np.ndarray:
-    if task.anchor == ANY_EVENT:
-        return np.flatnonzero(ev.types != DEMOGRAPHICS)
-    return ev.rows_of(task.anchor)
+def _present(value: Any) -> Any:
+    """The reference's ``safe_read``: missing texts become empty, lists stay lists."""
+    if isinstance(value, list):
+        return value
+    return "" if value is None or value in _MISSING_TEXT else value
 
 
-def shard_samples(task: TaskSpec, ev: ShardEvents) -> dict[str, Any]:
-    """Every sample of ``task`` in the shard, as index columns (rows in shard order)."""
-    anchors = anchor_rows(task, ev)
-    context_end: list[datetime] | None = None
-    if not task.is_risk:
-        begin = window_back(ev, anchors, task.context_hours, task.same_admission)
-        end = anchors
-    elif task.context is ContextRule.ed_stay:
-        begin, end = anchors, ed_window(ev, anchors)
-        context_end = [ev.time(e - 1) for e in end]
-    elif task.context is ContextRule.first_hours:
-        begin, end = anchors, window_forward(ev, anchors, task.context_hours)
-        context_end = [ev.time(a) + timedelta(hours=task.context_hours) for a in anchors]
+def decision_target(task: TaskSpec, records: Sequence[dict[str, Any]], event_type: str) -> tuple[str, ...]:
+    """The answer lines of a decision task for the anchor's rows (empty: no sample)."""
+    if task.target == "event_type":
+        return (event_type,)
+    if task.fallback:
+        values: list[Any] = [
+            r.get(task.target) if r.get(task.target) not in (None, "nan") else r.get(task.fallback) for r in records
+        ]
+        values = [v for v in values if isinstance(v, str)]
     else:
-        begin, end = window_back(ev, anchors, task.context_hours, task.same_admission), anchors + 1
-        context_end = [ev.time(a) for a in anchors]
-    if context_end is None:
-        targets = decision_targets(task, ev, anchors) if len(anchors) else pa.array([], pa.list_(pa.string()))
-    else:
-        labels = [risk_label(task, ev, a, c) for a, c in zip(anchors.tolist(), context_end, strict=True)]
-        targets = pa.array([[] if label is None else [YES if label else NO] for label in labels], pa.list_(pa.string()))
-    keep = pc.greater(pc.list_value_length(targets), 0).to_numpy(zero_copy_only=False).astype(bool)
-    anchors, begin, end = anchors[keep], np.asarray(begin)[keep], np.asarray(end)[keep]
-    targets = targets.filter(pa.array(keep))
-    first = ev.patient_start[anchors]
+        values = [v for v in (_present(r.get(task.target)) for r in records) if v]
+    if task.generation:
+        return (values[0],) if len(values) == 1 else ()
+    flat = [x for v in values for x in (v if isinstance(v, list) else [v]) if isinstance(x, str)]
+    return tuple(dict.fromkeys(x.strip() for x in flat if x.strip()))
 
-    def relative(rows: np.ndarray) -> pa.Array:
-        return pa.array(np.where(rows == NONE, 0, rows - first), mask=rows == NONE, type=pa.int32())
 
-    return {
-        "subject_id": pa.array(ev.subject[anchors], type=pa.int64()),
-        "hadm_id": pa.array(ev.hadm[anchors], mask=ev.hadm[anchors] == NONE, type=pa.int64()),
-        "task": pa.array([task.name] * len(anchors), type=pa.string()),
-        "event": pa.array(anchors - first, type=pa.int32()),
-        "period_begin": pa.array(begin - first, type=pa.int32()),
-        "period_end": pa.array(end - first, type=pa.int32()),
-        "admissions_id": relative(admissions_before(ev, anchors, begin)),
-        "last_discharge_id": relative(discharges_before(ev, anchors, begin)),
-        "target": targets,
-    }
+class PatientTimeline:
+    """One patient's events as the columns the rules read (records parsed on demand)."""
+
+    def __init__(self, subject_id: int, types: list[str], start: list[int | None], hadm: list[int | None],
+                 records: list[str]):  # fmt: skip
+        self.subject_id, self.types, self.start, self.hadm, self._records = subject_id, types, start, hadm, records
+        self.n = len(types)
+        # ICD diagnoses take the time of the event before them (the reference sets it when it reaches them)
+        self.borrowed: list[int | None] = []
+        for i, (kind, moment) in enumerate(zip(types, start, strict=True)):
+            self.borrowed.append(self.borrowed[i - 1] if kind == "diagnoses_icd" and i else moment)
+        self._parsed: dict[int, list[dict[str, Any]]] = {}
+
+    def records(self, i: int) -> list[dict[str, Any]]:
+        if i not in self._parsed:
+            self._parsed[i] = json.loads(self._records[i])
+        return self._parsed[i]
+
+    def first(self, i: int, name: str) -> Any:
+        return self.records(i)[0].get(name)
+
+    def window_back(self, anchor: int, hours: float = 24.0) -> int | None:
+        """Earliest event (after the demographics) of the anchor's admission starting < ``hours`` before it."""
+        now = self.borrowed[anchor]
+        if now is None:
+            return None
+        begin = None
+        for j in range(anchor - 1, 0, -1):
+            moment = self.borrowed[j]
+            if moment is None:
+                continue
+            if now - moment >= hours * 3600:
+                break
+            if self.hadm[j] == self.hadm[anchor]:
+                begin = j
+        return begin
+
+    def window_forward(self, anchor: int, since: int | None, hours: float = 24.0) -> int | None:
+        """Last later event of the anchor's admission starting < ``hours`` after ``since``."""
+        if since is None or self.hadm[anchor] is None:
+            return None
+        end = None
+        for j in range(anchor + 1, self.n):
+            moment = self.start[j]
+            if moment is not None and moment - since < hours * 3600 and self.hadm[j] == self.hadm[anchor]:
+                end = j
+        return end
+
+    def next_of(self, anchor: int, event_type: str, same_admission: bool) -> int | None:
+        for j in range(anchor + 1, self.n):
+            if self.types[j] == event_type and (not same_admission or (
+                    self.hadm[anchor] is not None and self.hadm[j] == self.hadm[anchor])):  # fmt: skip
+                return j
+        return None
+
+
+def _label(yes: bool) -> tuple[str, ...]:
+    return (YES,) if yes else (NO,)
+
+
+def ed_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple[TaskSpec, int, int, tuple[str, ...]]]:
+    out_time = _seconds(p.first(a, "outtime"))
+    if out_time is None:
+        return []
+    end = None
+    last_of_admission = None
+    for j in range(a + 1, p.n):
+        moment = p.start[j]
+        if moment is None:
+            continue
+        if moment < out_time:
+            end = j
+        if p.hadm[a] is not None and p.hadm[j] == p.hadm[a]:
+            last_of_admission = moment
+    if end is None:
+        return []
+    admission = p.next_of(a, "admissions", same_admission=True)
+    icu = p.next_of(a, "icustays", same_admission=True)
+    next_ed = p.next_of(a, "edstays", same_admission=False)
+    dod = _seconds(p.first(0, "dod"))
+    death = dod is not None and last_of_admission is not None and not last_of_admission < dod
+    out = []
+    for task in tasks:
+        assert task.outcome is not None
+        hours = (task.outcome.hours or 0) * 3600
+        icu_soon = icu is not None and p.start[icu] is not None and p.start[icu] - out_time < hours
+        kind = task.outcome.kind
+        if kind is OutcomeKind.ed_admitted:
+            yes = admission is not None
+        elif kind is OutcomeKind.ed_inpatient_death:
+            yes = death
+        elif kind is OutcomeKind.ed_icu_transfer:
+            yes = icu_soon
+        elif kind is OutcomeKind.ed_critical:
+            yes = icu_soon or death
+        elif kind is OutcomeKind.ed_return:
+            yes = next_ed is not None and p.start[next_ed] is not None and p.start[next_ed] - out_time < hours
+        else:
+            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to ED stays")
+        out.append((task, a, end + 1, _label(yes)))
+    return out
+
+
+def admission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
+    admit, discharge = _seconds(p.first(a, "admittime")), _seconds(p.first(a, "dischtime"))
+    end = p.window_forward(a, p.start[a])
+    if end is None or discharge is None or admit is None:
+        return []
+    dod = _seconds(p.first(0, "dod"))
+    out = []
+    for task in tasks:
+        assert task.outcome is not None
+        kind = task.outcome.kind
+        if kind is OutcomeKind.stay_longer:
+            if not p.start[end] < discharge:  # the stay must outlast the context
+                continue
+            yes = discharge - admit > (task.outcome.hours or 0) * 3600
+        elif kind is OutcomeKind.inpatient_death:
+            yes = dod is not None and not discharge < dod
+        else:
+            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to admissions")
+        out.append((task, a, end + 1, _label(yes)))
+    return out
+
+
+def icu_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
+    intime, outtime = _seconds(p.first(a, "intime")), _seconds(p.first(a, "outtime"))
+    end = p.window_forward(a, intime)
+    if end is None or intime is None or outtime is None:
+        return []
+    context_end = p.start[end]
+    assert context_end is not None
+    dod = _seconds(p.first(0, "dod"))
+    again = p.next_of(a, "icustays", same_admission=True)
+    out = []
+    for task in tasks:
+        assert task.outcome is not None
+        hours = (task.outcome.hours or 0) * 3600
+        kind = task.outcome.kind
+        if kind is OutcomeKind.death_after_context:
+            yes = dod is not None and dod - context_end < hours
+        elif kind is OutcomeKind.icu_stay_at_least:
+            yes = not outtime - intime < hours
+        elif kind is OutcomeKind.icu_readmission:
+            yes = again is not None
+        else:
+            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to ICU stays")
+        out.append((task, a, end + 1, _label(yes)))
+    return out
+
+
+def readmission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
+    begin = p.window_back(a)
+    if begin is None or p.start[a] is None:
+        return []
+    later = p.next_of(a, "admissions", same_admission=False)
+    out = []
+    for task in tasks:
+        assert task.outcome is not None
+        if task.outcome.kind is not OutcomeKind.readmission:
+            raise ValueError(f"task {task.name}: outcome {task.outcome.kind.value} does not apply to discharge notes")
+        gap = None if later is None or p.start[later] is None else p.start[later] - p.start[a]
+        yes = gap is not None and gap < (task.outcome.hours or 0) * 3600
+        out.append((task, begin, a + 1, _label(yes)))
+    return out
+
+
+def _risk_rule(task: TaskSpec):
+    if task.context is ContextRule.first_hours:
+        return icu_samples if task.anchor == "icustays" else admission_samples
+    if task.context is ContextRule.ed_stay:
+        return ed_samples
+    if task.context is ContextRule.through_anchor:
+        return readmission_samples
+    raise ValueError(f"task {task.name}: risk tasks take context ed_stay, first_hours or through_anchor")
+
+
+def patient_samples(p: PatientTimeline, tasks: Sequence[TaskSpec]) -> list[Sample]:
+    """Every sample of ``tasks`` in one patient's timeline, in timeline order then task order."""
+    by_anchor: dict[str, list[TaskSpec]] = defaultdict(list)
+    any_event = [t for t in tasks if t.anchor == ANY_EVENT]
+    for task in tasks:
+        if task.anchor != ANY_EVENT:
+            by_anchor[task.anchor].append(task)
+    samples: list[Sample] = []
+    last_admission = last_discharge = None
+    for a, kind in enumerate(p.types):
+        if kind == "admissions":
+            last_admission = a
+        if kind == "discharge":
+            last_discharge = a
+        anchored = by_anchor.get(kind, [])
+        wildcard = any_event if kind not in NOT_RENDERED else []
+        if not anchored and not wildcard:
+            continue
+        found: list[tuple] = []
+        decision = [t for t in anchored if not t.is_risk] + wildcard
+        if decision:
+            begin = p.window_back(a)
+            for task in decision:
+                if task.target == "event_type" and (kind == DEMOGRAPHICS or p.borrowed[a] is None):
+                    continue
+                target = decision_target(task, p.records(a), kind) if task.target != "event_type" else (kind,)
+                if target and begin is not None:
+                    found.append((task, begin, a, target))
+        risk = [t for t in anchored if t.is_risk]
+        rules: dict[Any, list[TaskSpec]] = defaultdict(list)
+        for task in risk:
+            rules[_risk_rule(task)].append(task)
+        for rule, rule_tasks in rules.items():
+            found += rule(p, a, rule_tasks)
+        hadm = p.hadm[a]
+        admission = last_admission if last_admission is not None and hadm is not None and (
+            p.hadm[last_admission] == hadm) else None  # fmt: skip
+        discharge = last_discharge if last_discharge is not None and p.hadm[last_discharge] != hadm else None
+        for task, begin, end, target in found:
+            samples.append(Sample(p.subject_id, hadm, task.name, a, begin, end, admission, discharge, tuple(target)))
+    return samples
+
+
+def shard_patients(table: pa.Table) -> list[PatientTimeline]:
+    """The patients of a timeline shard table (rows sorted by subject, then event index)."""
+    columns = table.select(["subject_id", "event_type", "hadm_id", "records"]).to_pydict()
+    times = pc.cast(table.column("time"), pa.timestamp("s")).cast(pa.int64()).to_pylist()
+    subjects = columns["subject_id"]
+    patients, start = [], 0
+    for i in range(1, len(subjects) + 1):
+        if i == len(subjects) or subjects[i] != subjects[start]:
+            patients.append(
+                PatientTimeline(
+                    subjects[start],
+                    columns["event_type"][start:i],
+                    times[start:i],
+                    columns["hadm_id"][start:i],
+                    columns["records"][start:i],
+                )
+            )
+            start = i
+    return patients
+
+
+def shard_samples(tasks: Sequence[TaskSpec], table: pa.Table) -> dict[str, list[Sample]]:
+    """Every sample of ``tasks`` in a shard, per task (patients over ``MAX_EVENTS`` events are skipped)."""
+    out: dict[str, list[Sample]] = {t.name: [] for t in tasks}
+    for patient in shard_patients(table):
+        if patient.n > MAX_EVENTS:
+            continue
+        for sample in patient_samples(patient, tasks):
+            out[sample.task].append(sample)
+    return out
+
+
+def samples_table(samples: Sequence[Sample], schema: pa.Schema) -> pa.Table:
+    return pa.table({name: [getattr(s, name) for s in samples] for name in schema.names}, schema=schema)

@@ -2,9 +2,13 @@
 
 - ``n`` of -1 or 0 takes every sample; a force number overrides every count (>= 1: that many per task;
   < 1: that fraction of each count, or of what exists when the count is "all").
-- Context filter: keep samples with ``min_events < period_end - period_begin < max_events``.
-- Balance: risk tasks take an equal count per label; decision tasks marked ``balance`` are sampled with
-  weights inversely proportional to their label's frequency; others uniformly.
+- Filters (the reference's ``data_index_gen.py``): ``min_events < period_end - period_begin < max_events``;
+  tasks marked ``admission_in_window`` only when the current admission is not before the window; tasks
+  with ``max_targets`` only up to that many target values.
+- Balance: with ``balance`` risk tasks take ``n // 2`` per label (a short label gives what it has, the
+  other is not trimmed); otherwise risk tasks, and always the decision tasks marked ``balance``, are
+  drawn with weight 1 / (mean frequency of the sample's target values over the task's whole index);
+  the rest uniformly.
 - Splits are by patient: a subject's split is a hash of (seed, subject_id), so no patient is in two
   splits and the assignment does not depend on which other patients exist.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,31 +91,53 @@ def _labels(table: pa.Table) -> list[str]:
     return ["\n".join(t) for t in table.column("target").to_pylist()]
 
 
+def target_weights(targets: list[list[str]], frequency: Mapping[str, int]) -> np.ndarray:
+    """1 / mean frequency of each sample's target values (the reference's ``target_weight``)."""
+    return np.array([len(t) / sum(frequency[v] for v in t) if t else 0.0 for t in targets], dtype=float)
+
+
 def _draw(
-    task: TaskSpec, table: pa.Table, n: int, balance: bool, rng: np.random.Generator, where: str, warn: bool = True
+    task: TaskSpec,
+    table: pa.Table,
+    n: int,
+    balance: bool,
+    rng: np.random.Generator,
+    where: str,
+    frequency: Mapping[str, int],
+    warn: bool = True,
 ) -> np.ndarray:
     """Row positions to take; ``warn`` about shortfalls only when a number was asked for (not "all")."""
     size = table.num_rows
-    if n >= size and not (balance and task.is_risk):
+    if n >= size:
         if n > size and warn:
             log.warning("%s: %d samples requested, %d exist: taking all", where, n, size)
         return np.arange(size)
-    labels = np.array(_labels(table), dtype=object)
     if balance and task.is_risk:
-        per_label = n // 2
+        labels = np.array(_labels(table), dtype=object)
         chosen = []
-        for label in ("yes", "no"):
+        for label in sorted(set(labels)):
             pool = np.flatnonzero(labels == label)
+            per_label = n // len(set(labels))
             if len(pool) < per_label and warn:
                 log.warning("%s: %d '%s' samples requested for balance, %d exist", where, per_label, label, len(pool))
             chosen.append(rng.choice(pool, size=min(per_label, len(pool)), replace=False))
-        take = min(len(c) for c in chosen)
-        return np.sort(np.concatenate([c[:take] for c in chosen]))
-    if balance and task.balance:
-        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        weights = 1.0 / counts[inverse]
-        return np.sort(rng.choice(size, size=n, replace=False, p=weights / weights.sum()))
+        return np.sort(np.concatenate(chosen))
+    if task.is_risk or task.balance:
+        weights = target_weights(table.column("target").to_pylist(), frequency)
+        if np.count_nonzero(weights) >= n:
+            return np.sort(rng.choice(size, size=n, replace=False, p=weights / weights.sum()))
     return np.sort(rng.choice(size, size=n, replace=False))
+
+
+def _filter(task: TaskSpec, rows: pa.Table, settings: SelectionSettings) -> pa.Table:
+    length = pc.subtract(rows.column("period_end"), rows.column("period_begin"))
+    mask = pc.and_(pc.greater(length, settings.min_events), pc.less(length, settings.max_events))
+    if task.admission_in_window:
+        admission = rows.column("admissions_id")
+        mask = pc.and_(mask, pc.or_kleene(pc.is_null(admission), pc.greater(admission, rows.column("period_begin"))))
+    if task.max_targets is not None:
+        mask = pc.and_(mask, pc.less_equal(pc.list_value_length(rows.column("target")), task.max_targets))
+    return rows.filter(mask)
 
 
 def select(
@@ -124,14 +151,17 @@ def select(
     tasks = registry.select(mix)  # unknown names fail here, listing the valid ones
     subjects = index.column("subject_id").to_pylist()
     split_of = {s: subject_split(s, settings.split, settings.seed) for s in set(subjects)}
-    split_column = pa.array([split_of[s] for s in subjects])
-    length = pc.subtract(index.column("period_end"), index.column("period_begin"))
-    in_range = pc.and_(pc.greater(length, settings.min_events), pc.less(length, settings.max_events))
+    index = index.append_column("split", pa.array([split_of[s] for s in subjects], pa.string()))
+    frequency: dict[str, Counter] = {}
+    for task in tasks:
+        targets = index.filter(pc.equal(index.column("task"), task.name)).column("target").to_pylist()
+        frequency[task.name] = Counter(v for t in targets for v in t)
     parts = []
     for split in splits:
         for task in tasks:
-            mask = pc.and_(pc.and_(pc.equal(index.column("task"), task.name), pc.equal(split_column, split)), in_range)
-            rows = index.filter(mask).sort_by([("subject_id", "ascending"), ("event", "ascending")])
+            mask = pc.and_(pc.equal(index.column("task"), task.name), pc.equal(index.column("split"), split))
+            rows = _filter(task, index.filter(mask), settings)
+            rows = rows.sort_by([("subject_id", "ascending"), ("event", "ascending")])
             n = wanted_count(mix[task.name], settings.force_number, rows.num_rows)
             asked = mix[task.name] > 0 or settings.force_number is not None
             chosen = _draw(
@@ -141,8 +171,8 @@ def select(
                 settings.balance,
                 _rng(settings.seed, split, task.name),
                 f"{task.name}/{split}",
+                frequency[task.name],
                 warn=asked,
             )
-            picked = rows.take(pa.array(chosen, type=pa.int64()))
-            parts.append(picked.append_column("split", pa.array([split] * picked.num_rows, pa.string())))
+            parts.append(rows.take(pa.array(chosen, type=pa.int64())))
     return pa.concat_tables(parts) if parts else index.schema.empty_table()
