@@ -16,7 +16,8 @@ EXTRA = {
             "context": "first_hours",
             "context_hours": 24,
             "outcome": {"kind": "death_after_context", "hours": 720},
-            "question": "die within 30 days",
+            "instruction": "Given the sequence of events that have occurred in a hospital, please predict whether "
+            "the patient will die within 30 days.",
         }
     },
 }
@@ -24,14 +25,14 @@ EXTRA = {
 
 def test_users_add_tasks_by_config(timelines_root, tmp_path):
     registry = TaskRegistry(EXTRA)
-    assert len(registry.names) == 47
+    assert len(registry.names) == 48
     triage, icu30 = registry["triage"], registry["ICU_Mortality_30day"]
     assert triage.prompt_instruction.endswith("please give the next Triage suggestion for the patients.")
     assert icu30.prompt_instruction.endswith("predict whether the patient will die within 30 days.")
     counts = build_index(
         timelines_root, tmp_path / "index", [triage, icu30, registry["ICU_Mortality_14day"]], progress=False
     )
-    assert counts["triage"] > 100 and counts["ICU_Mortality_30day"] == counts["ICU_Mortality_14day"]
+    assert counts["triage"] > 20 and counts["ICU_Mortality_30day"] == counts["ICU_Mortality_14day"]
     rows = read_index(tmp_path / "index", ["ICU_Mortality_30day", "ICU_Mortality_14day"]).to_pylist()
     label = {(r["task"], r["subject_id"], r["event"]): r["target"][0] for r in rows}
     for (task, subject, event), value in label.items():  # 30-day deaths include every 14-day death
@@ -59,8 +60,8 @@ def test_invalid_decision_tasks_are_clear_errors(fields, message):
 
 def test_invalid_risk_tasks_are_clear_errors():
     with pytest.raises(TaskError, match="outcome 'readmission' needs hours"):
-        make_task("r", "risk", {"anchor": "discharge", "outcome": {"kind": "readmission"}, "question": "q"})
-    with pytest.raises(TaskError, match="needs an outcome and a question"):
+        make_task("r", "risk", {"anchor": "discharge", "outcome": {"kind": "readmission"}, "instruction": "q"})
+    with pytest.raises(TaskError, match="needs an outcome and an instruction"):
         make_task("r", "risk", {"anchor": "discharge"})
     with pytest.raises(TaskError, match="section 'prediction' is unknown"):
         TaskRegistry({"prediction": {}})
@@ -82,7 +83,7 @@ def test_index_resumes_and_rebuilds_only_changed_tasks(timelines_root, tmp_path,
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert not list(out.rglob("*.tmp"))
     # a changed definition rebuilds that task only
-    wider = make_task("labevents", "decision", {"anchor": "labevents", "target": "label", "context_hours": 48})
+    wider = make_task("labevents", "decision", {"anchor": "labevents", "target": "item_name", "context_hours": 48})
     build_index(timelines_root, out, [wider, registry["Inpatient_Mortality"]], progress=False)
     assert {p: p.stat().st_mtime_ns for p in kept} != kept
     rows = read_index(out, ["labevents"]).to_pylist()

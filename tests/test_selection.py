@@ -66,15 +66,12 @@ def test_risk_tasks_take_an_equal_count_per_label(index, registry):
 
 
 def test_balanced_decision_tasks_favour_rare_labels(index, registry):
-    mix = {"next_event": 300}
-    settings = SelectionSettings(min_events=0, max_events=10_000)
-    balanced = select(index, mix, registry, settings, splits=("train",))
-    uniform = select(
-        index, mix, registry, SelectionSettings(min_events=0, max_events=10_000, balance=False), splits=("train",)
-    )
-    distinct = lambda t: len({tuple(x) for x in t.column("target").to_pylist()})  # noqa: E731
-    top_share = lambda t: Counter(tuple(x) for x in t.column("target").to_pylist()).most_common(1)[0][1]  # noqa: E731
-    assert distinct(balanced) > distinct(uniform) and top_share(balanced) < top_share(uniform)
+    """next_event is drawn with weight 1 / label frequency (the reference's target_weight), whatever balance says."""
+    settings = SelectionSettings(min_events=0, max_events=10_000, balance=False)
+    pool = select(index, {"next_event": -1}, registry, settings, splits=("train",))
+    weighted = select(index, {"next_event": 300}, registry, settings, splits=("train",))
+    share = lambda t: Counter(tuple(x) for x in t.column("target").to_pylist()).most_common(1)[0][1] / t.num_rows  # noqa: E731
+    assert weighted.num_rows == 300 < pool.num_rows and share(weighted) < share(pool) / 2
 
 
 def test_splits_are_by_patient_and_seeded(index, registry):

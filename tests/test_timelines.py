@@ -55,7 +55,7 @@ def test_events_are_runs_of_one_table_in_time_order(timelines):
         assert timeline[0].event_type == "patients" and timeline[0].time is None
         timed = [e.time for e in timeline if e.time is not None]
         assert timed == sorted(timed)
-        for before, after in zip(timeline.events, timeline.events[1:]):
+        for before, after in zip(timeline.events, timeline.events[1:], strict=False):
             assert before.event_type != after.event_type  # consecutive rows of one table form one event
         for i, event in enumerate(timeline):
             if event.time is None and i:  # untimed diagnoses follow an event of their admission
@@ -99,7 +99,7 @@ def test_timestamp_grouping_splits_runs_by_time(tiny_cohort, tmp_path):
         assert len(by_time) >= len(by_run)
         for event in by_time:
             assert event.time == event.endtime
-        for before, after in zip(by_time.events, by_time.events[1:]):
+        for before, after in zip(by_time.events, by_time.events[1:], strict=False):
             assert before.event_type != after.event_type or before.time != after.time
 
 

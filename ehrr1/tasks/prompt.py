@@ -2,7 +2,7 @@
 
 system: "You are a helpful assistant."; user: markdown EHR + "\\n" + instruction. The EHR is, as the
 reference builds it (``mimiciv.py`` ``process_cases``): the demographics, the previous discharge note and
-the current admission when the sample has them (never the admission for the admissions task itself),
+the current admission when the sample has them (never when the admission is a decision sample's own anchor),
 then the context window without admission events and the task's forbidden event types. When a tokenizer
 and a budget are given, the oldest window events are dropped (whole events, never mid-event) until the
 prompt fits; the previous discharge note goes next if needed. Reasoning mode: models with a thinking switch take
@@ -70,7 +70,9 @@ class PromptBuilder:
     def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event | None], list[Event]]:
         """(fixed parts: previous discharge, current admission, None where absent; window events shown)."""
         discharge = None if sample.last_discharge_id is None else timeline[sample.last_discharge_id]
-        own_answer = not task.is_risk and task.anchor == "admissions"
+        # a decision anchor is never input: the reference prepends it when it is the admission itself
+        # (next_event at an admission), which we do not
+        own_answer = not task.is_risk and sample.admissions_id == sample.event
         admission = None if sample.admissions_id is None or own_answer else timeline[sample.admissions_id]
         window = timeline.window(sample.period_begin, sample.period_end)
         hidden = {*task.forbidden, DEMOGRAPHICS, "admissions"}

@@ -195,7 +195,7 @@ def ed_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple[
 
 def admission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
     admit, discharge = _seconds(p.first(a, "admittime")), _seconds(p.first(a, "dischtime"))
-    end = p.window_forward(a, p.start[a])
+    end = p.window_forward(a, p.start[a], tasks[0].context_hours)
     if end is None or discharge is None or admit is None:
         return []
     dod = _seconds(p.first(0, "dod"))
@@ -217,7 +217,7 @@ def admission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list
 
 def icu_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
     intime, outtime = _seconds(p.first(a, "intime")), _seconds(p.first(a, "outtime"))
-    end = p.window_forward(a, intime)
+    end = p.window_forward(a, intime, tasks[0].context_hours)
     if end is None or intime is None or outtime is None:
         return []
     context_end = p.start[end]
@@ -242,7 +242,7 @@ def icu_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple
 
 
 def readmission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
-    begin = p.window_back(a)
+    begin = p.window_back(a, tasks[0].context_hours)
     if begin is None or p.start[a] is None:
         return []
     later = p.next_of(a, "admissions", same_admission=False)
@@ -288,8 +288,9 @@ def patient_samples(p: PatientTimeline, tasks: Sequence[TaskSpec]) -> list[Sampl
         found: list[tuple] = []
         decision = [t for t in anchored if not t.is_risk] + wildcard
         if decision:
-            begin = p.window_back(a)
+            begins = {h: p.window_back(a, h) for h in {t.context_hours for t in decision}}
             for task in decision:
+                begin = begins[task.context_hours]
                 if task.target == "event_type" and (kind == DEMOGRAPHICS or p.borrowed[a] is None):
                     continue
                 target = decision_target(task, p.records(a), kind) if task.target != "event_type" else (kind,)
@@ -298,8 +299,8 @@ def patient_samples(p: PatientTimeline, tasks: Sequence[TaskSpec]) -> list[Sampl
         risk = [t for t in anchored if t.is_risk]
         rules: dict[Any, list[TaskSpec]] = defaultdict(list)
         for task in risk:
-            rules[_risk_rule(task)].append(task)
-        for rule, rule_tasks in rules.items():
+            rules[(_risk_rule(task), task.context_hours)].append(task)
+        for (rule, _), rule_tasks in rules.items():
             found += rule(p, a, rule_tasks)
         hadm = p.hadm[a]
         admission = last_admission if last_admission is not None and hadm is not None and (

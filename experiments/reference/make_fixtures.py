@@ -1,6 +1,7 @@
 """Write the test fixtures that pin ehrr1 to the EHR-R1 reference, from a reforacle dump (see README).
 
-    python synthesize.py pipeline=timelines data.synthetic.n_patients=60 data.synthetic.seed=7 data_root=D progress=false
+    python synthesize.py pipeline=timelines data.synthetic.n_patients=60 data.synthetic.seed=7 \
+        data_root=D progress=false
     bash ../shared/tools/reforacle/run.sh D/mimic-iv-synthetic/n60_seed7 ORACLE
     python experiments/reference/make_fixtures.py --oracle ORACLE --timelines D/timelines/synthetic_n60_seed7
 
