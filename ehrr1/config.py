@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from ehrr1.backends import SamplingParams
 from ehrr1.data.build import TimelineBuildSettings
+from ehrr1.data.markdown import MarkdownStyle
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings
 from ehrr1.tasks.prompt import ThinkingSwitch
 from ehrr1.tasks.select import SelectionSettings
@@ -386,6 +387,11 @@ class SynthesisConfig:
 
 
 @dataclass
+class MarkdownConfig:
+    style: MarkdownStyle = MarkdownStyle.reference  # reference: the EHR-R1 reference's text; clean: ehrr1's own
+
+
+@dataclass
 class DataPipelineConfig:
     """What ``synthesize.py`` and ``train.py`` share: the data, the model's prompts and the task mix."""
 
@@ -395,6 +401,7 @@ class DataPipelineConfig:
     task_mix: TaskMixConfig = MISSING
     tasks: TasksConfig = field(default_factory=TasksConfig)
     timelines: TimelinesConfig = field(default_factory=TimelinesConfig)
+    markdown: MarkdownConfig = field(default_factory=MarkdownConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
-from ehrr1.data.markdown import event_title
+from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
@@ -78,7 +78,8 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
     for column in ("event type", "section", "events", "records", "patients"):
         table.add_column(column, justify="left" if column in ("event type", "section") else "right")
     for name, stats in sorted(manifest["per_event_type"].items(), key=lambda kv: -kv[1]["records"]):
-        table.add_row(name, event_title(name), str(stats["events"]), str(stats["records"]), str(stats["patients"]))
+        row = (name, REFERENCE_TITLES.get(name, name), str(stats["events"]), str(stats["records"]))
+        table.add_row(*row, str(stats["patients"]))
     console.print(table)
     if result["cohort"] is not None:
         admissions = result["cohort"]["rows"].get("admissions", 0)
@@ -113,7 +114,7 @@ def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
         for i, timeline in enumerate(store):
             if i >= model.tokenizer_patients:
                 return
-            yield timeline.render()
+            yield render_events(timeline.events, cfg.markdown.style)
 
     directory = build_embedded_tokenizer(texts(), Path(model.embedded_dir) / "tokenizer", model.tokenizer_vocab_size)
     return load_tokenizer(directory)
@@ -130,7 +131,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     settings = settings_of(SelectionSettings, cfg.selection)
     selected = select(read_index(cfg.index.dir, counts), counts, registry, settings, tuple(cfg.task_mix.splits))
     tokenizer = prepare_tokenizer(cfg, store)
-    builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens)
+    builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens, style=cfg.markdown.style)
     report = export_samples(
         selected,
         store,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ehrr1.tasks.metrics import accuracy, answer_lines, auroc, final_answer, rouge_l, score, set_score, yes_no
+from ehrr1.tasks.metrics import accuracy, answer_lines, auroc, final_answer, rouge, score, set_score, yes_no
 
 
 def test_answer_is_the_text_after_the_reasoning():
@@ -39,9 +39,11 @@ def test_auroc_from_scores():
 def test_garbage_scores_zero_and_never_raises(garbage):
     for metric in ("f1", "recall", "accuracy", "auroc"):
         assert score(metric, garbage, ["creatinine"]) == 0.0
-    assert rouge_l(garbage, "a reference summary") == 0.0
+    assert rouge(garbage, "a reference summary") == 0.0
 
 
-def test_rouge_l():
-    assert rouge_l("the patient was discharged home", "the patient was discharged home") == pytest.approx(1.0)
-    assert 0 < rouge_l("patient discharged", "the patient was discharged home") < 1
+def test_rouge():
+    assert rouge("the patient was discharged home", "the patient was discharged home") == pytest.approx(1.0)
+    assert 0 < rouge("patient discharged", "the patient was discharged home") < 1
+    assert score("rouge1", "home patient", ["the patient went home"]) == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert rouge("discharged home patient", "patient discharged home", "rougeL") < 1.0

@@ -10,40 +10,50 @@ the same names to CUIs instead (``umls:<CUI>``).
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ehrr1.data.markdown import VIEWS
+from ehrr1.data.markdown import REFERENCE_KEYS, REFERENCE_TITLES, VIEWS
 from ehrr1.tasks.registry import TaskSpec
 
-HEADER = re.compile(r"^## (.+) \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]$")
+HEADER = re.compile(r"^## (.+?)(?: \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|None)\])?$")
 CELL_SPLIT = re.compile(r"(?<!\\)\|")
 
-# The field naming the concept, per event type (values / pairs layouts: their first field). Event types
-# without one (demographics, vital signs, notes) give no concepts.
+# The field naming the concept, per event type, in the clean style (values / pairs layouts: their first
+# field) and in the reference style. Event types without one (demographics, vital signs) give no concepts.
+_ITEM = ("Item Name", "Item_Name")
 CONCEPT_FIELDS = {
-    "admissions": "Admission_Type",
-    "labevents": "Item Name",
-    "microbiologyevents": "Test_Name",
-    "prescriptions": "Drug",
-    "pharmacy": "Medication",
-    "emar": "Medication",
-    "radiology": "Exam_Name",
-    "triage": "Chiefcomplaint",
-    "medrecon": "Name",
-    "pyxis": "Name",
-    "icustays": "First_Careunit",
-    "chartevents": "Item Name",
-    "ingredientevents": "Item Name",
-    "inputevents": "Item Name",
-    "datetimeevents": "Item Name",
-    "procedureevents": "Item Name",
-    "outputevents": "Item Name",
+    "admissions": ("Admission_Type",),
+    "labevents": _ITEM,
+    "microbiologyevents": ("Test_Name",),
+    "prescriptions": ("Drug",),
+    "pharmacy": ("Medication",),
+    "emar": ("Medication",),
+    "radiology": ("Exam_Name",),
+    "triage": ("Chiefcomplaint",),
+    "medrecon": ("Name",),
+    "pyxis": ("Name",),
+    "icustays": ("First_Careunit",),
+    "chartevents": _ITEM,
+    "ingredientevents": _ITEM,
+    "inputevents": _ITEM,
+    "datetimeevents": _ITEM,
+    "procedureevents": _ITEM,
+    "outputevents": _ITEM,
+    "transfers": ("Careunit",),
+    "services": ("Curr_Service",),
+    "poe": ("Order_Type",),
+    "omr": ("Result_Name",),
+    "procedures_icd": ("Procedures",),
+    "diagnoses_icd": ("Diagnoses",),
+    "diagnosis": ("Icd_Title",),
 }
 LIST_LAYOUTS = {name for name, view in VIEWS.items() if view.layout in ("values", "pairs")}
-TITLES = {view.title: name for name, view in VIEWS.items()}
+TITLES = {**{title: name for name, title in REFERENCE_TITLES.items()}, **{v.title: n for n, v in VIEWS.items()}}
+_REFERENCE_FIRST_KEY = {name: keys[0].title() for name, keys in REFERENCE_KEYS.items() if keys}
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,14 @@ def sections(markdown: str) -> Iterator[tuple[str, list[dict[str, str]] | list[s
             lines.append(line)
 
 
+def _reference_layout(event_type: str, lines: list[str]) -> bool:
+    first = next((line for line in lines if line.startswith(("- ", "| "))), "")
+    key = _REFERENCE_FIRST_KEY.get(event_type)
+    return key is not None and (first.startswith(f"- {key}: ") or first.startswith(f"| {key} |"))
+
+
 def _records(event_type: str, lines: list[str]) -> list[dict[str, str]] | list[str]:
-    if event_type in LIST_LAYOUTS:
+    if event_type in LIST_LAYOUTS and not _reference_layout(event_type, lines):
         items = [line[2:] for line in lines if line.startswith("- ")]
         if VIEWS[event_type].layout == "pairs":
             items = [item.split(": ", 1)[0] for item in items]
@@ -107,11 +123,14 @@ class DictionaryExtractor:
     def names(self, markdown: str) -> Iterator[tuple[str, str]]:
         """(event type, name) of every concept-bearing field in the markdown."""
         for event_type, records in sections(markdown):
-            if event_type in LIST_LAYOUTS:
-                yield from ((event_type, item) for item in records)
-            elif event_type in CONCEPT_FIELDS:
-                field = CONCEPT_FIELDS[event_type]
-                yield from ((event_type, r[field]) for r in records if r.get(field))
+            for record in records:
+                if isinstance(record, str):
+                    yield event_type, record
+                    continue
+                name = next((record[f] for f in CONCEPT_FIELDS.get(event_type, ()) if record.get(f)), None)
+                if name and name not in ("nan", "None"):
+                    for item in _listed(name):
+                        yield event_type, item
 
     def history(self, markdown: str) -> list[Mention]:
         seen: dict[str, Mention] = {}
@@ -137,10 +156,21 @@ class DictionaryExtractor:
         return list(out.values())
 
 
+def _listed(name: str) -> list[str]:
+    """A reference-style list of names (``['CHEST (PA AND LAT)']``) as its items; other names as they are."""
+    if name.startswith("[") and name.endswith("]"):
+        try:
+            items = ast.literal_eval(name)
+        except (SyntaxError, ValueError):
+            return [name]
+        return [str(i) for i in items] if isinstance(items, list) else [name]
+    return [name]
+
+
 def target_namespace(task: TaskSpec) -> str:
     if task.grouping is not None:
         return task.grouping.value
-    return "event" if task.target == "event_title" else task.anchor
+    return "event" if task.target == "event_type" else task.anchor
 
 
 class QuickUMLSExtractor(DictionaryExtractor):

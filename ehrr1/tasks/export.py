@@ -113,7 +113,12 @@ def export_samples(
             "rows": selected.num_rows,
             "ids": digest(selected.to_pydict()),
             "tasks": task_order,
-            "builder": [builder.max_input_tokens, builder.system, getattr(builder.tokenizer, "name_or_path", None)],
+            "builder": [
+                builder.max_input_tokens,
+                builder.system,
+                getattr(builder.tokenizer, "name_or_path", None),
+                builder.style.value,
+            ],
         }
     )
     state = parts / "export.json"

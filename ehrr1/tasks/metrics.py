@@ -89,7 +89,9 @@ def score(metric: str, answer: str | bytes | None, target: Sequence[str]) -> flo
         if metric == "auroc":
             return float(yes_no(answer) == target[0])
         return accuracy(answer, target)
-    raise ValueError(f"unknown metric '{metric}'; use f1, recall, accuracy or auroc")
+    if metric == "rouge1":
+        return rouge(answer, target[0] if target else "", "rouge1")
+    raise ValueError(f"unknown metric '{metric}'; use f1, recall, accuracy, auroc or rouge1")
 
 
 def auroc(labels: Sequence[str], scores: Sequence[float]) -> float | None:
@@ -102,14 +104,14 @@ def auroc(labels: Sequence[str], scores: Sequence[float]) -> float | None:
     return float(roc_auc_score(y, scores))
 
 
-def rouge_l(answer: str | bytes | None, reference: str) -> float:
-    """ROUGE-L F-measure (for summary generation tasks)."""
+def rouge(answer: str | bytes | None, reference: str, kind: str = "rouge1") -> float:
+    """ROUGE F-measure (``rouge1``: the discharge note task's metric; ``rougeL``)."""
     from rouge_score import rouge_scorer
 
     text = final_answer(answer)
     if not text or not reference:
         return 0.0
-    return float(rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, text)["rougeL"].fmeasure)
+    return float(rouge_scorer.RougeScorer([kind], use_stemmer=True).score(reference, text)[kind].fmeasure)
 
 
 REASONING_SECTIONS = ("## Extraction", "## Reasoning", "## Final Results")  # a reasoning chain's sections
