@@ -149,7 +149,8 @@ def _as_id(col: str) -> str:
 
 
 def _as_time(col: str) -> str:
-    return f"TRY_CAST({col} AS TIMESTAMP)"
+    """A time cell; missing is NULL, anything else that is not a time fails (and is explained by the reader)."""
+    return f"CASE WHEN {_missing(col)} THEN NULL ELSE CAST({col} AS TIMESTAMP) END"
 
 
 class _Tables:
