@@ -5,12 +5,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ehrr1.config import register_configs
+from ehrr1.errors import report_user_errors
 from ehrr1.training.curriculum import train
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     train(cfg, overrides=list(HydraConfig.get().overrides.task))
 

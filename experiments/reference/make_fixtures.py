@@ -2,25 +2,34 @@
 
     python synthesize.py pipeline=timelines data.synthetic.n_patients=60 data.synthetic.seed=7 \
         data_root=D progress=false
-    bash ../shared/tools/reforacle/run.sh D/mimic-iv-synthetic/n60_seed7 ORACLE
-    python experiments/reference/make_fixtures.py --oracle ORACLE --timelines D/timelines/synthetic_n60_seed7
+    bash ../shared/tools/reforacle/run.sh D/mimic-iv-synthetic/n60_seed7 ORACLE --keep-work --work W
+    python experiments/reference/compare_oracle.py --oracle ORACLE --mimic D/mimic-iv-synthetic/n60_seed7 \
+        --mapping-dir W/datas/index_mapping/hosp --work C
+    python experiments/reference/make_fixtures.py --oracle ORACLE --timelines C/timelines \
+        --mapping-dir W/datas/index_mapping/hosp
+
+(the timelines must be built with the mapping tables the oracle read, as compare_oracle.py does).
 
 Writes under tests/golden/: ``events.json`` (one single-row and one multi-row event per event type, as
 ehrr1 stores them), ``reference/<name>.md`` (the reference's own rendering of each, from the oracle),
 ``clean/<name>.md`` (ehrr1's clean style) and ``oracle_samples.jsonl.gz`` (the oracle's samples of the
-first ``--patients`` patients: window, prepends, label and a digest of the input).
+first ``--patients`` patients: window, prepends, label and a digest of the input) and ``oracle_mappings/``
+(the CCS / ATC stand-in tables that reference run read, cut to the codes the synthetic cohort can write).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
 
+from ehrr1.data.mappings import MAPPING_COLUMNS
 from ehrr1.data.markdown import render_clean
+from ehrr1.data.synthetic.cohort import mapping_rows
 from ehrr1.data.timeline import TimelineStore
 
 GOLDEN = Path(__file__).resolve().parents[2] / "tests" / "golden"
@@ -52,12 +61,27 @@ def _event_json(event) -> dict:
     }
 
 
+def copy_mappings(source: Path, dest: Path) -> None:
+    """The oracle's mapping tables, only the rows of codes the synthetic cohort can write."""
+    codes = {str(row[0]) for rows in mapping_rows().values() for row in rows}
+    dest.mkdir(parents=True, exist_ok=True)
+    for table, columns in MAPPING_COLUMNS.items():
+        with open(source / f"{table}.csv", newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.DictReader(handle) if r[columns[0]] in codes]
+        with open(dest / f"{table}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--oracle", type=Path, required=True)
     parser.add_argument("--timelines", type=Path, required=True)
+    parser.add_argument("--mapping-dir", type=Path, required=True)
     parser.add_argument("--patients", type=int, default=15)
     args = parser.parse_args()
+    copy_mappings(args.mapping_dir, GOLDEN / "oracle_mappings")
     reference = {}
     with open(args.oracle / "events.jsonl", encoding="utf-8") as handle:
         for line in handle:

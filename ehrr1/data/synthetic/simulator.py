@@ -12,6 +12,7 @@ not depend on chunking or on other patients.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import defaultdict
@@ -24,6 +25,9 @@ from ehrr1.data.synthetic.knowledge import (
     COMMON_INPATIENT_DRUGS,
     CONDITIONS,
     DRUGS,
+    ICD9_DIAGNOSES,
+    ICD9_PROCEDURES,
+    ICD9_YEAR_GROUPS,
     ICU_CHART,
     ICU_DATETIMES,
     ICU_INGREDIENTS,
@@ -70,14 +74,20 @@ def _ed_vitals(v: dict[str, float]) -> tuple[float, ...]:
     return v["temp"], v["hr"], v["rr"], v["spo2"], v["sbp"], v["dbp"]
 
 
+def ndc_of(drug: str) -> str:
+    """A made-up 11-digit NDC per drug name (no leading zero, so it survives an integer parse unchanged)."""
+    number = int.from_bytes(hashlib.sha256(f"ndc:{drug}".encode()).digest()[:8], "big")
+    return str(10**10 + number % (9 * 10**10))
+
+
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
 
 
 class PatientSimulator:
-    def __init__(self, seed: int, diagnosis_titles: dict[str, str]):
+    def __init__(self, seed: int, diagnosis_titles: dict[int, dict[str, str]]):
         self.seed = seed
-        self.titles = diagnosis_titles  # ICD-10-CM code -> title, for ED diagnoses and discharge notes
+        self.titles = diagnosis_titles  # ICD version -> code -> title, for ED diagnoses and discharge notes
 
     # ---- patient ------------------------------------------------------------------------------
     def simulate(self, index: int) -> Rows:
@@ -97,18 +107,27 @@ class PatientSimulator:
             "marital": _pick(rng, MARITAL),
             "race": _pick(rng, RACES),
         }
-        patient = _Patient(rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, self.titles)
+        # the year group has its own stream, so that the ICD version it sets leaves the rest of the patient as is
+        year_group = YEAR_GROUPS[random.Random(f"ehrr1-era-{self.seed}-{index}").randrange(len(YEAR_GROUPS))]
+        version = 9 if year_group in ICD9_YEAR_GROUPS else 10
+        titles = self.titles[version]
+        patient = _Patient(
+            rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, titles, version
+        )
         dod = patient.live()
-        rows["patients"].append((sid, gender, age, anchor_year, YEAR_GROUPS[rng.randrange(len(YEAR_GROUPS))], day(dod)))
+        rows["patients"].append((sid, gender, age, anchor_year, year_group, day(dod)))
         return rows
 
 
 class _Patient:
     """The state of one simulated patient while its encounters are generated."""
 
-    def __init__(self, rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, titles):
+    def __init__(
+        self, rng, rows, sid, index, gender, age, anchor_year, chronic, frailty, demographics, titles, version
+    ):
         self.rng: random.Random = rng
-        self.titles: dict[str, str] = titles
+        self.titles: dict[str, str] = titles  # of the patient's ICD version
+        self.icd_version: int = version
         self.rows: Rows = rows
         self.sid, self.index, self.gender, self.age = sid, index, gender, age
         self.anchor_year = anchor_year
@@ -119,6 +138,13 @@ class _Patient:
         obese = 1.5 if any(c.name in ("diabetes", "hypertension") for c in chronic) else 0.0
         self.bmi = rng.gauss(27 + 2 * obese, 4)
         self.counters: dict[str, int] = defaultdict(int)
+
+    def diagnoses(self, codes: list[str]) -> list[str]:
+        """ICD-10-CM codes in the patient's ICD version (duplicates of a shared ICD-9 code dropped)."""
+        return list(dict.fromkeys(codes if self.icd_version == 10 else (ICD9_DIAGNOSES[c] for c in codes)))
+
+    def procedure(self, code: str) -> str:
+        return code if self.icd_version == 10 else ICD9_PROCEDURES[code]
 
     def _next(self, name: str) -> int:
         self.counters[name] += 1
@@ -284,7 +310,9 @@ class _Patient:
         if medrecon_at < out:
             for chronic in self.chronic:
                 for name, etc in chronic.home_meds:
-                    self.rows["medrecon"].append((sid, stay, ts(medrecon_at), name, None, None, None, None, etc))
+                    self.rows["medrecon"].append(
+                        (sid, stay, ts(medrecon_at), name, None, ndc_of(name), None, None, etc)
+                    )
         first_dose = t + timedelta(minutes=rng.randint(40, 90))
         given = [name for name in condition.ed_meds if rng.random() < 0.85]
         for name in given:
@@ -301,9 +329,9 @@ class _Patient:
             ("cbc", "bmp", *condition.panels),
             extra=tuple(condition.labs),
         )
-        codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.4]
+        codes = self.diagnoses([condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.4])
         for seq, code in enumerate(codes, start=1):
-            self.rows["diagnosis"].append((sid, stay, seq, code, 10, self.titles[code]))
+            self.rows["diagnosis"].append((sid, stay, seq, code, self.icd_version, self.titles[code]))
         self.rows["transfers"].append(
             (
                 sid,
@@ -465,11 +493,11 @@ class _Patient:
         for seq, (code, p) in enumerate(condition.procedures, start=1):
             if rng.random() < p:
                 when = admit + timedelta(days=rng.uniform(0, min(2.0, (disch - admit) / DAY)))
-                self.rows["procedures_icd"].append((sid, hadm, seq, day(when), code, 10))
+                self.rows["procedures_icd"].append((sid, hadm, seq, day(when), self.procedure(code), self.icd_version))
         codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.7]
-        codes += [c.icd for c in self.chronic if c.icd not in codes]
+        codes = self.diagnoses(codes + [c.icd for c in self.chronic if c.icd not in codes])
         for seq, code in enumerate(codes, start=1):
-            self.rows["diagnoses_icd"].append((sid, hadm, seq, code, 10))
+            self.rows["diagnoses_icd"].append((sid, hadm, seq, code, self.icd_version))
         if not dies:
             self.poe(hadm, disch - timedelta(hours=rng.uniform(1, 4)), [("ADT orders", "Discharge")])
             self.discharge_note(hadm, admit, disch, condition, icu_stays, codes)
@@ -558,7 +586,7 @@ class _Patient:
                     name,
                     None,
                     None,
-                    None,
+                    ndc_of(name),
                     drug.strength,
                     None,
                     drug.dose,
