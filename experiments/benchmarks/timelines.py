@@ -2,9 +2,10 @@
 
 Prints one JSON line. For each cohort size: seconds and peak RSS of the cohort generation (when it ran),
 events/s and peak RSS of ``build_timelines`` and of the baseline, each measured in a fresh subprocess,
-plus the speed ratio. The baseline materialises every
-event type's table in full as a pandas DataFrame (through the same SQL, so joins are not charged to
-it), groups it by subject, then loops over patients in Python to build, order and serialise events.
+plus the speed ratio. The baseline materialises every table's rows in full as one pandas DataFrame
+(through the same SQL, so reading, text conversion and joins are not charged to it), groups it by
+subject, then orders, places, groups (runs of one table) and serialises each patient's events in Python;
+it must build exactly as many events and records as ours.
 
     python experiments/benchmarks/timelines.py [--sizes 2000 20000] [--root data/bench]
 """
@@ -47,49 +48,56 @@ def run_ours(cohort: Path, out: Path) -> dict:
         progress=False,
     )
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "events": manifest["n_events"], "peak_rss_mb": peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "events": manifest["n_events"],
+        "records": manifest["n_records"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def run_baseline(cohort: Path, out: Path) -> dict:
     import duckdb
     import pandas as pd
 
-    from ehrr1.data.events import DEMOGRAPHIC_FIELDS, EVENT_RANK, EVENT_SOURCES
+    from ehrr1.data.build import TimelineBuilder, _register_mappings, _Tables, demographics_query, source_query
+    from ehrr1.data.events import UNTIMED
     from ehrr1.data.reader import MimicReader
 
     start = time.perf_counter()
     reader = MimicReader({m: cohort / m for m in MODULES})
     con = duckdb.connect()
-    reader.register(con, validate=False)
-    grouped = {}
-    for source in EVENT_SOURCES:
-        if all(reader.has(t) for t in source.tables):
-            frame = con.execute(source.query).df()  # the whole table in memory
-            frame = frame[frame["time"].notna()]
-            grouped[source.event_type] = (source.fields, dict(tuple(frame.groupby("subject_id"))))
-    patients = con.execute(reader.typed_select("patients")).df().set_index("subject_id")
-    rows = []
-    for subject_id, patient in patients.iterrows():
-        events = []
-        for event_type, (fields, by_subject) in grouped.items():
-            frame = by_subject.get(subject_id)
-            if frame is None:
-                continue
-            for moment, group in frame.groupby("time"):
-                records = group[list(fields)].sort_values(list(fields)).to_dict("records")
-                events.append((moment, EVENT_RANK[event_type], event_type, json.dumps(records, default=str)))
-        if not events:
-            continue
-        first = min(e[0] for e in events)
-        demographics = json.dumps([{f: patient[f] for f in DEMOGRAPHIC_FIELDS}], default=str)
-        events.append((first, 0, "patients", demographics))
-        events.sort(key=lambda e: (e[0], e[1]))
-        rows += [(subject_id, i, *e) for i, e in enumerate(events)]
-    result = pd.DataFrame(rows, columns=["subject_id", "event_idx", "time", "rank", "event_type", "records"])
+    reader.register(con)
+    tables = _Tables(con, reader)
+    mapped = set(_register_mappings(con, tables, None))
+    queries = [demographics_query(tables)]
+    queries += [source_query(s, tables, mapped) for s in TimelineBuilder(reader, out).sources]
+    frame = pd.concat([con.execute(q).df() for q in queries], ignore_index=True)  # every row in memory
+    order = ["time", "module_rank", "k1", "k2", "k3", "table_rank", "file_row"]
+    rows, records = [], 0
+    for subject_id, patient in frame.groupby("subject_id", sort=True):
+        demographics = patient[patient["event_type"] == "patients"]
+        timed = patient[patient["time"].notna() & (patient["event_type"] != "patients")].sort_values(order)
+        timed = timed.assign(pos=range(len(timed)), after=0)
+        last = timed[timed["hadm_id"].notna()].groupby("hadm_id")["pos"].max()
+        untimed = patient[patient["time"].isna() & patient["event_type"].isin(UNTIMED)]
+        untimed = untimed.assign(pos=untimed["hadm_id"].map(last).fillna(2**62), after=1)
+        placed = pd.concat([demographics.assign(pos=-1, after=0), timed, untimed])
+        placed = placed.sort_values(["pos", "after", "table_rank", "file_row"], kind="stable")
+        records += len(placed)
+        events: list[list] = []
+        for row in placed.itertuples(index=False):
+            if events and events[-1][0] == row.event_type:
+                events[-1][3].append(row.record)
+                events[-1][2] = row.time if pd.isna(events[-1][2]) else max(events[-1][2], row.time)
+            else:
+                events.append([row.event_type, row.time, row.time, [row.record]])
+        rows += [(subject_id, i, t, end, kind, "[" + ",".join(r) + "]") for i, (kind, t, end, r) in enumerate(events)]
+    result = pd.DataFrame(rows, columns=["subject_id", "event_idx", "time", "endtime", "event_type", "records"])
     out.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out / "timelines.parquet")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "events": len(result), "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "events": len(result), "records": records, "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:
@@ -128,8 +136,11 @@ def main() -> None:
         }
         if n <= args.skip_baseline_above:
             base = measure(__file__, "baseline", str(cohort), str(args.root / f"baseline_n{n}"))
-            if base["events"] != ours["events"]:
-                raise SystemExit(f"baseline built {base['events']} events, ours {ours['events']}: not comparable")
+            if (base["events"], base["records"]) != (ours["events"], ours["records"]):
+                raise SystemExit(
+                    f"baseline built {base['events']}/{base['records']} events/records, ours "
+                    f"{ours['events']}/{ours['records']}: not comparable"
+                )
             entry["pandas_baseline"] = {
                 "seconds": round(base["seconds"], 2),
                 "events_per_s": round(base["events"] / base["seconds"]),
