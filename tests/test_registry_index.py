@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 
 from ehrr1.data.timeline import TimelineStore
@@ -100,3 +102,17 @@ def test_same_inputs_give_byte_identical_index_files(timelines_root, tmp_path, r
     assert len(files) == 4 * TimelineStore(timelines_root).num_shards
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_no_two_tasks_share_an_instruction_but_the_references_own_pair(registry):
+    """Task pairs with different answers (icd / ccs, drug / atc) must be told apart by their instruction.
+
+    The reference itself gives ED_Inpatient_Mortality and Inpatient_Mortality one instruction (their inputs
+    differ: an ED stay vs an admission's first day); kept verbatim for the released checkpoints.
+    """
+    by_text = defaultdict(list)
+    for name in registry.names:
+        by_text[registry[name].prompt_instruction].append(name)
+    assert [sorted(names) for names in by_text.values() if len(names) > 1] == [
+        ["ED_Inpatient_Mortality", "Inpatient_Mortality"]
+    ]

@@ -234,3 +234,25 @@ def test_patients_over_the_event_limit_are_not_indexed(registry):
     )
     assert shard_samples(registry.select(["poe"]), table)["poe"] == []
     assert shard_samples(registry.select(["poe"]), table.slice(0, MAX_EVENTS))["poe"]
+
+
+def test_window_search_equals_the_walk_back_of_the_reference():
+    """The binary search gives the reference's walk-back window on every anchor of random timelines."""
+    import random
+
+    rng = random.Random(5)
+    for trial in range(200):
+        n, moment, events = rng.randint(2, 60), 0, []
+        for _ in range(n):
+            moment += rng.choice([0, 0, 1, 3, 10, 30])
+            kind = rng.choice(["labevents", "labevents", "diagnoses_icd", "emar", "drgcodes"])
+            hours = None if kind == "drgcodes" or (trial % 7 == 0 and rng.random() < 0.1) else moment
+            events.append((kind, hours, rng.choice([None, 1, 2]), {}))
+        p = patient(*events)
+        for anchor in range(1, p.n):
+            now = p.borrowed[anchor]
+            for hours in (1.0, 24.0):
+                walked = None if now is None else p._walk_back(anchor, now, hours)
+                assert p.window_back(anchor, hours) == walked, (trial, anchor, hours)
+    shuffled = patient(("labevents", 10, 1, {}), ("labevents", 2, 1, {}), ("emar", 11, 1, {}))
+    assert shuffled._timed_positions() is None and shuffled.window_back(3) == 1  # out of order: the walk

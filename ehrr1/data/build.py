@@ -22,6 +22,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -102,35 +103,44 @@ def _missing(col: str) -> str:
     return f"({col} IS NULL OR {col} IN ({values}))"
 
 
-def infer_kinds(con: duckdb.DuckDBPyConnection, scan: str, columns: list[str]) -> dict[str, str]:
-    """pandas' dtype of each column of a CSV read as text: int, float, bool or object."""
-    if not columns:
-        return {}
-    parts = []
+def _kind_counts(con: duckdb.DuckDBPyConnection, scan: str, columns: list[str]) -> dict[str, tuple[int, ...]]:
+    """Per column: (rows, missing, integer-looking, float-parsable, boolean) counts of the text cells."""
+    parts = ["count(*)"]
     for c in columns:
         col = _ident(c)
         parts += [
-            f"count(*) FILTER (WHERE NOT {_missing(col)})",
             f"count(*) FILTER (WHERE {_missing(col)})",
             f"count(*) FILTER (WHERE regexp_full_match({col}, '\\s*[+-]?[0-9]{{1,18}}\\s*'))",
             f"count(*) FILTER (WHERE NOT {_missing(col)} AND TRY_CAST(trim({col}) AS DOUBLE) IS NOT NULL)",
             f"count(*) FILTER (WHERE {col} IN ('True', 'False', 'TRUE', 'FALSE', 'true', 'false'))",
         ]
     row = con.execute(f"SELECT {', '.join(parts)} FROM {scan}").fetchone()
-    kinds = {}
-    for i, c in enumerate(columns):
-        present, missing, ints, floats, bools = row[5 * i : 5 * i + 5]
-        if present == 0:
-            kinds[c] = "float"
-        elif ints == present:
-            kinds[c] = "int" if missing == 0 else "float"
-        elif floats == present:
-            kinds[c] = "float"
-        elif bools == present and missing == 0:
-            kinds[c] = "bool"
-        else:
-            kinds[c] = "object"
-    return kinds
+    return {c: (row[0], *row[1 + 4 * i : 5 + 4 * i]) for i, c in enumerate(columns)}
+
+
+def _kind(rows: int, missing: int, ints: int, floats: int, bools: int) -> str:
+    present = rows - missing
+    if present == 0:
+        return "float"
+    if ints == present:
+        return "int" if missing == 0 else "float"
+    if floats == present:
+        return "float"
+    return "bool" if bools == present and missing == 0 else "object"
+
+
+def infer_kinds(con: duckdb.DuckDBPyConnection, scan: str, columns: list[str]) -> dict[str, str]:
+    """pandas' dtype of each column of a CSV read as text: int, float, bool or object.
+
+    A column that is text (object) in the first rows stays text whatever follows, so only the others
+    need the full scan.
+    """
+    if not columns:
+        return {}
+    first = {c: _kind(*n) for c, n in _kind_counts(con, f"(SELECT * FROM {scan} LIMIT 20000)", columns).items()}
+    rest = [c for c in columns if first[c] != "object"]
+    full = {c: _kind(*n) for c, n in _kind_counts(con, scan, rest).items()} if rest else {}
+    return {c: full.get(c, "object") for c in columns}
 
 
 def as_text(col: str, kind: str) -> str:
@@ -169,12 +179,18 @@ class _Tables:
     def scan(self, table: str) -> str:
         return self.reader.raw_scan(table)
 
+    def prepare(self, table: str, columns: Iterable[str]) -> None:
+        """Infer the dtypes of ``columns`` in one scan (pandas infers each column on its own, so only the
+        columns a query reads need it)."""
+        known = self.kinds.setdefault(table, {})
+        wanted = [c for c in dict.fromkeys(columns) if c in self.header(table) and c not in known]
+        known.update(infer_kinds(self.con, self.scan(table), wanted))
+
     def text(self, table: str, column: str, alias: str = "t") -> str:
         """The pandas text of ``column`` ("nan" when the file lacks it)."""
         if column not in self.header(table):
             return "'nan'"
-        if table not in self.kinds:
-            self.kinds[table] = infer_kinds(self.con, self.scan(table), self.header(table))
+        self.prepare(table, [column])
         return as_text(f"{alias}.{_ident(column)}", self.kinds[table][column])
 
     def require(self, table: str, columns: tuple[str, ...]) -> None:
@@ -188,7 +204,8 @@ class _Tables:
 
 # ---- mapping tables ------------------------------------------------------------------------------------
 def _table_of(con: duckdb.DuckDBPyConnection, name: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    data = pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)})
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    data = pa.table({c: pa.array(v, pa.string()) for c, v in zip(columns, values, strict=True)})
     con.register(f"{name}_arrow", data)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
     con.unregister(f"{name}_arrow")
@@ -200,6 +217,7 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
     reader = tables.reader
     for name in ("d_labitems", "d_items"):
         if reader.has(name):
+            tables.prepare(name, ("itemid", "label"))
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'itemid')} AS k1, "
                 f"any_value({tables.text(name, 'label')}) AS v FROM {tables.scan(name)} t GROUP BY k1"
@@ -207,6 +225,7 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
             notes[name] = f"{reader.paths[name]}"
     for name in ("d_icd_diagnoses", "d_icd_procedures"):
         if reader.has(name):
+            tables.prepare(name, ("icd_version", "icd_code"))
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'icd_version')} AS k1, "
                 f"{tables.text(name, 'icd_code')} AS k2, any_value(t.long_title) AS v FROM {tables.scan(name)} t "
@@ -261,6 +280,9 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
     return notes
 
 
+_MAPPING_INPUTS = {"item": ("itemid",), "icd": ("icd_version", "icd_code"), "ndc": ("ndc",), "exam_names": ("note_id",)}
+
+
 def _mapping_join(m: Mapping, source: EventSource, tables: _Tables, i: int) -> tuple[str, str]:
     """(the LEFT JOIN clause, the mapped value) of mapping ``m`` on the source table aliased ``t``."""
     table, alias = source.event_type, f"m{i}"
@@ -281,6 +303,8 @@ def source_query(source: EventSource, tables: _Tables, mapped: set[str]) -> str:
     table = source.event_type
     tables.require(table, ("subject_id", *source.columns) + (() if source.time is None else (source.time,)))
     joins, values = [], []
+    mapping_inputs = [c for m in source.mappings for c in _MAPPING_INPUTS[m.kind]]
+    tables.prepare(table, (*source.fields, *source.optional_fields, *source.label_fields, *mapping_inputs))
     for name in (*source.fields, *source.optional_fields, *source.label_fields):
         values.append(f"{_ident(name)} := {tables.text(table, name)}")
     for i, m in enumerate(source.mappings):
@@ -328,6 +352,7 @@ def source_query(source: EventSource, tables: _Tables, mapped: set[str]) -> str:
 
 def demographics_query(tables: _Tables) -> str:
     tables.require(DEMOGRAPHICS, ("subject_id", *DEMOGRAPHIC_FIELDS))
+    tables.prepare(DEMOGRAPHICS, DEMOGRAPHIC_FIELDS)
     values = ", ".join(f"{f} := {tables.text(DEMOGRAPHICS, f)}" for f in DEMOGRAPHIC_FIELDS)
     return f"""
         SELECT {_as_id("t.subject_id")} AS subject_id, NULL::BIGINT AS hadm_id, NULL::BIGINT AS stay_id,

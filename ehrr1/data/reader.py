@@ -65,6 +65,7 @@ class MimicReader:
         self.missing_modules: list[str] = []
         self.paths: dict[str, Path] = {}
         self._con = duckdb.connect()
+        self._headers: dict[Path, list[str]] = {}
         self._locate_all()
 
     # ---- locating files -------------------------------------------------------------------------
@@ -127,12 +128,15 @@ class MimicReader:
             raise MimicSchemaError(f"file {path} could not be read as CSV: {str(exc).splitlines()[0]}") from exc
 
     def header(self, table: str) -> list[str]:
+        """The file's column names (read once per file)."""
         path = self.paths[table]
-        if path.stat().st_size == 0:
-            raise MimicSchemaError(
-                f"file {path} is empty: expected a CSV header line with columns {', '.join(TABLES[table].columns)}"
-            )
-        return [row[0] for row in self._query(f"DESCRIBE SELECT * FROM {_csv_scan(path)}", path)]
+        if path not in self._headers:
+            if path.stat().st_size == 0:
+                raise MimicSchemaError(
+                    f"file {path} is empty: expected a CSV header line with columns {', '.join(TABLES[table].columns)}"
+                )
+            self._headers[path] = [row[0] for row in self._query(f"DESCRIBE SELECT * FROM {_csv_scan(path)}", path)]
+        return list(self._headers[path])
 
     def validate(self, table: str, limit: int | None = None) -> None:
         """Check columns, types, keys and domains of ``table`` on its first ``limit`` rows (all if None)."""

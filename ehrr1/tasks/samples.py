@@ -23,8 +23,9 @@ Patients with more than ``MAX_EVENTS`` events are not indexed, as in the referen
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +43,7 @@ DAY = 24 * 3600
 _MISSING_TEXT = ("", "nan", "NaN", "None")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     subject_id: int
     hadm_id: int | None
@@ -66,35 +67,36 @@ def _seconds(text: Any) -> int | None:
     return int((moment - datetime(1970, 1, 1)).total_seconds())
 
 
-def _present(value: Any) -> Any:
-    """The reference's ``safe_read``: missing texts become empty, lists stay lists."""
-    if isinstance(value, list):
-        return value
-    return "" if value is None or value in _MISSING_TEXT else value
-
-
 def decision_target(task: TaskSpec, records: Sequence[dict[str, Any]], event_type: str) -> tuple[str, ...]:
     """The answer lines of a decision task for the anchor's rows (empty: no sample)."""
     if task.target == "event_type":
         return (event_type,)
-    if task.fallback:
-        values: list[Any] = [
-            r.get(task.target) if r.get(task.target) not in (None, "nan") else r.get(task.fallback) for r in records
-        ]
-        values = [v for v in values if isinstance(v, str)]
-    else:
-        values = [v for v in (_present(r.get(task.target)) for r in records) if v]
+    field, fallback = task.target, task.fallback
+    values: list[Any] = []
+    for record in records:
+        value = record.get(field)
+        if fallback:
+            if value in (None, "nan"):
+                value = record.get(fallback)
+            if isinstance(value, str):
+                values.append(value)
+        elif value and (isinstance(value, list) or value not in _MISSING_TEXT):
+            values.append(value)
     if task.generation:
         return (values[0],) if len(values) == 1 else ()
-    flat = [x for v in values for x in (v if isinstance(v, list) else [v]) if isinstance(x, str)]
-    return tuple(dict.fromkeys(x.strip() for x in flat if x.strip()))
+    lines: dict[str, None] = {}
+    for value in values:
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, str) and item.strip():
+                lines[item.strip()] = None
+    return tuple(lines)
 
 
 class PatientTimeline:
     """One patient's events as the columns the rules read (records parsed on demand)."""
 
     def __init__(self, subject_id: int, types: list[str], start: list[int | None], hadm: list[int | None],
-                 records: list[str]):  # fmt: skip
+                 records: Sequence[str] | pa.StringArray):  # fmt: skip
         self.subject_id, self.types, self.start, self.hadm, self._records = subject_id, types, start, hadm, records
         self.n = len(types)
         # ICD diagnoses take the time of the event before them (the reference sets it when it reaches them)
@@ -102,20 +104,50 @@ class PatientTimeline:
         for i, (kind, moment) in enumerate(zip(types, start, strict=True)):
             self.borrowed.append(self.borrowed[i - 1] if kind == "diagnoses_icd" and i else moment)
         self._parsed: dict[int, list[dict[str, Any]]] = {}
+        self._timed: tuple[list[int], list[int], dict[int | None, list[int]]] | None = None
+        self._in_time_order: bool | None = None
 
     def records(self, i: int) -> list[dict[str, Any]]:
         if i not in self._parsed:
-            self._parsed[i] = json.loads(self._records[i])
+            raw = self._records[i]  # a str, or an Arrow scalar (records stay in Arrow until read)
+            self._parsed[i] = json.loads(raw if isinstance(raw, str) else raw.as_py())
         return self._parsed[i]
 
     def first(self, i: int, name: str) -> Any:
         return self.records(i)[0].get(name)
 
+    def _timed_positions(self) -> tuple[list[int], list[int], dict[int | None, list[int]]] | None:
+        """Positions with a time, their times and those positions per admission; None if times go back."""
+        if self._in_time_order is None:
+            positions = [j for j in range(1, self.n) if self.borrowed[j] is not None]
+            times = [self.borrowed[j] for j in positions]
+            self._in_time_order = all(a <= b for a, b in zip(times, times[1:], strict=False))
+            per_admission: dict[int | None, list[int]] = defaultdict(list)
+            for j in positions:
+                per_admission[self.hadm[j]].append(j)
+            self._timed = (positions, times, per_admission)
+        return self._timed if self._in_time_order else None
+
     def window_back(self, anchor: int, hours: float = 24.0) -> int | None:
-        """Earliest event (after the demographics) of the anchor's admission starting < ``hours`` before it."""
+        """Earliest event (after the demographics) of the anchor's admission starting < ``hours`` before it.
+
+        Walking back from the anchor, the window stops at the first event ``hours`` or more before it. On
+        a timeline in time order (every one ehrr1 builds) that is a binary search; otherwise the walk.
+        """
         now = self.borrowed[anchor]
         if now is None:
             return None
+        timed = self._timed_positions()
+        if timed is None:
+            return self._walk_back(anchor, now, hours)
+        positions, times, per_admission = timed
+        cut = bisect_right(times, now - hours * 3600)
+        stop = positions[cut - 1] if cut else 0
+        same = per_admission.get(self.hadm[anchor], [])
+        first = bisect_right(same, stop)
+        return same[first] if first < len(same) and same[first] < anchor else None
+
+    def _walk_back(self, anchor: int, now: int, hours: float) -> int | None:
         begin = None
         for j in range(anchor - 1, 0, -1):
             moment = self.borrowed[j]
@@ -311,25 +343,24 @@ def patient_samples(p: PatientTimeline, tasks: Sequence[TaskSpec]) -> list[Sampl
     return samples
 
 
-def shard_patients(table: pa.Table) -> list[PatientTimeline]:
-    """The patients of a timeline shard table (rows sorted by subject, then event index)."""
-    columns = table.select(["subject_id", "event_type", "hadm_id", "records"]).to_pydict()
+def shard_patients(table: pa.Table) -> Iterator[PatientTimeline]:
+    """The patients of a timeline shard table (rows sorted by subject, then event index), one at a time so
+    that only one patient's parsed records are held."""
+    columns = table.select(["subject_id", "event_type", "hadm_id"]).to_pydict()
+    records = table.column("records").combine_chunks()
     times = pc.cast(table.column("time"), pa.timestamp("s")).cast(pa.int64()).to_pylist()
     subjects = columns["subject_id"]
-    patients, start = [], 0
+    start = 0
     for i in range(1, len(subjects) + 1):
         if i == len(subjects) or subjects[i] != subjects[start]:
-            patients.append(
-                PatientTimeline(
-                    subjects[start],
-                    columns["event_type"][start:i],
-                    times[start:i],
-                    columns["hadm_id"][start:i],
-                    columns["records"][start:i],
-                )
+            yield PatientTimeline(
+                subjects[start],
+                columns["event_type"][start:i],
+                times[start:i],
+                columns["hadm_id"][start:i],
+                records.slice(start, i - start),
             )
             start = i
-    return patients
 
 
 def shard_samples(tasks: Sequence[TaskSpec], table: pa.Table) -> dict[str, list[Sample]]:
