@@ -439,8 +439,23 @@ class TrainConfig(DataPipelineConfig):
     evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
 
 
+class BenchSource(str, Enum):
+    built = "built"  # the EHR-Bench ehrr1 builds from the data source (task_mix, split)
+    released = "released"  # the released EHR-Bench files (BlueZeros/EHR-Bench, credentialed)
+
+
+@dataclass
+class BenchConfig:
+    """Which benchmark ``evaluate.py`` scores."""
+
+    source: BenchSource = BenchSource.built
+    path: str | None = None  # released: a .jsonl / .json / .parquet file, a folder of them, or a saved dataset
+    train_path: str | None = None  # released EHR-Ins training items: the most-frequent-answer baseline
+
+
 @dataclass
 class EvaluateConfig(DataPipelineConfig):
+    bench: BenchConfig = field(default_factory=BenchConfig)
     backend: BackendConfig = MISSING
     sampling: SamplingParams = field(default_factory=SamplingParams)
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)

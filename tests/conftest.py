@@ -79,3 +79,15 @@ def wandb_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tokenizer, tmp_path_factory) -> Path:
+    """A randomly initialised tiny model saved in Hugging Face format with the embedded tokenizer."""
+    from ehrr1.models.factory import init_random_model
+    from tests.support import tiny_architecture
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    init_random_model(tiny_architecture(), tokenizer, seed=3).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

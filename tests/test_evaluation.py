@@ -15,20 +15,10 @@ import torch
 from ehrr1.backends import SamplingParams, load_backend
 from ehrr1.evaluation.harness import Request, score_row
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
-from ehrr1.models.factory import init_random_model
 from ehrr1.tasks.registry import TaskError
 from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point, tiny_architecture
 
 TINY = tiny_architecture()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tokenizer, tmp_path_factory) -> Path:
-    """A randomly initialised tiny model saved in Hugging Face format with the embedded tokenizer."""
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    init_random_model(TINY, tokenizer, seed=3).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def test_batched_greedy_generation_equals_one_by_one(model_dir):

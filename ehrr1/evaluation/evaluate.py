@@ -11,11 +11,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.config import BackendConfig, LoggerConfig, LoggerKind, ModelConfig
+from ehrr1.config import BackendConfig, BenchSource, LoggerConfig, LoggerKind, ModelConfig
 from ehrr1.evaluation.harness import build_requests, read_bench, run
 from ehrr1.evaluation.plots import write_plots
+from ehrr1.evaluation.released import read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
+from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import digest
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,25 @@ def output_directory(cfg: DictConfig, model_id: str) -> Path:
     if cfg.output_dir:
         return Path(cfg.output_dir)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.strip("/"))[-60:]
-    return Path("outputs") / "evaluate" / f"{slug}-{digest(model_id)[:8]}" / cfg.task_mix.name / cfg.split
+    root = Path("outputs") / "evaluate" / f"{slug}-{digest(model_id)[:8]}"
+    if cfg.bench.source == BenchSource.released.value:
+        path = Path(cfg.bench.path).resolve()
+        return root / f"released-{path.stem}-{digest(str(path))[:8]}"
+    return root / cfg.task_mix.name / cfg.split
+
+
+def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], dict[str, list[str]]]:
+    """(what was read, the records to score, the most frequent training answer per task) of ``cfg.bench``."""
+    only = list(cfg.only_tasks) if cfg.only_tasks else None
+    if cfg.bench.source == BenchSource.released.value:
+        registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+        records = read_released(cfg.bench.path, registry, only, cfg.limit)
+        train = read_released(cfg.bench.train_path, registry) if cfg.bench.train_path else []
+        return str(cfg.bench.path), records, most_frequent_answers(train)
+    bench = ensure_instructions(cfg, cfg.split)
+    train = Path(cfg.export.dir) / "train.jsonl"
+    frequent = most_frequent_answers(read_bench(train)) if train.exists() else {}
+    return str(bench), read_bench(bench, only, cfg.limit), frequent
 
 
 def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -129,8 +149,7 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
-    bench = ensure_instructions(cfg, cfg.split)
-    records = read_bench(bench, list(cfg.only_tasks) if cfg.only_tasks else None, cfg.limit)
+    bench, records, frequent = bench_records(cfg)
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
     backend = load_backend(
@@ -141,18 +160,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     save_run_config(cfg, out)
     batch_size = cfg.batch_size or backend.batch_size
     rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
-    train = Path(cfg.export.dir) / "train.jsonl"
-    frequent = most_frequent_answers(read_bench(train)) if train.exists() else {}
     report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed)
     report["run"] = {
         "model": model_id,
         "backend": cfg.backend.name,
         "thinking": cfg.thinking,
         "sampling": OmegaConf.to_container(cfg.sampling),
-        "data": str(bench),
+        "data": bench,
+        "bench": cfg.bench.source,
     }
     paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
-    print_report(report, f"EHR-Bench ({cfg.task_mix.name}, {cfg.split}): {model_id}")
+    title = "released" if cfg.bench.source == BenchSource.released.value else f"{cfg.task_mix.name}, {cfg.split}"
+    print_report(report, f"EHR-Bench ({title}): {model_id}")
     logger = settings_of(LoggerConfig, cfg.logger)
     if logger.kind is LoggerKind.wandb:
         log_to_wandb(logger, report, rows, out, cfg.log_outputs)

@@ -1,0 +1,186 @@
+"""The released EHR-Bench / EHR-Ins files as a benchmark source (Hugging Face ``BlueZeros/EHR-Bench``).
+
+Each released item, as the reference's dataset class writes it, holds ``instruction``, ``input``,
+``output``, ``candidates`` and ``task_info`` (the task's settings: ``task``, ``task_type``, ``metric``,
+``target_key``, ``event`` ..., the index row: ``subject_id``, ``context_begin``, ``context_end`` ..., and
+``label``). Items become ehrr1's instruction records, prompted as the reference prompts them (user turn =
+input + "\\n" + instruction) and scored with the task's metric of our catalogue. The task is
+``task_info.task``; without it, the item's instruction names it when only one task has that instruction.
+
+Files: ``.jsonl`` / ``.json`` (read line by line, so a bad line is named), ``.parquet``, a folder of such
+files, or a folder written by ``datasets.Dataset.save_to_disk`` (read with ``datasets``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ehrr1.errors import UserError
+from ehrr1.tasks.prompt import SYSTEM_PROMPT
+from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
+
+REQUIRED = ("instruction", "input", "task_info")
+SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class ReleasedBenchError(UserError, ValueError):
+    """A released file that is missing, unreadable, or holds an item we cannot map."""
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix not in SUFFIXES:
+            raise ReleasedBenchError(f"bench.path: {path} is not a .jsonl, .json or .parquet file")
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        if found:
+            return found
+        raise ReleasedBenchError(f"bench.path: {path} holds no .jsonl, .json or .parquet file")
+    raise ReleasedBenchError(f"bench.path: {path} does not exist (the released EHR-Bench file or folder)")
+
+
+def _items_of_file(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, item) for each item of one file; ``where`` names the file and line or row."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the user's file
+            raise ReleasedBenchError(f"{path}: not a readable Parquet file ({exc})") from exc
+        for n, row in enumerate(rows, 1):
+            yield f"{path}, row {n}", row
+        return
+    with path.open(encoding="utf-8") as handle:
+        text = handle.read()
+    if text.lstrip().startswith("["):  # one JSON array
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReleasedBenchError(f"{path}: not valid JSON ({exc})") from exc
+        for n, item in enumerate(items, 1):
+            yield f"{path}, item {n}", item
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{path}, line {n}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReleasedBenchError(f"{path}, line {n}: not a JSON object ({exc.msg})") from exc
+
+
+def _items(path: Path) -> Iterator[tuple[str, Any]]:
+    if path.is_dir() and (path / "dataset_info.json").exists() and (path / "state.json").exists():
+        try:
+            import datasets
+        except ModuleNotFoundError as exc:
+            raise ReleasedBenchError(f"{path} is a saved Hugging Face dataset: pip install datasets") from exc
+        for n, row in enumerate(datasets.load_from_disk(str(path)), 1):
+            yield f"{path}, row {n}", row
+        return
+    for file in _files(path):
+        yield from _items_of_file(file)
+
+
+def _task_of(item: dict[str, Any], info: dict[str, Any], registry: TaskRegistry, where: str) -> TaskSpec:
+    name = info.get("task")
+    if name is not None:
+        try:
+            return registry[str(name)]
+        except TaskError as exc:
+            raise ReleasedBenchError(f"{where}: task_info.task: {exc}") from None
+    matches = [registry[n] for n in registry.names if registry[n].prompt_instruction == item["instruction"]]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ReleasedBenchError(f"{where}: no task_info.task and no task of ours has this instruction")
+    raise ReleasedBenchError(
+        f"{where}: no task_info.task, and the instruction is shared by {', '.join(t.name for t in matches)}"
+    )
+
+
+def _target(item: dict[str, Any], info: dict[str, Any], task: TaskSpec, where: str) -> list[str]:
+    label = info.get("label", item.get("output"))
+    if isinstance(label, str):
+        lines = [label] if task.is_risk or task.generation else label.split("\n")
+    elif isinstance(label, list) and all(isinstance(v, str) for v in label):
+        lines = label
+    else:
+        raise ReleasedBenchError(f"{where}: task_info.label (or output) must be a text or a list of texts")
+    lines = [v.strip() for v in lines if v.strip()]
+    if not lines:
+        raise ReleasedBenchError(f"{where}: empty label")
+    if task.is_risk and (len(lines) != 1 or lines[0].lower() not in ("yes", "no")):
+        raise ReleasedBenchError(f"{where}: risk task {task.name} needs the label yes or no, found {lines}")
+    return [v.lower() for v in lines] if task.is_risk else lines
+
+
+def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, Any]:
+    """One released item as an ehrr1 instruction record (the fields ``evaluate`` reads)."""
+    if not isinstance(item, dict):
+        raise ReleasedBenchError(f"{where}: expected an object with {', '.join(REQUIRED)}")
+    missing = [k for k in REQUIRED if k not in item]
+    if missing:
+        raise ReleasedBenchError(f"{where}: missing field(s) {', '.join(missing)} (a released item has "
+                                 "instruction, input, output, candidates, task_info)")  # fmt: skip
+    info = item["task_info"]
+    if isinstance(info, str):  # some exports store it as JSON text
+        try:
+            info = json.loads(info)
+        except json.JSONDecodeError as exc:
+            raise ReleasedBenchError(f"{where}: task_info is neither an object nor JSON text") from exc
+    if not isinstance(info, dict):
+        raise ReleasedBenchError(f"{where}: task_info must be an object")
+    if not isinstance(item["input"], str) or not isinstance(item["instruction"], str):
+        raise ReleasedBenchError(f"{where}: input and instruction must be texts")
+    task = _task_of(item, info, registry, where)
+    target = _target(item, info, task, where)
+    subject, anchor = info.get("subject_id"), info.get("context_end")
+    return {
+        "id": f"{task.name}/{subject}/{anchor}" if subject is not None and anchor is not None else where,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": item["input"] + "\n" + item["instruction"]},
+            {"role": "assistant", "content": "\n".join(target)},
+        ],
+        "task": task.name,
+        "kind": task.kind.value,
+        "metric": task.metric.value,
+        "subject_id": subject,
+        "hadm_id": info.get("hadm_id"),
+        "target": target,
+        "candidates": item.get("candidates"),
+        "split": "test",
+        "source": where,
+    }
+
+
+def read_released(
+    path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Records of the released files at ``path``, optionally only some tasks, at most ``limit`` per task."""
+    if not path:
+        raise ReleasedBenchError("bench=released needs bench.path=<the released EHR-Bench file or folder>")
+    if tasks:
+        registry.select(tasks)  # unknown names fail here, listing the valid ones
+    records: list[dict[str, Any]] = []
+    taken: dict[str, int] = {}
+    seen: set[str] = set()
+    for where, item in _items(Path(path)):
+        record = released_record(item, registry, where)
+        task = record["task"]
+        if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
+            continue
+        if record["id"] in seen:
+            record["id"] = f"{record['id']}@{where}"  # the resume key needs unique ids
+        seen.add(record["id"])
+        taken[task] = taken.get(task, 0) + 1
+        records.append(record)
+    if not records:
+        raise ReleasedBenchError(f"bench.path: {path} holds no item" + (f" of {', '.join(tasks)}" if tasks else ""))
+    return records

@@ -1,0 +1,140 @@
+"""The released EHR-Bench files as a benchmark: mapping, errors, and an evaluation with no other data."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ehrr1.evaluation.released import ReleasedBenchError, read_released
+from ehrr1.tasks.metrics import score
+from tests.support import REPO, run_entry_point
+
+FIXTURE = REPO / "tests" / "fixtures" / "released_bench.jsonl"
+
+
+def items() -> list[dict]:
+    return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
+
+
+def write(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_items_become_records_prompted_as_the_reference(registry):
+    records = read_released(FIXTURE, registry)
+    assert len(records) == 10
+    first, source = records[0], items()[0]
+    assert first["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert first["messages"][1]["content"] == source["input"] + "\n" + source["instruction"]
+    assert (first["task"], first["kind"], first["metric"], first["target"]) == (
+        "Inpatient_Mortality", "risk", "auroc", ["yes"]
+    )  # fmt: skip
+    assert first["id"] == "Inpatient_Mortality/10000001/4"
+    labs = records[5]
+    assert (
+        labs["target"] == ["Creatinine", "Potassium", "Sodium"] and labs["metric"] == registry["labevents"].metric.value
+    )
+    assert records[7]["candidates"] == ["Heparin", "Vancomycin", "Aspirin"]
+    assert records[9]["task"] == "diagnoses_ccs"  # no task_info.task: named by its instruction
+
+
+def test_parquet_folders_and_saved_datasets_read_the_same(registry, tmp_path):
+    import datasets
+
+    expected = read_released(FIXTURE, registry)
+    rows = items()
+    for row in rows:
+        row["task_info"] = json.dumps(row["task_info"])  # parquet exports often keep it as JSON text
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bench.parquet")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write(folder / "part-0.jsonl", items()[:4])
+    write(folder / "part-1.jsonl", items()[4:])
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for path in (tmp_path / "bench.parquet", folder, tmp_path / "saved"):
+        got = read_released(path, registry)
+        assert [(r["task"], r["target"], r["messages"]) for r in got] == [
+            (r["task"], r["target"], r["messages"]) for r in expected
+        ], path
+
+
+def test_tasks_and_limit_choose_items(registry):
+    records = read_released(FIXTURE, registry, tasks=["Inpatient_Mortality", "labevents"], limit=2)
+    assert [r["task"] for r in records] == ["Inpatient_Mortality", "Inpatient_Mortality", "labevents", "labevents"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["task_info"].update(task="labevent"), r"line 1: task_info.task: unknown task 'labevent'\. Did"),
+        (lambda r: r.pop("input"), r"line 1: missing field\(s\) input"),
+        (lambda r: r["task_info"].update(label="maybe"), r"line 1: risk task Inpatient_Mortality needs the label yes"),
+        (lambda r: r["task_info"].update(label=[1, 2]), r"line 1: task_info.label \(or output\) must be a text"),
+        (lambda r: r.update(task_info=[1]), r"line 1: task_info must be an object"),
+    ],
+)  # fmt: skip
+def test_a_bad_item_is_named_with_its_line(registry, tmp_path, change, message):
+    rows = items()[:1]
+    change(rows[0])
+    with pytest.raises(ReleasedBenchError, match=message):
+        read_released(write(tmp_path / "bad.jsonl", rows), registry)
+
+
+def test_unreadable_inputs_are_named(registry, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(FIXTURE.read_text().splitlines()[0] + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(ReleasedBenchError, match=r"broken.jsonl, line 2: not a JSON object"):
+        read_released(broken, registry)
+    with pytest.raises(ReleasedBenchError, match="does not exist"):
+        read_released(tmp_path / "missing.jsonl", registry)
+    with pytest.raises(ReleasedBenchError, match="is not a .jsonl, .json or .parquet file"):
+        read_released(write(tmp_path / "bench.txt", []), registry)
+    shared = items()[0]
+    del shared["task_info"]["task"]  # the reference's one shared instruction: which task is it?
+    with pytest.raises(ReleasedBenchError, match="shared by ED_Inpatient_Mortality, Inpatient_Mortality"):
+        read_released(write(tmp_path / "shared.jsonl", [shared]), registry)
+
+
+def test_evaluate_scores_the_released_files_with_no_other_data(model_dir, tmp_path):
+    out = tmp_path / "eval"
+    done = run_entry_point(
+        "evaluate.py",
+        "bench=released",
+        f"bench.path={FIXTURE}",
+        f"model.path={model_dir}",
+        f"output_dir={out}",
+        f"data_root={tmp_path / 'nothing'}",
+        "sampling.max_tokens=8",
+        "bootstrap=50",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "nothing").exists()  # no cohort, timelines or index were built
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 10
+    by_task = defaultdict(list)
+    for row in rows:
+        assert row["score"] == score(row["metric"], row["output"], row["target"])  # re-scored by hand
+        by_task[row["task"]].append(row)
+    report = json.loads((out / "report.json").read_text())
+    assert {t["task"]: t["n"] for t in report["tasks"]} == {t: len(r) for t, r in by_task.items()}
+    for task in report["tasks"]:
+        if task["kind"] == "decision":
+            assert task["value"] == pytest.approx(sum(r["score"] for r in by_task[task["task"]]) / task["n"])
+    assert report["run"]["bench"] == "released" and report["run"]["data"] == str(FIXTURE)
+
+
+def test_a_missing_released_path_ends_evaluate_with_one_message(model_dir, tmp_path):
+    for extra, message in (
+        ([], "error: bench=released needs bench.path=<the released EHR-Bench file or folder>"),
+        ([f"bench.path={tmp_path / 'none.jsonl'}"], f"error: bench.path: {tmp_path / 'none.jsonl'} does not exist"),
+    ):
+        done = run_entry_point("evaluate.py", "bench=released", *extra, f"model.path={model_dir}", cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(message)
