@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from ehrr1.data.synthetic.cohort import COLUMNS, SyntheticCohortSettings, codes_used, generate_cohort
+from ehrr1.data.synthetic.knowledge import ICD9_DIAGNOSES
 from ehrr1.data.synthetic.simulator import PatientSimulator
 
 
@@ -49,7 +50,7 @@ def test_other_seed_gives_other_patients(tmp_path):
 
 def test_a_patient_does_not_depend_on_the_others():
     """Patients are simulated independently, which is what lets generation stream in constant memory."""
-    titles = {code: code for code in codes_used()}
+    titles = {10: {code: code for code in codes_used()}, 9: {code: code for code in ICD9_DIAGNOSES.values()}}
     alone = PatientSimulator(5, titles).simulate(42)
     simulator = PatientSimulator(5, titles)
     for index in range(10):
