@@ -180,10 +180,16 @@ class RolloutBackend(str, Enum):
     vllm = "vllm"  # a vLLM engine on the same GPU, weights synced after each update
 
 
+class AnswerMetric(str, Enum):
+    task = "task"  # each task's own metric (F1, recall, accuracy; risk: the yes/no)
+    set_f1 = "set_f1"  # the reference's GRPO reward: F1 of the answer lines for every decision task
+
+
 @dataclass
 class RewardWeights:
-    answer: float = 1.0  # the task metric of the answer after </think> (0 without one)
+    answer: float = 1.0  # the answer after </think> scored by ``answer_metric`` (0 without one)
     format: float = 1.0  # +1 / -1: the three reasoning sections, no repeated lines
+    answer_metric: AnswerMetric = AnswerMetric.task
 
 
 @dataclass
@@ -221,6 +227,11 @@ class GRPOConfig:
     max_prompts: int | None = None  # at most this many prompts (a seeded draw); None: all
 
 
+class LossOn(str, Enum):
+    completion = "completion"  # the assistant's answer (and its end-of-turn) only
+    all = "all"  # every token of the chat, prompt included (TRL's SFTTrainer without completion_only_loss)
+
+
 @dataclass
 class StageConfig:
     """One curriculum stage: its data, objective, optimiser and schedule (``conf/stage/``)."""
@@ -236,6 +247,7 @@ class StageConfig:
     max_seq_len: int | None = None  # None: model.context_length; longer examples are left out (counted)
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
     # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
+    loss_on: LossOn = LossOn.completion  # sft: which tokens are trained (the reference's SFT: all)
     gradient_clip: float | None = 1.0
     gradient_checkpointing: bool = False
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU

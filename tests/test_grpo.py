@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ehrr1.config import GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
+from ehrr1.config import AnswerMetric, GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
 from ehrr1.models.factory import init_random_model
 from ehrr1.training.grpo import GRPOModule, rl_messages
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
@@ -161,6 +161,20 @@ def test_rewards_follow_the_spec_and_never_raise():
     assert rl_messages({"messages": [{"role": "user", "content": "EHR"}], "kind": "risk"})[-1]["content"] == (
         "EHR\n/no_think"
     )
+
+
+def test_the_references_reward_is_the_f1_of_the_answer_lines_for_every_decision_task():
+    chain = "<think>\n## Final Results\nCreatinine\n</think>\n\n"
+    recall_task = {"metric": "recall", "target": ["Creatinine", "Sodium"], "kind": "decision"}
+    reference = RewardWeights(format=0.0, answer_metric=AnswerMetric.set_f1)
+    assert rewards(chain + "Creatinine\nLactate\nUrea", recall_task, RewardWeights())["answer"] == 0.5  # recall
+    assert rewards(chain + "Creatinine\nLactate\nUrea", recall_task, reference) == {
+        "answer": pytest.approx(0.4),  # F1: precision 1/3, recall 1/2
+        "format": -1.0,
+        "total": pytest.approx(0.4),  # no format reward
+    }
+    risk = {"metric": "auroc", "target": ["no"], "kind": "risk"}
+    assert rewards("<think>\n</think>\n\nno", risk, reference)["answer"] == 1.0  # risk keeps the yes/no
 
 
 def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):

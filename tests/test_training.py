@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ehrr1.config import HardwareConfig, Strategy
+from ehrr1.config import HardwareConfig, LossOn, Strategy
 from ehrr1.models.factory import init_random_model
 from ehrr1.pipelines import settings_of
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
@@ -197,6 +197,36 @@ def test_only_assistant_tokens_are_labelled(tokenizer):
         )
     closed = encode_chats(tokenizer, [chat("u", "Yes")], ThinkingSwitch.closed_think)[0]
     assert tokenizer.decode(closed.input_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\nYes<|im_end|>")
+
+
+def test_loss_on_all_labels_every_token_and_the_suffix_switch_tags_the_user_turn(tokenizer):
+    chats = [chat("## Labotary Test Events\nCreatinine 2.4\nWhich labs next?", "Creatinine")]
+    every = encode_chats(tokenizer, chats, loss_on=LossOn.all)[0]
+    assert every.labels == every.input_ids
+    answer_only = encode_chats(tokenizer, chats)[0]
+    assert answer_only.input_ids == every.input_ids and answer_only.n_labels < every.n_labels
+    for thinking, tag in ((True, "/think"), (False, "/no_think")):
+        prompt = generation_prompt(tokenizer, chats[0][:2], thinking, ThinkingSwitch.suffix)
+        assert prompt.endswith(f"Which labs next?\n{tag}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_the_paper_presets_compose_the_references_recipe():
+    cfg = compose_config("train", "experiment=ehr_r1_1.7b")
+    assert list(cfg.curriculum) == ["ehr_r1_domain_adaptation", "ehr_r1_reasoning", "ehr_r1_rl"]
+    assert cfg.model.thinking_switch == ThinkingSwitch.suffix
+    first = compose_config("train", "experiment=ehr_r1_1.7b", "stage=ehr_r1_domain_adaptation").stage
+    assert (first.name, first.loss_on, first.max_seq_len, first.epochs) == ("domain_adaptation", "all", 8192, 1)
+    second = compose_config("train", "experiment=ehr_r1_8b", "stage=ehr_r1_reasoning").stage
+    assert (second.name, second.loss_on, second.max_seq_len, second.epochs) == ("reasoning", "all", 12288, 5)
+    third = compose_config("train", "experiment=ehr_r1_72b", "stage=ehr_r1_rl").stage
+    assert (third.name, third.optim.lr, third.grpo.group_size, third.grpo.max_completion_tokens) == (
+        "rl",
+        2.0e-6,
+        16,
+        2048,
+    )
+    assert (third.grpo.rewards.format, third.grpo.rewards.answer_metric) == (0.0, "set_f1")
+    assert compose_config("train").stage.loss_on == "completion"  # ours stays the default
 
 
 def test_pack_keeps_every_example_once_within_the_budget():

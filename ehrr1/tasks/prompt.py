@@ -29,6 +29,7 @@ CLOSED_THINK = "<think>\n\n</think>\n"  # appended by models without a thinking 
 class ThinkingSwitch(str, Enum):
     enable_thinking = "enable_thinking"  # the chat template takes enable_thinking (Qwen3, EHR-R1-1.7B/8B)
     closed_think = "closed_think"  # append an empty think block to turn reasoning off (EHR-R1-72B)
+    suffix = "suffix"  # Qwen3's soft switch: "/think" or "/no_think" after the user turn (the reference's SFT, GRPO)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ class PromptBuilder:
         return Prompt(messages, answer_text(sample), len(window), _count(self.tokenizer, messages), False)
 
 
+def with_thinking_suffix(messages: list[dict[str, str]], thinking: bool) -> list[dict[str, str]]:
+    """The messages with Qwen3's soft switch, ``/think`` or ``/no_think``, after the last turn's text."""
+    *head, last = messages
+    return [*head, {**last, "content": last["content"] + ("\n/think" if thinking else "\n/no_think")}]
+
+
 def generation_prompt(
     tokenizer: Any,
     messages: list[dict[str, str]],
@@ -137,6 +144,10 @@ def generation_prompt(
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
 ) -> str:
     """The text a model continues: chat template plus the model's way of turning reasoning on or off."""
+    if switch is ThinkingSwitch.suffix:
+        return tokenizer.apply_chat_template(
+            with_thinking_suffix(messages, thinking), tokenize=False, add_generation_prompt=True
+        )
     if switch is ThinkingSwitch.enable_thinking:
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking

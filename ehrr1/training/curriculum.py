@@ -280,6 +280,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
             seed=cfg.seed,
             switch=model.thinking_switch,
             num_workers=hardware.dataloader_workers,
+            loss_on=stage.loss_on,
         )
         module = SFTModule(
             build_model,

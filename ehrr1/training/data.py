@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ehrr1.config import LossOn
 from ehrr1.models.tokenizer import THINK_OPEN
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 
@@ -58,9 +59,13 @@ def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
 
 
 def encode_chats(
-    tokenizer: Any, chats: list[list[dict[str, str]]], switch: ThinkingSwitch = ThinkingSwitch.enable_thinking
+    tokenizer: Any,
+    chats: list[list[dict[str, str]]],
+    switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
+    loss_on: LossOn = LossOn.completion,
 ) -> list[Encoded]:
-    """Prompt ids (labels ignored) + assistant ids and end-of-turn (labelled), for a list of chats.
+    """Prompt ids + assistant ids and end-of-turn, for a list of chats; labelled: the assistant's part, or
+    every token with ``loss_on=all``.
 
     The assistant text starting with ``<think>`` (a reasoning chain) is trained with thinking on; any other
     answer with thinking off, exactly as evaluation prompts the model in each mode.
@@ -72,7 +77,10 @@ def encode_chats(
         answers.append(answer + tokenizer.eos_token)
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
-    return [Encoded(p + a, [IGNORE] * len(p) + a) for p, a in zip(prompt_ids, answer_ids, strict=True)]
+    every = LossOn(loss_on) is LossOn.all
+    return [
+        Encoded(p + a, (p if every else [IGNORE] * len(p)) + a) for p, a in zip(prompt_ids, answer_ids, strict=True)
+    ]
 
 
 def pack(lengths: list[int], max_len: int, order: list[int], open_bins: int = 32) -> list[list[int]]:
@@ -240,6 +248,7 @@ class ChatDataModule(ResumableDataModule):
         seed: int = 0,
         switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
         num_workers: int = 0,
+        loss_on: LossOn = LossOn.completion,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -250,6 +259,7 @@ class ChatDataModule(ResumableDataModule):
         self.packing = packing
         self.seed = seed
         self.switch = switch
+        self.loss_on = loss_on
         self.num_workers = num_workers
         self.splits: dict[str, MicroBatches] = {}
         self.dropped: dict[str, int] = {}
@@ -258,7 +268,7 @@ class ChatDataModule(ResumableDataModule):
         path = self.data_dir / f"{split}.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"no {split} data at {path} (stage.data): run synthesize.py for this task mix")
-        encoded = encode_chats(self.tokenizer, read_chat_jsonl(path), self.switch)
+        encoded = encode_chats(self.tokenizer, read_chat_jsonl(path), self.switch, self.loss_on)
         kept = [e for e in encoded if len(e.input_ids) <= self.max_seq_len]
         self.dropped[split] = len(encoded) - len(kept)
         if self.dropped[split]:

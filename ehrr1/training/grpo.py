@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from ehrr1.backends import SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
-from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
 from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import rewards
@@ -36,10 +36,8 @@ RewardFn = Callable[[list[str], list[dict[str, Any]], list[list[int]]], list[dic
 
 def rl_messages(record: dict[str, Any]) -> list[dict[str, str]]:
     """The record's prompt with the spec's soft switch: ``/think`` for decision tasks, ``/no_think`` for risk."""
-    switch = "/no_think" if record["kind"] == "risk" else "/think"
-    messages = [dict(m) for m in record["messages"] if m["role"] != "assistant"]
-    messages[-1]["content"] = f"{messages[-1]['content']}\n{switch}"
-    return messages
+    messages = [m for m in record["messages"] if m["role"] != "assistant"]
+    return with_thinking_suffix(messages, thinking=record["kind"] != "risk")
 
 
 class PromptOrder(Sampler):

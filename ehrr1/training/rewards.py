@@ -1,7 +1,8 @@
 """Verifiable rewards of curriculum stage 3, from the shared task metrics and answer parsing.
 
 - answer: 0 without a closed ``</think>``; else the task's metric (F1 / recall / accuracy; risk tasks:
-  accuracy of the yes/no) of the lines after it against the target.
+  accuracy of the yes/no) of the lines after it against the target, or with ``answer_metric=set_f1`` the
+  reference's reward: F1 of the answer lines for every decision task (risk tasks keep the yes/no).
 - format: +1 when the reasoning (inside the think block) has the three sections in order and no repeated
   line, else -1.
 The total is their weighted sum. Garbage (empty, non-UTF-8, enormous) gets the lowest rewards; never raises.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ehrr1.config import RewardWeights
+from ehrr1.config import AnswerMetric, RewardWeights
 from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.metrics import reasoning_format_problem, score, to_text
 
@@ -41,6 +42,9 @@ def format_reward(completion: str | bytes | None) -> float:
 
 def rewards(completion: str | bytes | None, record: dict[str, Any], weights: RewardWeights) -> dict[str, float]:
     """Each component and the weighted total for one completion of ``record``'s prompt."""
-    answer = answer_reward(completion, record["metric"], list(record["target"]))
+    metric = record["metric"]
+    if AnswerMetric(weights.answer_metric) is AnswerMetric.set_f1 and record.get("kind") == "decision":
+        metric = "f1" if metric != "rouge1" else metric
+    answer = answer_reward(completion, metric, list(record["target"]))
     form = format_reward(completion)
     return {"answer": answer, "format": form, "total": weights.answer * answer + weights.format * form}
