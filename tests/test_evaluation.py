@@ -75,6 +75,7 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     labs, mortality = report["tasks"]
     assert labs["value"] == pytest.approx((1 + 2 / 3) / 6) and labs["invalid"] == 4 and labs["truncated"] == 2
     assert labs["errors"] == 1
+    assert (labs["precision"], labs["recall"], labs["f1"]) == pytest.approx((2 / 6, 1.5 / 6, (1 + 2 / 3) / 6))
     assert labs["baseline"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 1 + 1 + 1) / 6)  # always "Creatinine"
     assert labs["ci_low"] <= labs["value"] <= labs["ci_high"]
     # p_yes 0.9 / 0.2, then hard answers: unfinished reasoning -> 0.5, "Yes." -> 1.0: every yes above every no
@@ -88,6 +89,25 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     assert json.loads(paths["json"].read_text())["samples"] == 10
     assert "| labevents | decision | f1 | 6 |" in paths["md"].read_text()
     assert paths["csv"].read_text().splitlines()[0].startswith("task,kind,metric,n,value,ci_low,ci_high")
+    assert mortality["precision"] is None and "| P | R | F1 |" in paths["md"].read_text()
+    # the same model on another benchmark: only labevents, scored higher
+    other = aggregate([score_row(request("labevents", "f1", ["Sodium"], "k"), "sodium", "stop", None)], n_boot=10)
+    (tmp_path / "b").mkdir()
+    write_reports(other, tmp_path / "b")
+    from ehrr1.evaluation.compare import main as compare_main
+    from ehrr1.evaluation.compare import write_comparison
+
+    written = write_comparison(tmp_path, tmp_path / "b", tmp_path / "cmp")
+    result = json.loads(written["json"].read_text())
+    by_task = {r["task"]: r for r in result["tasks"]}
+    assert by_task["labevents"]["difference"] == pytest.approx(1.0 - labs["value"])
+    assert by_task["Inpatient_Mortality"]["value_b"] is None and by_task["Inpatient_Mortality"]["difference"] is None
+    assert result["macro"]["risk"] == {"a": 1.0, "b": None}
+    assert written["png"].read_bytes()[:4] == b"\x89PNG"
+    assert "| labevents | decision | f1 | 6 |" in written["md"].read_text()
+    with pytest.raises(SystemExit) as stopped:
+        compare_main([str(tmp_path), str(tmp_path / "nowhere")])
+    assert stopped.value.code == 1
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

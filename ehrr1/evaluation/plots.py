@@ -15,12 +15,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ehrr1.evaluation.report import risk_scores  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def interval_errors(values: list[float], lows: list[float | None], highs: list[float | None]) -> list[list[float]]:
+    """matplotlib's ``xerr`` for values with 95 % bounds (0 where a bound is missing)."""
+    return [
+        [v - low if low is not None else 0.0 for v, low in zip(values, lows, strict=True)],
+        [high - v if high is not None else 0.0 for v, high in zip(values, highs, strict=True)],
+    ]
 
 
 def score_chart(report: dict[str, Any], path: Path) -> Path:
@@ -29,10 +38,7 @@ def score_chart(report: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(tasks) + 1.2))
     y = range(len(tasks))
     colours = ["tab:blue" if t["kind"] == "decision" else "tab:orange" for t in tasks]
-    errors = [
-        [t["value"] - t["ci_low"] if t["ci_low"] is not None else 0 for t in tasks],
-        [t["ci_high"] - t["value"] if t["ci_high"] is not None else 0 for t in tasks],
-    ]
+    errors = interval_errors([t["value"] for t in tasks], [t["ci_low"] for t in tasks], [t["ci_high"] for t in tasks])
     ax.barh(list(y), [t["value"] for t in tasks], xerr=errors, color=colours, alpha=0.8, capsize=2)
     baselines = [(i, t["baseline"]) for i, t in enumerate(tasks) if t["baseline"] is not None]
     ax.scatter([b for _, b in baselines], [i for i, _ in baselines], marker="|", s=120, color="black", label="baseline")
@@ -41,7 +47,7 @@ def score_chart(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("score (decision: F1 / recall / accuracy; risk: AUROC)")
     ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -67,7 +73,7 @@ def roc_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=6, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(report: dict[str, Any], rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:

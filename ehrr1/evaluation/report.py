@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import rankdata
 
-from ehrr1.tasks.metrics import auroc, score, yes_no
+from ehrr1.tasks.metrics import auroc, score, set_score, yes_no
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
 KINDS = ("decision", "risk")
@@ -32,6 +32,9 @@ class TaskScore:
     errors: int  # of those: generation failed after retries (server errors, timeouts), kept per sample
     truncated: int  # generations cut at max_tokens
     hard_scored: int  # risk samples without an answer probability, scored by their yes/no answer
+    precision: float | None = None  # decision tasks: mean per-sample precision, recall and F1 of the answer
+    recall: float | None = None  # lines, beside the headline metric (the reference reports all three)
+    f1: float | None = None
 
 
 def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int]:
@@ -76,6 +79,16 @@ def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
+def set_scores(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
+    """Mean precision, recall and F1 of the answer lines against the target over ``rows``."""
+    scored = [set_score(r["output"], r["target"]) for r in rows]
+    return (
+        float(np.mean([s.precision for s in scored])),
+        float(np.mean([s.recall for s in scored])),
+        float(np.mean([s.f1 for s in scored])),
+    )
+
+
 def most_frequent_answers(records: list[dict[str, Any]]) -> dict[str, str]:
     """Each task's most frequent answer among ``records`` (the training split: no peeking at the test)."""
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -105,6 +118,7 @@ def aggregate(
     for name, task_rows in by_task.items():
         metric, kind = task_rows[0]["metric"], task_rows[0]["kind"]
         low, high = bootstrap(metric, task_rows, n_boot, seed)
+        precision, recall, f1 = set_scores(task_rows) if kind == "decision" and metric != "rouge1" else (None,) * 3
         tasks.append(
             TaskScore(
                 task=name,
@@ -119,6 +133,9 @@ def aggregate(
                 errors=sum(bool(r.get("error")) for r in task_rows),
                 truncated=sum(r["finish_reason"] == "length" for r in task_rows),
                 hard_scored=risk_scores(task_rows)[2] if metric == "auroc" else 0,
+                precision=precision,
+                recall=recall,
+                f1=f1,
             )
         )
     tasks.sort(key=lambda t: KINDS.index(t.kind))
@@ -141,14 +158,16 @@ def _fmt(value: float | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| task | kind | metric | n | score | 95 % CI | baseline | invalid | errors | truncated | hard-scored |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| task | kind | metric | n | score | 95 % CI | baseline | P | R | F1 | invalid | errors | truncated "
+        "| hard-scored |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in report["tasks"]:
         ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
+        prf = " | ".join(_fmt(t.get(k)) for k in ("precision", "recall", "f1"))
         lines.append(
             f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {_fmt(t['value'])} | {ci} | "
-            f"{_fmt(t['baseline'])} | {t['invalid']} | {t['errors']} | {t['truncated']} | {t['hard_scored']} |"
+            f"{_fmt(t['baseline'])} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} | {t['hard_scored']} |"
         )
     lines.append("")
     for kind, m in report["macro"].items():
