@@ -471,6 +471,7 @@ class EvaluateConfig(DataPipelineConfig):
     backend: BackendConfig = MISSING
     sampling: SamplingParams = field(default_factory=SamplingParams)
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
+    risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no (the reference's protocol)
     batch_size: int | None = None  # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
     limit: int | None = None  # samples per task; None: all
     only_tasks: list[str] | None = None  # None: every task of the split

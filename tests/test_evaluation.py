@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,12 +15,12 @@ import pytest
 import torch
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.evaluation.harness import Request, score_row
+from ehrr1.evaluation.harness import Request, build_requests, run, score_row
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.tasks.registry import TaskError
-from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point, tiny_architecture
+from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point
 
-TINY = tiny_architecture()
 
 
 def test_batched_greedy_generation_equals_one_by_one(model_dir):
@@ -333,3 +335,79 @@ def test_vectorised_bootstrap_equals_a_loop_over_resamples():
     assert bootstrap("auroc", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(aurocs, [2.5, 97.5])))
     means = [np.mean([rows[i]["score"] for i in row]) for row in idx]
     assert bootstrap("f1", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+
+
+def test_risk_is_answered_with_one_token_among_yes_and_no(model_dir):
+    """The reference's protocol: greedy over the first tokens of yes / no, P(yes) the share between them."""
+    from ehrr1.backends import ONE_TOKEN_YES_NO, choice_token_ids
+
+    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    messages = [[{"role": "user", "content": text}] for text in ("Creatinine 2.4 mg/dL", "## Admissions\nEW EMER.")]
+    prompts = [generation_prompt(hf.tokenizer, m, thinking=False) for m in messages]
+    out = hf.generate(prompts, ONE_TOKEN_YES_NO)
+    ids = choice_token_ids(hf.tokenizer, ("yes", "no"))
+    for prompt, answer in zip(prompts, out, strict=True):
+        encoded = hf.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            p_yes = hf.model(**encoded).logits[0, -1, ids].softmax(-1)[0].item()
+        assert answer.text == ("yes" if p_yes >= 0.5 else "no") and answer.finish_reason == "stop"
+        assert answer.p_yes == pytest.approx(p_yes, abs=1e-5)
+
+
+def test_requests_ask_risk_tasks_with_thinking_off_and_one_token(model_dir):
+    from ehrr1.backends import SamplingParams as Sampling
+
+    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    user = [{"role": "system", "content": "s"}, {"role": "user", "content": "EHR\nquestion"}]
+    records = [
+        {"id": "r", "task": "Inpatient_Mortality", "kind": "risk", "metric": "auroc", "target": ["yes"],
+         "messages": [*user, {"role": "assistant", "content": "yes"}]},
+        {"id": "d", "task": "labevents", "kind": "decision", "metric": "f1", "target": ["Sodium"],
+         "messages": [*user, {"role": "assistant", "content": "Sodium"}]},
+    ]  # fmt: skip
+    switch = ThinkingSwitch.enable_thinking
+    risk, decision = build_requests(records, hf.tokenizer, "m", Sampling(max_tokens=8), True, switch)
+    assert risk.one_token and risk.prompt == generation_prompt(hf.tokenizer, user, thinking=False)
+    assert not decision.one_token and decision.prompt == generation_prompt(hf.tokenizer, user, thinking=True)
+    generated = build_requests(records, hf.tokenizer, "m", Sampling(max_tokens=8), True, switch, False)
+    assert not generated[0].one_token and generated[0].key != risk.key and generated[1].key == decision.key
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run([risk, decision], hf, Sampling(max_tokens=8), Path(tmp) / "results.jsonl", progress=False)
+    assert rows[0]["output"] in ("yes", "no") and rows[0]["p_yes"] is not None and rows[0]["valid"]
+
+
+def test_openai_backend_sends_the_references_logit_bias(model_dir):
+    """A real local HTTP server that records what the client sends and answers like vLLM's server."""
+    import http.server
+    import threading
+
+    from ehrr1.backends import ONE_TOKEN_YES_NO, choice_token_ids
+
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            logprobs = {"top_logprobs": [{"no": -0.2, "yes": -2.0, "maybe": -5.0}]}
+            body = json.dumps({"choices": [{"text": "no", "finish_reason": "length", "logprobs": logprobs}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        backend = load_backend("openai", model_path=str(model_dir), base_url=url)
+        prompt = generation_prompt(backend.tokenizer, [{"role": "user", "content": "EHR"}], thinking=False)
+        (answer,) = backend.generate([prompt], ONE_TOKEN_YES_NO, [True])
+    finally:
+        server.shutdown()
+    ids = choice_token_ids(backend.tokenizer, ("yes", "no"))
+    assert seen[0]["max_tokens"] == 1 and seen[0]["logit_bias"] == {str(i): 100 for i in ids}
+    assert answer.text == "no" and answer.p_yes == pytest.approx(math.exp(-2.0) / (math.exp(-2.0) + math.exp(-0.2)))

@@ -2,7 +2,9 @@
 
 A backend turns prompt texts (chat template already applied) into generations. With ``answer_scores``
 it also returns, for each prompt, the probability of "yes" against "no" at the answer position (after the
-reasoning, when there is one), which risk tasks need for AUROC.
+reasoning, when there is one), which risk tasks need for AUROC. With ``SamplingParams.choices`` it answers
+with one token restricted to the first tokens of those words (the reference's logit bias on "yes" / "no"),
+P(yes) being the share of "yes" between the two.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     max_tokens: int = 2048
     seed: int = 0
+    choices: tuple[str, ...] | None = None  # one answer token among these words' first tokens (yes, no)
+
+
+ONE_TOKEN_YES_NO = SamplingParams(temperature=0.0, max_tokens=1, choices=("yes", "no"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,14 @@ def answer_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
 
     yes, no = first_ids(YES_WORDS), first_ids(NO_WORDS)
     return sorted(yes - no), sorted(no - yes)
+
+
+def choice_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
+    """The first token of each word (as the reference biases them); two words sharing one is an error."""
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the answer words {words} share a first token: a one-token answer cannot tell them apart")
+    return ids
 
 
 def yes_share(p_yes: float, p_no: float) -> float | None:

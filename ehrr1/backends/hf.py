@@ -7,7 +7,14 @@ from typing import Any
 
 import torch
 
-from ehrr1.backends import Generation, SamplingParams, answer_prefix, answer_token_ids, reached_answer
+from ehrr1.backends import (
+    Generation,
+    SamplingParams,
+    answer_prefix,
+    answer_token_ids,
+    choice_token_ids,
+    reached_answer,
+)
 from ehrr1.models.factory import load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 
@@ -68,6 +75,8 @@ class HFBackend:
     def generate(
         self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
     ) -> list[Generation]:
+        if sampling.choices:
+            return self.choose(prompts, sampling.choices)
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         kwargs = (
             {"do_sample": False}
@@ -101,6 +110,15 @@ class HFBackend:
             for i, p in zip(wanted, self.p_yes([prompts[i] + answer_prefix(texts[i]) for i in wanted]), strict=True):
                 scores[i] = p
         return [Generation(t, r, s) for t, r, s in zip(texts, reasons, scores, strict=True)]
+
+    @torch.no_grad()
+    def choose(self, prompts: list[str], words: tuple[str, ...]) -> list[Generation]:
+        """One token among the words' first tokens (greedy); P(first word) among them as the score."""
+        ids = choice_token_ids(self.tokenizer, words)
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        probs = self.model(**encoded).logits[:, -1, ids].float().softmax(-1)  # [B, len(words)]
+        best = probs.argmax(-1).tolist()
+        return [Generation(words[b], "stop", float(p[0])) for b, p in zip(best, probs.tolist(), strict=True)]
 
     @torch.no_grad()
     def p_yes(self, prefixes: list[str]) -> list[float]:

@@ -25,6 +25,7 @@ from ehrr1.backends import (
     Generation,
     SamplingParams,
     answer_prefix,
+    choice_token_ids,
     reached_answer,
     yes_share,
 )
@@ -92,6 +93,8 @@ class OpenAIBackend:
         }
         if sampling.top_k:
             body["top_k"] = sampling.top_k
+        if sampling.choices:  # the reference's +100 logit bias on the answer words' first tokens
+            body["logit_bias"] = {str(i): 100 for i in choice_token_ids(self.tokenizer, sampling.choices)}
         answer_first = want_score and reached_answer(prompt, "")  # thinking off: the first token is the answer
         if answer_first:
             body["logprobs"] = TOP_LOGPROBS
@@ -105,6 +108,8 @@ class OpenAIBackend:
             p_yes = first_token_p_yes(choice.get("logprobs"))
         elif want_score and reached_answer(prompt, text):
             p_yes = self.next_token_p_yes(prompt + answer_prefix(text))
+        if sampling.choices and text.strip() not in sampling.choices and p_yes is not None:
+            text = sampling.choices[0] if p_yes >= 0.5 else sampling.choices[1]  # a server that ignored the bias
         return Generation(text, "length" if choice.get("finish_reason") == "length" else "stop", p_yes)
 
     def next_token_p_yes(self, prefix: str) -> float | None:

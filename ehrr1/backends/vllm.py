@@ -25,6 +25,7 @@ from ehrr1.backends import (
     SamplingParams,
     answer_prefix,
     answer_token_ids,
+    choice_token_ids,
     reached_answer,
     yes_share,
 )
@@ -50,6 +51,8 @@ class Engine:
     ) -> list[Generation]:
         from vllm import SamplingParams as VLLMSampling
 
+        if sampling.choices:
+            return self.choose(prompts, sampling.choices)
         params = VLLMSampling(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -67,6 +70,27 @@ class Engine:
             for i, p in zip(wanted, self.p_yes(prefixes), strict=True):
                 scores[i] = p
         return [Generation(t, r, s) for t, r, s in zip(texts, reasons, scores, strict=True)]
+
+    def choose(self, prompts: list[str], words: tuple[str, ...]) -> list[Generation]:
+        """One token among the words' first tokens: each word's log-probability after the prompt, read as a
+        prompt log-probability of that token appended (exact, whatever the top alternatives are)."""
+        from vllm import SamplingParams as VLLMSampling
+
+        ids = choice_token_ids(self.tokenizer, words)
+        params = VLLMSampling(temperature=0.0, max_tokens=1, prompt_logprobs=0)
+        requests = [{"prompt_token_ids": [*p["prompt_token_ids"], t]} for p in self.token_prompts(prompts) for t in ids]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        out = []
+        for k, _ in enumerate(prompts):
+            logps = []
+            for j, token in enumerate(ids):
+                last = outputs[k * len(ids) + j].prompt_logprobs[-1]  # {token id: Logprob} at the appended token
+                logps.append(last[token].logprob)
+            top = max(logps)
+            probs = [math.exp(lp - top) for lp in logps]
+            best = max(range(len(words)), key=lambda i: probs[i])
+            out.append(Generation(words[best], "stop", probs[0] / sum(probs)))
+        return out
 
     def p_yes(self, prefixes: list[str]) -> list[float | None]:
         """P(yes) / (P(yes) + P(no)) of the next token, from its top alternatives (None when neither is there)."""

@@ -155,7 +155,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     backend = load_backend(
         cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id, cfg.seed)
     )
-    requests = build_requests(records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch)
+    requests = build_requests(
+        records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch, cfg.risk_one_token
+    )
     out = output_directory(cfg, model_id)
     save_run_config(cfg, out)
     batch_size = cfg.batch_size or backend.batch_size
@@ -165,6 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "model": model_id,
         "backend": cfg.backend.name,
         "thinking": cfg.thinking,
+        "risk_one_token": cfg.risk_one_token,
         "sampling": OmegaConf.to_container(cfg.sampling),
         "data": bench,
         "bench": cfg.bench.source,

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ehrr1.backends import Backend, SamplingParams
+from ehrr1.backends import ONE_TOKEN_YES_NO, Backend, Generation, SamplingParams
 from ehrr1.tasks.metrics import final_answer, score, to_text
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.utils import digest, read_appended_jsonl
@@ -35,6 +35,7 @@ class Request:
     metric: str
     target: list[str]
     prompt: str
+    one_token: bool = False  # answered with one token among yes / no (thinking off), not generated
 
 
 def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -65,15 +66,21 @@ def build_requests(
     sampling: SamplingParams,
     thinking: bool,
     switch: ThinkingSwitch,
+    risk_one_token: bool = True,
 ) -> list[Request]:
-    """One request per record (in record order), prompted as training saw it, without the assistant's answer."""
-    settings = asdict(sampling)
+    """One request per record (in record order), prompted as training saw it, without the assistant's answer.
+
+    With ``risk_one_token`` (the reference's protocol) risk tasks are asked with thinking off and answered
+    with one token among yes / no; otherwise they are generated like the decision tasks.
+    """
     out = []
     for r in records:
         messages = [m for m in r["messages"] if m["role"] != "assistant"]
-        prompt = generation_prompt(tokenizer, messages, thinking, switch)
+        one_token = risk_one_token and r["kind"] == "risk"
+        prompt = generation_prompt(tokenizer, messages, thinking and not one_token, switch)
+        settings = asdict(ONE_TOKEN_YES_NO if one_token else sampling)
         key = digest([r["id"], model_id, prompt, settings])  # the resume key: sample, model, prompt, sampling
-        out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], list(r["target"]), prompt))
+        out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], list(r["target"]), prompt, one_token))
     return out
 
 
@@ -109,6 +116,17 @@ def batches(items: list[Request], size: int) -> Iterator[list[Request]]:
         yield items[start : start + size]
 
 
+def _generate(backend: Backend, batch: list[Request], sampling: SamplingParams) -> list[Generation]:
+    """The batch's generations in its order: one-token requests and generated ones in a call each."""
+    out: dict[int, Generation] = {}
+    for one_token, params in ((True, ONE_TOKEN_YES_NO), (False, sampling)):
+        part = [i for i, q in enumerate(batch) if q.one_token is one_token]
+        if part:
+            answers = backend.generate([batch[i].prompt for i in part], params, [batch[i].kind == "risk" for i in part])
+            out.update(zip(part, answers, strict=True))
+    return [out[i] for i in range(len(batch))]
+
+
 def run(
     requests: list[Request],
     backend: Backend,
@@ -136,7 +154,7 @@ def run(
     ):
         for batch in batches(pending, batch_size):
             try:
-                generations = backend.generate([q.prompt for q in batch], sampling, [q.kind == "risk" for q in batch])
+                generations = _generate(backend, batch, sampling)
                 rows = [
                     score_row(q, g.text if not g.error else None, g.finish_reason, g.p_yes, g.error)
                     for q, g in zip(batch, generations, strict=True)

@@ -36,7 +36,9 @@ def main() -> None:
     backend = load_backend("hf", model_path=args.model, device="cpu")
     sampling = SamplingParams(max_tokens=args.max_tokens)
     records = read_bench(Path(args.data_dir) / "test.jsonl", limit=args.limit)
-    requests = build_requests(records, backend.tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking)
+    requests = build_requests(
+        records, backend.tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking, False
+    )
     ordered = sorted(requests, key=lambda q: q.prompt)
     backend.generate([q.prompt for q in ordered[: args.batch_size]], sampling)  # warm-up
 
@@ -48,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         requests = build_requests(
-            records, backend.tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking
+            records, backend.tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking, False
         )
         rows = run(requests, backend, sampling, Path(tmp) / "results.jsonl", args.batch_size, progress=False)
         aggregate(rows, n_boot=1000)

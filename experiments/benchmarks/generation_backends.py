@@ -63,7 +63,7 @@ def main() -> None:
     sampling = SamplingParams(max_tokens=args.max_tokens)
     records = read_bench(Path(args.data_dir) / "test.jsonl", limit=args.limit)
     tokenizer = load_tokenizer(args.model)
-    requests = build_requests(records, tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking)
+    requests = build_requests(records, tokenizer, args.model, sampling, False, ThinkingSwitch.enable_thinking, False)
     ordered = sorted(q.prompt for q in requests)
     shuffled = random.Random(0).sample(ordered, len(ordered))
     result: dict = {"benchmark": "generation_backends", "prompts": len(ordered), "max_tokens": args.max_tokens}
