@@ -22,7 +22,6 @@ from ehrr1.tasks.registry import TaskError
 from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point
 
 
-
 def test_batched_greedy_generation_equals_one_by_one(model_dir):
     backend = load_backend("hf", model_path=str(model_dir), device="cpu")
     chat = backend.tokenizer.apply_chat_template
