@@ -63,6 +63,19 @@ def backends(scoring_model):
     )
 
 
+def test_one_token_yes_no_answers_equal_hf(scoring_model, backends):
+    """The reference's risk protocol: vLLM's exact prompt log-probabilities give HF's P(yes) and answer."""
+    from ehrr1.backends import ONE_TOKEN_YES_NO
+
+    _, prompt = scoring_model
+    vllm_backend, hf_backend = backends
+    prompts = [prompt, prompt.replace("2.4", "0.9"), prompt.replace("Mortality", "Sodium")]
+    ours = vllm_backend.generate(prompts, ONE_TOKEN_YES_NO, [True] * 3)
+    reference = hf_backend.generate(prompts, ONE_TOKEN_YES_NO, [True] * 3)
+    assert [g.text for g in ours] == [g.text for g in reference] and all(g.text in ("yes", "no") for g in ours)
+    assert [g.p_yes for g in ours] == pytest.approx([g.p_yes for g in reference], abs=1e-3)
+
+
 def test_vllm_generates_what_hf_generates_and_scores_yes_from_logprobs(scoring_model, backends):
     _, prompt = scoring_model
     vllm_backend, hf_backend = backends
