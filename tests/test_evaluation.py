@@ -410,3 +410,9 @@ def test_openai_backend_sends_the_references_logit_bias(model_dir):
     ids = choice_token_ids(backend.tokenizer, ("yes", "no"))
     assert seen[0]["max_tokens"] == 1 and seen[0]["logit_bias"] == {str(i): 100 for i in ids}
     assert answer.text == "no" and answer.p_yes == pytest.approx(math.exp(-2.0) / (math.exp(-2.0) + math.exp(-0.2)))
+
+
+def test_error_bars_never_go_negative_when_a_value_lies_outside_its_interval():
+    from ehrr1.evaluation.plots import interval_errors
+
+    assert interval_errors([0.5, 0.7], [0.6, None], [0.9, 0.8]) == [[0.0, 0.0], [pytest.approx(0.4), pytest.approx(0.1)]]

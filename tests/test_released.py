@@ -138,3 +138,52 @@ def test_a_missing_released_path_ends_evaluate_with_one_message(model_dir, tmp_p
         done = run_entry_point("evaluate.py", "bench=released", *extra, f"model.path={model_dir}", cwd=tmp_path)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_the_candidates_prompt_is_the_references(registry):
+    from ehrr1.evaluation.candidates import (
+        CANDIDATE_PROMPT,
+        DECISION_MAKING_PROMPT,
+        RISK_PREDICTION_PROMPT,
+        candidate_pools,
+        candidates_for,
+        with_candidates,
+    )
+
+    records = read_released(FIXTURE, registry)
+    train = [{"task": "labevents", "target": t} for t in (["Sodium", "Lactate"], ["Sodium"], ["Urea"])]
+    pools = candidate_pools(train)
+    assert pools["labevents"] == ["Sodium", "Lactate", "Urea"]  # most frequent first
+    labs = records[5]  # target Creatinine, Potassium, Sodium
+    chosen = candidates_for(labs, pools, seed=0)
+    assert sorted(chosen) == ["Creatinine", "Lactate", "Potassium", "Sodium", "Urea"]
+    assert chosen == candidates_for(labs, pools, seed=0)  # seeded
+    assert candidates_for(records[7], pools) == ["Heparin", "Vancomycin", "Aspirin"]  # the item's own list
+    assert candidates_for(records[0], pools) == ["yes", "no"] and candidates_for(records[8], {}) is None
+    prompted = with_candidates(labs, chosen)
+    item = items()[5]
+    assert prompted["messages"][1]["content"] == "\n".join(
+        [item["input"], item["instruction"], CANDIDATE_PROMPT.format(candidates=chosen), DECISION_MAKING_PROMPT]
+    )
+    risk = with_candidates(records[0], ["yes", "no"])["messages"][1]["content"]
+    assert risk.endswith("Candidate List: ['yes', 'no'].\n" + RISK_PREDICTION_PROMPT)
+    assert "Candidate List" not in with_candidates(records[8], None)["messages"][1]["content"]
+    assert labs["messages"][1]["content"] == item["input"] + "\n" + item["instruction"]  # the input is untouched
+
+
+def test_evaluate_with_the_candidates_prompt(model_dir, tmp_path):
+    from ehrr1.evaluation.evaluate import evaluate
+    from tests.support import compose_config
+
+    cfg = compose_config(
+        "evaluate",
+        "bench=released",
+        f"bench.path={FIXTURE}",
+        f"model.path={model_dir}",
+        "candidates_prompt=true",
+        "sampling.max_tokens=4",
+        "bootstrap=10",
+        f"output_dir={tmp_path}",
+    )
+    report = evaluate(cfg)
+    assert report["run"]["candidates_prompt"] is True and report["samples"] == 10

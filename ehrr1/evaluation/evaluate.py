@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, load_backend
 from ehrr1.config import BackendConfig, BenchSource, LoggerConfig, LoggerKind, ModelConfig
+from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
 from ehrr1.evaluation.harness import build_requests, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.released import read_released
@@ -50,18 +51,17 @@ def output_directory(cfg: DictConfig, model_id: str) -> Path:
     return root / cfg.task_mix.name / cfg.split
 
 
-def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], dict[str, list[str]]]:
-    """(what was read, the records to score, the most frequent training answer per task) of ``cfg.bench``."""
+def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(what was read, the records to score, the training records) of ``cfg.bench``."""
     only = list(cfg.only_tasks) if cfg.only_tasks else None
     if cfg.bench.source == BenchSource.released.value:
         registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
         train = read_released(cfg.bench.train_path, registry) if cfg.bench.train_path else []
-        return str(cfg.bench.path), records, most_frequent_answers(train)
+        return str(cfg.bench.path), records, train
     bench = ensure_instructions(cfg, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"
-    frequent = most_frequent_answers(read_bench(train)) if train.exists() else {}
-    return str(bench), read_bench(bench, only, cfg.limit), frequent
+    return str(bench), read_bench(bench, only, cfg.limit), read_bench(train) if train.exists() else []
 
 
 def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -149,7 +149,10 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
-    bench, records, frequent = bench_records(cfg)
+    bench, records, train = bench_records(cfg)
+    if cfg.candidates_prompt:
+        pools = candidate_pools(train)
+        records = [with_candidates(r, candidates_for(r, pools, cfg.seed)) for r in records]
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
     backend = load_backend(
@@ -162,12 +165,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     save_run_config(cfg, out)
     batch_size = cfg.batch_size or backend.batch_size
     rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
-    report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed)
+    report = aggregate(rows, most_frequent_answers(train), cfg.bootstrap, cfg.seed)
     report["run"] = {
         "model": model_id,
         "backend": cfg.backend.name,
         "thinking": cfg.thinking,
         "risk_one_token": cfg.risk_one_token,
+        "candidates_prompt": cfg.candidates_prompt,
         "sampling": OmegaConf.to_container(cfg.sampling),
         "data": bench,
         "bench": cfg.bench.source,

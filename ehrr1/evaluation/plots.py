@@ -25,10 +25,11 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def interval_errors(values: list[float], lows: list[float | None], highs: list[float | None]) -> list[list[float]]:
-    """matplotlib's ``xerr`` for values with 95 % bounds (0 where a bound is missing)."""
+    """matplotlib's ``xerr`` for values with 95 % bounds: 0 where a bound is missing, and where a small
+    sample's point value lies outside its own bootstrap percentiles (matplotlib refuses negative errors)."""
     return [
-        [v - low if low is not None else 0.0 for v, low in zip(values, lows, strict=True)],
-        [high - v if high is not None else 0.0 for v, high in zip(values, highs, strict=True)],
+        [max(0.0, v - low) if low is not None else 0.0 for v, low in zip(values, lows, strict=True)],
+        [max(0.0, high - v) if high is not None else 0.0 for v, high in zip(values, highs, strict=True)],
     ]
 
 
