@@ -415,4 +415,5 @@ def test_openai_backend_sends_the_references_logit_bias(model_dir):
 def test_error_bars_never_go_negative_when_a_value_lies_outside_its_interval():
     from ehrr1.evaluation.plots import interval_errors
 
-    assert interval_errors([0.5, 0.7], [0.6, None], [0.9, 0.8]) == [[0.0, 0.0], [pytest.approx(0.4), pytest.approx(0.1)]]
+    below, above = interval_errors([0.5, 0.7], [0.6, None], [0.9, 0.8])
+    assert below == [0.0, 0.0] and above == [pytest.approx(0.4), pytest.approx(0.1)]
