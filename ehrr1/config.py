@@ -473,6 +473,7 @@ class EvaluateConfig(DataPipelineConfig):
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
     risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no (the reference's protocol)
     candidates_prompt: bool = False  # baseline models: the reference's candidate list and answer rules
+    max_prompt_tokens: int | None = None  # longer prompts keep their last tokens, as the reference cuts
     batch_size: int | None = None  # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
     limit: int | None = None  # samples per task; None: all
     only_tasks: list[str] | None = None  # None: every task of the split

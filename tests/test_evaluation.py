@@ -417,3 +417,20 @@ def test_error_bars_never_go_negative_when_a_value_lies_outside_its_interval():
 
     below, above = interval_errors([0.5, 0.7], [0.6, None], [0.9, 0.8])
     assert below == [0.0, 0.0] and above == [pytest.approx(0.4), pytest.approx(0.1)]
+
+
+def test_long_prompts_keep_their_last_tokens(model_dir):
+    from ehrr1.evaluation.harness import cut_left
+
+    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    prompt = generation_prompt(hf.tokenizer, [{"role": "user", "content": "Sodium 131 mmol/L " * 40}], thinking=False)
+    n = len(hf.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    kept, cut = cut_left(hf.tokenizer, prompt, 50)
+    assert cut == n - 50 and prompt.endswith(kept)
+    assert len(hf.tokenizer(kept, add_special_tokens=False)["input_ids"]) <= 50
+    assert cut_left(hf.tokenizer, prompt, None) == (prompt, 0) and cut_left(hf.tokenizer, prompt, n) == (prompt, 0)
+    record = {"id": "r", "task": "labevents", "kind": "decision", "metric": "f1", "target": ["Sodium"],
+              "messages": [{"role": "user", "content": "Sodium 131 mmol/L " * 40}]}  # fmt: skip
+    (request,) = build_requests([record], hf.tokenizer, "m", SamplingParams(), False, ThinkingSwitch.enable_thinking,
+                                max_prompt_tokens=50)  # fmt: skip
+    assert request.tokens_cut == n - 50 and score_row(request, "Sodium", "stop", None)["prompt_tokens_cut"] == n - 50

@@ -159,7 +159,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id, cfg.seed)
     )
     requests = build_requests(
-        records, backend.tokenizer, model_id, sampling, cfg.thinking, model.thinking_switch, cfg.risk_one_token
+        records,
+        backend.tokenizer,
+        model_id,
+        sampling,
+        cfg.thinking,
+        model.thinking_switch,
+        cfg.risk_one_token,
+        cfg.max_prompt_tokens,
     )
     out = output_directory(cfg, model_id)
     save_run_config(cfg, out)

@@ -36,6 +36,7 @@ class Request:
     target: list[str]
     prompt: str
     one_token: bool = False  # answered with one token among yes / no (thinking off), not generated
+    tokens_cut: int = 0  # prompt tokens cut from the left to fit ``max_prompt_tokens``
 
 
 def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -67,21 +68,35 @@ def build_requests(
     thinking: bool,
     switch: ThinkingSwitch,
     risk_one_token: bool = True,
+    max_prompt_tokens: int | None = None,
 ) -> list[Request]:
     """One request per record (in record order), prompted as training saw it, without the assistant's answer.
 
     With ``risk_one_token`` (the reference's protocol) risk tasks are asked with thinking off and answered
-    with one token among yes / no; otherwise they are generated like the decision tasks.
+    with one token among yes / no; otherwise they are generated like the decision tasks. A prompt longer
+    than ``max_prompt_tokens`` keeps its last tokens, as the reference cuts (chat template included).
     """
     out = []
     for r in records:
         messages = [m for m in r["messages"] if m["role"] != "assistant"]
         one_token = risk_one_token and r["kind"] == "risk"
         prompt = generation_prompt(tokenizer, messages, thinking and not one_token, switch)
+        prompt, cut = cut_left(tokenizer, prompt, max_prompt_tokens)
         settings = asdict(ONE_TOKEN_YES_NO if one_token else sampling)
         key = digest([r["id"], model_id, prompt, settings])  # the resume key: sample, model, prompt, sampling
-        out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], list(r["target"]), prompt, one_token))
+        target = list(r["target"])
+        out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], target, prompt, one_token, cut))
     return out
+
+
+def cut_left(tokenizer: Any, prompt: str, max_tokens: int | None) -> tuple[str, int]:
+    """``prompt`` cut to its last ``max_tokens`` tokens (None: whole), and how many tokens were cut."""
+    if max_tokens is None:
+        return prompt, 0
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return prompt, 0
+    return tokenizer.decode(ids[len(ids) - max_tokens :]), len(ids) - max_tokens
 
 
 def finished(results: Path) -> dict[str, dict[str, Any]]:
@@ -106,6 +121,7 @@ def score_row(request: Request, text: str | None, finish_reason: str, p_yes: flo
         "score": score(request.metric, text, request.target),
         "p_yes": p_yes,
         "finish_reason": finish_reason,
+        "prompt_tokens_cut": request.tokens_cut,
         "valid": valid,
         "error": error,
     }

@@ -32,6 +32,7 @@ class TaskScore:
     errors: int  # of those: generation failed after retries (server errors, timeouts), kept per sample
     truncated: int  # generations cut at max_tokens
     hard_scored: int  # risk samples without an answer probability, scored by their yes/no answer
+    prompts_cut: int = 0  # prompts cut from the left to fit max_prompt_tokens
     precision: float | None = None  # decision tasks: mean per-sample precision, recall and F1 of the answer
     recall: float | None = None  # lines, beside the headline metric (the reference reports all three)
     f1: float | None = None
@@ -133,6 +134,7 @@ def aggregate(
                 errors=sum(bool(r.get("error")) for r in task_rows),
                 truncated=sum(r["finish_reason"] == "length" for r in task_rows),
                 hard_scored=risk_scores(task_rows)[2] if metric == "auroc" else 0,
+                prompts_cut=sum(bool(r.get("prompt_tokens_cut")) for r in task_rows),
                 precision=precision,
                 recall=recall,
                 f1=f1,
