@@ -157,7 +157,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_help_and_cfg_job(tmp_path):
     help_text = run_cli("--help", cwd=tmp_path)
     assert help_text.returncode == 0
-    assert "stage: curriculum, domain_adaptation, reasoning, rl" in help_text.stdout
+    stages = "curriculum, domain_adaptation, ehr_r1_domain_adaptation, ehr_r1_reasoning, ehr_r1_rl, reasoning, rl"
+    assert f"stage: {stages}" in help_text.stdout
     assert "hardware: cpu, ddp, deepspeed_zero3, fsdp, gpu, slurm" in help_text.stdout
     job = run_cli("--cfg", "job", "stage=reasoning", "stage.optim.lr=0.5", cwd=tmp_path)
     assert job.returncode == 0 and "name: reasoning" in job.stdout and "lr: 0.5" in job.stdout
