@@ -381,6 +381,11 @@ class WriterConfig:
     batch_size: int = 32  # chains per generate call (each batch is saved before the next)
 
 
+class ChainFilter(str, Enum):
+    ehrr1 = "ehrr1"  # sections present and in order, no repeated line, final results recall the answer
+    reference = "reference"  # the reference's: >= share of labels after "Final Results", no "ground truth"
+
+
 @dataclass
 class SynthesisConfig:
     """Reasoning synthesis (``synthesize.py pipeline=reasoning``, ``conf/synthesis/``)."""
@@ -392,6 +397,7 @@ class SynthesisConfig:
     graph: GraphConfig = field(default_factory=GraphConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     min_answer_recall: float = 1.0  # decision chains: share of the answer their final results must name
+    chain_filter: ChainFilter = ChainFilter.ehrr1
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
     num_workers: int = 2  # processes over chunks (extraction; template writing)
     chunk_size: int = 2000  # records per chunk: the unit of caching and resume

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ehrr1.config import ChainFilter
 from ehrr1.reasoning.concepts import DictionaryExtractor, sections
 from ehrr1.reasoning.graph import Edge, RelationGraph, hierarchy_edges, sample_graph, umls_graph
 from ehrr1.reasoning.pipeline import CONCEPT_SCHEMA
@@ -242,3 +243,23 @@ def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data
     reference = json.loads((tmp_path / "whole" / "stats.json").read_text())
     assert json.loads((killed / "stats.json").read_text())["splits"] == reference["splits"]
     assert (killed / "train.jsonl").read_bytes() == (tmp_path / "whole" / "train.jsonl").read_bytes()
+
+
+def test_the_references_chain_filter():
+    from ehrr1.reasoning.writers import reference_chain_problem
+
+    target = ["Sodium", "Creatinine", "Potassium"]
+    chain = "## Extraction\n- AKI\n## Reasoning\n- kidneys\n## Final Results\nSodium\nCreatinine\nPotassium"
+    assert reference_chain_problem(chain, target) is None
+    assert reference_chain_problem(chain.replace("\nPotassium", ""), target) == "misses the answer"  # 2/3 < 0.7
+    assert reference_chain_problem(chain.replace("\nPotassium", ""), target, 0.6) is None
+    assert reference_chain_problem(chain.replace("sodium", "x").replace("Sodium", "sodium"), target, 0.9) == (
+        "misses the answer"  # labels are matched as written
+    )
+    assert reference_chain_problem(chain + "\n(the ground truth)", target) == "says ground truth"
+    assert reference_chain_problem(chain.replace("## Extraction", "## Extraction and Analysis"), target) == "format"
+    # no section check: the reference keeps a chain without them when the labels are there
+    assert reference_chain_problem("Final Results: Sodium, Creatinine, Potassium", target) is None
+    req = request("decision", target)
+    assert check_chain(chain.replace("\nPotassium", ""), req, 0.6, ChainFilter.reference) is None
+    assert check_chain(chain.replace("\nPotassium", ""), req, 1.0) == "misses the answer"  # ours: recall 2/3

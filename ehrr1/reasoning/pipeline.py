@@ -178,7 +178,7 @@ def write_chunk(
                 if request.id not in chains:
                     row["status"] = "no graph"
                 else:
-                    reason = check_chain(chains[request.id], request, settings.min_answer_recall)
+                    reason = check_chain(chains[request.id], request, settings.min_answer_recall, settings.chain_filter)
                     row["status"] = reason or "kept"
                     if reason is None:
                         row["record"] = chain_record(record, chains[request.id], request, len(request.paths))

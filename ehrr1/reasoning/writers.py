@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ehrr1.backends import Backend, SamplingParams
+from ehrr1.config import ChainFilter
 from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
 from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
@@ -139,9 +140,30 @@ class LLMWriter:
         return ["" if g.error else g.text.strip() for g in generations]
 
 
-def check_chain(chain: str, request: ChainRequest, min_answer_recall: float) -> str | None:
-    """Why a chain is dropped (None: kept): a missing or misordered section, repeated lines, or final
-    results that miss the answer (decision: recall below ``min_answer_recall``; risk: another yes/no)."""
+OLD_SECTIONS = ("Extraction and Analysis", "Reasoning and Summary")  # headers the reference's filter refuses
+
+
+def reference_chain_problem(chain: str, target: list[str], min_label_share: float = 0.7) -> str | None:
+    """The reference's filter (filter_reasoning.py): at least ``min_label_share`` of the labels appear (as
+    written) after the last "Final Results", "ground truth" never appears, nor its old section headers."""
+    final = chain.rsplit("Final Results")[-1]
+    if target and sum(label in final for label in target) / len(target) < min_label_share:
+        return "misses the answer"
+    if "ground truth" in chain.lower():
+        return "says ground truth"
+    if any(header in chain for header in OLD_SECTIONS):
+        return "format"
+    return None
+
+
+def check_chain(
+    chain: str, request: ChainRequest, min_answer_recall: float, rule: ChainFilter = ChainFilter.ehrr1
+) -> str | None:
+    """Why a chain is dropped (None: kept). ``ehrr1``: a missing or misordered section, repeated lines, or
+    final results that miss the answer (decision: recall below ``min_answer_recall``; risk: another
+    yes/no). ``reference``: :func:`reference_chain_problem` with ``min_answer_recall`` as the label share."""
+    if ChainFilter(rule) is ChainFilter.reference:
+        return reference_chain_problem(chain, request.target, min_answer_recall)
     problem = reasoning_format_problem(chain)
     if problem:
         return problem
