@@ -353,9 +353,15 @@ class ExtractorConfig:
     threshold: float = 0.9  # quickumls: minimum similarity
 
 
+class SupportOn(str, Enum):
+    pair = "pair"  # min_support counts the samples holding both concepts
+    history = "history"  # the reference's: the samples holding the history concept
+
+
 @dataclass
 class CooccurrenceConfig:
-    min_support: int = 5  # training samples holding both concepts
+    min_support: int = 5  # training samples holding both concepts (support_on=history: the history concept)
+    support_on: SupportOn = SupportOn.pair
     min_lift: float = 5.0  # keep pairs with lift above this
     top_k: int = 20  # pairs kept per target concept
 
@@ -398,6 +404,7 @@ class SynthesisConfig:
     writer: WriterConfig = field(default_factory=WriterConfig)
     min_answer_recall: float = 1.0  # decision chains: share of the answer their final results must name
     chain_filter: ChainFilter = ChainFilter.ehrr1
+    decision_only: bool = False  # chains for decision tasks only (the reference); risk records get none
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
     num_workers: int = 2  # processes over chunks (extraction; template writing)
     chunk_size: int = 2000  # records per chunk: the unit of caching and resume

@@ -103,6 +103,12 @@ def test_lift_on_a_hand_checked_table_counts_the_training_split_only(tmp_path):
     assert cooccurrence([str(files)], out, min_support=2, min_lift=1.0, top_k=10) == 1  # only (a, x)
     assert cooccurrence([str(files)], out, min_support=1, min_lift=0.0, top_k=1) == 2  # best per target
     assert {(r["target"], r["history"]) for r in pq.read_table(out).to_pylist()} == {("a", "x"), ("b", "y")}
+    # the reference's support: count(history) >= 3 keeps (b, x) (cooc 1, but x is in 3 samples), drops nothing
+    # else with lift >= 0; count(history) >= 4 leaves y's pairs only
+    history = dict(min_lift=0.0, top_k=10, support_on="history")
+    assert cooccurrence([str(files)], out, min_support=3, **history) == 4
+    assert cooccurrence([str(files)], out, min_support=4, **history) == 2
+    assert {r["history"] for r in pq.read_table(out).to_pylist()} == {"y"}
 
 
 def test_bounded_path_search_over_cooccurrence_hierarchy_and_umls(tmp_path):
@@ -189,6 +195,19 @@ def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_
     part.with_suffix(".done").unlink()
     synthesize_reasoning(cfg)
     assert {p.name: p.read_bytes() for p in out.glob("*.jsonl")} == first
+
+
+def test_decision_only_writes_no_risk_chain(small_data_root, tmp_path):
+    from ehrr1.reasoning.pipeline import synthesize_reasoning
+
+    data_root = tmp_path / "data"
+    shutil.copytree(small_data_root, data_root)
+    cfg = reasoning_config(data_root, "synthesis.decision_only=true")
+    synthesize_reasoning(cfg)
+    out = Path(cfg.synthesis.dir)
+    kinds = {json.loads(line)["kind"] for line in (out / "train.jsonl").read_text().splitlines()}
+    assert kinds == {"decision"}
+    assert "risk task (decision_only)" in (out / "stats.json").read_text()
 
 
 def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data_root, tmp_path):

@@ -171,11 +171,16 @@ def write_chunk(
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             lines = []
-            to_write = [(r, q) for r, q in batch if q.paths or not settings.graph.filter_nograph]
+            skipped = {q.id for _, q in batch if settings.decision_only and q.kind == "risk"}
+            to_write = [
+                (r, q) for r, q in batch if (q.paths or not settings.graph.filter_nograph) and q.id not in skipped
+            ]
             chains = dict(zip((q.id for _, q in to_write), writer.write([q for _, q in to_write]), strict=True))
             for record, request in batch:
                 row = {"id": request.id, "task": request.task, "graph": bool(request.paths)}
-                if request.id not in chains:
+                if request.id in skipped:
+                    row["status"] = "risk task (decision_only)"
+                elif request.id not in chains:
                     row["status"] = "no graph"
                 else:
                     reason = check_chain(chains[request.id], request, settings.min_answer_recall, settings.chain_filter)
@@ -236,7 +241,9 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
         if not train:
             raise ValueError("synthesis.splits must include train: co-occurrence is counted on the training split")
         c = settings.cooccurrence
-        kept = cooccurrence(train, work / "cooccurrence.parquet", c.min_support, c.min_lift, c.top_k)
+        kept = cooccurrence(
+            train, work / "cooccurrence.parquet", c.min_support, c.min_lift, c.top_k, support_on=c.support_on.value
+        )
         log.info("co-occurrence: %d (target, history) pairs kept", kept)
 
     args = [

@@ -2,7 +2,8 @@
 
 For task T with N training samples: count(a) = samples whose targets hold a, count(b) = samples whose
 history holds b, cooc = samples holding both; lift = cooc · N / (count(a) · count(b)). Pairs with
-cooc >= min_support and lift > min_lift are kept, the top_k by lift (then support) per target concept.
+cooc >= min_support (``support_on="history"``, the reference's: count(b) >= min_support) and lift >
+min_lift are kept, the top_k by lift (then support) per target concept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def cooccurrence(
     top_k: int,
     split: str = "train",
     memory_limit: str = "2GB",
+    support_on: str = "pair",
 ) -> int:
     """Write the kept pairs of ``split`` to ``out`` (Parquet) from concept Parquet files; returns their count.
 
@@ -47,7 +49,7 @@ def cooccurrence(
           pairs AS (
             SELECT t.task, t.concept AS target, h.concept AS history, count(*) AS cooc
             FROM targets t JOIN history h USING (sample, task)
-            GROUP BY ALL HAVING count(*) >= {int(min_support)}
+            GROUP BY ALL HAVING count(*) >= {int(min_support) if support_on == "pair" else 1}
           ),
           scored AS (
             SELECT p.task, p.target, p.history, p.cooc, tc.c AS n_target, hc.c AS n_history, n.n,
@@ -58,7 +60,7 @@ def cooccurrence(
             JOIN history_counts hc ON hc.task = p.task AND hc.concept = p.history
           )
           SELECT {", ".join(COLUMNS)} FROM scored
-          WHERE lift > {float(min_lift)}
+          WHERE lift > {float(min_lift)}{"" if support_on == "pair" else f" AND n_history >= {int(min_support)}"}
           QUALIFY row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history) <= {int(top_k)}
           ORDER BY task, target, lift DESC, cooc DESC, history
         ) TO {_literal(str(tmp))} (FORMAT parquet)
