@@ -353,6 +353,11 @@ class ExtractorConfig:
     threshold: float = 0.9  # quickumls: minimum similarity
 
 
+class TopKPer(str, Enum):
+    target = "target"  # top_k pairs per target concept over the training split
+    sample = "sample"  # the reference's: per target, among each sample's own history concepts
+
+
 class SupportOn(str, Enum):
     pair = "pair"  # min_support counts the samples holding both concepts
     history = "history"  # the reference's: the samples holding the history concept
@@ -364,6 +369,7 @@ class CooccurrenceConfig:
     support_on: SupportOn = SupportOn.pair
     min_lift: float = 5.0  # keep pairs with lift above this
     top_k: int = 20  # pairs kept per target concept
+    top_k_per: TopKPer = TopKPer.target
 
 
 @dataclass

@@ -109,6 +109,7 @@ def test_lift_on_a_hand_checked_table_counts_the_training_split_only(tmp_path):
     assert cooccurrence([str(files)], out, min_support=3, **history) == 4
     assert cooccurrence([str(files)], out, min_support=4, **history) == 2
     assert {r["history"] for r in pq.read_table(out).to_pylist()} == {"y"}
+    assert cooccurrence([str(files)], out, min_support=1, min_lift=0.0, top_k=None) == 4  # no cut: per sample
 
 
 def test_bounded_path_search_over_cooccurrence_hierarchy_and_umls(tmp_path):
@@ -139,6 +140,21 @@ def test_bounded_path_search_over_cooccurrence_hierarchy_and_umls(tmp_path):
 def request(kind: str, target: list[str], paths=None) -> ChainRequest:
     labels = {"labevents:creatinine": "Creatinine", "labevents:sodium": "Sodium"}
     return ChainRequest("id", "labevents", kind, EHR, target, paths or [], labels)
+
+
+def test_the_references_evidence_is_the_top_k_of_each_samples_own_history():
+    from ehrr1.reasoning.graph import RelationGraph, cooccurrence_graphs, sample_cooccurrence
+
+    pairs = [{"task": "T", "target": "t", "history": h, "lift": lift} for h, lift in (("a", 9), ("b", 8), ("c", 7))]
+    graph = cooccurrence_graphs(pairs)["T"]
+    own = sample_cooccurrence(graph, ["t"], {"b", "c", "z"}, top_k=1)  # a is not in this sample's history
+    assert own.adjacency["t"] == [("b", "co-occurs with", 8)]
+    shared = RelationGraph()
+    shared.add(Edge("c", "C-class", "is a"), "includes")
+    layered = own.over(shared)
+    assert layered.paths("t", {"b"}, 2, 3) == [[("t", "", 0.0), ("b", "co-occurs with", 8)]]
+    assert layered.paths("c", {"C-class"}, 1, 3)  # the shared layer is read through, not copied
+    assert "t" not in shared.adjacency
 
 
 def test_template_chain_format_and_the_filter():
@@ -197,12 +213,13 @@ def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_
     assert {p.name: p.read_bytes() for p in out.glob("*.jsonl")} == first
 
 
-def test_decision_only_writes_no_risk_chain(small_data_root, tmp_path):
+def test_the_paper_synthesis_writes_decision_chains_from_each_samples_evidence(small_data_root, tmp_path):
     from ehrr1.reasoning.pipeline import synthesize_reasoning
 
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
-    cfg = reasoning_config(data_root, "synthesis.decision_only=true")
+    cfg = reasoning_config(data_root, "synthesis=paper", "synthesis.cooccurrence.min_support=2")
+    assert cfg.synthesis.decision_only and cfg.synthesis.cooccurrence.top_k_per == "sample"
     synthesize_reasoning(cfg)
     out = Path(cfg.synthesis.dir)
     kinds = {json.loads(line)["kind"] for line in (out / "train.jsonl").read_text().splitlines()}

@@ -45,6 +45,10 @@ class RelationGraph:
         self.adjacency[edge.source].append((edge.target, edge.relation, edge.weight))
         self.adjacency[edge.target].append((edge.source, inverse, edge.weight))
 
+    def over(self, base: RelationGraph) -> RelationGraph:
+        """A view with this graph's edges on top of ``base``'s, without copying ``base``."""
+        return RelationGraph(_Layers(self.adjacency, base.adjacency))  # type: ignore[arg-type]
+
     def merged(self, other: RelationGraph) -> RelationGraph:
         out = RelationGraph()
         for graph in (self, other):
@@ -72,6 +76,28 @@ class RelationGraph:
                 frontier.append((nxt, hops + 1))
         found.sort(key=lambda p: (len(p), -max(w for _, _, w in p)))
         return found[:max_paths]
+
+
+class _Layers:
+    """The adjacency of stacked graphs: a node's edges in every layer (read-only, as ``paths`` reads it)."""
+
+    def __init__(self, *layers: dict[str, list[tuple[str, str, float]]]):
+        self.layers = layers
+
+    def get(self, node: str, default=()):
+        edges = [e for layer in self.layers for e in layer.get(node, ())]
+        return edges or default
+
+
+def sample_cooccurrence(graph: RelationGraph, targets: list[str], history: set[str], top_k: int) -> RelationGraph:
+    """The reference's evidence of one sample: per target, its ``top_k`` co-occurring concepts by lift among
+    the sample's own history (evidence_generation.py), as a graph of their edges."""
+    own = RelationGraph()
+    for target in dict.fromkeys(targets):
+        neighbours = {n: w for n, relation, w in graph.adjacency.get(target, ()) if n in history}
+        for n in sorted(neighbours, key=lambda n: (-neighbours[n], n))[:top_k]:
+            own.add(Edge(target, n, "co-occurs with", neighbours[n]), "co-occurs with")
+    return own
 
 
 def _trace(parent: dict[str, tuple[str, str, float] | None], node: str) -> list[tuple[str, str, float]]:

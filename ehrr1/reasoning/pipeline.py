@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.config import SynthesisConfig, WriterKind
+from ehrr1.config import SynthesisConfig, TopKPer, WriterKind
 from ehrr1.reasoning.concepts import build_extractor
 from ehrr1.reasoning.graph import (
     Dictionaries,
@@ -32,6 +32,7 @@ from ehrr1.reasoning.graph import (
     cooccurrence_graphs,
     hierarchy_edges,
     hierarchy_graph,
+    sample_cooccurrence,
     sample_graph,
     umls_graph,
 )
@@ -135,11 +136,16 @@ def chain_requests(
     for record in records:
         found = by_sample[record["id"]]
         task = record["task"]
-        if task not in merged:
-            merged[task] = graphs.get(task, RelationGraph()).merged(shared)
         history = {m["concept"] for m in found["history"]}
         targets = [m["concept"] for m in found["target"]]
-        paths = sample_graph(merged[task], targets, history, settings.graph.max_hops, settings.graph.max_paths)
+        task_graph = graphs.get(task, RelationGraph())
+        if settings.cooccurrence.top_k_per is TopKPer.sample:  # the sample's own top_k per target
+            graph = sample_cooccurrence(task_graph, targets, history, settings.cooccurrence.top_k).over(shared)
+        else:
+            if task not in merged:
+                merged[task] = task_graph.merged(shared)
+            graph = merged[task]
+        paths = sample_graph(graph, targets, history, settings.graph.max_hops, settings.graph.max_paths)
         labels = {m["concept"]: m["label"] for m in found["history"] + found["target"]}
         request = ChainRequest(
             record["id"], task, record["kind"], user_turn(record), list(record["target"]), paths, labels
@@ -241,8 +247,9 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
         if not train:
             raise ValueError("synthesis.splits must include train: co-occurrence is counted on the training split")
         c = settings.cooccurrence
+        top_k = None if c.top_k_per is TopKPer.sample else c.top_k  # per sample: cut when the graphs are made
         kept = cooccurrence(
-            train, work / "cooccurrence.parquet", c.min_support, c.min_lift, c.top_k, support_on=c.support_on.value
+            train, work / "cooccurrence.parquet", c.min_support, c.min_lift, top_k, support_on=c.support_on.value
         )
         log.info("co-occurrence: %d (target, history) pairs kept", kept)
 

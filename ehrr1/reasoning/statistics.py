@@ -3,7 +3,8 @@
 For task T with N training samples: count(a) = samples whose targets hold a, count(b) = samples whose
 history holds b, cooc = samples holding both; lift = cooc · N / (count(a) · count(b)). Pairs with
 cooc >= min_support (``support_on="history"``, the reference's: count(b) >= min_support) and lift >
-min_lift are kept, the top_k by lift (then support) per target concept.
+min_lift are kept, the top_k by lift (then support) per target concept (``top_k=None``: all of them, for
+a per-sample cut later).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def cooccurrence(
     out: str | Path,
     min_support: int,
     min_lift: float,
-    top_k: int,
+    top_k: int | None,
     split: str = "train",
     memory_limit: str = "2GB",
     support_on: str = "pair",
@@ -38,6 +39,8 @@ def cooccurrence(
         f"FROM read_parquet({sources}) WHERE split = {_literal(split)}"
     )
     tmp = Path(f"{out}.tmp")
+    rank = "row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history)"
+    best = "" if top_k is None else f"QUALIFY {rank} <= {int(top_k)}"
     con.execute(
         f"""
         COPY (
@@ -61,7 +64,7 @@ def cooccurrence(
           )
           SELECT {", ".join(COLUMNS)} FROM scored
           WHERE lift > {float(min_lift)}{"" if support_on == "pair" else f" AND n_history >= {int(min_support)}"}
-          QUALIFY row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history) <= {int(top_k)}
+          {best}
           ORDER BY task, target, lift DESC, cooc DESC, history
         ) TO {_literal(str(tmp))} (FORMAT parquet)
         """
