@@ -106,6 +106,7 @@ class TaskMixConfig:
     name: str = MISSING
     tasks: dict[str, int] = field(default_factory=dict)
     file: str | None = None  # a JSON data config {"<task>": n}; replaces ``tasks`` when set
+    released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import fields
 from pathlib import Path
@@ -21,8 +22,8 @@ from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select
-from ehrr1.utils import atomic_write_text
+from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select, subject_split
+from ehrr1.utils import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,8 +121,43 @@ def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
     return load_tokenizer(directory)
 
 
+def export_released(cfg: DictConfig) -> dict[str, Any]:
+    """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
+    ``selection.split`` ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
+    from ehrr1.evaluation.released import read_released
+
+    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    wanted = list(cfg.task_mix.tasks) or None
+    records = read_released(cfg.task_mix.released, registry, wanted)
+    settings = settings_of(SelectionSettings, cfg.selection)
+    out = Path(cfg.export.dir)
+    by_split: dict[str, list[str]] = {split: [] for split in cfg.task_mix.splits}
+    report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in by_split}
+    for record in records:
+        patient = record["subject_id"] if record["subject_id"] is not None else record["id"]
+        split = subject_split(patient, settings.split, settings.seed)
+        if split not in by_split:
+            continue
+        by_split[split].append(json.dumps({**record, "split": split}, ensure_ascii=False))
+        entry = report[split].setdefault(
+            record["task"], {"samples": 0, "mean_context_events": "", "mean_prompt_tokens": ""}
+        )
+        entry["samples"] += 1
+        if record["kind"] == "risk":
+            label = record["target"][0]
+            entry.update({side: entry.get(side, 0) + (side == label) for side in ("yes", "no")})
+    for split, lines in by_split.items():
+        atomic_write_text(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
+    totals = {split: len(lines) for split, lines in by_split.items()}
+    atomic_write_json(out / "stats.json", {"source": str(cfg.task_mix.released), "totals": totals, "splits": report})
+    return {"instructions": {"totals": totals, "splits": report}, "export_dir": str(out.resolve())}
+
+
 def build_instructions(cfg: DictConfig) -> dict[str, Any]:
-    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test)."""
+    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test); or the
+    released EHR-Ins items of ``task_mix.released``."""
+    if cfg.task_mix.released:
+        return export_released(cfg)
     counts = task_mix_counts(cfg)
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
     tasks = registry.select(counts)  # unknown names fail before any work
@@ -149,8 +185,11 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
 def ensure_instructions(cfg: DictConfig, split: str) -> Path:
     """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent."""
     path = Path(cfg.export.dir) / f"{split}.jsonl"
-    if not path.exists():
-        log.info("no %s data at %s: building it (synthesize.py pipeline=instructions)", split, path)
+    stats = Path(cfg.export.dir) / "stats.json"
+    made_from = read_json(stats).get("source") if stats.exists() else None  # set for released EHR-Ins only
+    wanted = str(cfg.task_mix.released) if cfg.task_mix.released else None
+    if not path.exists() or made_from != wanted:
+        log.info("no %s data from %s at %s: building it", split, wanted or "the data source", path)
         build_instructions(cfg)
     return path
 
@@ -184,6 +223,7 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
         print_reasoning(report)
         return report
     result = build_instructions(cfg)
-    print_summary(result)
+    if "timelines" in result:
+        print_summary(result)
     print_instructions(result)
     return result

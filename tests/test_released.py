@@ -12,7 +12,7 @@ import pytest
 
 from ehrr1.evaluation.released import ReleasedBenchError, read_released
 from ehrr1.tasks.metrics import score
-from tests.support import REPO, run_entry_point
+from tests.support import REPO, SMALL_DATA, run_entry_point
 
 FIXTURE = REPO / "tests" / "fixtures" / "released_bench.jsonl"
 
@@ -187,3 +187,36 @@ def test_evaluate_with_the_candidates_prompt(model_dir, tmp_path):
     )
     report = evaluate(cfg)
     assert report["run"]["candidates_prompt"] is True and report["samples"] == 10
+
+
+def test_released_items_become_the_instruction_data(registry, tmp_path):
+    from ehrr1.pipelines import build_instructions
+    from ehrr1.training.data import read_chat_jsonl
+    from tests.support import compose_config
+
+    cfg = compose_config(
+        "synthesize", f"data_root={tmp_path / 'data'}", f"task_mix.released={FIXTURE}", "progress=false"
+    )
+    result = build_instructions(cfg)
+    out = Path(result["export_dir"])
+    read = lambda s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines()]  # noqa: E731
+    splits = {s: read(s) for s in cfg.task_mix.splits}
+    assert sum(len(v) for v in splits.values()) == 10 and result["instructions"]["totals"] == {
+        s: len(v) for s, v in splits.items()
+    }
+    by_patient = defaultdict(set)
+    for split, rows in splits.items():
+        for r in rows:
+            by_patient[r["subject_id"]].add(split)
+    assert all(len(s) == 1 for s in by_patient.values())  # a patient in one split only
+    assert not (tmp_path / "data" / "mimic-iv-synthetic").exists() and not (tmp_path / "data" / "timelines").exists()
+    chats = [c for s in splits for c in read_chat_jsonl(out / f"{s}.jsonl")]  # what the SFT stages read
+    assert len(chats) == 10 and all(chat[-1]["role"] == "assistant" for chat in chats)
+    # the same directory is not mistaken for data built from the data source, nor the reverse
+    from ehrr1.pipelines import ensure_instructions
+
+    assert ensure_instructions(cfg, "train") == out / "train.jsonl"  # reused: made from this file
+    plain = compose_config("synthesize", f"data_root={tmp_path / 'data'}", *SMALL_DATA, "progress=false")
+    plain.export.dir = str(out)
+    ensure_instructions(plain, "train")
+    assert "source" not in json.loads((out / "stats.json").read_text())  # rebuilt from the synthetic cohort

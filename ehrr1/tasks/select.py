@@ -65,7 +65,7 @@ def load_data_config(path: str | Path) -> dict[str, int]:
     return config
 
 
-def subject_split(subject_id: int, ratios: SplitRatios, seed: int) -> str:
+def subject_split(subject_id: int | str, ratios: SplitRatios, seed: int) -> str:
     h = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
     u = int.from_bytes(h[:8], "big") / 2**64
     if u < ratios.train:
