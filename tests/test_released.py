@@ -128,6 +128,11 @@ def test_evaluate_scores_the_released_files_with_no_other_data(model_dir, tmp_pa
         if task["kind"] == "decision":
             assert task["value"] == pytest.approx(sum(r["score"] for r in by_task[task["task"]]) / task["n"])
     assert report["run"]["bench"] == "released" and report["run"]["data"] == str(FIXTURE)
+    from transformers import AutoConfig
+
+    positions = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    assert report["run"]["max_prompt_tokens"] == min(positions, 16_000) - 8  # the reference's budget
+    assert all(r["prompt_tokens_cut"] == 0 for r in rows)  # the fixture's items are short
 
 
 def test_a_missing_released_path_ends_evaluate_with_one_message(model_dir, tmp_path):

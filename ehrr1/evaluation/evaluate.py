@@ -51,6 +51,22 @@ def output_directory(cfg: DictConfig, model_id: str) -> Path:
     return root / cfg.task_mix.name / cfg.split
 
 
+REFERENCE_SEQUENCE_LIMIT = 16_000  # test.py's Local_Model(max_seq_len=16000)
+
+
+def reference_prompt_limit(model_id: str, max_new_tokens: int) -> int | None:
+    """The reference's prompt budget: min(the model's position limit, 16,000) minus the new tokens; None when
+    the model's config cannot be read here (a hub id offline, a served model)."""
+    from transformers import AutoConfig
+
+    try:
+        positions = getattr(AutoConfig.from_pretrained(model_id), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        return None
+    limit = min(positions or REFERENCE_SEQUENCE_LIMIT, REFERENCE_SEQUENCE_LIMIT) - max_new_tokens
+    return limit if limit > 0 else None
+
+
 def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """(what was read, the records to score, the training records) of ``cfg.bench``."""
     only = list(cfg.only_tasks) if cfg.only_tasks else None
@@ -158,6 +174,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     backend = load_backend(
         cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id, cfg.seed)
     )
+    max_prompt_tokens = cfg.max_prompt_tokens
+    if max_prompt_tokens is None and cfg.bench.source == BenchSource.released.value:
+        max_prompt_tokens = reference_prompt_limit(model_id, sampling.max_tokens)  # released items are not cut
     requests = build_requests(
         records,
         backend.tokenizer,
@@ -166,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.thinking,
         model.thinking_switch,
         cfg.risk_one_token,
-        cfg.max_prompt_tokens,
+        max_prompt_tokens,
     )
     out = output_directory(cfg, model_id)
     save_run_config(cfg, out)
@@ -179,6 +198,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "thinking": cfg.thinking,
         "risk_one_token": cfg.risk_one_token,
         "candidates_prompt": cfg.candidates_prompt,
+        "max_prompt_tokens": max_prompt_tokens,
         "sampling": OmegaConf.to_container(cfg.sampling),
         "data": bench,
         "bench": cfg.bench.source,
