@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ehrr1.errors import UserError
+from ehrr1.evaluation.report import interval_text, score_text
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
 
@@ -57,10 +58,6 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"tasks": rows, "macro": macro}
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
 def markdown(result: dict[str, Any], name_a: str, name_b: str) -> str:
     lines = [
         f"A: {name_a}  \nB: {name_b}",
@@ -69,15 +66,14 @@ def markdown(result: dict[str, Any], name_a: str, name_b: str) -> str:
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: |",
     ]
     for r in result["tasks"]:
-        ci = {s: f"{_fmt(r[f'ci_low_{s}'])}–{_fmt(r[f'ci_high_{s}'])}" if r[f"ci_low_{s}"] is not None else ""
-              for s in "ab"}  # fmt: skip
+        ci = {side: interval_text(r[f"ci_low_{side}"], r[f"ci_high_{side}"]) for side in "ab"}
         lines.append(
-            f"| {r['task']} | {r['kind']} | {r['metric']} | {r['n_a'] or ''} | {_fmt(r['value_a'])} | {ci['a']} | "
-            f"{r['n_b'] or ''} | {_fmt(r['value_b'])} | {ci['b']} | {_fmt(r['difference'])} |"
+            f"| {r['task']} | {r['kind']} | {r['metric']} | {r['n_a'] or ''} | {score_text(r['value_a'])} | "
+            f"{ci['a']} | {r['n_b'] or ''} | {score_text(r['value_b'])} | {ci['b']} | {score_text(r['difference'])} |"
         )
     lines.append("")
     for kind, m in result["macro"].items():
-        lines.append(f"- macro {kind}: A {_fmt(m['a'])}, B {_fmt(m['b'])}")
+        lines.append(f"- macro {kind}: A {score_text(m['a'])}, B {score_text(m['b'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -154,8 +154,13 @@ def aggregate(
     return {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
 
 
-def _fmt(value: float | None) -> str:
+def score_text(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
+
+
+def interval_text(low: float | None, high: float | None) -> str:
+    """A 95 % interval as ``low–high`` (empty when there is none)."""
+    return "" if low is None else f"{score_text(low)}–{score_text(high)}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -165,15 +170,16 @@ def markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in report["tasks"]:
-        ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
-        prf = " | ".join(_fmt(t.get(k)) for k in ("precision", "recall", "f1"))
+        ci = interval_text(t["ci_low"], t["ci_high"])
+        prf = " | ".join(score_text(t.get(k)) for k in ("precision", "recall", "f1"))
         lines.append(
-            f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {_fmt(t['value'])} | {ci} | "
-            f"{_fmt(t['baseline'])} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} | {t['hard_scored']} |"
+            f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {score_text(t['value'])} | {ci} | "
+            f"{score_text(t['baseline'])} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} "
+            f"| {t['hard_scored']} |"
         )
     lines.append("")
     for kind, m in report["macro"].items():
-        lines.append(f"- macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {_fmt(m['baseline'])})")
+        lines.append(f"- macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {score_text(m['baseline'])})")
     return "\n".join(lines) + "\n"
 
 
@@ -199,9 +205,9 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
     for column in ("task", "metric", "n", "score", "95 % CI", "baseline", "invalid", "errors"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
     for t in report["tasks"]:
-        ci = f"{_fmt(t['ci_low'])}–{_fmt(t['ci_high'])}" if t["ci_low"] is not None else ""
-        cells = (_fmt(t["value"]), ci, _fmt(t["baseline"]), str(t["invalid"]), str(t["errors"]))
+        ci = interval_text(t["ci_low"], t["ci_high"])
+        cells = (score_text(t["value"]), ci, score_text(t["baseline"]), str(t["invalid"]), str(t["errors"]))
         table.add_row(t["task"], t["metric"], str(t["n"]), *cells)
     console.print(table)
     for kind, m in report["macro"].items():
-        console.print(f"macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {_fmt(m['baseline'])})")
+        console.print(f"macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {score_text(m['baseline'])})")
