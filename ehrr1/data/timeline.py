@@ -72,28 +72,33 @@ class Timeline(Sequence[Event]):
         return render_events(self.events)
 
 
-def events_from_table(table: pa.Table) -> Iterator[Timeline]:
-    """Group the rows of a shard table (sorted by subject_id, event_idx) into timelines."""
-    columns = table.to_pydict()
-    subjects = columns["subject_id"]
+def subject_runs(subjects: list[int]) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` row ranges of each subject in rows sorted by subject (a shard table's order)."""
     start = 0
     for i in range(1, len(subjects) + 1):
         if i == len(subjects) or subjects[i] != subjects[start]:
-            yield Timeline(
-                subjects[start],
-                tuple(
-                    Event(
-                        columns["event_type"][j],
-                        columns["time"][j],
-                        columns["hadm_id"][j],
-                        columns["stay_id"][j],
-                        tuple(json.loads(columns["records"][j])),
-                        columns["endtime"][j],
-                    )
-                    for j in range(start, i)
-                ),
-            )
+            yield start, i
             start = i
+
+
+def events_from_table(table: pa.Table) -> Iterator[Timeline]:
+    """Group the rows of a shard table (sorted by subject_id, event_idx) into timelines."""
+    columns = table.to_pydict()
+    for start, stop in subject_runs(columns["subject_id"]):
+        yield Timeline(
+            columns["subject_id"][start],
+            tuple(
+                Event(
+                    columns["event_type"][j],
+                    columns["time"][j],
+                    columns["hadm_id"][j],
+                    columns["stay_id"][j],
+                    tuple(json.loads(columns["records"][j])),
+                    columns["endtime"][j],
+                )
+                for j in range(start, stop)
+            ),
+        )
 
 
 class TimelineStore:

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from ehrr1.data.events import DEMOGRAPHICS
 from ehrr1.data.markdown import NOT_RENDERED
+from ehrr1.data.timeline import subject_runs
 from ehrr1.tasks.registry import ANY_EVENT, ContextRule, OutcomeKind, TaskSpec
 
 YES, NO = "yes", "no"
@@ -349,18 +350,14 @@ def shard_patients(table: pa.Table) -> Iterator[PatientTimeline]:
     columns = table.select(["subject_id", "event_type", "hadm_id"]).to_pydict()
     records = table.column("records").combine_chunks()
     times = pc.cast(table.column("time"), pa.timestamp("s")).cast(pa.int64()).to_pylist()
-    subjects = columns["subject_id"]
-    start = 0
-    for i in range(1, len(subjects) + 1):
-        if i == len(subjects) or subjects[i] != subjects[start]:
-            yield PatientTimeline(
-                subjects[start],
-                columns["event_type"][start:i],
-                times[start:i],
-                columns["hadm_id"][start:i],
-                records.slice(start, i - start),
-            )
-            start = i
+    for start, stop in subject_runs(columns["subject_id"]):
+        yield PatientTimeline(
+            columns["subject_id"][start],
+            columns["event_type"][start:stop],
+            times[start:stop],
+            columns["hadm_id"][start:stop],
+            records.slice(start, stop - start),
+        )
 
 
 def shard_samples(tasks: Sequence[TaskSpec], table: pa.Table) -> dict[str, list[Sample]]:
