@@ -91,6 +91,9 @@ def test_unreadable_inputs_are_named(registry, tmp_path):
     broken.write_text(FIXTURE.read_text().splitlines()[0] + "\n{not json\n", encoding="utf-8")
     with pytest.raises(ReleasedBenchError, match=r"broken.jsonl, line 2: not a JSON object"):
         read_released(broken, registry)
+    (tmp_path / "bench.parquet").write_text("not parquet", encoding="utf-8")
+    with pytest.raises(ReleasedBenchError, match="bench.parquet: not a readable Parquet file"):
+        read_released(tmp_path / "bench.parquet", registry)
     with pytest.raises(ReleasedBenchError, match="does not exist"):
         read_released(tmp_path / "missing.jsonl", registry)
     with pytest.raises(ReleasedBenchError, match="is not a .jsonl, .json or .parquet file"):

@@ -43,35 +43,48 @@ def _files(path: Path) -> list[Path]:
     raise ReleasedBenchError(f"bench.path: {path} does not exist (the released EHR-Bench file or folder)")
 
 
+def _first_character(path: Path) -> str:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return line.lstrip()[0]
+    return ""
+
+
 def _items_of_file(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, item) for each item of one file; ``where`` names the file and line or row."""
+    """(where, item) for each item of one file, read a batch or a line at a time (released EHR-Ins is
+    millions of items); ``where`` names the file and line or row."""
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - any unreadable parquet is the user's file
+            batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+            n = 0
+            for batch in batches:
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f"{path}, row {n}", row
+        except pa.ArrowException as exc:  # not Parquet, or a cut file
             raise ReleasedBenchError(f"{path}: not a readable Parquet file ({exc})") from exc
-        for n, row in enumerate(rows, 1):
-            yield f"{path}, row {n}", row
         return
-    with path.open(encoding="utf-8") as handle:
-        text = handle.read()
-    if text.lstrip().startswith("["):  # one JSON array
+    if _first_character(path) == "[":  # one JSON array
         try:
-            items = json.loads(text)
+            items = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ReleasedBenchError(f"{path}: not valid JSON ({exc})") from exc
         for n, item in enumerate(items, 1):
             yield f"{path}, item {n}", item
         return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}, line {n}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReleasedBenchError(f"{path}, line {n}: not a JSON object ({exc.msg})") from exc
+    with path.open(encoding="utf-8") as handle:
+        for n, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReleasedBenchError(f"{path}, line {n}: not a JSON object ({exc.msg})") from exc
+            yield f"{path}, line {n}", item
 
 
 def _items(path: Path) -> Iterator[tuple[str, Any]]:
