@@ -347,11 +347,22 @@ class WriterKind(str, Enum):
     llm = "llm"  # a model writes the chain through a generation backend
 
 
+class ChainPrompt(str, Enum):
+    ehrr1 = "ehrr1"  # short: record and question, answer, graph paths, the three sections
+    reference = "reference"  # the reference's knowledge-grounded prompt (reasoning_generation_new.py)
+
+
+class KeepChains(str, Enum):
+    first = "first"  # one training record per sample: its first chain that passes the filter
+    all = "all"  # a record per passing chain (same id, ``chain`` numbers them)
+
+
 @dataclass
 class ExtractorConfig:
     name: str = "dictionary"  # dictionary (licence-free) or quickumls (your UMLS installation)
     quickumls_path: str | None = None  # quickumls: the QuickUMLS index built from your UMLS release
     threshold: float = 0.9  # quickumls: minimum similarity
+    free_text: bool = True  # quickumls: also the terms of free text (radiology and discharge notes, admission info)
 
 
 class TopKPer(str, Enum):
@@ -392,6 +403,9 @@ class WriterConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     batch_size: int = 32  # chains per generate call (each batch is saved before the next)
+    prompt: ChainPrompt = ChainPrompt.ehrr1
+    chains_per_sample: int = 1  # llm: chains drawn per sample (seed, seed + 1, ...); the reference draws 3
+    keep: KeepChains = KeepChains.first
 
 
 class ChainFilter(str, Enum):
@@ -413,6 +427,7 @@ class SynthesisConfig:
     chain_filter: ChainFilter = ChainFilter.ehrr1
     decision_only: bool = False  # chains for decision tasks only (the reference); risk records get none
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
+    released: str | None = None  # released EHR-Ins reasoning items (file / folder) instead of synthesis
     num_workers: int = 2  # processes over chunks (extraction; template writing)
     chunk_size: int = 2000  # records per chunk: the unit of caching and resume
     seed: int = 0

@@ -127,11 +127,18 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
     from ehrr1.evaluation.released import read_released
 
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
-    wanted = list(cfg.task_mix.tasks) or None
-    records = read_released(cfg.task_mix.released, registry, wanted)
+    records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None)
+    report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
+    return {"instructions": report, "export_dir": str(Path(cfg.export.dir).resolve())}
+
+
+def write_by_patient(
+    records: list[dict[str, Any]], out: Path, splits: list[str], cfg: DictConfig, source: str
+) -> dict[str, Any]:
+    """Released records split by patient (``selection.split`` ratios and seed) into ``<out>/<split>.jsonl``,
+    with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them."""
     settings = settings_of(SelectionSettings, cfg.selection)
-    out = Path(cfg.export.dir)
-    by_split: dict[str, list[str]] = {split: [] for split in cfg.task_mix.splits}
+    by_split: dict[str, list[str]] = {split: [] for split in splits}
     report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in by_split}
     for record in records:
         patient = record["subject_id"] if record["subject_id"] is not None else record["id"]
@@ -149,8 +156,8 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
     for split, lines in by_split.items():
         atomic_write_text(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
     totals = {split: len(lines) for split, lines in by_split.items()}
-    atomic_write_json(out / "stats.json", {"source": str(cfg.task_mix.released), "totals": totals, "splits": report})
-    return {"instructions": {"totals": totals, "splits": report}, "export_dir": str(out.resolve())}
+    atomic_write_json(out / "stats.json", {"source": str(source), "totals": totals, "splits": report})
+    return {"totals": totals, "splits": report}
 
 
 def build_instructions(cfg: DictConfig) -> dict[str, Any]:

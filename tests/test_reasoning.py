@@ -44,6 +44,7 @@ EHR = """## Patient Demographics [2130-01-01 00:00:00]
 - Acute kidney failure, unspecified
 - Sepsis, unspecified organism
 Given the sequence of events that have occurred in a hospital, please predict the next lab tests."""
+INSTRUCTION = EHR.rsplit("\n", 1)[1]
 
 
 def test_dictionary_extractor_reads_every_layout_of_the_markdown():
@@ -139,7 +140,7 @@ def test_bounded_path_search_over_cooccurrence_hierarchy_and_umls(tmp_path):
 
 def request(kind: str, target: list[str], paths=None) -> ChainRequest:
     labels = {"labevents:creatinine": "Creatinine", "labevents:sodium": "Sodium"}
-    return ChainRequest("id", "labevents", kind, EHR, target, paths or [], labels)
+    return ChainRequest("id", "labevents", kind, EHR, INSTRUCTION, target, paths or [], labels)
 
 
 def test_the_references_evidence_is_the_top_k_of_each_samples_own_history():
@@ -247,6 +248,7 @@ def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data
         "synthesis.writer.temperature=0",
         "synthesis.writer.max_tokens=12",
         "synthesis.writer.batch_size=4",
+        "synthesis.writer.chains_per_sample=1",
         "synthesis.splits=[train]",
     ]
     with pytest.raises(ValueError, match="synthesis.allow_remote=true"):
@@ -299,3 +301,56 @@ def test_the_references_chain_filter():
     req = request("decision", target)
     assert check_chain(chain.replace("\nPotassium", ""), req, 0.6, ChainFilter.reference) is None
     assert check_chain(chain.replace("\nPotassium", ""), req, 1.0) == "misses the answer"  # ours: recall 2/3
+
+
+def test_the_references_chain_prompt_separates_the_record_the_answer_and_the_task():
+    from ehrr1.reasoning.writers import reference_prompt
+
+    path = [("labevents:sodium", "", 0.0), ("labevents:creatinine", "co-occurs with", 7.0)]
+    prompt = reference_prompt(request("decision", ["Sodium", "Creatinine"], [path]))
+    context = prompt.split("# Patient EHR Context #\n", 1)[1].split("\n\n=====", 1)[0]
+    assert context == EHR.removesuffix("\n" + INSTRUCTION)  # the record without the instruction
+    assert "# Ground Truth #\n['Sodium', 'Creatinine']\n" in prompt  # the answer as the reference wrote it
+    assert "# Retrieved Medical Knowledge #\nCreatinine, which co-occurs with (lift 7) Sodium\n" in prompt
+    assert f"# Task #\n{INSTRUCTION}\n" in prompt
+    assert prompt.rstrip().endswith("## Final Results\n[YOUR OUTPUT]")
+
+
+def test_several_chains_per_sample_are_drawn_with_their_own_seeds_and_filtered_each(model_dir):
+    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.config import ChainPrompt, KeepChains, SynthesisConfig
+    from ehrr1.reasoning.pipeline import chain_rows
+    from ehrr1.reasoning.writers import LLMWriter
+
+    backend = load_backend("hf", model_path=str(model_dir), device="cpu")
+    sampling = SamplingParams(temperature=1.0, max_tokens=6, seed=3)
+    writer = LLMWriter(backend, sampling, ChainPrompt.reference, chains=3)
+    requests = [request("decision", ["Sodium"]), request("decision", ["Creatinine", "Sodium"])]
+    drawn = writer.write(requests)
+    assert [len(chains) for chains in drawn] == [3, 3]
+    assert len(set(drawn[0])) > 1  # seeds 3, 4, 5 give different draws
+    assert writer.write(requests) == drawn  # and the same ones again
+
+    good = "## Extraction\n- a\n## Reasoning\n- b\n## Final Results\nSodium"
+    chains = ["## Final Results\nnothing", good, good + "\n(as the ground truth says)", good.replace("b", "c")]
+    settings = SynthesisConfig(chain_filter="reference", min_answer_recall=0.7)
+    record = {"id": "s1", "messages": [{"role": "user", "content": EHR}], "target": ["Sodium"]}
+    first = chain_rows(record, requests[0], chains, settings)
+    assert first["status"] == "kept" and [r["chain"] for r in first["records"]] == [1]
+    settings.writer.keep = KeepChains.all
+    every = chain_rows(record, requests[0], chains, settings)
+    assert [r["chain"] for r in every["records"]] == [1, 3] and {r["id"] for r in every["records"]} == {"s1"}
+    assert chain_rows(record, requests[0], chains[:1], settings) == {"status": "misses the answer", "chains": 1}
+
+
+def test_free_text_fields_the_reference_reads_with_quickumls():
+    markdown = (
+        "## Radiology Examinations [2130-01-01 03:00:00]\n- Note_Type: RR\n- Exam_Name: ['CHEST (PA AND LAT)']\n"
+        "- Text: Right lower lobe pneumonia.\n\n"
+        "## Admissions [2130-01-01 00:00:00]\n- Admission_Type: EW EMER.\n- Admission_Location: nan\n"
+        "- Admission_Info: Chief Complaint: cough\n\n"
+        "## Labotary Test Events [2130-01-01 01:00:00]\n| Item Name | Value | Comments |\n| --- | --- | --- |\n"
+        "| Creatinine | 2.4 | hemolysed |\n"
+    )
+    texts = list(DictionaryExtractor().free_texts(markdown))
+    assert texts == [("radiology", "Right lower lobe pneumonia."), ("admissions", "Chief Complaint: cough")]

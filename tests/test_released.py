@@ -96,7 +96,7 @@ def test_unreadable_inputs_are_named(registry, tmp_path):
         read_released(tmp_path / "bench.parquet", registry)
     with pytest.raises(ReleasedBenchError, match="does not exist"):
         read_released(tmp_path / "missing.jsonl", registry)
-    with pytest.raises(ReleasedBenchError, match="is not a .jsonl, .json or .parquet file"):
+    with pytest.raises(ReleasedBenchError, match="is not a .jsonl, .json, .parquet or .csv file"):
         read_released(write(tmp_path / "bench.txt", []), registry)
     shared = items()[0]
     del shared["task_info"]["task"]  # the reference's one shared instruction: which task is it?
@@ -228,3 +228,62 @@ def test_released_items_become_the_instruction_data(registry, tmp_path):
     plain.export.dir = str(out)
     ensure_instructions(plain, "train")
     assert "source" not in json.loads((out / "stats.json").read_text())  # rebuilt from the synthetic cohort
+
+
+def test_the_physionet_csv_release_reads_as_the_jsonl(registry, tmp_path):
+    import pandas as pd
+
+    expected = read_released(FIXTURE, registry)
+    pd.DataFrame(items()).to_csv(tmp_path / "ehr_bench.csv", index=False)  # dicts and lists as Python literals
+    got = read_released(tmp_path / "ehr_bench.csv", registry)
+    assert [(r["task"], r["target"], r["messages"], r["candidates"]) for r in got] == [
+        (r["task"], r["target"], r["messages"], r["candidates"]) for r in expected
+    ]
+    (tmp_path / "cut.csv").write_text('instruction,input\n"unclosed,x\n')
+    with pytest.raises(ReleasedBenchError, match=r"cut.csv, line 2: missing field\(s\) task_info"):
+        read_released(tmp_path / "cut.csv", registry)
+
+
+def reasoning_items() -> list[dict]:
+    rows = [r for r in items() if r["task_info"].get("task") == "labevents"] or items()[5:6]
+    out = []
+    for n, row in enumerate(rows):
+        chain = f"## Extraction\n- creatinine {n}\n## Reasoning\n- renal\n## Final Results\n{row['output']}"
+        forms = (chain, [chain, "a second chain"], {"choices": [{"message": {"content": chain}}]})
+        out.append({**row, "task_info": {**row["task_info"], "reasoning": forms[n % 3]}})
+    return out
+
+
+def test_released_reasoning_items_are_the_reasoning_data(registry, tmp_path):
+    import pandas as pd
+
+    from ehrr1.reasoning.pipeline import ensure_reasoning
+    from tests.support import compose_config
+
+    rows = reasoning_items()
+    pd.DataFrame(rows).to_csv(tmp_path / "ehr_ins_reasoning.csv", index=False)
+    for got in (
+        read_released(tmp_path / "ehr_ins_reasoning.csv", registry),
+        read_released(write(tmp_path / "r.jsonl", rows), registry),
+    ):
+        for record, row in zip(got, rows, strict=True):
+            assert record["reasoning"]
+            assert record["messages"][-1]["content"] == (
+                f"<think>\n## Extraction\n- creatinine {rows.index(row)}\n## Reasoning\n- renal\n## Final Results\n"
+                f"{row['output']}\n</think>\n\n" + "\n".join(record["target"])
+            )  # the first chain of a list, the first choice of an API answer
+    cfg = compose_config(
+        "synthesize", f"data_root={tmp_path / 'data'}", f"synthesis.released={tmp_path / 'r.jsonl'}",
+        "synthesis.splits=[train,val,test]", "progress=false",
+    )  # fmt: skip
+    path = ensure_reasoning(cfg)
+    written = [
+        json.loads(line)
+        for s in ("train", "val", "test")
+        for line in (path.parent / f"{s}.jsonl").read_text().splitlines()
+    ]
+    assert len(written) == len(rows) and all(r["messages"][-1]["content"].startswith("<think>\n") for r in written)
+    assert not (tmp_path / "data" / "mimic-iv-synthetic").exists()  # nothing else built
+    cfg.synthesis.released = str(FIXTURE)  # plain EHR-Ins items have no chain
+    with pytest.raises(ReleasedBenchError, match="has no task_info.reasoning"):
+        ensure_reasoning(cfg)

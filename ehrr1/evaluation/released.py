@@ -7,23 +7,31 @@ Each released item, as the reference's dataset class writes it, holds ``instruct
 input + "\\n" + instruction) and scored with the task's metric of our catalogue. The task is
 ``task_info.task``; without it, the item's instruction names it when only one task has that instruction.
 
-Files: ``.jsonl`` / ``.json`` (read line by line, so a bad line is named), ``.parquet``, a folder of such
-files, or a folder written by ``datasets.Dataset.save_to_disk`` (read with ``datasets``).
+Files: ``.jsonl`` / ``.json`` (read line by line, so a bad line is named), ``.parquet``, ``.csv`` (the
+PhysioNet release: nested fields as Python literals, as pandas wrote them), a folder of such files, or a
+folder written by ``datasets.Dataset.save_to_disk`` (read with ``datasets``). An item whose ``task_info``
+holds ``reasoning`` (EHR-Ins reasoning data) gets the assistant turn the reference trains on,
+``<think>\n{reasoning}\n</think>\n\n{output}``.
 """
 
 from __future__ import annotations
 
+import ast
+import csv
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ehrr1.errors import UserError
+from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.prompt import SYSTEM_PROMPT
 from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
 
 REQUIRED = ("instruction", "input", "task_info")
-SUFFIXES = (".jsonl", ".json", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+KINDS = ".jsonl, .json, .parquet or .csv"
 
 
 class ReleasedBenchError(UserError, ValueError):
@@ -33,13 +41,13 @@ class ReleasedBenchError(UserError, ValueError):
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         if path.suffix not in SUFFIXES:
-            raise ReleasedBenchError(f"bench.path: {path} is not a .jsonl, .json or .parquet file")
+            raise ReleasedBenchError(f"bench.path: {path} is not a {KINDS} file")
         return [path]
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
         if found:
             return found
-        raise ReleasedBenchError(f"bench.path: {path} holds no .jsonl, .json or .parquet file")
+        raise ReleasedBenchError(f"bench.path: {path} holds no {KINDS} file")
     raise ReleasedBenchError(f"bench.path: {path} does not exist (the released EHR-Bench file or folder)")
 
 
@@ -67,6 +75,15 @@ def _items_of_file(path: Path) -> Iterator[tuple[str, Any]]:
                     yield f"{path}, row {n}", row
         except pa.ArrowException as exc:  # not Parquet, or a cut file
             raise ReleasedBenchError(f"{path}: not a readable Parquet file ({exc})") from exc
+        return
+    if path.suffix == ".csv":
+        csv.field_size_limit(sys.maxsize)  # an EHR is one cell
+        with path.open(encoding="utf-8", newline="") as handle:
+            try:
+                for n, row in enumerate(csv.DictReader(handle), 2):
+                    yield f"{path}, line {n}", row
+            except csv.Error as exc:
+                raise ReleasedBenchError(f"{path}: not a readable CSV file ({exc})") from exc
         return
     if _first_character(path) == "[":  # one JSON array
         try:
@@ -117,6 +134,38 @@ def _task_of(item: dict[str, Any], info: dict[str, Any], registry: TaskRegistry,
     )
 
 
+def _structured(value: Any) -> Any:
+    """A nested field as an object: JSON text and Python literals (pandas' CSV of dicts and lists) are read."""
+    if not isinstance(value, str) or value.strip()[:1] not in ("{", "["):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (SyntaxError, ValueError):
+        return value
+
+
+def _reasoning(value: Any, where: str) -> str:
+    """The chain of an EHR-Ins reasoning item, as the reference's sft_reasoning.py reads it: a text, the
+    first of a list of filtered chains, or the first choice of the raw API answer."""
+    value = _structured(value)
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    elif isinstance(value, dict):
+        try:
+            value = value["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise ReleasedBenchError(f"{where}: task_info.reasoning is an object without choices[0].message") from None
+    if value is None or (isinstance(value, float) and value != value):  # absent, or pandas' NaN
+        return ""
+    if not isinstance(value, str):
+        raise ReleasedBenchError(f"{where}: task_info.reasoning must be a text, a list of texts or an API answer")
+    return value.strip()
+
+
 def _target(item: dict[str, Any], info: dict[str, Any], task: TaskSpec, where: str) -> list[str]:
     label = info.get("label", item.get("output"))
     if isinstance(label, str):
@@ -141,25 +190,23 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, 
     if missing:
         raise ReleasedBenchError(f"{where}: missing field(s) {', '.join(missing)} (a released item has "
                                  "instruction, input, output, candidates, task_info)")  # fmt: skip
-    info = item["task_info"]
-    if isinstance(info, str):  # some exports store it as JSON text
-        try:
-            info = json.loads(info)
-        except json.JSONDecodeError as exc:
-            raise ReleasedBenchError(f"{where}: task_info is neither an object nor JSON text") from exc
+    info = _structured(item["task_info"])
     if not isinstance(info, dict):
-        raise ReleasedBenchError(f"{where}: task_info must be an object")
+        raise ReleasedBenchError(f"{where}: task_info must be an object (or its JSON / Python text)")
     if not isinstance(item["input"], str) or not isinstance(item["instruction"], str):
         raise ReleasedBenchError(f"{where}: input and instruction must be texts")
     task = _task_of(item, info, registry, where)
     target = _target(item, info, task, where)
+    answer = "\n".join(target)
+    reasoning = _reasoning(info.get("reasoning"), where)
+    assistant = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if reasoning else answer
     subject, anchor = info.get("subject_id"), info.get("context_end")
     return {
         "id": f"{task.name}/{subject}/{anchor}" if subject is not None and anchor is not None else where,
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": item["input"] + "\n" + item["instruction"]},
-            {"role": "assistant", "content": "\n".join(target)},
+            {"role": "assistant", "content": assistant},
         ],
         "task": task.name,
         "kind": task.kind.value,
@@ -167,7 +214,8 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, 
         "subject_id": subject,
         "hadm_id": info.get("hadm_id"),
         "target": target,
-        "candidates": item.get("candidates"),
+        "candidates": _structured(item.get("candidates")) or None,  # a CSV writes none as an empty cell
+        "reasoning": bool(reasoning),
         "split": "test",
         "source": where,
     }

@@ -51,6 +51,8 @@ CONCEPT_FIELDS = {
     "diagnoses_icd": ("Diagnoses",),
     "diagnosis": ("Icd_Title",),
 }
+# Free text the reference runs QuickUMLS over (concept_extraction.py): notes and the admission's information.
+FREE_TEXT_FIELDS = {"radiology": ("Text",), "discharge": ("Text",), "admissions": ("Admission_Info",)}
 LIST_LAYOUTS = {name for name, view in VIEWS.items() if view.layout in ("values", "pairs")}
 TITLES = {**{title: name for name, title in REFERENCE_TITLES.items()}, **{v.title: n for n, v in VIEWS.items()}}
 _REFERENCE_FIRST_KEY = {name: keys[0].title() for name, keys in REFERENCE_KEYS.items() if keys}
@@ -132,6 +134,15 @@ class DictionaryExtractor:
                     for item in _listed(name):
                         yield event_type, item
 
+    def free_texts(self, markdown: str) -> Iterator[tuple[str, str]]:
+        """(event type, text) of every free-text field in the markdown (see ``FREE_TEXT_FIELDS``)."""
+        for event_type, records in sections(markdown):
+            for record in records:
+                if isinstance(record, dict):
+                    for field in FREE_TEXT_FIELDS.get(event_type, ()):
+                        if record.get(field, "") not in ("", "nan", "None"):
+                            yield event_type, record[field]
+
     def history(self, markdown: str) -> list[Mention]:
         seen: dict[str, Mention] = {}
         for event_type, name in self.names(markdown):
@@ -175,11 +186,13 @@ def target_namespace(task: TaskSpec) -> str:
 
 class QuickUMLSExtractor(DictionaryExtractor):
     """UMLS CUIs of the same names through QuickUMLS (``pip install quickumls`` and a QuickUMLS index built
-    from your UMLS release: ``synthesis.extractor.quickumls_path``). Names it cannot match are left out."""
+    from your UMLS release: ``synthesis.extractor.quickumls_path``). Names it cannot match are left out. With
+    ``free_text`` the terms QuickUMLS finds in notes and admission information are history concepts too, as
+    in the reference (which keeps the terms of the first match only; we keep every match's best CUI)."""
 
     name = "quickumls"
 
-    def __init__(self, quickumls_path: str, threshold: float = 0.9):
+    def __init__(self, quickumls_path: str, threshold: float = 0.9, free_text: bool = True):
         try:
             from quickumls import QuickUMLS
         except ImportError as exc:
@@ -188,7 +201,21 @@ class QuickUMLSExtractor(DictionaryExtractor):
                 "its index from your UMLS release and set synthesis.extractor.quickumls_path"
             ) from exc
         self.matcher = QuickUMLS(quickumls_path, threshold=threshold, similarity_name="jaccard")
+        self.free_text = free_text
         self.cache: dict[str, str | None] = {}
+
+    def history(self, markdown: str) -> list[Mention]:
+        mentions = super().history(markdown)
+        if not self.free_text:
+            return mentions
+        seen = {m.concept for m in mentions}
+        for event_type, text in self.free_texts(markdown):
+            for group in self.matcher.match(text, best_match=True, ignore_syntax=False):
+                best = max(group, key=lambda m: m["similarity"], default=None)
+                if best and f"umls:{best['cui']}" not in seen:
+                    seen.add(f"umls:{best['cui']}")
+                    mentions.append(Mention(f"umls:{best['cui']}", best["term"], event_type))
+        return mentions
 
     def concept(self, namespace: str, name: str) -> str | None:
         key = normalise(name)
@@ -205,5 +232,5 @@ def build_extractor(settings: Any) -> Extractor:
     if settings.name == "quickumls":
         if not settings.quickumls_path:
             raise ValueError("synthesis.extractor.name=quickumls: set synthesis.extractor.quickumls_path")
-        return QuickUMLSExtractor(settings.quickumls_path, settings.threshold)
+        return QuickUMLSExtractor(settings.quickumls_path, settings.threshold, settings.free_text)
     raise ValueError(f"synthesis.extractor.name={settings.name}: choose from dictionary, quickumls")

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.config import SynthesisConfig, TopKPer, WriterKind
+from ehrr1.config import KeepChains, SynthesisConfig, TopKPer, WriterKind
+from ehrr1.errors import UserError
 from ehrr1.reasoning.concepts import build_extractor
 from ehrr1.reasoning.graph import (
     Dictionaries,
@@ -125,7 +126,12 @@ def hierarchy_graph_from(path: Path) -> RelationGraph:
 
 
 def chain_requests(
-    records: list[dict[str, Any]], mentions: list[dict[str, Any]], graphs, shared, settings: SynthesisConfig
+    records: list[dict[str, Any]],
+    mentions: list[dict[str, Any]],
+    graphs,
+    shared,
+    settings: SynthesisConfig,
+    registry: TaskRegistry,
 ) -> list[tuple[dict[str, Any], ChainRequest]]:
     """Each record with its thinking graph, ready for a writer."""
     by_sample: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -147,17 +153,27 @@ def chain_requests(
             graph = merged[task]
         paths = sample_graph(graph, targets, history, settings.graph.max_hops, settings.graph.max_paths)
         labels = {m["concept"]: m["label"] for m in found["history"] + found["target"]}
+        instruction = registry[task].prompt_instruction
         request = ChainRequest(
-            record["id"], task, record["kind"], user_turn(record), list(record["target"]), paths, labels
+            record["id"], task, record["kind"], user_turn(record), instruction, list(record["target"]), paths, labels
         )
         out.append((record, request))
     return out
 
 
 def write_chunk(
-    path: str, offset: int, count: int, split: str, work: str, key: str, settings_dict: dict, writer=None
+    path: str,
+    offset: int,
+    count: int,
+    split: str,
+    work: str,
+    key: str,
+    settings_dict: dict,
+    extra_tasks: dict,
+    writer=None,
 ) -> None:
-    """Graphs and chains of one chunk, appended per batch to its part file; a .done marker closes it."""
+    """Graphs and chains of one chunk, appended per batch to its part file; a .done marker closes it.
+    A sample's row holds the records of its chains that pass the filter (``writer.keep``: the first or all)."""
     settings: SynthesisConfig = OmegaConf.to_object(
         OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict)
     )
@@ -171,7 +187,7 @@ def write_chunk(
     ).to_pylist()
     graphs, shared = relation_graphs(work_dir, settings)
     writer = writer or TemplateWriter()
-    pending = chain_requests(records, mentions, graphs, shared, settings)
+    pending = chain_requests(records, mentions, graphs, shared, settings, TaskRegistry(extra_tasks))
     batch_size = settings.writer.batch_size if settings.writer.kind is WriterKind.llm else len(pending) or 1
     with part.open("a", encoding="utf-8") as out:
         for start in range(0, len(pending), batch_size):
@@ -189,14 +205,27 @@ def write_chunk(
                 elif request.id not in chains:
                     row["status"] = "no graph"
                 else:
-                    reason = check_chain(chains[request.id], request, settings.min_answer_recall, settings.chain_filter)
-                    row["status"] = reason or "kept"
-                    if reason is None:
-                        row["record"] = chain_record(record, chains[request.id], request, len(request.paths))
+                    row.update(chain_rows(record, request, chains[request.id], settings))
                 lines.append(json.dumps(row, ensure_ascii=False))
             out.write("".join(line + "\n" for line in lines))
             out.flush()
     (work_dir / "chains" / f"{key}.done").touch()
+
+
+def chain_rows(
+    record: dict[str, Any], request: ChainRequest, chains: list[str], settings: SynthesisConfig
+) -> dict[str, Any]:
+    """The status of one sample's chains (kept, or why its first chain was dropped) and the records kept."""
+    reasons = [check_chain(c, request, settings.min_answer_recall, settings.chain_filter) for c in chains]
+    passed = [k for k, reason in enumerate(reasons) if reason is None]
+    if not passed:
+        return {"status": reasons[0], "chains": len(chains)}
+    if settings.writer.keep is KeepChains.first:
+        passed = passed[:1]
+    records = [chain_record(record, chains[k], request, len(request.paths)) for k in passed]
+    if len(chains) > 1:
+        records = [{**r, "chain": k} for r, k in zip(records, passed, strict=True)]
+    return {"status": "kept", "chains": len(chains), "records": records}
 
 
 def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
@@ -204,6 +233,8 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
     from ehrr1.pipelines import ensure_instructions, settings_of
 
     settings: SynthesisConfig = settings_of(SynthesisConfig, cfg.synthesis)
+    if settings.released:
+        return released_reasoning(cfg)
     inputs = {split: ensure_instructions(cfg, split) for split in settings.splits}
     out = Path(settings.dir)
     work = out / "_work"
@@ -254,7 +285,7 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
         log.info("co-occurrence: %d (target, history) pairs kept", kept)
 
     args = [
-        (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings_dict)
+        (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings_dict, extra)
         for s, k, off, n in chunks
         if not (work / "chains" / f"{s}-{k:05d}.done").exists()
     ]
@@ -287,6 +318,8 @@ def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str
     if backend.name == "openai" and not settings.allow_remote:
         refuse_remote(backend.base_url, "synthesis.allow_remote")
     backend.allow_remote = settings.allow_remote
+    if settings.writer.chains_per_sample < 1:
+        raise UserError(f"synthesis.writer.chains_per_sample={settings.writer.chains_per_sample}: must be >= 1")
     chosen = backend_settings(backend, settings_of(ModelConfig, cfg.model), model_path, settings.seed)
     sampling = SamplingParams(
         temperature=settings.writer.temperature,
@@ -294,7 +327,9 @@ def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str
         max_tokens=settings.writer.max_tokens,
         seed=settings.seed,
     )
-    return LLMWriter(load_backend(backend.name, **chosen), sampling)
+    return LLMWriter(
+        load_backend(backend.name, **chosen), sampling, settings.writer.prompt, settings.writer.chains_per_sample
+    )
 
 
 def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
@@ -309,8 +344,9 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
                     counts["samples"] += 1
                     counts["with_graph"] += row["graph"]
                     counts[row["status"]] += 1
-                    if row["status"] == "kept":
-                        joined.write(json.dumps(row["record"], ensure_ascii=False) + "\n")
+                    counts["records"] += len(row.get("records", []))
+                    for record in row.get("records", []):
+                        joined.write(json.dumps(record, ensure_ascii=False) + "\n")
         tmp.replace(out / f"{split}.jsonl")
     report = {
         "dir": str(out.resolve()),
@@ -320,6 +356,7 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
             for s, tasks in stats.items()
         },
         "totals": {s: sum(c["kept"] for c in tasks.values()) for s, tasks in stats.items()},
+        "records": {s: sum(c["records"] for c in tasks.values()) for s, tasks in stats.items()},
     }
     atomic_write_json(out / "stats.json", report)
     atomic_write_text(out / "stats.md", stats_markdown(report))
@@ -340,12 +377,35 @@ def stats_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
+    """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
+    reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
+    from ehrr1.evaluation.released import ReleasedBenchError, read_released
+    from ehrr1.pipelines import write_by_patient
+
+    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    records = read_released(cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None)
+    without = next((r["source"] for r in records if not r["reasoning"]), None)
+    if without:
+        raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
+    out = Path(cfg.synthesis.dir)
+    report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
+    return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
+
+
 def ensure_reasoning(cfg: DictConfig) -> Path:
-    """``<synthesis.dir>/train.jsonl``, synthesised (template writer unless configured) when absent."""
+    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured) when absent, or the
+    released reasoning items of ``synthesis.released``; data made from another source is rebuilt."""
     path = Path(cfg.synthesis.dir) / "train.jsonl"
-    if not path.exists():
-        log.info("no reasoning data at %s: building it (synthesize.py pipeline=reasoning)", path)
-        synthesize_reasoning(cfg)
+    stats = Path(cfg.synthesis.dir) / "stats.json"
+    made_from = read_json(stats).get("source") if stats.exists() else None  # set for released data only
+    wanted = str(cfg.synthesis.released) if cfg.synthesis.released else None
+    if not path.exists() or made_from != wanted:
+        log.info("no reasoning data from %s at %s: building it", wanted or "synthesis", path)
+        if wanted:
+            released_reasoning(cfg)
+        else:
+            synthesize_reasoning(cfg)
     return path
 
 
@@ -354,6 +414,10 @@ def print_reasoning(report: dict[str, Any], console: Any = None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    if report.get("released"):
+        totals = ", ".join(f"{s}: {n}" for s, n in report["totals"].items())
+        console.print(f"reasoning data from the released EHR-Ins ({totals}): {report['dir']}")
+        return
     table = Table(title="Reasoning chains (" + ", ".join(f"{s}: {n}" for s, n in report["totals"].items()) + ")")
     for column in ("split", "task", "samples", "graph coverage", "kept", "dropped"):
         table.add_column(column, justify="left" if column in ("split", "task") else "right")

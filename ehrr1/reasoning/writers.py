@@ -3,16 +3,17 @@
 A chain has three sections, ``## Extraction`` (the evidence in the record), ``## Reasoning`` (how it leads
 to the answer) and ``## Final Results`` (the answer); the training example's assistant turn is
 ``<think>\\n{chain}\\n</think>\\n\\n{answer}``. The template writer verbalises the graph deterministically (the
-embedded default: no LLM needed); the LLM writer prompts a model through the shared generation backends.
+embedded default: no LLM needed); the LLM writer prompts a model through the shared generation backends,
+with our short prompt or the reference's (``writer.prompt=reference``), one or several chains per sample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ehrr1.backends import Backend, SamplingParams
-from ehrr1.config import ChainFilter
+from ehrr1.config import ChainFilter, ChainPrompt
 from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
 from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
@@ -26,6 +27,7 @@ class ChainRequest:
     task: str
     kind: str  # decision or risk
     ehr: str  # the user turn: EHR markdown and the task's instruction
+    instruction: str  # the task's instruction (the end of ``ehr``)
     target: list[str]
     paths: list[Path_]
     labels: dict[str, str]  # concept -> the name the record uses
@@ -67,8 +69,8 @@ class TemplateWriter:
 
     name = "template"
 
-    def write(self, requests: list[ChainRequest]) -> list[str]:
-        return [self.chain(r) for r in requests]
+    def write(self, requests: list[ChainRequest]) -> list[list[str]]:
+        return [[self.chain(r)] for r in requests]
 
     @staticmethod
     def chain(request: ChainRequest) -> str:
@@ -115,29 +117,127 @@ in the graph and the record, in exactly three sections:
 
 
 class LLMWriter:
-    """Chains written by a model through a generation backend (hf, vllm or a local OpenAI-compatible server)."""
+    """Chains written by a model through a generation backend (hf, vllm or a local OpenAI-compatible server):
+    ``chains`` per sample, drawn with seeds ``sampling.seed``, ``+ 1``, ... so each draw is reproducible."""
 
     name = "llm"
 
-    def __init__(self, backend: Backend, sampling: SamplingParams):
+    def __init__(
+        self, backend: Backend, sampling: SamplingParams, prompt: ChainPrompt = ChainPrompt.ehrr1, chains: int = 1
+    ):
         self.backend = backend
         self.sampling = sampling
+        self.style = ChainPrompt(prompt)
+        self.chains = chains
 
     def prompt(self, request: ChainRequest) -> str:
-        relations = "\n".join(f"- {verbalise(p, request.labels)}" for p in request.paths) or "- (none found)"
-        content = (
-            f"{WRITER_INSTRUCTIONS}\n\n# Record and question\n{request.ehr}\n\n# Correct answer\n"
-            f"{answer_of(request)}\n\n# Relations\n{relations}"
-        )
+        if self.style is ChainPrompt.reference:
+            content = reference_prompt(request)
+        else:
+            relations = "\n".join(f"- {verbalise(p, request.labels)}" for p in request.paths) or "- (none found)"
+            content = (
+                f"{WRITER_INSTRUCTIONS}\n\n# Record and question\n{request.ehr}\n\n# Correct answer\n"
+                f"{answer_of(request)}\n\n# Relations\n{relations}"
+            )
         return self.backend.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
 
-    def write(self, requests: list[ChainRequest]) -> list[str]:
+    def write(self, requests: list[ChainRequest]) -> list[list[str]]:
         if not requests:
             return []
-        generations = self.backend.generate([self.prompt(r) for r in requests], self.sampling)
-        return ["" if g.error else g.text.strip() for g in generations]
+        prompts = [self.prompt(r) for r in requests]
+        draws = [
+            self.backend.generate(prompts, replace(self.sampling, seed=self.sampling.seed + k))
+            for k in range(self.chains)
+        ]
+        return [["" if g.error else g.text.strip() for g in per_request] for per_request in zip(*draws, strict=True)]
+
+
+REFERENCE_PROMPT = """
+========================================
+# Patient EHR Context #
+{context}
+
+========================================
+# Retrieved Medical Knowledge #
+{knowledge}
+
+========================================
+# Ground Truth #
+{ground_truth}
+
+========================================
+# Task #
+{task}
+========================================
+
+# Data Description
+- # Patient EHR Context #: Contains all medical events and content from the patient's hospitalization journey.
+- # Retrieved Medical Knowledge #: Contains Patient EHR Context elements and their relationships potentially \
+relevant to the Ground Truth entity.
+- # Ground Truth #: Contains the correct answers for this task; your predictions must exactly match these.
+- # Task #: Contains the specific task description; you need to complete the task based on the information in \
+# Patient EHR Context #.
+
+# Instructions
+Please provide a logically rigorous medical reasoning process so that the # Ground Truth # can be derived from \
+the content in # Patient EHR Context # and # Task #.
+
+# Requirements
+The reasoning process should include three stages: Extraction, Reasoning, and Final Results.
+
+## Extraction
+- In this stage, extract and identify each piece of "key information" from the # Patient EHR Context # \
+according to the provided # Retrieved Medical Knowledge #.
+- Leave out information that does not help the reasoning.
+- Write each step of the Extraction stage as below; **give the event name and time of each extracted item**:
+    **Event Name [Event Time]**: the information extracted from the event and how it may relate to the \
+ground truth.
+
+## Reasoning
+- Analyse the relationship between the context and each item in # Ground Truth # specifically and \
+professionally, with detailed reasoning steps.
+- Cover as many items of # Ground Truth # as you can; items that cannot be inferred from the context may be \
+left out.
+- Do not use the words "maybe", "possible" or "though"; find all the supporting information you can so the \
+reasoning is correct.
+- Keep the reasoning concise and rigorous; each step states the medical knowledge it uses.
+- Reason only forward, from the context to the items in the ground truth, never backwards.
+
+## Final Results
+- Give the final result of the task: **only the items of # Ground Truth # correctly inferred in the \
+## Reasoning stage.**
+- Write each item of ## Final Results exactly as it is written in # Ground Truth #.
+
+# Important Notes!!!
+- **For each piece of # Retrieved Medical Knowledge # relevant to the # Task #, find where its first item \
+appears in the # Patient EHR Context # and point to it in the Extraction stage.**
+- **In the ## Reasoning stage, analyse very carefully how each item in # Ground Truth # is inferred.**
+- **Above all, use # Ground Truth # and # Retrieved Medical Knowledge # implicitly: never write phrases \
+such as "according to the medical knowledge above", "as shown in ground truth" or anything that reveals \
+that you know the underlying medical knowledge or the ground truth.**
+
+# Output Format
+## Extraction
+[YOUR OUTPUT]
+
+## Reasoning
+[YOUR OUTPUT]
+
+## Final Results
+[YOUR OUTPUT]
+"""
+
+
+def reference_prompt(request: ChainRequest) -> str:
+    """The reference's knowledge-grounded request (reasoning_generation_new.py, in our words, same structure):
+    the EHR without the instruction, one graph path per line, the answer as a Python list, the instruction."""
+    context = request.ehr.removesuffix(request.instruction).removesuffix("\n")
+    knowledge = "\n".join(verbalise(p, request.labels) for p in request.paths)
+    return REFERENCE_PROMPT.format(
+        context=context, knowledge=knowledge, ground_truth=str(list(request.target)), task=request.instruction
+    )
 
 
 OLD_SECTIONS = ("Extraction and Analysis", "Reasoning and Summary")  # headers the reference's filter refuses
