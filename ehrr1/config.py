@@ -501,6 +501,21 @@ class BenchConfig:
 
 
 @dataclass
+class TabularSettings:
+    """The tabular baseline (``tabular.*``): per task, logistic regressions on concept counts."""
+
+    max_train_per_task: int = 5000  # training samples per task (the first in file order): bounded memory
+    max_labels: int = 200  # decision tasks: answers of the vocabulary modelled, the most frequent
+    C: float = 1.0  # inverse regularisation strength of every logistic regression
+    seed: int = 0
+
+
+class Baseline(str, Enum):
+    most_frequent = "most_frequent"  # always the training split's most frequent answer
+    tabular = "tabular"  # scikit-learn models on concept counts of the same samples (evaluation/tabular.py)
+
+
+@dataclass
 class EvaluateConfig(DataPipelineConfig):
     bench: BenchConfig = field(default_factory=BenchConfig)
     backend: BackendConfig = MISSING
@@ -519,6 +534,8 @@ class EvaluateConfig(DataPipelineConfig):
     seed: int = 0
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind=LoggerKind.none))
     log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
+    baselines: list[Baseline] = field(default_factory=lambda: [Baseline.most_frequent, Baseline.tabular])
+    tabular: TabularSettings = field(default_factory=TabularSettings)  # the tabular baseline's models
 
 
 def register_configs() -> None:

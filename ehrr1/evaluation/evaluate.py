@@ -5,21 +5,32 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, load_backend
-from ehrr1.config import BackendConfig, BenchSource, LoggerConfig, LoggerKind, ModelConfig
+from ehrr1.config import (
+    BackendConfig,
+    Baseline,
+    BenchSource,
+    LoggerConfig,
+    LoggerKind,
+    ModelConfig,
+    TabularSettings,
+)
+from ehrr1.errors import UserError
 from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
-from ehrr1.evaluation.harness import build_requests, read_bench, run
+from ehrr1.evaluation.harness import build_requests, iter_bench, read_bench, run
 from ehrr1.evaluation.plots import write_plots
-from ehrr1.evaluation.released import read_released
+from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
+from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import digest
+from ehrr1.utils import atomic_write_text, digest
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +78,34 @@ def reference_prompt_limit(model_id: str, max_new_tokens: int) -> int | None:
     return limit if limit > 0 else None
 
 
-def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(what was read, the records to score, the training records) of ``cfg.bench``."""
+TrainRecords = Callable[[], Iterator[dict[str, Any]]]
+
+
+def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], TrainRecords]:
+    """(what was read, the records to score, the training records: read afresh, a record at a time, on each
+    call, since EHR-Ins is millions of records) of ``cfg.bench``."""
     only = list(cfg.only_tasks) if cfg.only_tasks else None
     if cfg.bench.source == BenchSource.released.value:
         registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
-        train = read_released(cfg.bench.train_path, registry) if cfg.bench.train_path else []
-        return str(cfg.bench.path), records, train
+        train_path = cfg.bench.train_path
+        return str(cfg.bench.path), records, lambda: iter_released(train_path, registry) if train_path else iter(())
     bench = ensure_instructions(cfg, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"
-    return str(bench), read_bench(bench, only, cfg.limit), read_bench(train) if train.exists() else []
+    return str(bench), read_bench(bench, only, cfg.limit), lambda: iter_bench(train) if train.exists() else iter(())
+
+
+def tabular_rows(
+    cfg: DictConfig, records: list[dict[str, Any]], train: TrainRecords, out: Path
+) -> list[dict[str, Any]]:
+    """The tabular baseline's rows on ``records``, fitted on the training records of their tasks; also
+    written to ``<out>/tabular.jsonl``."""
+    baseline = TabularBaseline(settings_of(TabularSettings, cfg.tabular)).fit(train(), {r["task"] for r in records})
+    rows = baseline.predict(records)
+    if not rows:
+        log.warning("tabular baseline: no training records of these tasks, so no tabular scores")
+    atomic_write_text(out / "tabular.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
 
 
 def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -164,10 +192,15 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.backend.name == "tabular":
+        return evaluate_tabular(cfg)
     model_id = model_to_evaluate(cfg)
     bench, records, train = bench_records(cfg)
+    baselines = {Baseline(b) for b in cfg.baselines}
+    frequent = most_frequent_answers(train()) if Baseline.most_frequent in baselines else None
+    originals = records
     if cfg.candidates_prompt:
-        pools = candidate_pools(train)
+        pools = candidate_pools(train())
         records = [with_candidates(r, candidates_for(r, pools, cfg.seed)) for r in records]
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
@@ -191,7 +224,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     save_run_config(cfg, out)
     batch_size = cfg.batch_size or backend.batch_size
     rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
-    report = aggregate(rows, most_frequent_answers(train), cfg.bootstrap, cfg.seed)
+    tabular = tabular_rows(cfg, originals, train, out) if Baseline.tabular in baselines else None
+    report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed, tabular)
     report["run"] = {
         "model": model_id,
         "backend": cfg.backend.name,
@@ -203,11 +237,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": bench,
         "bench": cfg.bench.source,
     }
+    return finish(cfg, report, rows, out, model_id)
+
+
+def finish(cfg: DictConfig, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, model: str) -> dict:
+    """Report files, plots, the console table and W&B: the same for every backend."""
     paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
     title = "released" if cfg.bench.source == BenchSource.released.value else f"{cfg.task_mix.name}, {cfg.split}"
-    print_report(report, f"EHR-Bench ({title}): {model_id}")
+    print_report(report, f"EHR-Bench ({title}): {model}")
     logger = settings_of(LoggerConfig, cfg.logger)
     if logger.kind is LoggerKind.wandb:
         log_to_wandb(logger, report, rows, out, cfg.log_outputs)
+    report["paths"] = {p.name: str(p) for p in paths}
     log.info("reports: %s", ", ".join(str(p) for p in paths))
     return report
+
+
+def evaluate_tabular(cfg: DictConfig) -> dict[str, Any]:
+    """``backend=tabular``: the tabular baseline alone, scored and reported as a model would be."""
+    bench, records, train = bench_records(cfg)
+    out = output_directory(cfg, "tabular")
+    save_run_config(cfg, out)
+    wanted = {Baseline(b) for b in cfg.baselines}
+    frequent = most_frequent_answers(train()) if Baseline.most_frequent in wanted else None
+    rows = tabular_rows(cfg, records, train, out)
+    if not rows:
+        raise UserError(f"backend=tabular: no training records of the tasks in {bench} to fit on")
+    report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed)
+    report["run"] = {"model": "tabular", "backend": "tabular", "tabular": OmegaConf.to_container(cfg.tabular),
+                     "data": bench, "bench": cfg.bench.source}  # fmt: skip
+    return finish(cfg, report, rows, out, "tabular baseline")

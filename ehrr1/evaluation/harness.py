@@ -39,13 +39,13 @@ class Request:
     tokens_cut: int = 0  # prompt tokens cut from the left to fit ``max_prompt_tokens``
 
 
-def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Records of an exported split, optionally only some tasks and at most ``limit`` per task (file order)."""
+def iter_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Records of an exported split, a line at a time, optionally only some tasks and at most ``limit``
+    per task (file order)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no benchmark data at {path}: run synthesize.py for this task mix first")
     taken: dict[str, int] = {}
-    records = []
     with path.open(encoding="utf-8") as lines:
         for n, line in enumerate(lines, 1):
             try:
@@ -56,8 +56,11 @@ def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | No
             if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
                 continue
             taken[task] = taken.get(task, 0) + 1
-            records.append(record)
-    return records
+            yield record
+
+
+def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    return list(iter_bench(path, tasks, limit))
 
 
 def build_requests(

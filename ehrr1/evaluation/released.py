@@ -221,15 +221,15 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, 
     }
 
 
-def read_released(
+def iter_released(
     path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Records of the released files at ``path``, optionally only some tasks, at most ``limit`` per task."""
+) -> Iterator[dict[str, Any]]:
+    """Records of the released files at ``path``, an item at a time, optionally only some tasks, at most
+    ``limit`` per task; ids made unique (the resume key)."""
     if not path:
         raise ReleasedBenchError("bench=released needs bench.path=<the released EHR-Bench file or folder>")
     if tasks:
         registry.select(tasks)  # unknown names fail here, listing the valid ones
-    records: list[dict[str, Any]] = []
     taken: dict[str, int] = {}
     seen: set[str] = set()
     for where, item in _items(Path(path)):
@@ -238,10 +238,17 @@ def read_released(
         if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
             continue
         if record["id"] in seen:
-            record["id"] = f"{record['id']}@{where}"  # the resume key needs unique ids
+            record["id"] = f"{record['id']}@{where}"
         seen.add(record["id"])
         taken[task] = taken.get(task, 0) + 1
-        records.append(record)
+        yield record
+
+
+def read_released(
+    path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Records of the released files at ``path``, optionally only some tasks, at most ``limit`` per task."""
+    records = list(iter_released(path, registry, tasks, limit))
     if not records:
         raise ReleasedBenchError(f"bench.path: {path} holds no item" + (f" of {', '.join(tasks)}" if tasks else ""))
     return records

@@ -1,4 +1,8 @@
-"""Per-task scores with 95 % bootstrap intervals, macro averages, trivial baselines, and report files."""
+"""Per-task scores with 95 % bootstrap intervals, macro averages, baselines, and report files.
+
+Two baselines stand beside the model: ``baseline``, always giving the training split's most frequent
+answer (risk: a constant, AUROC 0.5), and ``tabular``, scikit-learn models on the same samples
+(:mod:`ehrr1.evaluation.tabular`), scored with the same metric and intervals."""
 
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ class TaskScore:
     precision: float | None = None  # decision tasks: mean per-sample precision, recall and F1 of the answer
     recall: float | None = None  # lines, beside the headline metric (the reference reports all three)
     f1: float | None = None
+    tabular: float | None = None  # the tabular baseline's score, with its 95 % interval
+    tabular_ci_low: float | None = None
+    tabular_ci_high: float | None = None
 
 
 def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int]:
@@ -58,26 +65,56 @@ def task_value(metric: str, rows: list[dict[str, Any]]) -> float | None:
     return float(np.mean([r["score"] for r in rows])) if rows else None
 
 
-def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -> tuple[float | None, float | None]:
-    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement
-    (all resamples at once; AUROC by the rank statistic, resamples with a single label left out)."""
-    if len(rows) < 2:
-        return None, None
-    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))  # [B, n]
+def resampled(metric: str, rows: list[dict[str, Any]], idx: np.ndarray) -> np.ndarray:
+    """The task's metric on each resample ``idx`` [B, n] of ``rows`` (AUROC by the rank statistic; NaN
+    for a resample with a single label)."""
     if metric == "auroc":
         labels, scores, _ = risk_scores(rows)
         positive = np.array([label == "yes" for label in labels])[idx]  # [B, n]
         ranks = rankdata(np.array(scores)[idx], axis=1)  # average ranks for ties, as the AUROC counts them
         n_pos = positive.sum(1)
         n_neg = len(rows) - n_pos
-        both = (n_pos > 0) & (n_neg > 0)
         u = (ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2
-        values = u[both] / (n_pos[both] * n_neg[both])
-    else:
-        values = np.array([r["score"] for r in rows], dtype=float)[idx].mean(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+    return np.array([r["score"] for r in rows], dtype=float)[idx].mean(1)
+
+
+def _percentiles(values: np.ndarray) -> tuple[float | None, float | None]:
+    values = values[~np.isnan(values)]
     if values.size == 0:
         return None, None
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement
+    (all resamples at once; resamples with a single label left out of an AUROC's)."""
+    if len(rows) < 2:
+        return None, None
+    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))  # [B, n]
+    return _percentiles(resampled(metric, rows, idx))
+
+
+def macro_interval(
+    by_task: dict[str, list[dict[str, Any]]], tasks: list[str], n_boot: int, seed: int
+) -> tuple[float | None, float | None]:
+    """95 % interval of the macro average over ``tasks``: each task resampled on its own, per resample the
+    mean of the tasks' scores (those a resample can score)."""
+    per_task = []
+    for k, name in enumerate(tasks):
+        rows = by_task[name]
+        if len(rows) < 2:
+            continue
+        idx = np.random.default_rng([seed, k]).integers(0, len(rows), (n_boot, len(rows)))
+        per_task.append(resampled(rows[0]["metric"], rows, idx))
+    if not per_task:
+        return None, None
+    stacked = np.stack(per_task)  # [tasks, B]
+    scored = ~np.isnan(stacked)
+    with np.errstate(invalid="ignore"):
+        means = np.where(scored.any(0), np.nansum(stacked, 0) / scored.sum(0), np.nan)
+    return _percentiles(means)
 
 
 def set_scores(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
@@ -108,18 +145,28 @@ def baseline(metric: str, rows: list[dict[str, Any]], answer: str | None) -> flo
 
 
 def aggregate(
-    rows: list[dict[str, Any]], frequent: dict[str, str] | None = None, n_boot: int = 1000, seed: int = 0
+    rows: list[dict[str, Any]],
+    frequent: dict[str, str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    tabular: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Per-task scores (tasks in the order they first appear in ``rows``) and macro averages per kind."""
+    """Per-task scores (tasks in the order they first appear in ``rows``) and macro averages per kind;
+    ``frequent``: the most frequent answers (None: no such baseline); ``tabular``: the tabular baseline's
+    rows on the same samples."""
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_task[r["task"]].append(r)
-    frequent = frequent or {}
+    tabular_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in tabular or []:
+        tabular_by_task[r["task"]].append(r)
     tasks = []
     for name, task_rows in by_task.items():
         metric, kind = task_rows[0]["metric"], task_rows[0]["kind"]
         low, high = bootstrap(metric, task_rows, n_boot, seed)
         precision, recall, f1 = set_scores(task_rows) if kind == "decision" and metric != "rouge1" else (None,) * 3
+        side = tabular_by_task.get(name, [])
+        side_low, side_high = bootstrap(metric, side, n_boot, seed)
         tasks.append(
             TaskScore(
                 task=name,
@@ -129,7 +176,7 @@ def aggregate(
                 value=task_value(metric, task_rows),
                 ci_low=low,
                 ci_high=high,
-                baseline=baseline(metric, task_rows, frequent.get(name)),
+                baseline=baseline(metric, task_rows, frequent.get(name)) if frequent is not None else None,
                 invalid=sum(not r["valid"] for r in task_rows),
                 errors=sum(bool(r.get("error")) for r in task_rows),
                 truncated=sum(r["finish_reason"] == "length" for r in task_rows),
@@ -138,20 +185,31 @@ def aggregate(
                 precision=precision,
                 recall=recall,
                 f1=f1,
+                tabular=task_value(metric, side) if side else None,
+                tabular_ci_low=side_low,
+                tabular_ci_high=side_high,
             )
         )
     tasks.sort(key=lambda t: KINDS.index(t.kind))
     macro = {}
     for kind in KINDS:
         scored = [t for t in tasks if t.kind == kind and t.value is not None]
-        baselines = [t.baseline for t in scored if t.baseline is not None]
         if scored:
+            low, high = macro_interval(by_task, [t.task for t in scored], n_boot, seed)
             macro[kind] = {
                 "value": float(np.mean([t.value for t in scored])),
-                "baseline": float(np.mean(baselines)) if baselines else None,
+                "ci_low": low,
+                "ci_high": high,
+                "baseline": _mean([t.baseline for t in scored]),
+                "tabular": _mean([t.tabular for t in scored]),
                 "tasks": len(scored),
             }
     return {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def score_text(value: float | None) -> str:
@@ -163,23 +221,33 @@ def interval_text(low: float | None, high: float | None) -> str:
     return "" if low is None else f"{score_text(low)}–{score_text(high)}"
 
 
+def macro_text(kind: str, m: dict[str, Any]) -> str:
+    """One line per kind: the macro average, its interval, and the baselines' macro averages."""
+    ci = interval_text(m.get("ci_low"), m.get("ci_high"))
+    line = f"macro {kind}: {m['value']:.3f}" + (f" (95 % CI {ci})" if ci else "") + f" over {m['tasks']} tasks"
+    baselines = [f"most frequent {score_text(m['baseline'])}"] if m.get("baseline") is not None else []
+    if m.get("tabular") is not None:
+        baselines.append(f"tabular {score_text(m['tabular'])}")
+    return line + (f"; baselines: {', '.join(baselines)}" if baselines else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        "| task | kind | metric | n | score | 95 % CI | baseline | P | R | F1 | invalid | errors | truncated "
-        "| hard-scored |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| task | kind | metric | n | score | 95 % CI | most frequent | tabular | tabular 95 % CI | P | R | F1 "
+        "| invalid | errors | truncated | hard-scored |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in report["tasks"]:
         ci = interval_text(t["ci_low"], t["ci_high"])
+        tabular = f"{score_text(t.get('tabular'))} | {interval_text(t.get('tabular_ci_low'), t.get('tabular_ci_high'))}"
         prf = " | ".join(score_text(t.get(k)) for k in ("precision", "recall", "f1"))
         lines.append(
             f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {score_text(t['value'])} | {ci} | "
-            f"{score_text(t['baseline'])} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} "
+            f"{score_text(t['baseline'])} | {tabular} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} "
             f"| {t['hard_scored']} |"
         )
     lines.append("")
-    for kind, m in report["macro"].items():
-        lines.append(f"- macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {score_text(m['baseline'])})")
+    lines += [f"- {macro_text(kind, m)}" for kind, m in report["macro"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -200,14 +268,15 @@ def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path
 
 
 def print_report(report: dict[str, Any], title: str, console: Console | None = None) -> None:
-    console = console or Console(width=max(Console().width, 110))
+    console = console or Console(width=max(Console().width, 120))
     table = Table(title=title)
-    for column in ("task", "metric", "n", "score", "95 % CI", "baseline", "invalid", "errors"):
+    for column in ("task", "metric", "n", "score", "95 % CI", "most freq.", "tabular", "invalid", "errors"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
     for t in report["tasks"]:
         ci = interval_text(t["ci_low"], t["ci_high"])
-        cells = (score_text(t["value"]), ci, score_text(t["baseline"]), str(t["invalid"]), str(t["errors"]))
+        baselines = (score_text(t["baseline"]), score_text(t.get("tabular")))
+        cells = (score_text(t["value"]), ci, *baselines, str(t["invalid"]), str(t["errors"]))
         table.add_row(t["task"], t["metric"], str(t["n"]), *cells)
     console.print(table)
     for kind, m in report["macro"].items():
-        console.print(f"macro {kind}: {m['value']:.3f} over {m['tasks']} tasks (baseline {score_text(m['baseline'])})")
+        console.print(macro_text(kind, m))

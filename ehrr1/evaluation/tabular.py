@@ -1,0 +1,155 @@
+"""A tabular baseline on the same samples: scikit-learn models over counts of the concepts in the input.
+
+Features are what the EHR markdown shows (one parser of the one renderer, shared with the thinking graph):
+the count of each concept (``<event type>:<name>``: a lab item, a drug, a diagnosis title, ...) and of
+each event type's sections, log-scaled, in a sparse matrix. Per task, on the training split's samples (at
+most ``max_train_per_task``, file order, so memory stays bounded on MIMIC-IV):
+
+- risk: a logistic regression (balanced classes); its P(yes) is scored by AUROC like the LLM's;
+- decision: one logistic regression per answer of the task's vocabulary (its ``max_labels`` most frequent
+  answers); a sample's answer is its ``k`` most probable answers, ``k`` the training answers' median size.
+
+Predictions become harness rows (``harness.score_row``), so the report scores them exactly as the LLM's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ehrr1.config import TabularSettings
+from ehrr1.evaluation.harness import Request, score_row
+from ehrr1.reasoning.concepts import DictionaryExtractor, normalise, sections
+
+log = logging.getLogger(__name__)
+
+
+def input_text(record: dict[str, Any]) -> str:
+    return next(m["content"] for m in record["messages"] if m["role"] == "user")
+
+
+def concept_counts(markdown: str) -> dict[str, float]:
+    """log(1 + count) of each concept and each event type's sections in EHR markdown."""
+    counts: Counter = Counter(f"section:{event_type}" for event_type, _ in sections(markdown))
+    counts.update(f"{event_type}:{normalise(name)}" for event_type, name in DictionaryExtractor().names(markdown))
+    return {key: math.log1p(n) for key, n in counts.items()}
+
+
+@dataclass
+class TaskModel:
+    kind: str
+    vectorizer: Any
+    models: list[Any] = field(default_factory=list)  # risk: one; decision: one per label (None: constant)
+    priors: list[float] = field(default_factory=list)  # the constant P of a label seen always or never
+    labels: list[str] = field(default_factory=list)
+    k: int = 1
+
+    def probabilities(self, rows: list[dict[str, float]]) -> np.ndarray:
+        """[samples, labels] P(label) (risk: one column, P(yes))."""
+        x = _int32(self.vectorizer.transform(rows))
+        columns = [
+            np.full(x.shape[0], prior) if model is None else model.predict_proba(x)[:, 1]
+            for model, prior in zip(self.models, self.priors, strict=True)
+        ]
+        return np.stack(columns, axis=1)
+
+
+def _int32(x: Any) -> Any:
+    """A CSR matrix with 32-bit indices, which liblinear requires (DictVectorizer may give 64-bit ones)."""
+    x = x.tocsr()
+    x.indices, x.indptr = x.indices.astype(np.int32), x.indptr.astype(np.int32)
+    return x
+
+
+def _fit_binary(x: Any, y: np.ndarray, settings: TabularSettings, balanced: bool) -> tuple[Any, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    prior = float(y.mean())
+    if prior in (0.0, 1.0):
+        return None, prior
+    model = LogisticRegression(
+        C=settings.C,
+        class_weight="balanced" if balanced else None,
+        solver="liblinear",
+        max_iter=1000,
+        random_state=settings.seed,
+    )
+    return model.fit(x, y), prior
+
+
+def fit_task(kind: str, features: list[dict[str, float]], targets: list[list[str]], settings: TabularSettings):
+    """The model of one task from its training samples' features and answers."""
+    from sklearn.feature_extraction import DictVectorizer
+
+    vectorizer = DictVectorizer(sparse=True, sort=True)
+    x = _int32(vectorizer.fit_transform(features))
+    if kind == "risk":
+        model, prior = _fit_binary(x, np.array([t[0] == "yes" for t in targets], dtype=float), settings, True)
+        return TaskModel(kind, vectorizer, [model], [prior], ["yes"])
+    answers = [{v.strip() for v in t if v.strip()} for t in targets]
+    frequency = Counter(label for a in answers for label in a)
+    labels = [label for label, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))][: settings.max_labels]
+    fitted = [_fit_binary(x, np.array([label in a for a in answers], dtype=float), settings, False) for label in labels]
+    k = max(1, int(np.median([len(a) for a in answers])))
+    return TaskModel(kind, vectorizer, [m for m, _ in fitted], [p for _, p in fitted], labels, k)
+
+
+class TabularBaseline:
+    """Per-task scikit-learn models fitted on training records, predicting harness rows for test records."""
+
+    def __init__(self, settings: TabularSettings | None = None):
+        self.settings = settings or TabularSettings()
+        self.models: dict[str, TaskModel] = {}
+
+    def fit(self, records: Iterable[dict[str, Any]], tasks: set[str] | None = None) -> TabularBaseline:
+        """Fit every task of ``records`` (only ``tasks`` when given); records are featurised as they stream."""
+        features: dict[str, list[dict[str, float]]] = defaultdict(list)
+        targets: dict[str, list[list[str]]] = defaultdict(list)
+        kinds: dict[str, str] = {}
+        for r in records:
+            task = r["task"]
+            if (tasks is not None and task not in tasks) or len(features[task]) >= self.settings.max_train_per_task:
+                continue
+            if r["kind"] == "decision" and r.get("metric") == "rouge1":
+                continue  # free text (the discharge note): no answer vocabulary to classify
+            features[task].append(concept_counts(input_text(r)))
+            targets[task].append(list(r["target"]))
+            kinds[task] = r["kind"]
+        for task in sorted(features):
+            if features[task]:
+                self.models[task] = fit_task(kinds[task], features[task], targets[task], self.settings)
+        log.info("tabular baseline: fitted %d tasks on %d training samples", len(self.models),
+                 sum(len(f) for f in features.values()))  # fmt: skip
+        return self
+
+    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One harness row per record of a fitted task, in record order (other tasks are left out)."""
+        by_task: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            if r["task"] in self.models:
+                by_task[r["task"]].append(i)
+        rows: dict[int, dict[str, Any]] = {}
+        for task, indices in by_task.items():
+            model = self.models[task]
+            p = model.probabilities([concept_counts(input_text(records[i])) for i in indices])
+            for i, probs in zip(indices, p, strict=True):
+                rows[i] = self._row(records[i], model, probs)
+        return [rows[i] for i in sorted(rows)]
+
+    @staticmethod
+    def _row(record: dict[str, Any], model: TaskModel, probs: np.ndarray) -> dict[str, Any]:
+        request = Request(
+            "tabular/" + record["id"], record["id"], record["task"], record["kind"], record["metric"],
+            list(record["target"]), "",
+        )  # fmt: skip
+        if model.kind == "risk":
+            p_yes = float(probs[0])
+            return score_row(request, "yes" if p_yes >= 0.5 else "no", "stop", p_yes)
+        order = np.argsort(-probs, kind="stable")[: model.k]
+        return score_row(request, "\n".join(model.labels[j] for j in order), "stop", None)
