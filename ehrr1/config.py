@@ -108,6 +108,7 @@ class TaskMixConfig:
     file: str | None = None  # a JSON data config {"<task>": n}; replaces ``tasks`` when set
     released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
+    split_factor: dict[str, float] = field(default_factory=dict)  # a task's count times this per split (default 1)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import UserError
 from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
@@ -172,7 +173,12 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     store = TimelineStore(result["timelines_dir"])
     build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, progress=cfg.progress)
     settings = settings_of(SelectionSettings, cfg.selection)
-    selected = select(read_index(cfg.index.dir, counts), counts, registry, settings, tuple(cfg.task_mix.splits))
+    factor = dict(cfg.task_mix.split_factor)
+    unknown = sorted(set(factor) - set(SPLITS))
+    if unknown:
+        raise UserError(f"task_mix.split_factor: {unknown} unknown; choose from {', '.join(SPLITS)}")
+    index = read_index(cfg.index.dir, counts)
+    selected = select(index, counts, registry, settings, tuple(cfg.task_mix.splits), factor)
     tokenizer = prepare_tokenizer(cfg, store)
     builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens, style=cfg.markdown.style)
     report = export_samples(

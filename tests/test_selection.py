@@ -126,3 +126,10 @@ def test_paper_mixes_are_the_reference_data_configs(mix, reference, force):
     theirs = load_data_config(REPO / "tests" / "golden" / "reference_data_configs" / f"{reference}.json")
     assert list(ours) == list(theirs)
     assert ours == (theirs if force is None else dict.fromkeys(theirs, force))
+
+
+def test_split_factor_scales_each_splits_count(index, registry):
+    settings = SelectionSettings(min_events=0)
+    chosen = select(index, {"labevents": 10}, registry, settings, split_factor={"train": 3, "test": 0.5})
+    counts = Counter(chosen.column("split").to_pylist())
+    assert (counts["train"], counts["val"], counts["test"]) == (30, 10, 5)

@@ -192,3 +192,64 @@ def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_mode
     initial = load_backend("hf", model_path=str(model_dir), device="cpu").generate(prompts, greedy)
     assert [g.text for g in engine] == [g.text for g in policy]  # the engine runs the updated weights
     assert [g.text for g in policy] != [g.text for g in initial]  # which did move
+
+
+@pytest.fixture(scope="module")
+def random_vllm_model(tokenizer, tmp_path_factory) -> Path:
+    """A random tiny model vLLM can serve, whose own next token is rarely yes or no."""
+    arch = tiny_architecture()
+    arch.hidden_size, arch.head_dim, arch.tie_word_embeddings = 64, 32, False
+    out = tmp_path_factory.mktemp("served") / "tiny"
+    init_random_model(arch, tokenizer, seed=11).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_one_token_risk_answers_through_a_real_vllm_server(random_vllm_model, tmp_path):
+    """``vllm serve`` honours the reference's logit bias: every one-token answer is yes or no, while the
+    same prompts generated freely are not, and P(yes) comes back from the server's log-probabilities."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from ehrr1.backends import ONE_TOKEN_YES_NO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(random_vllm_model),
+               "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024", "--enforce-eager",
+               "--dtype", "float32", "--max-logprobs", "20"]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"vllm serve did not start: {log.read_text()[-3000:]}")
+        backend = load_backend("openai", model_path=str(random_vllm_model), base_url=url, concurrency=4)
+        chat = backend.tokenizer.apply_chat_template
+        prompts = [
+            chat([{"role": "user", "content": f"Lactate {v} mmol/L. Mortality?"}], tokenize=False,
+                 add_generation_prompt=True, enable_thinking=False)
+            for v in (0.8, 2.1, 4.4, 7.9, 11.0, 15.3)
+        ]  # fmt: skip
+        answers = backend.generate(prompts, ONE_TOKEN_YES_NO, [True] * len(prompts))
+        free = backend.generate(prompts, SamplingParams(max_tokens=1), [False] * len(prompts))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert not any(g.error for g in answers), [g.error for g in answers]
+    assert all(g.text.strip() in ("yes", "no") for g in answers), [g.text for g in answers]
+    assert all(g.p_yes is not None and 0 <= g.p_yes <= 1 for g in answers)
+    assert any(g.text.strip() not in ("yes", "no") for g in free)  # the bias, not the model, made them yes / no

@@ -146,8 +146,10 @@ def select(
     registry: TaskRegistry,
     settings: SelectionSettings,
     splits: tuple[str, ...] = SPLITS,
+    split_factor: Mapping[str, float] | None = None,
 ) -> pa.Table:
-    """Selected index rows with a ``split`` column, ordered by split, task (mix order), subject, anchor."""
+    """Selected index rows with a ``split`` column, ordered by split, task (mix order), subject, anchor.
+    ``split_factor`` scales a task's count per split (``{train: 4, test: 1}``: four times as many to train on)."""
     tasks = registry.select(mix)  # unknown names fail here, listing the valid ones
     subjects = index.column("subject_id").to_pylist()
     split_of = {s: subject_split(s, settings.split, settings.seed) for s in set(subjects)}
@@ -162,8 +164,11 @@ def select(
             mask = pc.and_(pc.equal(index.column("task"), task.name), pc.equal(index.column("split"), split))
             rows = _filter(task, index.filter(mask), settings)
             rows = rows.sort_by([("subject_id", "ascending"), ("event", "ascending")])
-            n = wanted_count(mix[task.name], settings.force_number, rows.num_rows)
-            asked = mix[task.name] > 0 or settings.force_number is not None
+            count = mix[task.name]
+            if count > 0 and split_factor:
+                count = max(1, round(count * split_factor.get(split, 1.0)))
+            n = wanted_count(count, settings.force_number, rows.num_rows)
+            asked = count > 0 or settings.force_number is not None
             chosen = _draw(
                 task,
                 rows,

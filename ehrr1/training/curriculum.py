@@ -63,6 +63,7 @@ class StageResult:
     val_loss_before: float | None = None
     val_loss_after: float | None = None
     tokens_per_s: float | None = None
+    tokens: int = 0  # training tokens seen (SFT stages; this process)
     seconds: float = 0.0
     examples_left_out: dict[str, int] = field(default_factory=dict)
     reward_first: float | None = None  # rl: mean total reward of the first and the last step
@@ -338,6 +339,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         val_loss_before=module.val_history[0][1] if module.val_history else None,
         val_loss_after=module.val_history[-1][1] if module.val_history else None,
         tokens_per_s=module.mean_tokens_per_s(),
+        tokens=module.tokens_seen,
         seconds=round(time.perf_counter() - started, 1),
         examples_left_out=dict(getattr(data, "dropped", {})),
         reward_first=_float(module.reward_history[0]) if rl and module.reward_history else None,

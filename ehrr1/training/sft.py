@@ -78,6 +78,7 @@ class SFTModule(pl.LightningModule):
         self.data_position: tuple[int, int] | None = None  # (epoch, next micro-batch): where a resume starts
         self.val_history: list[tuple[int, float]] = []  # (optimiser step, val loss)
         self.tokens_per_s: list[float] = []
+        self.tokens_seen = 0  # real (non-padding) tokens of the training batches, this process
         self.last_train_loss: float | None = None  # token-mean loss of the last optimiser step (this rank)
         self._step_loss = torch.zeros(())
         self._val_sums = torch.zeros(2)
@@ -121,6 +122,7 @@ class SFTModule(pl.LightningModule):
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True  # stopping mid-epoch: Lightning then validates once more, in fit
         now = time.perf_counter()
+        self.tokens_seen += int(batch["n_tokens"])
         if self._last_batch_end is not None:
             rate = float(batch["n_tokens"]) / (now - self._last_batch_end)
             self.tokens_per_s.append(rate)
