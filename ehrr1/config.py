@@ -109,6 +109,7 @@ class TaskMixConfig:
     released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     split_factor: dict[str, float] = field(default_factory=dict)  # a task's count times this per split (default 1)
+    min_events: int | None = None  # this mix's context filter minimum (None: selection.min_events)
 
 
 @dataclass
@@ -250,6 +251,7 @@ class StageConfig:
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
     # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
     loss_on: LossOn = LossOn.completion  # sft: which tokens are trained (the reference's SFT: all)
+    answer_weight: float = 1.0  # sft, loss_on=all: an assistant token's loss weight (a prompt token's: 1)
     gradient_clip: float | None = 1.0
     gradient_checkpointing: bool = False
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,6 +173,8 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     store = TimelineStore(result["timelines_dir"])
     build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, progress=cfg.progress)
     settings = settings_of(SelectionSettings, cfg.selection)
+    if cfg.task_mix.min_events is not None:
+        settings = replace(settings, min_events=cfg.task_mix.min_events)
     factor = dict(cfg.task_mix.split_factor)
     unknown = sorted(set(factor) - set(SPLITS))
     if unknown:

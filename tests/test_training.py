@@ -211,6 +211,38 @@ def test_loss_on_all_labels_every_token_and_the_suffix_switch_tags_the_user_turn
         assert prompt.endswith(f"Which labs next?\n{tag}<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_answer_weight_scales_the_assistant_tokens_in_the_loss(tokenizer):
+    from ehrr1.config import OptimConfig, ScheduleConfig
+    from ehrr1.training.sft import SFTModule
+
+    chats = [chat("## Labotary Test Events\nCreatinine 2.4\nWill the patient die?", "yes"), chat("Sodium " * 9, "no")]
+    plain = encode_chats(tokenizer, chats, loss_on=LossOn.all)
+    heavy = encode_chats(tokenizer, chats, loss_on=LossOn.all, answer_weight=5.0)
+    answer = len(plain[0].input_ids) - heavy[0].answer_start  # "yes" and the end of turn
+    assert heavy[0].n_labels == plain[0].n_labels + 4 * answer
+    assert "label_weights" not in collate([[e] for e in plain], tokenizer.pad_token_id, packed=False)
+    model = init_random_model(TINY, tokenizer, seed=0).eval()
+    module = SFTModule(lambda: model, OptimConfig(), ScheduleConfig())
+    module.model = model
+
+    def loss(examples) -> torch.Tensor:
+        batch = collate([[e] for e in examples], tokenizer.pad_token_id, packed=False)
+        batch["step_label_tokens"] = torch.tensor(sum(e.n_labels for e in examples))
+        with torch.no_grad():
+            return module.forward_loss(batch)
+
+    per_token = []  # the cross-entropy of every labelled position, by hand
+    for e in plain:
+        with torch.no_grad():
+            logits = model(torch.tensor([e.input_ids])).logits[0, :-1]
+        per_token.append(torch.nn.functional.cross_entropy(logits, torch.tensor(e.labels[1:]), reduction="none"))
+    weights = [torch.tensor([5.0 if i + 1 >= e.answer_start else 1.0 for i in range(len(e.labels) - 1)]) for e in heavy]
+    expected = sum((c * w).sum() for c, w in zip(per_token, weights, strict=True)) / sum(e.n_labels for e in heavy)
+    torch.testing.assert_close(loss(heavy), expected, rtol=1e-5, atol=1e-5)
+    unweighted = sum(c.sum() for c in per_token) / sum(e.n_labels for e in plain)
+    torch.testing.assert_close(loss(plain), unweighted, rtol=1e-5, atol=1e-5)  # HF's own loss, the same sum
+
+
 def test_the_paper_presets_compose_the_references_recipe():
     cfg = compose_config("train", "experiment=ehr_r1_1.7b")
     assert list(cfg.curriculum) == ["ehr_r1_domain_adaptation", "ehr_r1_reasoning", "ehr_r1_rl"]
@@ -323,7 +355,7 @@ def test_stage_trains_reproducibly_and_saves_checkpoints(small_data_root, tmp_pa
     assert stored.stage.name == "domain_adaptation" and stored.run_dir == str(tmp_path / "a")
 
 
-def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data_root, tmp_path):
+def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data_root, tmp_path, capsys):
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
     reasoning = data_root / "reasoning" / "synthetic_n60_seed0" / "smoke" / "tiny"  # built by the run
@@ -341,6 +373,10 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
         from hydra import compose
 
         results = train(compose("train", overrides=overrides), overrides)
+    last_lines = capsys.readouterr().out.strip().splitlines()[-3:]  # what a person reads at the end
+    assert last_lines[0].startswith("Trained ") and "domain_adaptation, reasoning, rl" in last_lines[0]
+    assert last_lines[1].startswith("Scored: decision-making macro ") and "tabular" in last_lines[1]
+    assert last_lines[2].startswith("Report ") and "report.md" in last_lines[2] and "scores.png" in last_lines[2]
     first, second, third = results
     assert [r.status for r in results] == ["trained", "trained", "trained"]
     assert second.init == first.hf_dir and third.init == second.hf_dir and third.reward_first is not None

@@ -104,8 +104,6 @@ def macro_interval(
     per_task = []
     for k, name in enumerate(tasks):
         rows = by_task[name]
-        if len(rows) < 2:
-            continue
         idx = np.random.default_rng([seed, k]).integers(0, len(rows), (n_boot, len(rows)))
         per_task.append(resampled(rows[0]["metric"], rows, idx))
     if not per_task:

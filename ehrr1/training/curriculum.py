@@ -35,6 +35,7 @@ from ehrr1.config import (
     Strategy,
     Toggle,
 )
+from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
@@ -282,6 +283,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
             switch=model.thinking_switch,
             num_workers=hardware.dataloader_workers,
             loss_on=stage.loss_on,
+            answer_weight=stage.answer_weight,
         )
         module = SFTModule(
             build_model,
@@ -385,7 +387,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         if cfg.evaluate.enabled and any(r.hf_dir for r in results):
             from ehrr1.evaluation.evaluate import after_training
 
-            after_training(cfg, run_dir)
+            report = after_training(cfg, run_dir)
+            print_summary(results, report, cfg.task_mix.name)
     return results
 
 
@@ -408,6 +411,37 @@ def print_results(results: list[StageResult], run_dir: Path, console: Console | 
             console.print(
                 f"{r.stage}: Hugging Face checkpoint {r.hf_dir}, Lightning checkpoints {r.directory}/checkpoints"
             )
+
+
+def summary_lines(results: list[StageResult], report: dict[str, Any], mix: str) -> list[str]:
+    """What a person reads last: what was trained, how it scored against both baselines, where to look."""
+    trained = [r for r in results if r.status != "skipped"]
+    tokens = sum(r.tokens for r in trained)
+    minutes = sum(r.seconds for r in trained) / 60
+    what = (
+        f"Trained {report['run']['model']} on the {mix} mix: {', '.join(r.stage for r in trained)} "
+        f"({sum(r.steps for r in trained)} steps, {tokens:,} training tokens, {minutes:.1f} min)."
+    )
+    scores = []
+    for kind, name in (("decision", "decision-making"), ("risk", "risk-prediction AUROC")):
+        m = report["macro"].get(kind)
+        if m is None:
+            continue
+        ci = f" (95 % CI {score_text(m['ci_low'])}–{score_text(m['ci_high'])})" if m.get("ci_low") is not None else ""
+        scores.append(
+            f"{name} macro {m['value']:.3f}{ci} over {m['tasks']} tasks vs most frequent "
+            f"{score_text(m.get('baseline')) or 'n/a'}, tabular {score_text(m.get('tabular')) or 'n/a'}"
+        )
+    paths = report.get("paths", {})
+    plots = ", ".join(v for k, v in paths.items() if k.endswith(".png"))
+    where = f"Report {paths.get('report.md', '')}; plots {plots}."
+    return [what, "Scored: " + "; ".join(scores) + ".", where]
+
+
+def print_summary(results: list[StageResult], report: dict[str, Any], mix: str, console: Console | None = None) -> None:
+    console = console or Console(width=max(Console().width, 110))
+    for line in summary_lines(results, report, mix):
+        console.print(line, soft_wrap=True)
 
 
 def _fmt(value: float | None) -> str:

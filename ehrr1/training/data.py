@@ -36,10 +36,15 @@ IGNORE = -100  # label of tokens the loss skips (prompt, padding)
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    answer_start: int = 0  # the first assistant token
+    answer_weight: float = 1.0  # the loss weight of the assistant's tokens (the prompt's: 1)
 
     @property
-    def n_labels(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE)
+    def n_labels(self) -> int | float:
+        """The loss mass of the example: labelled prompt tokens count 1, assistant tokens ``answer_weight``."""
+        prompt = sum(1 for label in self.labels[: self.answer_start] if label != IGNORE)
+        answer = len(self.labels) - self.answer_start
+        return prompt + answer if self.answer_weight == 1.0 else prompt + self.answer_weight * answer
 
 
 def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
@@ -63,9 +68,11 @@ def encode_chats(
     chats: list[list[dict[str, str]]],
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
     loss_on: LossOn = LossOn.completion,
+    answer_weight: float = 1.0,
 ) -> list[Encoded]:
     """Prompt ids + assistant ids and end-of-turn, for a list of chats; labelled: the assistant's part, or
-    every token with ``loss_on=all``.
+    every token with ``loss_on=all`` (the assistant's then weigh ``answer_weight`` times a prompt token's:
+    the answer is a few tokens after hundreds of EHR tokens).
 
     The assistant text starting with ``<think>`` (a reasoning chain) is trained with thinking on; any other
     answer with thinking off, exactly as evaluation prompts the model in each mode.
@@ -79,7 +86,8 @@ def encode_chats(
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
     every = LossOn(loss_on) is LossOn.all
     return [
-        Encoded(p + a, (p if every else [IGNORE] * len(p)) + a) for p, a in zip(prompt_ids, answer_ids, strict=True)
+        Encoded(p + a, (p if every else [IGNORE] * len(p)) + a, len(p), answer_weight)
+        for p, a in zip(prompt_ids, answer_ids, strict=True)
     ]
 
 
@@ -138,9 +146,24 @@ def collate(examples: list[list[Encoded]], pad_id: int, packed: bool) -> dict[st
         positions[r, start:] = torch.arange(width - start)
     n_tokens = torch.tensor(int(mask.sum()))
     batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions, "n_tokens": n_tokens}
+    if any(e.answer_weight != 1.0 for row in examples for e in row):
+        batch["label_weights"] = label_weights(examples, width)
     if not packed:
         batch["attention_mask"] = mask
     return batch
+
+
+def label_weights(examples: list[list[Encoded]], width: int) -> torch.Tensor:
+    """[B, T] loss weight of each label position: 1 on the prompt, ``answer_weight`` on the answer, 0 elsewhere."""
+    weights = torch.zeros((len(examples), width))
+    for r, row in enumerate(examples):
+        start = 0
+        for e in row:
+            labelled = torch.tensor([label != IGNORE for label in e.labels], dtype=torch.float)
+            labelled[e.answer_start :] *= e.answer_weight
+            weights[r, start : start + len(e.labels)] = labelled
+            start += len(e.labels)
+    return weights
 
 
 class MicroBatches(Dataset):
@@ -249,6 +272,7 @@ class ChatDataModule(ResumableDataModule):
         switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
         num_workers: int = 0,
         loss_on: LossOn = LossOn.completion,
+        answer_weight: float = 1.0,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -260,6 +284,7 @@ class ChatDataModule(ResumableDataModule):
         self.seed = seed
         self.switch = switch
         self.loss_on = loss_on
+        self.answer_weight = answer_weight
         self.num_workers = num_workers
         self.splits: dict[str, MicroBatches] = {}
         self.dropped: dict[str, int] = {}
@@ -268,7 +293,8 @@ class ChatDataModule(ResumableDataModule):
         path = self.data_dir / f"{split}.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"no {split} data at {path} (stage.data): run synthesize.py for this task mix")
-        encoded = encode_chats(self.tokenizer, read_chat_jsonl(path), self.switch, self.loss_on)
+        chats = read_chat_jsonl(path)
+        encoded = encode_chats(self.tokenizer, chats, self.switch, self.loss_on, self.answer_weight)
         kept = [e for e in encoded if len(e.input_ids) <= self.max_seq_len]
         self.dropped[split] = len(encoded) - len(kept)
         if self.dropped[split]:

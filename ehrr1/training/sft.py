@@ -101,7 +101,10 @@ class SFTModule(pl.LightningModule):
             log.info("Liger kernels applied")
 
     def forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Summed cross-entropy of the batch's labelled tokens divided by the step's label-token count."""
+        """Summed cross-entropy of the batch's labelled tokens divided by the step's label-token count
+        (weighted by ``label_weights`` when the batch has them: ``stage.answer_weight``)."""
+        if "label_weights" in batch:
+            return self.weighted_loss(batch)
         out = self.model(
             input_ids=batch["input_ids"],
             labels=batch["labels"],
@@ -111,6 +114,20 @@ class SFTModule(pl.LightningModule):
             use_cache=False,
         )
         return out.loss
+
+    def weighted_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=batch.get("attention_mask"),
+            use_cache=False,
+        ).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        losses = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none"
+        )
+        weights = batch["label_weights"][:, 1:].reshape(-1).to(losses.dtype)
+        return (losses * weights).sum() / batch["step_label_tokens"].to(losses.dtype)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.forward_loss(batch)  # share of the step's token-mean loss
