@@ -235,6 +235,11 @@ class LossOn(str, Enum):
     all = "all"  # every token of the chat, prompt included (TRL's SFTTrainer without completion_only_loss)
 
 
+class LossPer(str, Enum):
+    token = "token"  # every answer token weighs the same (a 20-line answer outweighs a yes / no)
+    example = "example"  # every example's answer weighs the same however many tokens it has
+
+
 @dataclass
 class StageConfig:
     """One curriculum stage: its data, objective, optimiser and schedule (``conf/stage/``)."""
@@ -252,6 +257,7 @@ class StageConfig:
     # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
     loss_on: LossOn = LossOn.completion  # sft: which tokens are trained (the reference's SFT: all)
     answer_weight: float = 1.0  # sft, loss_on=all: an assistant token's loss weight (a prompt token's: 1)
+    loss_per: LossPer = LossPer.token  # sft: answers weigh per token, or per example (answer_weight each)
     gradient_clip: float | None = 1.0
     gradient_checkpointing: bool = False
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU
@@ -355,6 +361,12 @@ class ChainPrompt(str, Enum):
     reference = "reference"  # the reference's knowledge-grounded prompt (reasoning_generation_new.py)
 
 
+class PlainRecords(str, Enum):
+    none = "none"  # the reasoning data holds chain records only
+    unchained = "unchained"  # + the plain answer of every record without a kept chain (risk tasks included)
+    all = "all"  # + the plain answer of every record (as the reference's stage 2 mixes /think and /no_think)
+
+
 class KeepChains(str, Enum):
     first = "first"  # one training record per sample: its first chain that passes the filter
     all = "all"  # a record per passing chain (same id, ``chain`` numbers them)
@@ -429,6 +441,7 @@ class SynthesisConfig:
     min_answer_recall: float = 1.0  # decision chains: share of the answer their final results must name
     chain_filter: ChainFilter = ChainFilter.ehrr1
     decision_only: bool = False  # chains for decision tasks only (the reference); risk records get none
+    plain: PlainRecords = PlainRecords.none  # instruction records written beside the chains, answered directly
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
     released: str | None = None  # released EHR-Ins reasoning items (file / folder) instead of synthesis
     num_workers: int = 2  # processes over chunks (extraction; template writing)

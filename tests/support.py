@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A small instruction set (60 patients, short prompts) that synthesize.py and train.py both resolve to.
 SMALL_DATA = (
+    "task_mix=smoke",
     "data.synthetic.n_patients=60",
     "model.tokenizer_patients=40",
     "model.max_input_tokens=384",

@@ -192,7 +192,8 @@ def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_
     cfg = reasoning_config(data_root, "synthesis.chunk_size=40")
     report = synthesize_reasoning(cfg)
     out = Path(cfg.synthesis.dir)
-    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    train = [r for r in written if r["messages"][-1]["content"].startswith("<think>")]  # + plain records (smoke)
     assert report["totals"]["train"] == len(train) > 0 and report["totals"]["val"] > 0
     assert all(
         r["graph_paths"] > 0 and r["messages"][-1]["content"].startswith("<think>\n## Extraction") for r in train
@@ -354,3 +355,19 @@ def test_free_text_fields_the_reference_reads_with_quickumls():
     )
     texts = list(DictionaryExtractor().free_texts(markdown))
     assert texts == [("radiology", "Right lower lobe pneumonia."), ("admissions", "Chief Complaint: cough")]
+
+
+def test_plain_records_beside_the_chains(small_data_root, tmp_path):
+    from ehrr1.reasoning.pipeline import synthesize_reasoning
+
+    data_root = tmp_path / "data"
+    shutil.copytree(small_data_root, data_root)
+    cfg = reasoning_config(data_root, "synthesis=paper", "synthesis.cooccurrence.min_support=2", "synthesis.plain=all")
+    report = synthesize_reasoning(cfg)
+    written = [json.loads(line) for line in (Path(cfg.synthesis.dir) / "train.jsonl").read_text().splitlines()]
+    instructions = [json.loads(line) for line in (Path(cfg.export.dir) / "train.jsonl").read_text().splitlines()]
+    chained = [r for r in written if r["messages"][-1]["content"].startswith("<think>")]
+    plain = [r for r in written if not r["messages"][-1]["content"].startswith("<think>")]
+    assert len(chained) == report["totals"]["train"] > 0
+    assert plain == instructions  # every record once more with its direct answer, in input order
+    assert {r["kind"] for r in plain} == {"decision", "risk"}

@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ehrr1.config import HardwareConfig, LossOn, Strategy
+from ehrr1.config import HardwareConfig, LossOn, LossPer, Strategy
 from ehrr1.models.factory import init_random_model
 from ehrr1.pipelines import settings_of
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
@@ -241,6 +241,10 @@ def test_answer_weight_scales_the_assistant_tokens_in_the_loss(tokenizer):
     torch.testing.assert_close(loss(heavy), expected, rtol=1e-5, atol=1e-5)
     unweighted = sum(c.sum() for c in per_token) / sum(e.n_labels for e in plain)
     torch.testing.assert_close(loss(plain), unweighted, rtol=1e-5, atol=1e-5)  # HF's own loss, the same sum
+    each = encode_chats(tokenizer, chats, loss_per=LossPer.example)  # answers only, each weighing 1
+    assert [e.n_labels for e in each] == pytest.approx([1.0, 1.0])
+    means = [c[e.answer_start - 1 :].mean() for c, e in zip(per_token, each, strict=True)]
+    torch.testing.assert_close(loss(each), sum(means) / 2, rtol=1e-5, atol=1e-5)  # the mean of the examples'
 
 
 def test_the_paper_presets_compose_the_references_recipe():
@@ -383,8 +387,10 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     stored = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
     assert stored.stages.domain_adaptation.optim.lr == stored.stages.reasoning.optim.lr == 1e-3
     assert stored.stages.reasoning.data == str(reasoning)
-    chains = [json.loads(line) for line in (reasoning / "train.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (reasoning / "train.jsonl").read_text().splitlines()]
+    chains = [r for r in written if r["messages"][-1]["content"].startswith("<think>")]
     assert chains and all(r["messages"][-1]["content"].startswith("<think>\n## Extraction") for r in chains)
+    assert len(written) > len(chains)  # synthesis=smoke: the plain records beside the chains
     evaluation = json.loads((tmp_path / "run" / "evaluation" / "report.json").read_text())
     assert evaluation["run"]["model"] == third.hf_dir and {t["kind"] for t in evaluation["tasks"]} == {
         "decision",

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.config import KeepChains, SynthesisConfig, TopKPer, WriterKind
+from ehrr1.config import KeepChains, PlainRecords, SynthesisConfig, TopKPer, WriterKind
 from ehrr1.errors import UserError
 from ehrr1.reasoning.concepts import build_extractor
 from ehrr1.reasoning.graph import (
@@ -206,6 +206,10 @@ def write_chunk(
                     row["status"] = "no graph"
                 else:
                     row.update(chain_rows(record, request, chains[request.id], settings))
+                if settings.plain is PlainRecords.all or (
+                    settings.plain is PlainRecords.unchained and row["status"] != "kept"
+                ):
+                    row["plain"] = record
                 lines.append(json.dumps(row, ensure_ascii=False))
             out.write("".join(line + "\n" for line in lines))
             out.flush()
@@ -345,7 +349,8 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
                     counts["with_graph"] += row["graph"]
                     counts[row["status"]] += 1
                     counts["records"] += len(row.get("records", []))
-                    for record in row.get("records", []):
+                    counts["plain"] += "plain" in row
+                    for record in [*row.get("records", []), *([row["plain"]] if "plain" in row else [])]:
                         joined.write(json.dumps(record, ensure_ascii=False) + "\n")
         tmp.replace(out / f"{split}.jsonl")
     report = {

@@ -284,6 +284,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
             num_workers=hardware.dataloader_workers,
             loss_on=stage.loss_on,
             answer_weight=stage.answer_weight,
+            loss_per=stage.loss_per,
         )
         module = SFTModule(
             build_model,
@@ -388,7 +389,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
             from ehrr1.evaluation.evaluate import after_training
 
             report = after_training(cfg, run_dir)
-            print_summary(results, report, cfg.task_mix.name)
+            model = cfg.model.path or f"the embedded {cfg.model.name} model"
+            print_summary(results, report, model, cfg.task_mix.name)
     return results
 
 
@@ -413,14 +415,15 @@ def print_results(results: list[StageResult], run_dir: Path, console: Console | 
             )
 
 
-def summary_lines(results: list[StageResult], report: dict[str, Any], mix: str) -> list[str]:
+def summary_lines(results: list[StageResult], report: dict[str, Any], model: str, mix: str) -> list[str]:
     """What a person reads last: what was trained, how it scored against both baselines, where to look."""
     trained = [r for r in results if r.status != "skipped"]
     tokens = sum(r.tokens for r in trained)
     minutes = sum(r.seconds for r in trained) / 60
     what = (
-        f"Trained {report['run']['model']} on the {mix} mix: {', '.join(r.stage for r in trained)} "
-        f"({sum(r.steps for r in trained)} steps, {tokens:,} training tokens, {minutes:.1f} min)."
+        f"Trained {model} on the {mix} mix through {', '.join(r.stage for r in trained)} "
+        f"({sum(r.steps for r in trained)} steps, {tokens:,} training tokens, {minutes:.1f} min): "
+        f"{report['run']['model']}."
     )
     scores = []
     for kind, name in (("decision", "decision-making"), ("risk", "risk-prediction AUROC")):
@@ -438,9 +441,11 @@ def summary_lines(results: list[StageResult], report: dict[str, Any], mix: str) 
     return [what, "Scored: " + "; ".join(scores) + ".", where]
 
 
-def print_summary(results: list[StageResult], report: dict[str, Any], mix: str, console: Console | None = None) -> None:
+def print_summary(
+    results: list[StageResult], report: dict[str, Any], model: str, mix: str, console: Console | None = None
+) -> None:
     console = console or Console(width=max(Console().width, 110))
-    for line in summary_lines(results, report, mix):
+    for line in summary_lines(results, report, model, mix):
         console.print(line, soft_wrap=True)
 
 

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ehrr1.config import LossOn
+from ehrr1.config import LossOn, LossPer
 from ehrr1.models.tokenizer import THINK_OPEN
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 
@@ -69,10 +69,12 @@ def encode_chats(
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
     loss_on: LossOn = LossOn.completion,
     answer_weight: float = 1.0,
+    loss_per: LossPer = LossPer.token,
 ) -> list[Encoded]:
     """Prompt ids + assistant ids and end-of-turn, for a list of chats; labelled: the assistant's part, or
     every token with ``loss_on=all`` (the assistant's then weigh ``answer_weight`` times a prompt token's:
-    the answer is a few tokens after hundreds of EHR tokens).
+    the answer is a few tokens after hundreds of EHR tokens). With ``loss_per=example`` an answer's tokens
+    share ``answer_weight`` between them, so a yes / no weighs as much as a list of twenty lab tests.
 
     The assistant text starting with ``<think>`` (a reasoning chain) is trained with thinking on; any other
     answer with thinking off, exactly as evaluation prompts the model in each mode.
@@ -85,8 +87,14 @@ def encode_chats(
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
     every = LossOn(loss_on) is LossOn.all
+    per_example = LossPer(loss_per) is LossPer.example
     return [
-        Encoded(p + a, (p if every else [IGNORE] * len(p)) + a, len(p), answer_weight)
+        Encoded(
+            p + a,
+            (p if every else [IGNORE] * len(p)) + a,
+            len(p),
+            answer_weight / len(a) if per_example else answer_weight,
+        )
         for p, a in zip(prompt_ids, answer_ids, strict=True)
     ]
 
@@ -273,6 +281,7 @@ class ChatDataModule(ResumableDataModule):
         num_workers: int = 0,
         loss_on: LossOn = LossOn.completion,
         answer_weight: float = 1.0,
+        loss_per: LossPer = LossPer.token,
     ):
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -285,6 +294,7 @@ class ChatDataModule(ResumableDataModule):
         self.switch = switch
         self.loss_on = loss_on
         self.answer_weight = answer_weight
+        self.loss_per = loss_per
         self.num_workers = num_workers
         self.splits: dict[str, MicroBatches] = {}
         self.dropped: dict[str, int] = {}
@@ -294,7 +304,7 @@ class ChatDataModule(ResumableDataModule):
         if not path.exists():
             raise FileNotFoundError(f"no {split} data at {path} (stage.data): run synthesize.py for this task mix")
         chats = read_chat_jsonl(path)
-        encoded = encode_chats(self.tokenizer, chats, self.switch, self.loss_on, self.answer_weight)
+        encoded = encode_chats(self.tokenizer, chats, self.switch, self.loss_on, self.answer_weight, self.loss_per)
         kept = [e for e in encoded if len(e.input_ids) <= self.max_seq_len]
         self.dropped[split] = len(encoded) - len(kept)
         if self.dropped[split]:
