@@ -263,7 +263,11 @@ def test_the_paper_presets_compose_the_references_recipe():
         2048,
     )
     assert (third.grpo.rewards.format, third.grpo.rewards.answer_metric) == (0.0, "set_f1")
-    assert compose_config("train").stage.loss_on == "completion"  # ours stays the default
+    from ehrr1.config import StageConfig
+
+    assert StageConfig().loss_on == "completion"  # ours stays the schema's default
+    main_job = compose_config("train").stage  # the main job trains a random model: the EHR too, answers weighted
+    assert (main_job.loss_on, main_job.answer_weight) == ("all", 20)
 
 
 def test_pack_keeps_every_example_once_within_the_budget():
