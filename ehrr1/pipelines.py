@@ -197,13 +197,19 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def built_from(path: Path, source: str | None) -> bool:
+    """Whether ``path`` exists and its directory's data came from ``source`` (a released file, as its
+    ``stats.json`` names it; None: built from the data source, which names none)."""
+    stats = path.parent / "stats.json"
+    made_from = read_json(stats).get("source") if stats.exists() else None
+    return path.exists() and made_from == source
+
+
 def ensure_instructions(cfg: DictConfig, split: str) -> Path:
     """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent."""
     path = Path(cfg.export.dir) / f"{split}.jsonl"
-    stats = Path(cfg.export.dir) / "stats.json"
-    made_from = read_json(stats).get("source") if stats.exists() else None  # set for released EHR-Ins only
     wanted = str(cfg.task_mix.released) if cfg.task_mix.released else None
-    if not path.exists() or made_from != wanted:
+    if not built_from(path, wanted):
         log.info("no %s data from %s at %s: building it", split, wanted or "the data source", path)
         build_instructions(cfg)
     return path

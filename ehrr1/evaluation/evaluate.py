@@ -95,6 +95,11 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], TrainReco
     return str(bench), read_bench(bench, only, cfg.limit), lambda: iter_bench(train) if train.exists() else iter(())
 
 
+def frequent_answers(baselines: set[Baseline], train: TrainRecords) -> dict[str, str] | None:
+    """The most-frequent-answer baseline's answers, when it is one of ``baselines``."""
+    return most_frequent_answers(train()) if Baseline.most_frequent in baselines else None
+
+
 def tabular_rows(
     cfg: DictConfig, records: list[dict[str, Any]], train: TrainRecords, out: Path
 ) -> list[dict[str, Any]]:
@@ -197,7 +202,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model_id = model_to_evaluate(cfg)
     bench, records, train = bench_records(cfg)
     baselines = {Baseline(b) for b in cfg.baselines}
-    frequent = most_frequent_answers(train()) if Baseline.most_frequent in baselines else None
+    frequent = frequent_answers(baselines, train)
     originals = records
     if cfg.candidates_prompt:
         pools = candidate_pools(train())
@@ -258,8 +263,7 @@ def evaluate_tabular(cfg: DictConfig) -> dict[str, Any]:
     bench, records, train = bench_records(cfg)
     out = output_directory(cfg, "tabular")
     save_run_config(cfg, out)
-    wanted = {Baseline(b) for b in cfg.baselines}
-    frequent = most_frequent_answers(train()) if Baseline.most_frequent in wanted else None
+    frequent = frequent_answers({Baseline(b) for b in cfg.baselines}, train)
     rows = tabular_rows(cfg, records, train, out)
     if not rows:
         raise UserError(f"backend=tabular: no training records of the tasks in {bench} to fit on")

@@ -212,9 +212,10 @@ class QuickUMLSExtractor(DictionaryExtractor):
         for event_type, text in self.free_texts(markdown):
             for group in self.matcher.match(text, best_match=True, ignore_syntax=False):
                 best = max(group, key=lambda m: m["similarity"], default=None)
-                if best and f"umls:{best['cui']}" not in seen:
-                    seen.add(f"umls:{best['cui']}")
-                    mentions.append(Mention(f"umls:{best['cui']}", best["term"], event_type))
+                concept = f"umls:{best['cui']}" if best else None
+                if concept and concept not in seen:
+                    seen.add(concept)
+                    mentions.append(Mention(concept, best["term"], event_type))
         return mentions
 
     def concept(self, namespace: str, name: str) -> str | None:

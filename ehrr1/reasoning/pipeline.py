@@ -401,11 +401,11 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
 def ensure_reasoning(cfg: DictConfig) -> Path:
     """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured) when absent, or the
     released reasoning items of ``synthesis.released``; data made from another source is rebuilt."""
+    from ehrr1.pipelines import built_from
+
     path = Path(cfg.synthesis.dir) / "train.jsonl"
-    stats = Path(cfg.synthesis.dir) / "stats.json"
-    made_from = read_json(stats).get("source") if stats.exists() else None  # set for released data only
     wanted = str(cfg.synthesis.released) if cfg.synthesis.released else None
-    if not path.exists() or made_from != wanted:
+    if not built_from(path, wanted):
         log.info("no reasoning data from %s at %s: building it", wanted or "synthesis", path)
         if wanted:
             released_reasoning(cfg)

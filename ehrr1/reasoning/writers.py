@@ -173,23 +173,22 @@ REFERENCE_PROMPT = """
 ========================================
 
 # Data Description
-- # Patient EHR Context #: Contains all medical events and content from the patient's hospitalization journey.
-- # Retrieved Medical Knowledge #: Contains Patient EHR Context elements and their relationships potentially \
-relevant to the Ground Truth entity.
-- # Ground Truth #: Contains the correct answers for this task; your predictions must exactly match these.
-- # Task #: Contains the specific task description; you need to complete the task based on the information in \
-# Patient EHR Context #.
+- # Patient EHR Context #: every event and its content along the patient's stay.
+- # Retrieved Medical Knowledge #: elements of the context and the relations that may link them to the \
+ground truth.
+- # Ground Truth #: the correct answers of the task; your result must match them exactly.
+- # Task #: what to predict from the # Patient EHR Context #.
 
 # Instructions
-Please provide a logically rigorous medical reasoning process so that the # Ground Truth # can be derived from \
-the content in # Patient EHR Context # and # Task #.
+Write a rigorous medical reasoning that derives the # Ground Truth # from the # Patient EHR Context # and \
+the # Task #.
 
 # Requirements
-The reasoning process should include three stages: Extraction, Reasoning, and Final Results.
+Three stages: Extraction, Reasoning and Final Results.
 
 ## Extraction
-- In this stage, extract and identify each piece of "key information" from the # Patient EHR Context # \
-according to the provided # Retrieved Medical Knowledge #.
+- Pick out each piece of key information in the # Patient EHR Context #, guided by the # Retrieved \
+Medical Knowledge #.
 - Leave out information that does not help the reasoning.
 - Write each step of the Extraction stage as below; **give the event name and time of each extracted item**:
     **Event Name [Event Time]**: the information extracted from the event and how it may relate to the \
