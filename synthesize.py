@@ -5,7 +5,6 @@ from omegaconf import DictConfig
 
 from ehrr1.config import register_configs
 from ehrr1.errors import report_user_errors
-from ehrr1.pipelines import synthesize
 
 register_configs()
 
@@ -13,6 +12,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="synthesize")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    from ehrr1.pipelines import synthesize  # here, not at the top: --help and --cfg job stay fast
+
     synthesize(cfg)
 
 

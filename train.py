@@ -6,7 +6,6 @@ from omegaconf import DictConfig
 
 from ehrr1.config import register_configs
 from ehrr1.errors import report_user_errors
-from ehrr1.training.curriculum import train
 
 register_configs()
 
@@ -14,6 +13,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    from ehrr1.training.curriculum import train  # here, not at the top: --help and --cfg job stay fast
+
     train(cfg, overrides=list(HydraConfig.get().overrides.task))
 
 

@@ -2,6 +2,9 @@
 
 Each dataclass mirrors one config node; Hydra merges the YAML into them in struct mode, so an unknown
 key is rejected with the valid keys listed, and an unknown group option lists the available ones.
+
+The settings that implementation modules take (timeline build, cohort, selection, sampling, ...) live here
+too: the schema is a leaf that imports no implementation, so ``--help`` and ``--cfg job`` answer at once.
 """
 
 from __future__ import annotations
@@ -13,12 +16,66 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from ehrr1.backends import SamplingParams
-from ehrr1.data.build import TimelineBuildSettings
-from ehrr1.data.markdown import MarkdownStyle
-from ehrr1.data.synthetic.cohort import SyntheticCohortSettings
-from ehrr1.tasks.prompt import ThinkingSwitch
-from ehrr1.tasks.select import SelectionSettings
+# Settings that implementation modules take as arguments: defined here, so this module imports none of them.
+
+
+class MarkdownStyle(str, Enum):
+    reference = "reference"  # the EHR-R1 reference's text, byte for byte
+    clean = "clean"  # ehrr1's own readable format
+
+
+class ThinkingSwitch(str, Enum):
+    enable_thinking = "enable_thinking"  # the chat template takes enable_thinking (Qwen3, EHR-R1-1.7B/8B)
+    closed_think = "closed_think"  # append an empty think block to turn reasoning off (EHR-R1-72B)
+    suffix = "suffix"  # Qwen3's soft switch: "/think" or "/no_think" after the user turn (the reference's SFT, GRPO)
+
+
+class EventGrouping(str, Enum):
+    runs = "runs"  # the reference's events: consecutive rows of one table
+    timestamp = "timestamp"  # the rows of one table at one timestamp
+
+
+@dataclass
+class TimelineBuildSettings:
+    patients_per_shard: int = 2000
+    memory_limit: str = "4GB"
+    threads: int = 0  # 0: DuckDB's default (all cores)
+    keep_staging: bool = False
+    grouping: EventGrouping = EventGrouping.runs
+    mapping_dir: str | None = None  # d_ccs_diagnoses / d_ccs_procedures / d_atc_prescriptions CSVs
+
+
+@dataclass
+class SyntheticCohortSettings:
+    n_patients: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class SplitRatios:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class SelectionSettings:
+    force_number: float | None = None
+    min_events: int = 10
+    max_events: int = 100
+    balance: bool = True
+    seed: int = 0
+    split: SplitRatios = field(default_factory=SplitRatios)
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    max_tokens: int = 2048
+    seed: int = 0
+    choices: tuple[str, ...] | None = None  # one answer token among these words' first tokens (yes, no)
 
 
 class Pipeline(str, Enum):

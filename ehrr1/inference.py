@@ -16,10 +16,10 @@ from typing import Any
 
 from ehrr1.backends import SamplingParams, load_backend
 from ehrr1.data.timeline import Timeline, TimelineStore
-from ehrr1.models.tokenizer import THINK_CLOSE
 from ehrr1.tasks.prompt import PromptBuilder, ThinkingSwitch, generation_prompt
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
+from ehrr1.think import THINK_CLOSE
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from ehrr1.data.markdown import render_event
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import read_index
-from ehrr1.tasks.prompt import CLOSED_THINK, SYSTEM_PROMPT, PromptBuilder, ThinkingSwitch, generation_prompt
+from ehrr1.tasks.prompt import SYSTEM_PROMPT, PromptBuilder, ThinkingSwitch, generation_prompt
 from ehrr1.tasks.samples import Sample
 from ehrr1.tasks.select import SelectionSettings, select
+from ehrr1.think import CLOSED_THINK
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,58 @@ def test_token_budget_cuts_the_oldest_whole_events(store, registry, index_root, 
     assert longer.messages == cut.messages  # deterministic
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         PromptBuilder(None, 100)
+
+
+def _qwen_style_tokenizer(timelines_root):
+    """A byte-level BPE with Qwen2's pre-tokenizer: punctuation absorbs the newlines after it."""
+    import itertools
+
+    from ehrr1.models.tokenizer import train_tokenizer
+
+    return train_tokenizer((t.render() for t in itertools.islice(TimelineStore(timelines_root), 80)), 3000, "qwen2")
+
+
+def _fewest_drops_by_scan(builder, timeline, sample, task):
+    """The cut by definition: the fewest oldest events dropped for the whole prompt to fit (None: never)."""
+    fixed, window = builder.parts(timeline, sample, task)
+    rendered = {id(e): render_event(e) for e in (*fixed, *window) if e is not None}
+    for drop in range(len(window) + 1):
+        messages = builder._messages(timeline, fixed, window[drop:], rendered, task, timeline[sample.event].time)
+        text = builder.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        n = len(builder.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n <= builder.max_input_tokens:
+            return drop, n
+    return None
+
+
+@pytest.mark.parametrize("tokenizer_kind", ["embedded", "qwen_style"])
+def test_the_fast_cut_fits_and_is_the_fewest_drops_but_at_a_merged_boundary(
+    store, registry, index_root, tokenizer, timelines_root, tokenizer_kind
+):
+    tok = tokenizer if tokenizer_kind == "embedded" else _qwen_style_tokenizer(timelines_root)
+    checked = cut = fewest = 0
+    for name in ("labevents", "Readmission_30day", "ED_Hospitalization", "next_event"):
+        task = registry[name]
+        for sample in samples_of(index_root, name)[::7][:10]:
+            timeline = store.load(sample.subject_id)
+            full = PromptBuilder(tok).build(timeline, sample, task).n_tokens
+            for budget in (full, full * 3 // 4, full // 2, full // 4):
+                builder = PromptBuilder(tok, budget)
+                prompt = builder.build(timeline, sample, task)
+                if builder.parts(timeline, sample, task)[0][0] is not None:
+                    continue  # the previous note's fallback is checked by the budget test above
+                expected = _fewest_drops_by_scan(builder, timeline, sample, task)
+                if expected is None:
+                    assert not prompt.fits
+                    continue
+                assert prompt.fits and prompt.n_tokens <= budget
+                assert expected[0] <= prompt.events_dropped <= expected[0] + 1
+                fewest += (prompt.events_dropped, prompt.n_tokens) == expected
+                assert prompt.messages[1]["content"].endswith(task.prompt_instruction)
+                checked += 1
+                cut += prompt.events_dropped > 0
+    assert checked >= 60 and cut >= 30, (checked, cut)
+    assert fewest >= 0.95 * checked, (fewest, checked)  # the estimate is exact but at merged boundaries
 
 
 def test_thinking_switch(tokenizer):

@@ -16,7 +16,7 @@ import pytest
 
 from ehrr1.data.build import (
     MANIFEST,
-    Grouping,
+    EventGrouping,
     TimelineBuildError,
     TimelineBuildSettings,
     build_timelines,
@@ -92,8 +92,8 @@ def test_every_row_is_in_exactly_one_event(timelines, cohort_root):
 
 
 def test_timestamp_grouping_splits_runs_by_time(tiny_cohort, tmp_path):
-    runs = list(TimelineStore(_build(tiny_cohort, tmp_path / "runs", Grouping.runs)))
-    stamps = list(TimelineStore(_build(tiny_cohort, tmp_path / "stamps", Grouping.timestamp)))
+    runs = list(TimelineStore(_build(tiny_cohort, tmp_path / "runs", EventGrouping.runs)))
+    stamps = list(TimelineStore(_build(tiny_cohort, tmp_path / "stamps", EventGrouping.timestamp)))
     for by_run, by_time in zip(runs, stamps, strict=True):
         assert [r for e in by_run for r in e.records] == [r for e in by_time for r in e.records]
         assert len(by_time) >= len(by_run)
@@ -103,7 +103,7 @@ def test_timestamp_grouping_splits_runs_by_time(tiny_cohort, tmp_path):
             assert before.event_type != after.event_type or before.time != after.time
 
 
-def _build(cohort: Path, out: Path, grouping: Grouping) -> Path:
+def _build(cohort: Path, out: Path, grouping: EventGrouping) -> Path:
     build_timelines(MimicReader(modules_of(cohort)), out, TimelineBuildSettings(grouping=grouping), progress=False)
     return out
 

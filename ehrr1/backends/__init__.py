@@ -13,19 +13,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ehrr1.models.tokenizer import THINK_CLOSE
+from ehrr1.config import SamplingParams
+from ehrr1.think import THINK_CLOSE
 
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
-
-
-@dataclass
-class SamplingParams:
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    max_tokens: int = 2048
-    seed: int = 0
-    choices: tuple[str, ...] | None = None  # one answer token among these words' first tokens (yes, no)
 
 
 ONE_TOKEN_YES_NO = SamplingParams(temperature=0.0, max_tokens=1, choices=("yes", "no"))

@@ -23,14 +23,14 @@ import math
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from enum import Enum
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from ehrr1.config import EventGrouping, TimelineBuildSettings
 from ehrr1.data.events import (
     DEMOGRAPHIC_FIELDS,
     DEMOGRAPHICS,
@@ -55,21 +55,6 @@ NA_VALUES = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
     "NA", "NULL", "NaN", "n/a", "nan", "null",
 )  # fmt: skip
-
-
-class Grouping(str, Enum):
-    runs = "runs"  # the reference's events: consecutive rows of one table
-    timestamp = "timestamp"  # the rows of one table at one timestamp
-
-
-@dataclass
-class TimelineBuildSettings:
-    patients_per_shard: int = 2000
-    memory_limit: str = "4GB"
-    threads: int = 0  # 0: DuckDB's default (all cores)
-    keep_staging: bool = False
-    grouping: Grouping = Grouping.runs
-    mapping_dir: str | None = None  # d_ccs_diagnoses / d_ccs_procedures / d_atc_prescriptions CSVs
 
 
 class TimelineBuildError(RuntimeError):
@@ -362,11 +347,11 @@ def demographics_query(tables: _Tables) -> str:
 
 
 # ---- pass 2: order and group one shard -------------------------------------------------------------------
-def shard_query(staged: str, grouping: Grouping) -> str:
+def shard_query(staged: str, grouping: EventGrouping) -> str:
     """Timeline rows of the staged parquet files ``staged`` (a DuckDB list literal), one row per event."""
     untimed = ", ".join(f"'{t}'" for t in UNTIMED)
     same_event = "event_type = prev_type" + (
-        " AND time IS NOT DISTINCT FROM prev_time" if grouping is Grouping.timestamp else ""
+        " AND time IS NOT DISTINCT FROM prev_time" if grouping is EventGrouping.timestamp else ""
     )
     return f"""
       WITH r AS (SELECT * FROM read_parquet({staged}, union_by_name = true)),
@@ -426,7 +411,7 @@ class TimelineBuilder:
                 "inputs": file_fingerprint([*self.reader.paths.values(), *mapping_files]),
                 "events": [asdict(s) for s in self.sources],
                 "patients_per_shard": self.settings.patients_per_shard,
-                "grouping": Grouping(self.settings.grouping).value,
+                "grouping": EventGrouping(self.settings.grouping).value,
                 "mapping_dir": self.settings.mapping_dir,
             }
         )
@@ -495,7 +480,7 @@ class TimelineBuilder:
                 f"TO {_quote(tmp)} (FORMAT parquet)"
             )
         else:
-            query = shard_query(f"[{', '.join(files)}]", Grouping(self.settings.grouping))
+            query = shard_query(f"[{', '.join(files)}]", EventGrouping(self.settings.grouping))
             con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
         tmp.replace(final)
 
@@ -516,7 +501,7 @@ class TimelineBuilder:
         num_shards = max(1, math.ceil(n_patients / self.settings.patients_per_shard))
         log.info(
             "building timelines of %d patients in %d shard(s), grouping=%s -> %s",
-            n_patients, num_shards, Grouping(self.settings.grouping).value, self.out,
+            n_patients, num_shards, EventGrouping(self.settings.grouping).value, self.out,
         )  # fmt: skip
         if self.skipped:
             log.warning("event types skipped (their tables are absent): %s", ", ".join(self.skipped))
@@ -545,7 +530,7 @@ class TimelineBuilder:
             "builder_version": BUILDER_VERSION,
             "num_shards": num_shards,
             "shard_rule": "subject_id % num_shards",
-            "grouping": Grouping(self.settings.grouping).value,
+            "grouping": EventGrouping(self.settings.grouping).value,
             "mappings": mappings,
             "n_patients": stats.pop("n_patients"),
             "event_types": [DEMOGRAPHICS, *(s.event_type for s in self.sources)],

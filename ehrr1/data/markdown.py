@@ -16,9 +16,9 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
+from ehrr1.config import MarkdownStyle
 from ehrr1.data.timeline import Event
 
 Field = str | Callable[[dict[str, Any], Event], Any]
@@ -151,11 +151,6 @@ VIEWS: dict[str, EventView] = {
     "procedureevents": EventView("Procedure Events", _MEASURE),
     "outputevents": EventView("Output Events", _MEASURE),
 }
-
-
-class MarkdownStyle(str, Enum):
-    reference = "reference"  # the EHR-R1 reference's text, byte for byte
-    clean = "clean"  # ehrr1's own readable format
 
 
 # The reference's section names (input_format.py EVENT_NAME) and info keys per table (event_info).

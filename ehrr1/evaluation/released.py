@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ehrr1.errors import UserError
-from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.prompt import SYSTEM_PROMPT
 from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
+from ehrr1.think import THINK_CLOSE, THINK_OPEN
 
 REQUIRED = ("instruction", "input", "task_info")
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")

@@ -12,13 +12,14 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from ehrr1.think import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 # Qwen3-style ChatML. With enable_thinking=false the generation prompt ends in an empty think block.
 CHAT_TEMPLATE = (
@@ -34,10 +35,30 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on ``texts``, with chat template and think tokens."""
+# Qwen2/Qwen3's pre-tokenizer split: single digits, and punctuation that absorbs the newlines after it.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, split: str = "gpt2") -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts``, with chat template and think tokens.
+
+    ``split`` is the pre-tokenizer: ``gpt2`` (byte-level BPE's own) or ``qwen2`` (Qwen's, see QWEN2_SPLIT).
+    """
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split == "qwen2":
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    elif split == "gpt2":
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        raise ValueError(f"unknown tokenizer split '{split}': choose gpt2 or qwen2")
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

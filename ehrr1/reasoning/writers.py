@@ -14,9 +14,9 @@ from typing import Any
 
 from ehrr1.backends import Backend, SamplingParams
 from ehrr1.config import ChainFilter, ChainPrompt
-from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
 from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
+from ehrr1.think import THINK_CLOSE, THINK_OPEN
 
 Path_ = list[tuple[str, str, float]]
 

@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from ehrr1.config import ThinkingSwitch
 from ehrr1.data.events import DEMOGRAPHICS
 from ehrr1.data.markdown import MarkdownStyle, join_sections, render_event
 from ehrr1.data.timeline import Event, Timeline
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import Sample
+from ehrr1.think import CLOSED_THINK
 
 SYSTEM_PROMPT = "You are a helpful assistant."
-CLOSED_THINK = "<think>\n\n</think>\n"  # appended by models without a thinking switch
-
-
-class ThinkingSwitch(str, Enum):
-    enable_thinking = "enable_thinking"  # the chat template takes enable_thinking (Qwen3, EHR-R1-1.7B/8B)
-    closed_think = "closed_think"  # append an empty think block to turn reasoning off (EHR-R1-72B)
-    suffix = "suffix"  # Qwen3's soft switch: "/think" or "/no_think" after the user turn (the reference's SFT, GRPO)
+MERGE_SLACK = 2  # tokens an event's own count can exceed what it adds to a prompt (merged boundaries)
 
 
 @dataclass(frozen=True)
@@ -67,6 +62,7 @@ class PromptBuilder:
         self.max_input_tokens = max_input_tokens
         self.system = system
         self.style = MarkdownStyle(style)
+        self._cache: _EventCache | None = None
 
     def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event | None], list[Event]]:
         """(fixed parts: previous discharge, current admission, None where absent; window events shown)."""
@@ -103,11 +99,12 @@ class PromptBuilder:
 
     def build(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> Prompt:
         fixed, window = self.parts(timeline, sample, task)
-        rendered = {id(e): render_event(e, self.style) for e in (*fixed, *window) if e is not None}
         anchor_time = timeline[sample.event].time
-        without_discharge: list[Event | None] = [None, fixed[1]]
+        cache = self._event_cache(timeline)
 
         def attempt(drop: int, keep_fixed: list[Event | None]) -> list[dict[str, str]]:
+            shown = [*(e for e in keep_fixed if e is not None), *window[drop:]]
+            rendered = {id(e): cache.text(e) for e in shown}
             return self._messages(timeline, keep_fixed, window[drop:], rendered, task, anchor_time)
 
         if self.tokenizer is None or self.max_input_tokens is None:
@@ -115,20 +112,59 @@ class PromptBuilder:
             n = _count(self.tokenizer, messages) if self.tokenizer is not None else None
             return Prompt(messages, answer_text(sample), 0, n, True)
         budget = self.max_input_tokens
-        for keep in (fixed, without_discharge):
-            if _count(self.tokenizer, attempt(len(window), keep)) > budget:
+        for keep in (fixed, [None, fixed[1]]):  # then without the previous discharge note
+            base = _count(self.tokenizer, attempt(len(window), keep))
+            if base > budget:
                 continue
-            low, high = 0, len(window)  # the fewest drops that fit: counts fall as drops grow
-            while low < high:
-                middle = (low + high) // 2
-                if _count(self.tokenizer, attempt(middle, keep)) <= budget:
-                    high = middle
-                else:
-                    low = middle + 1
-            messages = attempt(low, keep)
-            return Prompt(messages, answer_text(sample), low, _count(self.tokenizer, messages), True)
-        messages = attempt(len(window), without_discharge)
+            # the estimate: each event's own tokens added, newest first; then exact counts of the prompt.
+            # Where a tokenizer merges tokens across an event's boundary the estimate is a token or two
+            # off: events are dropped while the prompt does not fit, and one more is tried while the
+            # exact count leaves room for it, give or take MERGE_SLACK tokens.
+            drop, n = len(window), base
+            while drop > 0 and n + cache.tokens(window[drop - 1]) <= budget:
+                drop -= 1
+                n += cache.tokens(window[drop])
+            if drop < len(window):
+                n = _count(self.tokenizer, attempt(drop, keep))
+            while n > budget:
+                drop += 1
+                n = _count(self.tokenizer, attempt(drop, keep))
+            while drop > 0 and n + cache.tokens(window[drop - 1]) - MERGE_SLACK <= budget:
+                more = _count(self.tokenizer, attempt(drop - 1, keep))
+                if more > budget:
+                    break
+                drop, n = drop - 1, more
+            return Prompt(attempt(drop, keep), answer_text(sample), drop, n, True)
+        messages = attempt(len(window), [None, fixed[1]])
         return Prompt(messages, answer_text(sample), len(window), _count(self.tokenizer, messages), False)
+
+    def _event_cache(self, timeline: Timeline) -> _EventCache:
+        """Each event of this timeline rendered and tokenised once, however many samples show it."""
+        if self._cache is None or self._cache.timeline is not timeline:
+            self._cache = _EventCache(timeline, self.style, self.tokenizer)
+        return self._cache
+
+
+class _EventCache:
+    """Rendered text and token count per event of one timeline (the samples of a patient share events)."""
+
+    def __init__(self, timeline: Timeline, style: MarkdownStyle, tokenizer: Any):
+        self.timeline, self.style, self.tokenizer = timeline, style, tokenizer
+        self._texts: dict[int, str] = {}
+        self._tokens: dict[int, int] = {}
+
+    def text(self, event: Event) -> str:
+        key = id(event)
+        if key not in self._texts:
+            self._texts[key] = render_event(event, self.style)
+        return self._texts[key]
+
+    def tokens(self, event: Event) -> int:
+        """Tokens the event adds to a prompt: its section and the blank line before it."""
+        key = id(event)
+        if key not in self._tokens:
+            self._tokens[key] = len(self.tokenizer("\n\n" + self.text(event), add_special_tokens=False)["input_ids"])
+        return self._tokens[key]
 
 
 def with_thinking_suffix(messages: list[dict[str, str]], thinking: bool) -> list[dict[str, str]]:

@@ -22,35 +22,18 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ehrr1.config import SelectionSettings, SplitRatios
 from ehrr1.tasks.registry import TaskRegistry, TaskSpec
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclass
-class SplitRatios:
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
-
-
-@dataclass
-class SelectionSettings:
-    force_number: float | None = None
-    min_events: int = 10
-    max_events: int = 100
-    balance: bool = True
-    seed: int = 0
-    split: SplitRatios = field(default_factory=SplitRatios)
 
 
 def load_data_config(path: str | Path) -> dict[str, int]:

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ehrr1.config import LossOn, LossPer
-from ehrr1.models.tokenizer import THINK_OPEN
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.think import THINK_OPEN
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ehrr1.config import AnswerMetric, RewardWeights
-from ehrr1.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from ehrr1.tasks.metrics import reasoning_format_problem, score, to_text
+from ehrr1.think import THINK_CLOSE, THINK_OPEN
 
 
 def answer_reward(completion: str | bytes | None, metric: str, target: list[str]) -> float:

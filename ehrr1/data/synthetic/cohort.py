@@ -21,11 +21,12 @@ import logging
 import shutil
 import sqlite3
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ehrr1.config import SyntheticCohortSettings
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, icd9_titles
 from ehrr1.data.synthetic.knowledge import (
     CHRONIC,
@@ -255,12 +256,6 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "discharge": ("note", _NOTE),
 }
 DICTIONARIES = ("d_labitems", "d_icd_diagnoses", "d_icd_procedures", "d_items")
-
-
-@dataclass
-class SyntheticCohortSettings:
-    n_patients: int = 2000
-    seed: int = 0
 
 
 def _icd10_table(database: str, query: str) -> list[tuple]:
