@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 from ehrr1.config import register_configs
 from ehrr1.errors import report_user_errors
 
-register_configs()
+register_configs("evaluate_schema")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -115,6 +115,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run_entry_point("evaluate.py", *args, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_dir, tmp_path):
     args = [
         f"data_root={small_data_root}",
@@ -152,11 +153,13 @@ def test_evaluate_resumes_after_kill_without_duplicates(small_data_root, model_d
     assert report["tasks"] == reference["tasks"] and report["macro"] == reference["macro"]
 
 
+@pytest.mark.slow
 def test_evaluate_needs_a_model(small_data_root, tmp_path):
     done = run_cli(f"data_root={small_data_root}", *SMALL_DATA, cwd=tmp_path)
     assert done.returncode != 0 and "set model.path=" in done.stderr
 
 
+@pytest.mark.slow
 def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root, tmp_path):
     from ehrr1 import Predictor
     from ehrr1.data.timeline import TimelineStore

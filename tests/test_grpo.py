@@ -177,6 +177,7 @@ def test_the_references_reward_is_the_f1_of_the_answer_lines_for_every_decision_
     assert rewards("<think>\n</think>\n\nno", risk, reference)["answer"] == 1.0  # risk keeps the yes/no
 
 
+@pytest.mark.slow
 def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
     favoured = set(range(0, len(tokenizer), 8))  # the "answer": tokens from a fixed eighth of the vocabulary
 
@@ -201,6 +202,7 @@ def test_reward_for_a_fixed_answer_rises_over_cpu_steps(tokenizer):
     assert first < 0.25 and last > 0.6, curve
 
 
+@pytest.mark.slow
 def test_killed_rl_stage_resumes_to_the_weights_of_an_uninterrupted_run(small_data_root, tmp_path):
     args = [
         f"data_root={small_data_root}",

@@ -94,6 +94,7 @@ def test_a_mapping_table_without_a_column_names_the_column(tmp_path):
         mapping_file(tmp_path, "d_atc_prescriptions")
 
 
+@pytest.mark.slow
 def test_a_bad_mapping_dir_ends_the_cli_with_one_message_and_exit_code_1(tmp_path):
     maps = tmp_path / "maps"
     maps.mkdir()

@@ -172,6 +172,7 @@ export_samples(selected, TimelineStore(timelines), registry, builder, out, list(
 """
 
 
+@pytest.mark.slow
 def test_parallel_export_equals_sequential_and_resumes_after_kill(timelines_root, index_root, tokenizer, tmp_path):
     import signal
     import subprocess

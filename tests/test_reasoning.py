@@ -184,6 +184,7 @@ def reasoning_config(data_root: Path, *extra: str):
     return compose_config("synthesize", f"data_root={data_root}", *SMALL_DATA, "pipeline=reasoning", *extra)
 
 
+@pytest.mark.slow
 def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_root, tmp_path):
     from ehrr1.reasoning.pipeline import synthesize_reasoning
 
@@ -229,6 +230,7 @@ def test_the_paper_synthesis_writes_decision_chains_from_each_samples_evidence(s
     assert "risk task (decision_only)" in (out / "stats.json").read_text()
 
 
+@pytest.mark.slow
 def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data_root, tmp_path):
     from ehrr1.models.factory import init_random_model
     from ehrr1.models.tokenizer import load_tokenizer

@@ -104,6 +104,7 @@ def test_unreadable_inputs_are_named(registry, tmp_path):
         read_released(write(tmp_path / "shared.jsonl", [shared]), registry)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_released_files_with_no_other_data(model_dir, tmp_path):
     out = tmp_path / "eval"
     done = run_entry_point(
@@ -138,6 +139,7 @@ def test_evaluate_scores_the_released_files_with_no_other_data(model_dir, tmp_pa
     assert all(r["prompt_tokens_cut"] == 0 for r in rows)  # the fixture's items are short
 
 
+@pytest.mark.slow
 def test_a_missing_released_path_ends_evaluate_with_one_message(model_dir, tmp_path):
     for extra, message in (
         ([], "error: bench=released needs bench.path=<the released EHR-Bench file or folder>"),
@@ -197,6 +199,7 @@ def test_evaluate_with_the_candidates_prompt(model_dir, tmp_path):
     assert report["run"]["candidates_prompt"] is True and report["samples"] == 10
 
 
+@pytest.mark.slow
 def test_released_items_become_the_instruction_data(registry, tmp_path):
     from ehrr1.pipelines import build_instructions
     from ehrr1.training.data import read_chat_jsonl

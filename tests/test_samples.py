@@ -88,6 +88,7 @@ def test_samples_equal_the_reference_oracle(oracle_cohort, registry):
     assert len(expected) > 3000 and differ < 0.02 * len(expected)
 
 
+@pytest.mark.slow
 def test_no_leak_in_any_sample(registry, index_root, timelines_root):
     """No input holds its decision anchor, anything after the prediction time, a forbidden type, an
     admission inside an ED window, or a DRG / HCPCS section."""

@@ -58,6 +58,7 @@ def test_mimic_iv_requires_its_root():
         OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
 
 
+@pytest.mark.slow
 def test_main_job_builds_cohort_and_timelines(tmp_path, capsys):
     cfg = compose_synthesize(f"data_root={tmp_path}", "data.synthetic.n_patients=40", "progress=false")
     result = synthesize(cfg)
@@ -80,6 +81,7 @@ def test_cli_help_and_cfg_job(tmp_path):
     assert job.returncode == 0 and "n_patients: 10" in job.stdout
 
 
+@pytest.mark.slow
 def test_cli_run_stores_its_resolved_config(tmp_path):
     done = run_cli(
         f"data_root={tmp_path / 'data'}",
@@ -120,3 +122,14 @@ def test_unknown_task_in_a_mix_fails_before_any_work(tmp_path):
     with pytest.raises(Exception, match=r"unknown task 'lab_events'.*Did you mean labevents"):
         synthesize(cfg)
     assert not (tmp_path / "mimic-iv-synthetic").exists()
+
+
+def test_the_config_schema_imports_no_implementation():
+    """--help and --cfg job stay fast: the schema pulls in none of the heavy libraries the work needs."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "tokenizers", "lightning", "duckdb", "pyarrow", "pandas", "sklearn")
+    code = f"import sys, ehrr1.config; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

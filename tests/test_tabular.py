@@ -95,6 +95,7 @@ def test_the_report_puts_the_tabular_baseline_beside_the_model():
     assert "macro risk: 0.500 (95 % CI 0.500–0.500) over 1 tasks; baselines: most frequent 0.500, tabular 1.000" in text
 
 
+@pytest.mark.slow
 def test_evaluate_with_the_tabular_backend(tmp_path, small_data_root):
     out = tmp_path / "tabular"
     result = run_entry_point(
@@ -109,6 +110,7 @@ def test_evaluate_with_the_tabular_backend(tmp_path, small_data_root):
     assert "macro risk" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_tabular_backend_without_training_data_is_one_message(tmp_path):
     fixture = REPO / "tests" / "fixtures" / "released_bench.jsonl"
     result = run_entry_point(

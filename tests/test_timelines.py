@@ -166,6 +166,7 @@ build_timelines(reader, out, TimelineBuildSettings(patients_per_shard=int(sys.ar
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_keeps_finished_shards_and_matches_a_clean_build(cohort_root, timelines_root, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(cohort_root), str(out), "10"])

@@ -363,6 +363,7 @@ def test_stage_trains_reproducibly_and_saves_checkpoints(small_data_root, tmp_pa
     assert stored.stage.name == "domain_adaptation" and stored.run_dir == str(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data_root, tmp_path, capsys):
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
@@ -407,6 +408,7 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     assert again[2].reward_first == third.reward_first and again[2].reward_last == third.reward_last
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
     args = [
         f"data_root={small_data_root}",
@@ -445,6 +447,7 @@ def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, 
         assert text.encode() not in logged
 
 
+@pytest.mark.slow
 def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(small_data_root, tmp_path):
     args = [f"data_root={small_data_root}", *SMALL_DATA, *QUICK, "stage=domain_adaptation", "stage.max_steps=2"]
     sweep = run_cli("-m", *args, "stage.optim.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -465,6 +468,7 @@ def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(s
     assert losses(tmp_path / "rerun" / "stages" / "1_domain_adaptation") == curves[0]
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(small_data_root, tmp_path):
     """hardware=ddp for real: Lightning launches a second process; ranks share the data, rank 0 exports."""
     args = [

@@ -112,24 +112,23 @@ class PromptBuilder:
             n = _count(self.tokenizer, messages) if self.tokenizer is not None else None
             return Prompt(messages, answer_text(sample), 0, n, True)
         budget = self.max_input_tokens
+        skeleton = _count(self.tokenizer, attempt(len(window), [None, None]))  # demographics, instruction
         for keep in (fixed, [None, fixed[1]]):  # then without the previous discharge note
-            base = _count(self.tokenizer, attempt(len(window), keep))
-            if base > budget:
+            # The estimate: the pieces' own token counts added, each event's newest first; then exact
+            # counts of the prompt. Where a tokenizer merges tokens across a piece's boundary the estimate
+            # is a token or two off: events are dropped while the prompt does not fit, and one more is
+            # tried while the exact count leaves room for it, give or take MERGE_SLACK tokens.
+            base = skeleton + sum(cache.tokens([e for e in keep if e is not None]))
+            if base - MERGE_SLACK > budget:
                 continue
-            # the estimate: each event's own tokens added, newest first; then exact counts of the prompt.
-            # Where a tokenizer merges tokens across an event's boundary the estimate is a token or two
-            # off: events are dropped while the prompt does not fit, and one more is tried while the
-            # exact count leaves room for it, give or take MERGE_SLACK tokens.
-            drop, n = len(window), base
-            while drop > 0 and n + cache.tokens(window[drop - 1]) <= budget:
-                drop -= 1
-                n += cache.tokens(window[drop])
-            if drop < len(window):
-                n = _count(self.tokenizer, attempt(drop, keep))
-            while n > budget:
+            drop, n = _newest_that_fit(window, base, budget, cache)
+            n = _count(self.tokenizer, attempt(drop, keep))
+            while n > budget and drop < len(window):
                 drop += 1
                 n = _count(self.tokenizer, attempt(drop, keep))
-            while drop > 0 and n + cache.tokens(window[drop - 1]) - MERGE_SLACK <= budget:
+            if n > budget:
+                continue
+            while drop > 0 and n + cache.tokens([window[drop - 1]])[0] - MERGE_SLACK <= budget:
                 more = _count(self.tokenizer, attempt(drop - 1, keep))
                 if more > budget:
                     break
@@ -159,12 +158,27 @@ class _EventCache:
             self._texts[key] = render_event(event, self.style)
         return self._texts[key]
 
-    def tokens(self, event: Event) -> int:
-        """Tokens the event adds to a prompt: its section and the blank line before it."""
-        key = id(event)
-        if key not in self._tokens:
-            self._tokens[key] = len(self.tokenizer("\n\n" + self.text(event), add_special_tokens=False)["input_ids"])
-        return self._tokens[key]
+    def tokens(self, events: list[Event]) -> list[int]:
+        """Tokens each event adds to a prompt (its section and the blank line before it), in one call."""
+        missing = [e for e in events if id(e) not in self._tokens]
+        if missing:
+            encoded = self.tokenizer(["\n\n" + self.text(e) for e in missing], add_special_tokens=False)
+            self._tokens.update((id(e), len(ids)) for e, ids in zip(missing, encoded["input_ids"], strict=True))
+        return [self._tokens[id(e)] for e in events]
+
+
+def _newest_that_fit(
+    window: list[Event], base: int, budget: int, cache: _EventCache, chunk: int = 8
+) -> tuple[int, int]:
+    """(events dropped, estimated tokens) keeping the newest events whose counts add up within budget."""
+    drop, n = len(window), base
+    while drop > 0:
+        older = window[max(0, drop - chunk) : drop]
+        for tokens in reversed(cache.tokens(older)):
+            if n + tokens > budget:
+                return drop, n
+            drop, n = drop - 1, n + tokens
+    return drop, n
 
 
 def with_thinking_suffix(messages: list[dict[str, str]], thinking: bool) -> list[dict[str, str]]:

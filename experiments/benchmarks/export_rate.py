@@ -75,6 +75,7 @@ if not (work / "tok-qwen" / "tokenizer.json").exists():
     letters = "abcdefghijklmnopqrstuvwxyz"
     noise = [" ".join("".join(rng.choices(letters, k=rng.randint(4, 12))) for _ in range(2000)) for _ in range(800)]
     train_tokenizer(texts(500) + noise, qwen_vocab, "qwen2").save_pretrained(work / "tok-qwen")
+print("{}")
 """
 
 
