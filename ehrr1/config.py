@@ -185,7 +185,8 @@ class IndexConfig:
 @dataclass
 class ExportConfig:
     dir: str = MISSING
-    num_workers: int = 2  # processes over timeline shards (prompt rendering and token counting)
+    num_workers: int = 2  # processes over work units (prompt rendering and token counting)
+    unit_patients: int = 100  # patients per work unit; the output does not depend on it
 
 
 class Objective(str, Enum):

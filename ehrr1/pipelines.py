@@ -192,6 +192,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
         list(counts),
         num_workers=cfg.export.num_workers,
         progress=cfg.progress,
+        unit_patients=cfg.export.unit_patients,
     )
     result.update(instructions=report, export_dir=str(Path(cfg.export.dir).resolve()))
     return result

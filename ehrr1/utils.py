@@ -4,26 +4,87 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+import socket
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+_HELD: set[Path] = set()  # outputs this process holds the lock of (a producer may call another)
+
+
+def temporary_path(final: str | Path) -> Path:
+    """Where this process writes ``final`` before moving it into place: its own name, so no two processes
+    ever write one temporary file."""
+    final = Path(final)
+    return final.with_name(f"{final.name}.{os.getpid()}.tmp")
+
+
+def fresh_temporary(final: str | Path) -> Path:
+    """:func:`temporary_path` of ``final``, with the temporaries that killed runs left beside it removed
+    (call it holding :func:`locked`, so none of them is being written)."""
+    final = Path(final)
+    for stale in final.parent.glob(f"{final.name}.*.tmp"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    return temporary_path(final)
+
+
+@contextmanager
+def locked(output: str | Path) -> Iterator[None]:
+    """Hold ``<output>.lock`` while building ``output``, so two runs never build one output at once: a second
+    run waits, saying who holds it, then finds the output complete. The kernel frees the lock when its
+    holder dies, even by kill -9, so a crashed run never blocks the next."""
+    import fcntl
+
+    output = Path(output).absolute()
+    if output in _HELD:
+        yield
+        return
+    lock = output.with_name(output.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            log.warning("%s is being built by %s; waiting for it to finish (lock: %s)", output, holder, lock)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n")
+        handle.flush()
+        _HELD.add(output)
+        try:
+            yield
+        finally:
+            _HELD.discard(output)
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:
@@ -55,19 +116,55 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_jobs(job: Callable[..., Any], jobs: Sequence[tuple], num_workers: int, desc: str, progress: bool) -> None:
-    """``job(*args)`` for every args tuple, in worker processes when ``num_workers > 1``, with a progress bar.
+_SHARED: tuple = ()  # a worker process's copy of run_jobs' shared arguments
 
-    Each job writes its own output atomically, so a killed run keeps what finished."""
+
+def _start_worker(shared: tuple) -> None:
+    global _SHARED
+    _SHARED = shared
+    die_with_parent()
+
+
+def _call_with_shared(job: Callable[..., Any], args: tuple) -> Any:
+    return job(*_SHARED, *args)
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a SIGKILLed run leaves no worker
+    writing on; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_jobs(
+    job: Callable[..., Any],
+    jobs: Sequence[tuple],
+    num_workers: int,
+    desc: str,
+    progress: bool,
+    shared: tuple = (),
+) -> None:
+    """``job(*shared, *args)`` for every args tuple, in worker processes when ``num_workers > 1``, with a
+    progress bar. ``shared`` (a tokenizer, a registry) goes to each worker once, not with every job.
+
+    Each job writes its own output atomically, so a killed run keeps what finished; workers die with it."""
     with tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs) as bar:
         if num_workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                for future in [pool.submit(job, *args) for args in jobs]:
+            workers = min(num_workers, len(jobs))
+            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(shared,)) as pool:
+                for future in [pool.submit(_call_with_shared, job, args) for args in jobs]:
                     future.result()
                     bar.update()
         else:
             for args in jobs:
-                job(*args)
+                job(*shared, *args)
                 bar.update()
 
 

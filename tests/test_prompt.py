@@ -1,4 +1,5 @@
-"""The prompt builder: spec format, prepended context, token budget cut from the oldest events, thinking switch."""
+"""The prompt builder: spec format, prepended context, token budget cut from the oldest events, thinking switch;
+the export: byte-stable whatever its work units and workers, resumable."""
 
 from __future__ import annotations
 
@@ -138,7 +139,11 @@ def test_export_is_readable_by_datasets_and_byte_stable(store, registry, index_r
     selected = select(read_index(index_root, mix), mix, registry, SelectionSettings(min_events=0))
     builder = PromptBuilder(tokenizer, 1024)
     report = export_samples(selected, store, registry, builder, tmp_path / "a", list(mix), progress=False)
-    export_samples(selected, store, registry, builder, tmp_path / "b", list(mix), progress=False)
+    # units of 3 patients (a one-shard cohort cut in many units) in 2 workers: the same bytes
+    small_units = export_samples(
+        selected, store, registry, builder, tmp_path / "b", list(mix), 2, progress=False, unit_patients=3
+    )
+    assert small_units == report
     for split in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
     data = load_dataset("json", data_files=str(tmp_path / "a" / "train.jsonl"), split="train")

@@ -43,7 +43,7 @@ from ehrr1.data.events import (
 )
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, mapping_file, pad_ndc
 from ehrr1.data.reader import MimicReader, MimicSchemaError
-from ehrr1.utils import atomic_write_json, digest, file_fingerprint, read_json, replace_dir
+from ehrr1.utils import atomic_write_json, digest, file_fingerprint, locked, read_json, replace_dir, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ class TimelineBuilder:
         marker = self.staging / f"{name}.done.json"
         if marker.exists() and final.exists():
             return read_json(marker)["rows_without_time"]
-        tmp = self.staging / f"{name}.tmp"
+        tmp = temporary_path(self.staging / name)
         con.execute(
             f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
             f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
@@ -471,7 +471,7 @@ class TimelineBuilder:
         names = [DEMOGRAPHICS, *(s.event_type for s in self.sources)]
         parts = [self.staging / n / f"shard={shard}" for n in names]
         files = [_quote(p / "*.parquet") for p in parts if p.exists()]
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = temporary_path(final)
         if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
             con.execute(
                 "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
@@ -486,6 +486,10 @@ class TimelineBuilder:
 
     # ---- driver -----------------------------------------------------------------------------------
     def build(self, progress: bool = True) -> dict:
+        with locked(self.out):
+            return self._build(progress)
+
+    def _build(self, progress: bool) -> dict:
         if self.is_complete():
             log.info("timelines in %s are up to date", self.out)
             return read_json(self.out / MANIFEST)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from ehrr1.config import ArchitectureConfig
+from ehrr1.utils import fresh_temporary, locked, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,16 @@ def build_embedded_model(
 ) -> Path:
     """Initialise and save the embedded model (with its tokenizer) atomically; reuse it when already there."""
     out = Path(out_dir)
-    if (out / "config.json").exists():
-        return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = init_random_model(arch, tokenizer, seed)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("initialised the embedded Qwen3 model (%.2f M parameters, seed %d) -> %s", n_params / 1e6, seed, out)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(out)
+    with locked(out):
+        if (out / "config.json").exists():
+            return out
+        tmp = fresh_temporary(out)
+        model = init_random_model(arch, tokenizer, seed)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info("initialised the embedded Qwen3 model (%.2f M parameters, seed %d) -> %s", n_params / 1e6, seed, out)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out)
     return out
 
 

@@ -8,7 +8,6 @@ loads it. ``<think>`` and ``</think>`` are ordinary added tokens, as in Qwen3.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
+from ehrr1.utils import fresh_temporary, locked, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, split: str = "
 def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_size: int = 4096) -> Path:
     """Train and save the embedded tokenizer atomically; reuse it when already there."""
     out = Path(out_dir)
-    if (out / "tokenizer.json").exists():
-        return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
-    train_tokenizer(texts, vocab_size).save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
+    with locked(out):
+        if (out / "tokenizer.json").exists():
+            return out
+        tmp = fresh_temporary(out)
+        log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
+        train_tokenizer(texts, vocab_size).save_pretrained(tmp)
+        replace_dir(tmp, out)
     return out
 
 

@@ -45,9 +45,11 @@ from ehrr1.utils import (
     atomic_write_text,
     digest,
     file_fingerprint,
+    locked,
     read_appended_jsonl,
     read_json,
     run_jobs,
+    temporary_path,
 )
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def extract_chunk(
                 CONCEPT_SCHEMA.names, (record["id"], task.name, split, role, m.concept, m.label, m.section), strict=True
             ):
                 rows[name].append(value)
-    tmp = Path(f"{out}.tmp")
+    tmp = temporary_path(out)
     pq.write_table(pa.table(rows, schema=CONCEPT_SCHEMA), tmp)
     tmp.replace(out)
 
@@ -233,13 +235,19 @@ def chain_rows(
 
 
 def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
-    from ehrr1.data.reader import MimicReader
     from ehrr1.pipelines import ensure_instructions, settings_of
 
     settings: SynthesisConfig = settings_of(SynthesisConfig, cfg.synthesis)
     if settings.released:
         return released_reasoning(cfg)
     inputs = {split: ensure_instructions(cfg, split) for split in settings.splits}
+    with locked(settings.dir):
+        return _synthesize_chains(cfg, settings, inputs)
+
+
+def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[str, Path]) -> dict[str, Any]:
+    from ehrr1.data.reader import MimicReader
+
     out = Path(settings.dir)
     work = out / "_work"
     settings_dict = OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
@@ -275,8 +283,9 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
                 "relation": [e.relation for e in edges] or pa.array([], pa.string()),
             }
         )
-        pq.write_table(table, work / "hierarchy.parquet.tmp")
-        (work / "hierarchy.parquet.tmp").replace(work / "hierarchy.parquet")
+        tmp = temporary_path(work / "hierarchy.parquet")
+        pq.write_table(table, tmp)
+        tmp.replace(work / "hierarchy.parquet")
     if not (work / "cooccurrence.parquet").exists():
         train = [str(concept_file[s, k]) for s, k, _, _ in chunks if s == "train"]
         if not train:
@@ -340,7 +349,7 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
     """``<split>.jsonl`` from the chunks' kept chains, in input order, and the statistics."""
     stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for split, plan in plans.items():
-        tmp = out / f"{split}.jsonl.tmp"
+        tmp = temporary_path(out / f"{split}.jsonl")
         with tmp.open("w", encoding="utf-8") as joined:
             for k in range(len(plan)):
                 for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 
+from ehrr1.utils import temporary_path
+
 COLUMNS = ("task", "target", "history", "cooc", "n_target", "n_history", "n", "lift")
 
 
@@ -38,7 +40,7 @@ def cooccurrence(
         "CREATE TEMP TABLE mentions AS SELECT DISTINCT sample, task, role, concept "
         f"FROM read_parquet({sources}) WHERE split = {_literal(split)}"
     )
-    tmp = Path(f"{out}.tmp")
+    tmp = temporary_path(out)
     rank = "row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history)"
     best = "" if top_k is None else f"QUALIFY {rank} <= {int(top_k)}"
     con.execute(

@@ -4,10 +4,11 @@ Each line: ``{"id", "messages": [system, user, assistant], "task", "kind", "metr
 "hadm_id", "target", "split", "events_dropped", "prompt_tokens"}``, readable with
 ``datasets.load_dataset("json", data_files=...)``.
 
-Timeline shards are exported in parallel processes, each to its own part files (written atomically,
-with their statistics); a killed export resumes with the shards it finished. The parts are then joined
-in shard order (patients in id order, tasks in mix order, anchors in time order), so the same selection
-always gives the same bytes.
+The work is cut into units of ``unit_patients`` patients of one timeline shard (so a one-shard cohort uses
+every worker too), exported in parallel processes, each to its own part files (written atomically, with
+their statistics); a killed export resumes with the units it finished. The parts are then joined in unit
+order (shards in order, patients in id order, tasks in mix order, anchors in time order), so the same
+selection always gives the same bytes, whatever the unit size or the number of workers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.utils import atomic_write_json, atomic_write_text, digest, read_json, run_jobs
+from ehrr1.utils import atomic_write_json, atomic_write_text, digest, locked, read_json, run_jobs, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,18 @@ def _record(task, sample: Sample, split: str, prompt) -> dict[str, Any]:
     }
 
 
-def export_shard(
+def export_unit(
     store_root: str,
-    shard: int,
-    rows: list[dict[str, Any]],
     registry: TaskRegistry,
     builder: PromptBuilder,
     task_order: list[str],
     parts: str,
+    shard: int,
+    unit: str,
+    rows: list[dict[str, Any]],
 ) -> None:
-    """Write one shard's records to ``<parts>/<split>-<shard>.jsonl`` and its statistics beside them."""
+    """Write one unit's records (``rows``, all of ``shard``) to ``<parts>/<split>-<unit>.jsonl`` and its
+    statistics beside them."""
     store, out = TimelineStore(store_root), Path(parts)
     order = {name: i for i, name in enumerate(task_order)}
     by_subject: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -87,8 +90,25 @@ def export_shard(
             counts["prompt_tokens"] += prompt.n_tokens or 0
             counts[f"label:{prompt.answer}"] += 1
     for split, split_lines in lines.items():
-        atomic_write_text(out / f"{split}-{shard:05d}.jsonl", "".join(line + "\n" for line in split_lines))
-    atomic_write_json(out / f"stats-{shard:05d}.json", stats)
+        atomic_write_text(out / f"{split}-{unit}.jsonl", "".join(line + "\n" for line in split_lines))
+    atomic_write_json(out / f"stats-{unit}.json", stats)
+
+
+def work_units(rows: list[dict[str, Any]], store: TimelineStore, unit_patients: int) -> dict[str, tuple[int, list]]:
+    """``{name: (shard, rows)}`` in join order: each shard's patients in id order, ``unit_patients`` at a time;
+    a name (``<shard>-<first patient's rank>``) depends only on the selection and the unit size."""
+    if unit_patients < 1:
+        raise ValueError(f"export.unit_patients must be >= 1, got {unit_patients}")
+    by_shard: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_shard[store.shard_of(row["subject_id"])][row["subject_id"]].append(row)
+    units: dict[str, tuple[int, list]] = {}
+    for shard in sorted(by_shard):
+        subjects = sorted(by_shard[shard])
+        for start in range(0, len(subjects), unit_patients):
+            chosen = subjects[start : start + unit_patients]
+            units[f"{shard:05d}-{start:07d}"] = (shard, [r for s in chosen for r in by_shard[shard][s]])
+    return units
 
 
 def export_samples(
@@ -100,17 +120,34 @@ def export_samples(
     task_order: list[str],
     num_workers: int = 1,
     progress: bool = True,
+    unit_patients: int = 100,
 ) -> dict[str, Any]:
     """Write ``<out_dir>/<split>.jsonl`` for every split in ``selected`` plus ``stats.json`` / ``stats.md``."""
-    out = Path(out_dir)
+    with locked(out_dir):
+        return _export(
+            selected, store, registry, builder, Path(out_dir), task_order, num_workers, progress, unit_patients
+        )
+
+
+def _export(
+    selected: pa.Table,
+    store: TimelineStore,
+    registry: TaskRegistry,
+    builder: PromptBuilder,
+    out: Path,
+    task_order: list[str],
+    num_workers: int,
+    progress: bool,
+    unit_patients: int,
+) -> dict[str, Any]:
     parts = out / PARTS
-    rows_by_shard: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in selected.to_pylist():
-        rows_by_shard[store.shard_of(row["subject_id"])].append(row)
-    splits = sorted({row["split"] for rows in rows_by_shard.values() for row in rows})
+    rows = selected.to_pylist()
+    units = work_units(rows, store, unit_patients)
+    splits = sorted({row["split"] for row in rows})
     key = digest(
         {
             "rows": selected.num_rows,
+            "unit_patients": unit_patients,
             "ids": digest(selected.to_pydict()),
             "tasks": task_order,
             "builder": [
@@ -126,23 +163,22 @@ def export_samples(
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_json(state, {"key": key})
-    todo = [s for s in sorted(rows_by_shard) if not (parts / f"stats-{s:05d}.json").exists()]
-    if len(todo) < len(rows_by_shard):
-        log.info(
-            "export resumes: %d of %d shard(s) already written", len(rows_by_shard) - len(todo), len(rows_by_shard)
-        )
-    args = [(str(store.root), s, rows_by_shard[s], registry, builder, task_order, str(parts)) for s in todo]
-    run_jobs(export_shard, args, num_workers, "export shards", progress)
+    todo = [name for name in units if not (parts / f"stats-{name}.json").exists()]
+    if len(todo) < len(units):
+        log.info("export resumes: %d of %d unit(s) already written", len(units) - len(todo), len(units))
+    shared = (str(store.root), registry, builder, task_order, str(parts))
+    jobs = [(units[name][0], name, units[name][1]) for name in todo]
+    run_jobs(export_unit, jobs, num_workers, "export units", progress, shared)
     totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    for shard in sorted(rows_by_shard):
-        for split, tasks in read_json(parts / f"stats-{shard:05d}.json").items():
-            for name, counts in tasks.items():
-                totals[split][name].update(counts)
+    for name in units:
+        for split, tasks in read_json(parts / f"stats-{name}.json").items():
+            for task_name, counts in tasks.items():
+                totals[split][task_name].update(counts)
     for split in splits:
-        tmp = out / f"{split}.jsonl.tmp"
+        tmp = temporary_path(out / f"{split}.jsonl")
         with open(tmp, "wb") as joined:
-            for shard in sorted(rows_by_shard):
-                part = parts / f"{split}-{shard:05d}.jsonl"
+            for name in units:
+                part = parts / f"{split}-{name}.jsonl"
                 if part.exists():
                     with open(part, "rb") as piece:
                         shutil.copyfileobj(piece, joined)

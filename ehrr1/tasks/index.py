@@ -25,7 +25,7 @@ from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import samples_table, shard_samples
-from ehrr1.utils import atomic_write_json, digest, read_json, run_jobs
+from ehrr1.utils import atomic_write_json, digest, locked, read_json, run_jobs, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: 
     samples = shard_samples(tasks, pq.read_table(shard_path(Path(timelines_dir), shard)))
     for task in tasks:
         final = index_shard_path(Path(out_dir), task.name, shard)
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = temporary_path(final)
         pq.write_table(samples_table(samples[task.name], SCHEMA), tmp)
         tmp.replace(final)
 
@@ -88,9 +88,13 @@ def build_index(
     progress: bool = True,
 ) -> dict[str, int]:
     """Build (or resume, or reuse) the index of ``tasks``; returns the number of samples per task."""
-    store = TimelineStore(timelines_dir)
-    out = Path(out_dir)
-    tasks = list(tasks)
+    with locked(out_dir):
+        return _build_index(TimelineStore(timelines_dir), Path(out_dir), list(tasks), num_workers, progress)
+
+
+def _build_index(
+    store: TimelineStore, out: Path, tasks: list[TaskSpec], num_workers: int, progress: bool
+) -> dict[str, int]:
     fingerprints = {t.name: _fingerprint(store, t) for t in tasks}
     pending = [t for t in tasks if not _prepare_task_dir(out, t, fingerprints[t.name])]
     work = {}
@@ -103,7 +107,13 @@ def build_index(
             "indexing %d task(s) over %d shard(s) with %d worker(s) -> %s", len(pending), len(work), num_workers, out
         )
     started = time.time()
-    jobs = [(str(store.root), shard, shard_tasks, str(out)) for shard, shard_tasks in work.items()]
+    # fewer shards than workers (a one-shard cohort): each shard's tasks in groups, one job each
+    groups = max(1, -(-num_workers // max(1, len(work))))
+    jobs = [
+        (str(store.root), shard, shard_tasks[g::groups], str(out))
+        for shard, shard_tasks in work.items()
+        for g in range(min(groups, len(shard_tasks)))
+    ]
     run_jobs(build_shard, jobs, num_workers, "index shards", progress)
     for task in pending:
         files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]

@@ -44,7 +44,7 @@ from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import trainer_kwargs
 from ehrr1.training.sft import SFTModule
-from ehrr1.utils import atomic_write_json, atomic_write_text, read_json
+from ehrr1.utils import atomic_write_json, atomic_write_text, fresh_temporary, read_json
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: P
         state = strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
         weights = {k.removeprefix("model."): v for k, v in state.items()}
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        tmp = fresh_temporary(out_dir)
         module.model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         tmp.replace(out_dir)

@@ -43,7 +43,7 @@ from ehrr1.data.synthetic.knowledge import (
     LABS,
 )
 from ehrr1.data.synthetic.simulator import PatientSimulator, ndc_of
-from ehrr1.utils import atomic_write_json, read_json
+from ehrr1.utils import atomic_write_json, fresh_temporary, locked, read_json
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,11 @@ def procedures_used() -> set[str]:
 
 def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
     """Write (or reuse) the synthetic cohort at ``root``; return its manifest with row counts per table."""
-    root = Path(root)
+    with locked(root):
+        return _generate_cohort(Path(root), settings, progress)
+
+
+def _generate_cohort(root: Path, settings: SyntheticCohortSettings, progress: bool) -> dict:
     wanted = {"version": COHORT_VERSION, **asdict(settings)}
     if (root / MANIFEST).exists():
         manifest = read_json(root / MANIFEST)
@@ -355,8 +359,7 @@ def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progres
             f"{root} is not empty and holds no synthetic cohort ({MANIFEST} missing); choose "
             "another data.root or empty it"
         )
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fresh_temporary(root)
     dx_titles = icd10_diagnosis_titles()
     missing = codes_used() - dx_titles.keys()
     if missing:
