@@ -82,6 +82,7 @@ class Pipeline(str, Enum):
     """What ``synthesize.py`` produces."""
 
     timelines = "timelines"  # (synthetic cohort if configured) -> per-patient timelines
+    index = "index"  # timelines -> the sample index of the task mix's tasks
     instructions = "instructions"  # timelines -> sample index -> selection -> EHR-Ins / EHR-Bench JSONL
     reasoning = "reasoning"  # instructions -> concepts -> co-occurrence -> thinking graphs -> chains
 
@@ -533,6 +534,9 @@ class DataPipelineConfig:
 @dataclass
 class SynthesizeConfig(DataPipelineConfig):
     pipeline: Pipeline = Pipeline.instructions
+    # [first, stop): this job indexes / exports only these timeline shards (one job of an array, e.g. on
+    # SLURM) and leaves the join to a run without it; None: all shards, then the join
+    shards: list[int] | None = None
 
 
 @dataclass

@@ -161,17 +161,48 @@ def write_by_patient(
     return {"totals": totals, "splits": report}
 
 
-def build_instructions(cfg: DictConfig) -> dict[str, Any]:
-    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test); or the
-    released EHR-Ins items of ``task_mix.released``."""
-    if cfg.task_mix.released:
-        return export_released(cfg)
+def shard_range(cfg: DictConfig, store: TimelineStore) -> range | None:
+    """``shards`` ([first, stop) of the timeline shards) as a range, checked against the timelines."""
+    shards = cfg.get("shards")
+    if shards is None:
+        return None
+    n = store.num_shards
+    if len(shards) != 2 or not 0 <= shards[0] < shards[1] <= n:
+        raise UserError(
+            f"shards={list(shards)}: expected [first, stop) with 0 <= first < stop <= {n} "
+            f"(the timelines at {store.root} have {n} shard(s))"
+        )
+    return range(shards[0], shards[1])
+
+
+def build_sample_index(cfg: DictConfig) -> tuple[dict[str, Any], TaskRegistry, dict[str, int]]:
+    """timelines -> the sample index of the task mix's tasks (only ``shards`` when given)."""
     counts = task_mix_counts(cfg)
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
     tasks = registry.select(counts)  # unknown names fail before any work
     result = prepare_timelines(cfg)
     store = TimelineStore(result["timelines_dir"])
-    build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, progress=cfg.progress)
+    shards = shard_range(cfg, store)
+    indexed = build_index(store.root, cfg.index.dir, tasks, cfg.index.num_workers, cfg.progress, shards)
+    result.update(
+        index=indexed, index_dir=str(Path(cfg.index.dir).resolve()), index_complete=len(indexed) == len(tasks)
+    )
+    return result, registry, counts
+
+
+def build_instructions(cfg: DictConfig) -> dict[str, Any]:
+    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test); or the
+    released EHR-Ins items of ``task_mix.released``. With ``shards``, only those shards' prompts (one job of
+    an array); a run without it joins them."""
+    if cfg.task_mix.released:
+        return export_released(cfg)
+    result, registry, counts = build_sample_index(cfg)
+    if not result["index_complete"]:
+        raise UserError(
+            f"the sample index at {result['index_dir']} is not complete: run `synthesize.py pipeline=index` "
+            "over every shard range first (see README, 'More than one machine')"
+        )
+    store = TimelineStore(result["timelines_dir"])
     settings = settings_of(SelectionSettings, cfg.selection)
     if cfg.task_mix.min_events is not None:
         settings = replace(settings, min_events=cfg.task_mix.min_events)
@@ -193,8 +224,10 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.export.num_workers,
         progress=cfg.progress,
         unit_patients=cfg.export.unit_patients,
+        shards=shard_range(cfg, store),
     )
-    result.update(instructions=report, export_dir=str(Path(cfg.export.dir).resolve()))
+    key = "instructions" if "totals" in report else "export_units"
+    result.update({key: report, "export_dir": str(Path(cfg.export.dir).resolve())})
     return result
 
 
@@ -218,6 +251,13 @@ def ensure_instructions(cfg: DictConfig, split: str) -> Path:
 
 def print_instructions(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
+    if "export_units" in result:  # one job of an array
+        units = result["export_units"]
+        console.print(
+            f"exported the units of shards {units['shards']}: {units['units_done']} of {units['units']} units done "
+            f"in {result['export_dir']}; join them with the same command without shards"
+        )
+        return
     report = result["instructions"]
     table = Table(title="Instruction data (" + ", ".join(f"{s}: {n}" for s, n in report["totals"].items()) + ")")
     for column in ("split", "task", "samples", "yes/no", "mean events", "mean tokens"):
@@ -237,6 +277,13 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
     if cfg.pipeline == "timelines":
         result = prepare_timelines(cfg)
         print_summary(result)
+        return result
+    if cfg.pipeline == "index":
+        result, _, counts = build_sample_index(cfg)
+        more = "" if result["index_complete"] else " (the other shard ranges are still to run)"
+        Console().print(
+            f"sample index: {len(result['index'])} of {len(counts)} task(s) complete{more} in {result['index_dir']}"
+        )
         return result
     if cfg.pipeline == "reasoning":
         from ehrr1.reasoning.pipeline import print_reasoning, synthesize_reasoning

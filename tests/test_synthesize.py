@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -133,3 +134,63 @@ def test_the_config_schema_imports_no_implementation():
     code = f"import sys, ehrr1.config; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_empty_data_folder_build_it_once_and_both_succeed(tmp_path):
+    """Two real processes start on one empty folder: one builds, the other waits on the lock (naming the
+    holder), then reuses what was built; the files equal a lone run's."""
+    import sys
+
+    def command(root: Path, run: str) -> list[str]:
+        return [
+            sys.executable, str(REPO / "synthesize.py"), f"data_root={root}", "pipeline=timelines",
+            "data.synthetic.n_patients=30", "progress=false", f"hydra.run.dir={tmp_path / 'runs' / run}",
+        ]  # fmt: skip
+
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    runs = [
+        subprocess.Popen(command(shared, f"run{i}"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert any("is being built by pid" in out and "waiting for it to finish" in out for out in outputs), outputs
+    lone = subprocess.run(command(alone, "alone"), capture_output=True, text=True, timeout=600)
+    assert lone.returncode == 0, lone.stderr
+    files = sorted(p.relative_to(alone) for p in alone.rglob("*") if p.is_file() and p.suffix != ".lock")
+    assert files == sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file() and p.suffix != ".lock")
+    for name in files:
+        if name.suffix in (".parquet", ".gz"):
+            assert (shared / name).read_bytes() == (alone / name).read_bytes(), name
+    assert not list(shared.rglob("*.tmp")), "a temporary file or folder was left behind"
+
+
+@pytest.mark.slow
+def test_shard_range_jobs_and_a_join_equal_one_job(tmp_path):
+    """The multi-machine recipe with Hydra's basic launcher: index and export as one job per shard range
+    (``-m shards=[0,2],[2,3]``), then a run without shards joins; the data equal a single job's."""
+    common = [*SMALL_DATA, "timelines.patients_per_shard=20", "index.num_workers=1", "export.num_workers=1"]
+
+    def synthesize_cli(root: Path, *args: str):
+        flags = [a for a in args if a == "-m"]
+        done = run_entry_point("synthesize.py", *flags, f"data_root={root}", *common, *args[len(flags) :], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    one, jobs = tmp_path / "one", tmp_path / "jobs"
+    synthesize_cli(one, "hydra.run.dir=runs/one")
+    synthesize_cli(jobs, "pipeline=timelines", "hydra.run.dir=runs/timelines")
+    out = synthesize_cli(jobs, "-m", "pipeline=index", "shards=[0,2],[2,3]", "hydra.sweep.dir=runs/index")
+    assert "(the other shard ranges are still to run)" in out and out.count("task(s) complete") == 2
+    out = synthesize_cli(jobs, "-m", "shards=[0,2],[2,3]", "hydra.sweep.dir=runs/export")
+    assert "units done" in out and not list(jobs.glob("instructions/**/train.jsonl"))
+    synthesize_cli(jobs, "hydra.run.dir=runs/join")
+    exported = sorted(p.relative_to(one) for p in one.glob("instructions/**/*.jsonl"))
+    assert len(exported) == 3
+    for name in exported:
+        assert (jobs / name).read_bytes() == (one / name).read_bytes(), name
+    assert json.loads((jobs / exported[0]).read_text().splitlines()[0])["id"]
+    bad = run_entry_point("synthesize.py", f"data_root={jobs}", *common, "shards=[2,9]", cwd=tmp_path)
+    assert bad.returncode == 1 and "shards=[2, 9]: expected [first, stop) with 0 <= first < stop <= 3" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 from collections import Counter, defaultdict
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -121,30 +122,34 @@ def export_samples(
     num_workers: int = 1,
     progress: bool = True,
     unit_patients: int = 100,
+    shards: range | None = None,
 ) -> dict[str, Any]:
-    """Write ``<out_dir>/<split>.jsonl`` for every split in ``selected`` plus ``stats.json`` / ``stats.md``."""
-    with locked(out_dir):
-        return _export(
-            selected, store, registry, builder, Path(out_dir), task_order, num_workers, progress, unit_patients
-        )
+    """Write ``<out_dir>/<split>.jsonl`` for every split in ``selected`` plus ``stats.json`` / ``stats.md``.
+
+    ``shards``: only the units of these timeline shards, left in ``<out_dir>/_parts`` for a run without
+    ``shards`` to join (jobs of one array run at once: each holds the output's lock only to claim it);
+    returns how many units are done then."""
+    out = Path(out_dir)
+    with locked(out) if shards is None else nullcontext():
+        units = work_units(selected.to_pylist(), store, unit_patients)
+        with locked(out):
+            parts = _claim_parts(out, _export_key(selected, unit_patients, task_order, builder))
+        mine = [name for name, (shard, _) in units.items() if shards is None or shard in shards]
+        todo = [name for name in mine if not (parts / f"stats-{name}.json").exists()]
+        if len(todo) < len(mine):
+            log.info("export resumes: %d of %d unit(s) already written", len(mine) - len(todo), len(mine))
+        shared = (str(store.root), registry, builder, task_order, str(parts))
+        jobs = [(units[name][0], name, units[name][1]) for name in todo]
+        run_jobs(export_unit, jobs, num_workers, "export units", progress, shared)
+        if shards is not None:
+            done = sum((parts / f"stats-{name}.json").exists() for name in units)
+            return {"units_done": done, "units": len(units), "shards": [shards.start, shards.stop]}
+        return _join(units, parts, out, registry, task_order)
 
 
-def _export(
-    selected: pa.Table,
-    store: TimelineStore,
-    registry: TaskRegistry,
-    builder: PromptBuilder,
-    out: Path,
-    task_order: list[str],
-    num_workers: int,
-    progress: bool,
-    unit_patients: int,
-) -> dict[str, Any]:
-    parts = out / PARTS
-    rows = selected.to_pylist()
-    units = work_units(rows, store, unit_patients)
-    splits = sorted({row["split"] for row in rows})
-    key = digest(
+def _export_key(selected: pa.Table, unit_patients: int, task_order: list[str], builder: PromptBuilder) -> str:
+    """What the parts depend on: the selection, the unit size, the task order and the prompt builder."""
+    return digest(
         {
             "rows": selected.num_rows,
             "unit_patients": unit_patients,
@@ -158,22 +163,29 @@ def _export(
             ],
         }
     )
+
+
+def _claim_parts(out: Path, key: str) -> Path:
+    """``<out>/_parts``, emptied when it holds another export's parts."""
+    parts = out / PARTS
     state = parts / "export.json"
     if parts.exists() and (not state.exists() or read_json(state)["key"] != key):
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     atomic_write_json(state, {"key": key})
-    todo = [name for name in units if not (parts / f"stats-{name}.json").exists()]
-    if len(todo) < len(units):
-        log.info("export resumes: %d of %d unit(s) already written", len(units) - len(todo), len(units))
-    shared = (str(store.root), registry, builder, task_order, str(parts))
-    jobs = [(units[name][0], name, units[name][1]) for name in todo]
-    run_jobs(export_unit, jobs, num_workers, "export units", progress, shared)
+    return parts
+
+
+def _join(
+    units: dict[str, tuple[int, list]], parts: Path, out: Path, registry: TaskRegistry, task_order: list[str]
+) -> dict[str, Any]:
+    """The units' parts joined in unit order into ``<split>.jsonl``, their statistics summed."""
     totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for name in units:
         for split, tasks in read_json(parts / f"stats-{name}.json").items():
             for task_name, counts in tasks.items():
                 totals[split][task_name].update(counts)
+    splits = sorted({row["split"] for _, rows in units.values() for row in rows})
     for split in splits:
         tmp = temporary_path(out / f"{split}.jsonl")
         with open(tmp, "wb") as joined:

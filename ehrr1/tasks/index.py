@@ -15,6 +15,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def _fingerprint(store: TimelineStore, task: TaskSpec) -> str:
     return digest({"version": INDEX_VERSION, "timelines": store.manifest["fingerprint"], "task": asdict(task)})
 
 
-def _prepare_task_dir(out: Path, task: TaskSpec, fingerprint: str) -> bool:
-    """True when the task's index is complete; otherwise make its directory ready to (re)build."""
+def _prepare_task_dir(out: Path, task: TaskSpec, fingerprint: str, clean: bool) -> bool:
+    """True when the task's index is complete; otherwise make its directory ready to (re)build (``clean``:
+    removing temporaries killed runs left, which only a run that holds the whole index may do)."""
     directory = out / task.name
     manifest = directory / "manifest.json"
     if manifest.exists() and read_json(manifest)["fingerprint"] == fingerprint:
@@ -74,8 +76,9 @@ def _prepare_task_dir(out: Path, task: TaskSpec, fingerprint: str) -> bool:
         log.warning("task %s changed (or its timelines did): rebuilding its index", task.name)
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.glob("*.tmp"):
-        leftover.unlink()
+    if clean:
+        for leftover in directory.glob("*.tmp"):
+            leftover.unlink()
     atomic_write_json(state, {"fingerprint": fingerprint})
     return False
 
@@ -86,50 +89,59 @@ def build_index(
     tasks: Iterable[TaskSpec],
     num_workers: int = 1,
     progress: bool = True,
+    shards: range | None = None,
 ) -> dict[str, int]:
-    """Build (or resume, or reuse) the index of ``tasks``; returns the number of samples per task."""
-    with locked(out_dir):
-        return _build_index(TimelineStore(timelines_dir), Path(out_dir), list(tasks), num_workers, progress)
+    """Build (or resume, or reuse) the index of ``tasks``; returns the number of samples per task whose
+    index is complete. ``shards``: only these timeline shards (one job of several, which run at once and
+    hold the output's lock only while claiming it and writing manifests); a task's manifest is written
+    by whichever run finds all of its shards done."""
+    store, out, tasks = TimelineStore(timelines_dir), Path(out_dir), list(tasks)
+    with locked(out) if shards is None else nullcontext():
+        with locked(out):
+            fingerprints = {t.name: _fingerprint(store, t) for t in tasks}
+            pending = [t for t in tasks if not _prepare_task_dir(out, t, fingerprints[t.name], shards is None)]
+        work = {}
+        for shard in shards if shards is not None else range(store.num_shards):
+            missing = [t for t in pending if not index_shard_path(out, t.name, shard).exists()]
+            if missing:
+                work[shard] = missing
+        if work:
+            log.info(
+                "indexing %d task(s) over %d shard(s) with %d worker(s) -> %s",
+                len(pending), len(work), num_workers, out,
+            )  # fmt: skip
+        started = time.time()
+        # fewer shards than workers (a one-shard cohort): each shard's tasks in groups, one job each
+        groups = max(1, -(-num_workers // max(1, len(work))))
+        jobs = [
+            (str(store.root), shard, shard_tasks[g::groups], str(out))
+            for shard, shard_tasks in work.items()
+            for g in range(min(groups, len(shard_tasks)))
+        ]
+        run_jobs(build_shard, jobs, num_workers, "index shards", progress)
+        with locked(out):
+            for task in pending:
+                files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]
+                if all(f.exists() for f in files):
+                    _write_manifest(store, out, task, fingerprints[task.name], files, time.time() - started)
+        done = [t for t in tasks if (out / t.name / "manifest.json").exists()]
+        return {t.name: read_json(out / t.name / "manifest.json")["samples"] for t in done}
 
 
-def _build_index(
-    store: TimelineStore, out: Path, tasks: list[TaskSpec], num_workers: int, progress: bool
-) -> dict[str, int]:
-    fingerprints = {t.name: _fingerprint(store, t) for t in tasks}
-    pending = [t for t in tasks if not _prepare_task_dir(out, t, fingerprints[t.name])]
-    work = {}
-    for shard in range(store.num_shards):
-        missing = [t for t in pending if not index_shard_path(out, t.name, shard).exists()]
-        if missing:
-            work[shard] = missing
-    if pending:
-        log.info(
-            "indexing %d task(s) over %d shard(s) with %d worker(s) -> %s", len(pending), len(work), num_workers, out
-        )
-    started = time.time()
-    # fewer shards than workers (a one-shard cohort): each shard's tasks in groups, one job each
-    groups = max(1, -(-num_workers // max(1, len(work))))
-    jobs = [
-        (str(store.root), shard, shard_tasks[g::groups], str(out))
-        for shard, shard_tasks in work.items()
-        for g in range(min(groups, len(shard_tasks)))
-    ]
-    run_jobs(build_shard, jobs, num_workers, "index shards", progress)
-    for task in pending:
-        files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]
-        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        atomic_write_json(
-            out / task.name / "manifest.json",
-            {
-                "fingerprint": fingerprints[task.name],
-                "task": asdict(task),
-                "num_shards": store.num_shards,
-                "samples": n,
-                "timelines": str(store.root),
-                "build_seconds": round(time.time() - started, 2),
-            },
-        )
-    return {t.name: read_json(out / t.name / "manifest.json")["samples"] for t in tasks}
+def _write_manifest(
+    store: TimelineStore, out: Path, task: TaskSpec, fingerprint: str, files: list[Path], seconds: float
+) -> None:
+    atomic_write_json(
+        out / task.name / "manifest.json",
+        {
+            "fingerprint": fingerprint,
+            "task": asdict(task),
+            "num_shards": store.num_shards,
+            "samples": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+            "timelines": str(store.root),
+            "build_seconds": round(seconds, 2),
+        },
+    )
 
 
 def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
