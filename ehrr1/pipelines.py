@@ -8,6 +8,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -210,8 +211,11 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     unknown = sorted(set(factor) - set(SPLITS))
     if unknown:
         raise UserError(f"task_mix.split_factor: {unknown} unknown; choose from {', '.join(SPLITS)}")
-    index = read_index(cfg.index.dir, counts)
-    selected = select(index, counts, registry, settings, tuple(cfg.task_mix.splits), factor)
+
+    def one_task(name: str) -> pa.Table:  # one task's index in memory at a time
+        return read_index(cfg.index.dir, [name])
+
+    selected = select(one_task, counts, registry, settings, tuple(cfg.task_mix.splits), factor)
     tokenizer = prepare_tokenizer(cfg, store)
     builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens, style=cfg.markdown.style)
     report = export_samples(

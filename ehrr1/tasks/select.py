@@ -20,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +69,26 @@ def _rng(seed: int, *parts: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(material[:8], "big"))
 
 
-def _labels(table: pa.Table) -> list[str]:
-    return ["\n".join(t) for t in table.column("target").to_pylist()]
+def _labels(table: pa.Table) -> np.ndarray:
+    return pc.binary_join(table.column("target"), "\n").to_numpy(zero_copy_only=False)
 
 
-def target_weights(targets: list[list[str]], frequency: Mapping[str, int]) -> np.ndarray:
-    """1 / mean frequency of each sample's target values (the reference's ``target_weight``)."""
-    return np.array([len(t) / sum(frequency[v] for v in t) if t else 0.0 for t in targets], dtype=float)
+def target_frequency(targets: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """How often each target value occurs over a task's samples."""
+    counts = pc.value_counts(pc.list_flatten(targets))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def target_weights(targets: pa.ChunkedArray | pa.Array, frequency: Mapping[str, int]) -> np.ndarray:
+    """1 / mean frequency of each sample's target values (the reference's ``target_weight``); 0 without any."""
+    targets = pa.chunked_array([targets]) if isinstance(targets, pa.Array) else targets
+    flat = pc.list_flatten(targets)
+    values = pa.array(list(frequency), pa.string())
+    counts = np.array(list(frequency.values()), dtype=float)[pc.index_in(flat, value_set=values).to_numpy()]
+    rows = pc.list_parent_indices(targets).to_numpy()
+    totals = np.bincount(rows, weights=counts, minlength=len(targets))
+    lengths = pc.list_value_length(targets).to_numpy(zero_copy_only=False).astype(float)
+    return np.divide(lengths, totals, out=np.zeros(len(targets)), where=lengths > 0)
 
 
 def _draw(
@@ -106,7 +118,7 @@ def _draw(
             chosen.append(rng.choice(pool, size=min(per_label, len(pool)), replace=False))
         return np.sort(np.concatenate(chosen))
     if task.is_risk or task.balance:
-        weights = target_weights(table.column("target").to_pylist(), frequency)
+        weights = target_weights(table.column("target"), frequency)
         if np.count_nonzero(weights) >= n:
             return np.sort(rng.choice(size, size=n, replace=False, p=weights / weights.sum()))
     return np.sort(rng.choice(size, size=n, replace=False))
@@ -124,7 +136,7 @@ def _filter(task: TaskSpec, rows: pa.Table, settings: SelectionSettings) -> pa.T
 
 
 def select(
-    index: pa.Table,
+    index: pa.Table | Callable[[str], pa.Table],
     mix: Mapping[str, int],
     registry: TaskRegistry,
     settings: SelectionSettings,
@@ -132,35 +144,50 @@ def select(
     split_factor: Mapping[str, float] | None = None,
 ) -> pa.Table:
     """Selected index rows with a ``split`` column, ordered by split, task (mix order), subject, anchor.
-    ``split_factor`` scales a task's count per split (``{train: 4, test: 1}``: four times as many to train on)."""
+    ``split_factor`` scales a task's count per split (``{train: 4, test: 1}``: four times as many to train on).
+
+    ``index``: the index rows, or a function giving one task's (``read_index`` of one task), so that only
+    one task's index is in memory at a time."""
     tasks = registry.select(mix)  # unknown names fail here, listing the valid ones
-    subjects = index.column("subject_id").to_pylist()
-    split_of = {s: subject_split(s, settings.split, settings.seed) for s in set(subjects)}
-    index = index.append_column("split", pa.array([split_of[s] for s in subjects], pa.string()))
-    frequency: dict[str, Counter] = {}
+    rows_of = index if callable(index) else (lambda name: index.filter(pc.equal(index.column("task"), name)))
+    chosen: dict[tuple[str, str], pa.Table] = {}
     for task in tasks:
-        targets = index.filter(pc.equal(index.column("task"), task.name)).column("target").to_pylist()
-        frequency[task.name] = Counter(v for t in targets for v in t)
-    parts = []
-    for split in splits:
-        for task in tasks:
-            mask = pc.and_(pc.equal(index.column("task"), task.name), pc.equal(index.column("split"), split))
-            rows = _filter(task, index.filter(mask), settings)
-            rows = rows.sort_by([("subject_id", "ascending"), ("event", "ascending")])
-            count = mix[task.name]
-            if count > 0 and split_factor:
-                count = max(1, round(count * split_factor.get(split, 1.0)))
-            n = wanted_count(count, settings.force_number, rows.num_rows)
-            asked = count > 0 or settings.force_number is not None
-            chosen = _draw(
-                task,
-                rows,
-                n,
-                settings.balance,
-                _rng(settings.seed, split, task.name),
-                f"{task.name}/{split}",
-                frequency[task.name],
-                warn=asked,
+        rows = rows_of(task.name)
+        frequency = target_frequency(rows.column("target"))
+        rows = rows.append_column("split", _splits(rows.column("subject_id"), settings))
+        for split in splits:
+            chosen[split, task.name] = _select_split(
+                task, rows, split, mix[task.name], settings, split_factor, frequency
             )
-            parts.append(rows.take(pa.array(chosen, type=pa.int64())))
-    return pa.concat_tables(parts) if parts else index.schema.empty_table()
+    parts = [chosen[split, task.name] for split in splits for task in tasks]
+    if parts:
+        return pa.concat_tables(parts)
+    schema = index.schema if isinstance(index, pa.Table) else None
+    return schema.append(pa.field("split", pa.string())).empty_table() if schema is not None else pa.table({})
+
+
+def _splits(subjects: pa.ChunkedArray, settings: SelectionSettings) -> pa.Array:
+    """Each row's split, from its subject (computed once per patient)."""
+    unique = pc.unique(subjects)
+    names = pa.array([subject_split(s, settings.split, settings.seed) for s in unique.to_pylist()], pa.string())
+    return names.take(pc.index_in(subjects, value_set=unique))
+
+
+def _select_split(
+    task: TaskSpec,
+    rows: pa.Table,
+    split: str,
+    count: int,
+    settings: SelectionSettings,
+    split_factor: Mapping[str, float] | None,
+    frequency: Mapping[str, int],
+) -> pa.Table:
+    rows = _filter(task, rows.filter(pc.equal(rows.column("split"), split)), settings)
+    rows = rows.sort_by([("subject_id", "ascending"), ("event", "ascending")])
+    if count > 0 and split_factor:
+        count = max(1, round(count * split_factor.get(split, 1.0)))
+    n = wanted_count(count, settings.force_number, rows.num_rows)
+    asked = count > 0 or settings.force_number is not None
+    rng = _rng(settings.seed, split, task.name)
+    positions = _draw(task, rows, n, settings.balance, rng, f"{task.name}/{split}", frequency, warn=asked)
+    return rows.take(pa.array(positions, type=pa.int64()))
