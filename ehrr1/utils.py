@@ -49,8 +49,14 @@ def locked(output: str | Path) -> Iterator[None]:
         yield
         return
     lock = output.with_name(output.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+", encoding="utf-8") as handle:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except PermissionError:  # a read-only folder: nobody can write the output there, so none to exclude
+        log.debug("no lock for %s: %s cannot be written", output, lock)
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
