@@ -10,6 +10,7 @@ from datasets import load_dataset
 
 from ehrr1.data.markdown import render_event
 from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import UserError
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import read_index
 from ehrr1.tasks.prompt import SYSTEM_PROMPT, PromptBuilder, ThinkingSwitch, generation_prompt
@@ -144,6 +145,8 @@ def test_export_is_readable_by_datasets_and_byte_stable(store, registry, index_r
         selected, store, registry, builder, tmp_path / "b", list(mix), 2, progress=False, unit_patients=3
     )
     assert small_units == report
+    with pytest.raises(UserError, match=r"export.unit_patients must be >= 1 \(patients per work unit\), got 0"):
+        export_samples(selected, store, registry, builder, tmp_path / "c", list(mix), progress=False, unit_patients=0)
     for split in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
     data = load_dataset("json", data_files=str(tmp_path / "a" / "train.jsonl"), split="train")

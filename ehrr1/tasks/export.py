@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import UserError
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
@@ -99,7 +100,7 @@ def work_units(rows: list[dict[str, Any]], store: TimelineStore, unit_patients: 
     """``{name: (shard, rows)}`` in join order: each shard's patients in id order, ``unit_patients`` at a time;
     a name (``<shard>-<first patient's rank>``) depends only on the selection and the unit size."""
     if unit_patients < 1:
-        raise ValueError(f"export.unit_patients must be >= 1, got {unit_patients}")
+        raise UserError(f"export.unit_patients must be >= 1 (patients per work unit), got {unit_patients}")
     by_shard: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         by_shard[store.shard_of(row["subject_id"])][row["subject_id"]].append(row)
