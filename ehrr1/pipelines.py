@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +25,7 @@ from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select, subject_split
-from ehrr1.utils import atomic_write_json, atomic_write_text, read_json
+from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,7 +196,9 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     released EHR-Ins items of ``task_mix.released``. With ``shards``, only those shards' prompts (one job of
     an array); a run without it joins them."""
     if cfg.task_mix.released:
-        return export_released(cfg)
+        result = export_released(cfg)
+        record_settings(Path(cfg.export.dir), instruction_settings(cfg))
+        return result
     result, registry, counts = build_sample_index(cfg)
     if not result["index_complete"]:
         raise UserError(
@@ -231,26 +233,37 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
         shards=shard_range(cfg, store),
     )
     key = "instructions" if "totals" in report else "export_units"
+    if key == "instructions":
+        record_settings(Path(cfg.export.dir), instruction_settings(cfg))
     result.update({key: report, "export_dir": str(Path(cfg.export.dir).resolve())})
     return result
 
 
-def built_from(path: Path, source: str | None) -> bool:
-    """Whether ``path`` exists and its directory's data came from ``source`` (a released file, as its
-    ``stats.json`` names it; None: built from the data source, which names none)."""
-    stats = path.parent / "stats.json"
-    made_from = read_json(stats).get("source") if stats.exists() else None
-    return path.exists() and made_from == source
+def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide the instruction data: the source, the events and their text, the tasks, the
+    selection and the prompts (not where things live, nor how many workers build them)."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, Container) else node
+
+    return {
+        "data": plain(cfg.data),
+        "timelines": {k: plain(cfg.timelines[k]) for k in ("grouping", "mapping_dir")},
+        "markdown": plain(cfg.markdown),
+        "tasks": plain(cfg.tasks),
+        "selection": plain(cfg.selection),
+        "task_mix": {k: plain(v) for k, v in cfg.task_mix.items() if k != "name"},
+        "model": {
+            k: plain(cfg.model.get(k))
+            for k in ("name", "path", "max_input_tokens", "tokenizer_vocab_size", "tokenizer_patients")
+        },
+    }
 
 
 def ensure_instructions(cfg: DictConfig, split: str) -> Path:
-    """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent."""
+    """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent or made with other
+    settings (``instruction_settings``)."""
     path = Path(cfg.export.dir) / f"{split}.jsonl"
-    wanted = str(cfg.task_mix.released) if cfg.task_mix.released else None
-    if not built_from(path, wanted):
-        log.info("no %s data from %s at %s: building it", split, wanted or "the data source", path)
-        build_instructions(cfg)
-    return path
+    return ensure_built(path, instruction_settings(cfg), lambda: build_instructions(cfg), f"{split} instruction data")
 
 
 def print_instructions(result: dict[str, Any], console: Console | None = None) -> None:

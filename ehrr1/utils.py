@@ -194,3 +194,39 @@ def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
         with path.open("r+b") as handle:
             handle.truncate(good)
     return rows
+
+
+BUILT_WITH = "built_with.json"  # the settings a directory's data was built with
+
+
+def changed_settings(directory: Path, settings: dict[str, Any]) -> list[str]:
+    """The dotted keys in which ``settings`` differ from those ``directory``'s data was built with
+    (``["(unrecorded)"]`` when nothing was recorded there)."""
+    record = directory / BUILT_WITH
+    if not record.exists():
+        return ["(unrecorded)"]
+    return _differences(read_json(record), settings)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def record_settings(directory: Path, settings: dict[str, Any]) -> None:
+    atomic_write_json(directory / BUILT_WITH, settings)
+
+
+def ensure_built(path: Path, settings: dict[str, Any], build: Callable[[], Any], what: str) -> Path:
+    """``path``, (re)built by ``build`` (which records its settings) when absent or made with other
+    ``settings``; the keys that differ are logged."""
+    changed = changed_settings(path.parent, settings) if path.exists() else []
+    if changed:
+        log.info("%s at %s was built with other settings (%s): rebuilding it", what, path.parent, ", ".join(changed))
+    elif not path.exists():
+        log.info("no %s at %s: building it", what, path)
+    if changed or not path.exists():
+        build()
+    return path

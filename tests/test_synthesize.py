@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -116,6 +117,32 @@ def test_instructions_pipeline_builds_the_smoke_mix(small_data_root, capsys):
     assert {p.name for p in export.iterdir()} >= {"train.jsonl", "val.jsonl", "test.jsonl", "stats.json", "stats.md"}
     assert sum(result["instructions"]["totals"].values()) > 100
     assert (small_data_root / "models" / "tiny" / "synthetic_n60_seed0" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_data_built_with_other_settings_is_rebuilt_naming_what_changed(small_data_root, tmp_path, caplog):
+    from ehrr1.pipelines import ensure_instructions
+
+    caplog.set_level(logging.INFO, logger="ehrr1.utils")
+
+    def labevents_train(*overrides: str) -> tuple[int, float]:
+        cfg = compose_synthesize(f"data_root={small_data_root}", *SMALL_DATA, f"export.dir={tmp_path}", *overrides)
+        path = ensure_instructions(cfg, "train")
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return sum(r["task"] == "labevents" for r in rows), path.stat().st_mtime_ns
+
+    first, built = labevents_train()
+    assert first == 6  # the smoke mix: 6 per task
+    caplog.clear()
+    assert labevents_train() == (first, built)  # the same settings: reused as it is
+    assert "rebuilding" not in caplog.text
+    fewer, _ = labevents_train("task_mix.tasks.labevents=1")
+    assert fewer == 1 and "built with other settings (task_mix.tasks.labevents): rebuilding it" in caplog.text
+    caplog.clear()
+    labevents_train("selection.split.train=0.7", "selection.split.test=0.2", "task_mix.tasks.labevents=1")
+    assert "(selection.split.test, selection.split.train)" in caplog.text
+    (tmp_path / "built_with.json").unlink()  # data of an earlier version, which recorded nothing
+    caplog.clear()
+    assert labevents_train()[0] == first and "((unrecorded)): rebuilding it" in caplog.text
 
 
 def test_unknown_task_in_a_mix_fails_before_any_work(tmp_path):

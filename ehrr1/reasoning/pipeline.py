@@ -44,10 +44,12 @@ from ehrr1.utils import (
     atomic_write_json,
     atomic_write_text,
     digest,
+    ensure_built,
     file_fingerprint,
     locked,
     read_appended_jsonl,
     read_json,
+    record_settings,
     run_jobs,
     temporary_path,
 )
@@ -308,7 +310,9 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
             write_chunk(*job, writer=writer)
     else:
         run_jobs(write_chunk, args, settings.num_workers, "chains", cfg.progress)
-    return join_outputs(out, work, plans)
+    report = join_outputs(out, work, plans)
+    record_settings(out, reasoning_settings(cfg))
+    return report
 
 
 def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
@@ -404,23 +408,24 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
         raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
     out = Path(cfg.synthesis.dir)
     report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
+    record_settings(out, reasoning_settings(cfg))
     return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
 
 
-def ensure_reasoning(cfg: DictConfig) -> Path:
-    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured) when absent, or the
-    released reasoning items of ``synthesis.released``; data made from another source is rebuilt."""
-    from ehrr1.pipelines import built_from
+def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
+    """What decides the reasoning data: the instruction data it reads and the synthesis settings."""
+    from ehrr1.pipelines import instruction_settings
 
+    synthesis = {k: v for k, v in OmegaConf.to_container(cfg.synthesis, resolve=True).items() if k != "dir"}
+    return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
+
+
+def ensure_reasoning(cfg: DictConfig) -> Path:
+    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured), or the released
+    reasoning items of ``synthesis.released``, when absent or made with other settings."""
     path = Path(cfg.synthesis.dir) / "train.jsonl"
-    wanted = str(cfg.synthesis.released) if cfg.synthesis.released else None
-    if not built_from(path, wanted):
-        log.info("no reasoning data from %s at %s: building it", wanted or "synthesis", path)
-        if wanted:
-            released_reasoning(cfg)
-        else:
-            synthesize_reasoning(cfg)
-    return path
+    build = released_reasoning if cfg.synthesis.released else synthesize_reasoning
+    return ensure_built(path, reasoning_settings(cfg), lambda: build(cfg), "reasoning data")
 
 
 def print_reasoning(report: dict[str, Any], console: Any = None) -> None:
