@@ -242,6 +242,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
 def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that decide the instruction data: the source, the events and their text, the tasks, the
     selection and the prompts (not where things live, nor how many workers build them)."""
+
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True) if isinstance(node, Container) else node
 
