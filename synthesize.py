@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from ehrr1.config import register_configs
+from ehrr1.config import register_configs, validate
 from ehrr1.errors import report_user_errors
 
 register_configs("synthesize_schema")
@@ -12,6 +12,7 @@ register_configs("synthesize_schema")
 @hydra.main(version_base="1.3", config_path="conf", config_name="synthesize")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    validate(cfg)  # every setting in its range before any work
     from ehrr1.pipelines import synthesize  # here, not at the top: --help and --cfg job stay fast
 
     synthesize(cfg)

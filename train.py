@@ -4,7 +4,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ehrr1.config import register_configs
+from ehrr1.config import register_configs, validate
 from ehrr1.errors import report_user_errors
 
 register_configs("train_schema")
@@ -13,6 +13,7 @@ register_configs("train_schema")
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    validate(cfg)  # every setting in its range before any work
     from ehrr1.training.curriculum import train  # here, not at the top: --help and --cfg job stay fast
 
     train(cfg, overrides=list(HydraConfig.get().overrides.task))

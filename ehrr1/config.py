@@ -9,12 +9,68 @@ too: the schema is a leaf that imports no implementation, so ``--help`` and ``--
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import difflib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ehrr1.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting may lie: its bounds, and sentinel values allowed outside them (-1: all)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple[float, ...] = ()
+
+    def expected(self) -> str:
+        limits = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        bounds = " and ".join(f"{op} {v:g}" for op, v in limits if v is not None)
+        return " or ".join([bounds, *(f"{v:g}" for v in self.also)])
+
+    def holds(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if not math.isfinite(value):
+            return False
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+
+def checked(default: Any, **bounds: Any) -> Any:
+    """A dataclass field whose value :func:`validate` checks against ``Range(**bounds)`` (None always passes)."""
+    return field(default=default, metadata={"range": Range(**bounds)})
+
+
+def did_you_mean(value: str, choices: Iterator[str] | list[str] | tuple[str, ...]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"{hint}choose from {', '.join(choices)}"
+
+
+def known_split(at: str, value: str | None) -> list[str]:
+    if value is None or value in SPLITS:
+        return []
+    return [f"{at}={value}: unknown split; {did_you_mean(value, SPLITS)}"]
+
 
 # Settings that implementation modules take as arguments: defined here, so this module imports none of them.
 
@@ -37,9 +93,9 @@ class EventGrouping(str, Enum):
 
 @dataclass
 class TimelineBuildSettings:
-    patients_per_shard: int = 2000
+    patients_per_shard: int = checked(2000, ge=1)
     memory_limit: str = "4GB"
-    threads: int = 0  # 0: DuckDB's default (all cores)
+    threads: int = checked(0, ge=0)  # 0: DuckDB's default (all cores)
     keep_staging: bool = False
     grouping: EventGrouping = EventGrouping.runs
     mapping_dir: str | None = None  # d_ccs_diagnoses / d_ccs_procedures / d_atc_prescriptions CSVs
@@ -47,33 +103,50 @@ class TimelineBuildSettings:
 
 @dataclass
 class SyntheticCohortSettings:
-    n_patients: int = 2000
+    n_patients: int = checked(2000, ge=1)
     seed: int = 0
 
 
 @dataclass
 class SplitRatios:
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
+    train: float = checked(0.8, ge=0)
+    val: float = checked(0.1, ge=0)
+    test: float = checked(0.1, ge=0)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        total = sum(float(node[s]) for s in SPLITS)
+        if math.isfinite(total) and abs(total - 1) > 1e-6:
+            shares = ", ".join(f"{s} {node[s]:g}" for s in SPLITS)
+            return [f"{at}: the split shares must sum to 1, got {total:g} ({shares})"]
+        return []
 
 
 @dataclass
 class SelectionSettings:
-    force_number: float | None = None
-    min_events: int = 10
-    max_events: int = 100
+    force_number: float | None = checked(None, gt=0)  # >= 1: that many per task; < 1: that share of each count
+    min_events: int = checked(10, ge=0)
+    max_events: int = checked(100, ge=1)
     balance: bool = True
     seed: int = 0
     split: SplitRatios = field(default_factory=SplitRatios)
 
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        if node.min_events >= node.max_events:
+            return [
+                f"{at}.min_events={node.min_events} must be below {at}.max_events={node.max_events}: "
+                "no sample could have a context between them"
+            ]
+        return []
+
 
 @dataclass
 class SamplingParams:
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off
-    max_tokens: int = 2048
+    temperature: float = checked(0.0, ge=0)  # 0: greedy
+    top_p: float = checked(1.0, gt=0, le=1)
+    top_k: int = checked(0, ge=0)  # 0: off
+    max_tokens: int = checked(2048, ge=1)
     seed: int = 0
     choices: tuple[str, ...] | None = None  # one answer token among these words' first tokens (yes, no)
 
@@ -97,12 +170,29 @@ class ModulesConfig:
     note: str | None = None
 
 
+class OnDuplicates(str, Enum):
+    """Rows repeating a primary key (hadm_id of admissions, stay_id of icustays / edstays, subject_id of patients)."""
+
+    error = "error"  # stop, naming the file and lines
+    drop = "drop"  # keep the first row of each key (counted in the build summary)
+    keep = "keep"  # use them as they are (counted): every record joined to them is repeated
+
+
+class EmptyTables(str, Enum):
+    """A required table whose file has a header and no rows (patients and admissions: always an error)."""
+
+    error = "error"
+    warn = "warn"  # its events are absent (a small synthetic cohort may have no procedures)
+
+
 @dataclass
 class DataConfig:
     name: str = MISSING  # names the derived artefacts (timelines, ...) of this data source
     root: str = MISSING
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     synthetic: SyntheticCohortSettings | None = None  # set: generate the cohort at ``root`` first
+    on_duplicates: OnDuplicates = OnDuplicates.error
+    empty_tables: EmptyTables = EmptyTables.error
 
 
 @dataclass
@@ -128,16 +218,23 @@ class WeightsDtype(str, Enum):
 class ArchitectureConfig:
     """A Qwen3-architecture shape: the embedded model's, or any model initialised at random (``path: null``)."""
 
-    hidden_size: int = 128
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    head_dim: int = 32
-    intermediate_size: int = 384
-    max_position_embeddings: int = 4096
-    rope_theta: float = 1_000_000.0
+    hidden_size: int = checked(128, ge=1)
+    num_hidden_layers: int = checked(4, ge=1)
+    num_attention_heads: int = checked(4, ge=1)
+    num_key_value_heads: int = checked(2, ge=1)
+    head_dim: int = checked(32, ge=1)
+    intermediate_size: int = checked(384, ge=1)
+    max_position_embeddings: int = checked(4096, ge=1)
+    rope_theta: float = checked(1_000_000.0, gt=0)
     tie_word_embeddings: bool = True
-    vocab_size: int | None = None  # None: the tokenizer's size
+    vocab_size: int | None = checked(None, ge=1)  # None: the tokenizer's size
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        heads, kv = node.num_attention_heads, node.num_key_value_heads
+        if heads >= 1 and kv >= 1 and heads % kv:
+            return [f"{at}.num_attention_heads={heads} must be a multiple of {at}.num_key_value_heads={kv}"]
+        return []
 
 
 @dataclass
@@ -151,10 +248,10 @@ class ModelConfig:
     dtype: WeightsDtype = WeightsDtype.float32
     attn_implementation: AttentionImplementation = AttentionImplementation.auto
     thinking_switch: ThinkingSwitch = ThinkingSwitch.enable_thinking
-    max_input_tokens: int = 8192  # prompt budget: the EHR is cut from its oldest events to fit
-    context_length: int = 8192  # longest training sequence (prompt + answer)
-    tokenizer_vocab_size: int = 4096  # embedded tokenizer only
-    tokenizer_patients: int = 500  # embedded tokenizer: patients whose markdown it is trained on
+    max_input_tokens: int = checked(8192, ge=1)  # prompt budget: the EHR is cut from its oldest events to fit
+    context_length: int = checked(8192, ge=1)  # longest training sequence (prompt + answer)
+    tokenizer_vocab_size: int = checked(4096, ge=300)  # embedded tokenizer only (256 bytes, specials, merges)
+    tokenizer_patients: int = checked(500, ge=1)  # embedded tokenizer: patients whose markdown it is trained on
 
 
 @dataclass
@@ -167,7 +264,22 @@ class TaskMixConfig:
     released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     split_factor: dict[str, float] = field(default_factory=dict)  # a task's count times this per split (default 1)
-    min_events: int | None = None  # this mix's context filter minimum (None: selection.min_events)
+    min_events: int | None = checked(None, ge=0)  # this mix's context filter minimum (None: selection.min_events)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        found = [
+            f"{at}.tasks.{task}={n}: a count must be >= 1, or -1 / 0 for all of the task's samples"
+            for task, n in (node.tasks or {}).items()
+            if n < -1
+        ]
+        for split, factor in (node.split_factor or {}).items():
+            if split not in SPLITS:
+                found.append(f"{at}.split_factor.{split}: unknown split; {did_you_mean(split, SPLITS)}")
+            elif not factor >= 0:
+                found.append(f"{at}.split_factor.{split}={factor}: must be >= 0")
+        found += [p for s in node.splits for p in known_split(f"{at}.splits", s)]
+        return found
 
 
 @dataclass
@@ -180,14 +292,14 @@ class TasksConfig:
 @dataclass
 class IndexConfig:
     dir: str = MISSING
-    num_workers: int = 2
+    num_workers: int = checked(2, ge=1)
 
 
 @dataclass
 class ExportConfig:
     dir: str = MISSING
-    num_workers: int = 2  # processes over work units (prompt rendering and token counting)
-    unit_patients: int = 100  # patients per work unit; the output does not depend on it
+    num_workers: int = checked(2, ge=1)  # processes over work units (prompt rendering and token counting)
+    unit_patients: int = checked(100, ge=1)  # patients per work unit; the output does not depend on it
 
 
 class Objective(str, Enum):
@@ -209,17 +321,24 @@ class Toggle(str, Enum):
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-5
-    weight_decay: float = 0.0
+    lr: float = checked(2e-5, gt=0)
+    weight_decay: float = checked(0.0, ge=0)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    eps: float = checked(1e-8, gt=0)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        betas = list(node.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            return [f"{at}.betas={betas}: expected two values in [0, 1)"]
+        return []
 
 
 @dataclass
 class ScheduleConfig:
     scheduler: Scheduler = Scheduler.cosine
-    warmup_ratio: float = 0.03  # share of the optimiser steps spent warming up linearly from 0
-    min_lr_ratio: float = 0.0  # the learning rate the decay ends at, as a share of ``optim.lr``
+    warmup_ratio: float = checked(0.03, ge=0, le=1)  # share of the optimiser steps spent warming up from 0
+    min_lr_ratio: float = checked(0.0, ge=0, le=1)  # the learning rate the decay ends at, as a share of optim.lr
 
 
 class LossType(str, Enum):
@@ -257,9 +376,9 @@ class RewardWeights:
 @dataclass
 class LoraConfig:
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = checked(16, ge=1)
+    alpha: int = checked(32, ge=1)
+    dropout: float = checked(0.05, ge=0, lt=1)
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -269,24 +388,24 @@ class LoraConfig:
 class GRPOConfig:
     """Curriculum stage 3 (``stage=rl``): GRPO with verifiable rewards."""
 
-    prompts_per_step: int = 2  # prompts per generation batch (each sampled group_size times)
-    group_size: int = 8
-    num_iterations: int = 1  # policy updates per generation batch (old log-probs cached)
-    max_completion_tokens: int = 1024
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 20
-    epsilon_low: float = 0.2
-    epsilon_high: float = 0.2
-    beta: float = 0.0  # KL (k3) to the frozen reference; 0: no reference model
+    prompts_per_step: int = checked(2, ge=1)  # prompts per generation batch (each sampled group_size times)
+    group_size: int = checked(8, ge=2)  # completions per prompt; one alone has no group to be compared with
+    num_iterations: int = checked(1, ge=1)  # policy updates per generation batch (old log-probs cached)
+    max_completion_tokens: int = checked(1024, ge=1)
+    temperature: float = checked(0.7, gt=0)  # a group needs sampled, different completions
+    top_p: float = checked(0.95, gt=0, le=1)
+    top_k: int = checked(20, ge=0)
+    epsilon_low: float = checked(0.2, ge=0)
+    epsilon_high: float = checked(0.2, ge=0)
+    beta: float = checked(0.0, ge=0)  # KL (k3) to the frozen reference; 0: no reference model
     loss_type: LossType = LossType.grpo
     scale_rewards: RewardScale = RewardScale.group
     rewards: RewardWeights = field(default_factory=RewardWeights)
     rollout: RolloutBackend = RolloutBackend.hf
-    vllm_gpu_memory_utilization: float = 0.3  # vllm rollouts share the GPU with training
+    vllm_gpu_memory_utilization: float = checked(0.3, gt=0, le=1)  # vllm rollouts share the GPU with training
     lora: LoraConfig = field(default_factory=LoraConfig)
     tasks: list[str] | None = None  # the RL task mix: these tasks of the stage's data; None: all
-    max_prompts: int | None = None  # at most this many prompts (a seeded draw); None: all
+    max_prompts: int | None = checked(None, ge=1)  # at most this many prompts (a seeded draw); None: all
 
 
 class LossOn(str, Enum):
@@ -307,25 +426,25 @@ class StageConfig:
     objective: Objective = Objective.sft
     data: str = MISSING  # directory holding train.jsonl and val.jsonl (chat records)
     init: str | None = None  # weights to start from; None: the previous stage's, or the model's
-    epochs: int = 1
-    max_steps: int = -1  # optimiser steps; -1: as many as the epochs take
-    micro_batch_size: int = 1  # sequences per forward pass (packed: bins of max_seq_len tokens)
-    grad_accum: int = 1  # micro-batches per optimiser step
-    max_seq_len: int | None = None  # None: model.context_length; longer examples are left out (counted)
+    epochs: int = checked(1, ge=1)
+    max_steps: int = checked(-1, ge=1, also=(-1,))  # optimiser steps; -1: as many as the epochs take
+    micro_batch_size: int = checked(1, ge=1)  # sequences per forward pass (packed: bins of max_seq_len tokens)
+    grad_accum: int = checked(1, ge=1)  # micro-batches per optimiser step
+    max_seq_len: int | None = checked(None, ge=1)  # None: model.context_length; longer examples are left out
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
     # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
     loss_on: LossOn = LossOn.completion  # sft: which tokens are trained (the reference's SFT: all)
-    answer_weight: float = 1.0  # sft, loss_on=all: an assistant token's loss weight (a prompt token's: 1)
+    answer_weight: float = checked(1.0, gt=0)  # sft, loss_on=all: an assistant token's loss weight (prompt: 1)
     loss_per: LossPer = LossPer.token  # sft: answers weigh per token, or per example (answer_weight each)
-    gradient_clip: float | None = 1.0
+    gradient_clip: float | None = checked(1.0, gt=0)
     gradient_checkpointing: bool = False
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    val_every_n_steps: int | None = None  # None: at the end of each epoch
-    val_max_batches: int | None = None  # None: the whole val split
-    log_every_n_steps: int = 10
-    checkpoint_every_n_steps: int = 50  # resumable Lightning checkpoints (the last one is kept)
+    val_every_n_steps: int | None = checked(None, ge=1)  # None: at the end of each epoch
+    val_max_batches: int | None = checked(None, ge=1)  # None: the whole val split
+    log_every_n_steps: int = checked(10, ge=1)
+    checkpoint_every_n_steps: int = checked(50, ge=1)  # resumable Lightning checkpoints (the last one is kept)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)  # objective grpo only
 
 
@@ -349,19 +468,32 @@ class DeepSpeedConfig:
     offload_parameters: bool = False
 
 
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "32", "16", "bf16")
+
+
 @dataclass
 class HardwareConfig:
     """Where training runs: Lightning accelerator, devices, strategy and precision (``conf/hardware/``)."""
 
     name: str = MISSING
     accelerator: str = "cpu"  # cpu, gpu, auto
-    devices: int = 1  # per node; -1: all visible
-    num_nodes: int = 1
+    devices: int = checked(1, ge=1, also=(-1,))  # per node; -1: all visible
+    num_nodes: int = checked(1, ge=1)
     strategy: Strategy = Strategy.auto
     precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed, bf16-true, 16-mixed
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-    dataloader_workers: int = 0
+    dataloader_workers: int = checked(0, ge=0)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        found = []
+        if node.accelerator not in ACCELERATORS:
+            found.append(f"{at}.accelerator={node.accelerator}: {did_you_mean(node.accelerator, ACCELERATORS)}")
+        if str(node.precision) not in PRECISIONS:
+            found.append(f"{at}.precision={node.precision}: {did_you_mean(str(node.precision), PRECISIONS)}")
+        return found
 
 
 class LoggerKind(str, Enum):
@@ -396,16 +528,16 @@ class BackendConfig:
     base_url: str = "http://localhost:8000/v1"  # openai: the server
     served_model: str | None = None  # openai: the model name the server knows (None: the model path)
     tokenizer: str | None = None  # openai: where the chat template comes from (None: the model path)
-    concurrency: int = 8  # openai: requests in flight
-    timeout_s: float = 300.0
-    max_retries: int = 4  # openai: on connection errors, 429 and 5xx, with exponential back-off
-    backoff_s: float = 1.0
+    concurrency: int = checked(8, ge=1)  # openai: requests in flight
+    timeout_s: float = checked(300.0, gt=0)
+    max_retries: int = checked(4, ge=0)  # openai: on connection errors, 429 and 5xx, with exponential back-off
+    backoff_s: float = checked(1.0, ge=0)
     allow_remote: bool = False  # openai: a server not on this machine receives EHR text: opt in explicitly
     api_key_env: str = "OPENAI_API_KEY"
-    tensor_parallel_size: int = 1  # vllm: GPUs per replica
-    data_parallel_size: int = 1  # vllm: replicas, each its own process and GPUs
-    max_model_len: int | None = None  # vllm: None: what the model's config allows
-    gpu_memory_utilization: float = 0.9  # vllm: share of each GPU for weights and KV cache
+    tensor_parallel_size: int = checked(1, ge=1)  # vllm: GPUs per replica
+    data_parallel_size: int = checked(1, ge=1)  # vllm: replicas, each its own process and GPUs
+    max_model_len: int | None = checked(None, ge=1)  # vllm: None: what the model's config allows
+    gpu_memory_utilization: float = checked(0.9, gt=0, le=1)  # vllm: share of each GPU for weights and KV cache
     enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
     enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)
 
@@ -435,7 +567,7 @@ class KeepChains(str, Enum):
 class ExtractorConfig:
     name: str = "dictionary"  # dictionary (licence-free) or quickumls (your UMLS installation)
     quickumls_path: str | None = None  # quickumls: the QuickUMLS index built from your UMLS release
-    threshold: float = 0.9  # quickumls: minimum similarity
+    threshold: float = checked(0.9, gt=0, le=1)  # quickumls: minimum similarity
     free_text: bool = True  # quickumls: also the terms of free text (radiology and discharge notes, admission info)
 
 
@@ -451,10 +583,10 @@ class SupportOn(str, Enum):
 
 @dataclass
 class CooccurrenceConfig:
-    min_support: int = 5  # training samples holding both concepts (support_on=history: the history concept)
+    min_support: int = checked(5, ge=1)  # training samples holding both concepts (support_on=history: the history)
     support_on: SupportOn = SupportOn.pair
-    min_lift: float = 5.0  # keep pairs with lift above this
-    top_k: int = 20  # pairs kept per target concept
+    min_lift: float = checked(5.0, ge=0)  # keep pairs with lift above this
+    top_k: int = checked(20, ge=1)  # pairs kept per target concept
     top_k_per: TopKPer = TopKPer.target
 
 
@@ -463,8 +595,8 @@ class GraphConfig:
     relations: list[str] = field(default_factory=lambda: ["cooccurrence", "hierarchy"])  # and/or umls
     umls_mrrel: str | None = None  # umls: path to MRREL.RRF of your UMLS release
     umls_relations: list[str] = field(default_factory=lambda: ["RB", "RN", "RO", "PAR", "CHD"])
-    max_hops: int = 2  # path length bound of the search from a target to the history
-    max_paths: int = 3  # paths kept per target concept
+    max_hops: int = checked(2, ge=1)  # path length bound of the search from a target to the history
+    max_paths: int = checked(3, ge=1)  # paths kept per target concept
     filter_nograph: bool = True  # drop samples whose targets reach no history concept
 
 
@@ -473,12 +605,12 @@ class WriterConfig:
     kind: WriterKind = WriterKind.template
     model_path: str | None = None  # llm: the writing model (HF dir / hub id / served name); None: model.path
     backend: BackendConfig = field(default_factory=BackendConfig)  # llm: hf, vllm or openai
-    max_tokens: int = 1024
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 32  # chains per generate call (each batch is saved before the next)
+    max_tokens: int = checked(1024, ge=1)
+    temperature: float = checked(0.7, ge=0)
+    top_p: float = checked(0.95, gt=0, le=1)
+    batch_size: int = checked(32, ge=1)  # chains per generate call (each batch is saved before the next)
     prompt: ChainPrompt = ChainPrompt.ehrr1
-    chains_per_sample: int = 1  # llm: chains drawn per sample (seed, seed + 1, ...); the reference draws 3
+    chains_per_sample: int = checked(1, ge=1)  # llm: chains drawn per sample (seed, seed + 1, ...); reference: 3
     keep: KeepChains = KeepChains.first
 
 
@@ -497,15 +629,19 @@ class SynthesisConfig:
     cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
-    min_answer_recall: float = 1.0  # decision chains: share of the answer their final results must name
+    min_answer_recall: float = checked(1.0, ge=0, le=1)  # decision chains: share of the answer results must name
     chain_filter: ChainFilter = ChainFilter.ehrr1
     decision_only: bool = False  # chains for decision tasks only (the reference); risk records get none
     plain: PlainRecords = PlainRecords.none  # instruction records written beside the chains, answered directly
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
     released: str | None = None  # released EHR-Ins reasoning items (file / folder) instead of synthesis
-    num_workers: int = 2  # processes over chunks (extraction; template writing)
-    chunk_size: int = 2000  # records per chunk: the unit of caching and resume
+    num_workers: int = checked(2, ge=1)  # processes over chunks (extraction; template writing)
+    chunk_size: int = checked(2000, ge=1)  # records per chunk: the unit of caching and resume
     seed: int = 0
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        return [p for s in node.splits for p in known_split(f"{at}.splits", s)]
 
 
 @dataclass
@@ -529,6 +665,7 @@ class DataPipelineConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     progress: bool = True
+    debug: bool = False  # user errors show their traceback too (as HYDRA_FULL_ERROR=1 does)
 
 
 @dataclass
@@ -545,10 +682,14 @@ class AfterTrainingConfig:
 
     enabled: bool = True
     split: str = "test"
-    limit: int | None = None  # samples per task
-    batch_size: int = 8
-    max_tokens: int = 64
+    limit: int | None = checked(None, ge=1)  # samples per task
+    batch_size: int = checked(8, ge=1)
+    max_tokens: int = checked(64, ge=1)
     thinking: bool = False
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        return known_split(f"{at}.split", node.split)
 
 
 @dataclass
@@ -582,9 +723,9 @@ class BenchConfig:
 class TabularSettings:
     """The tabular baseline (``tabular.*``): per task, logistic regressions on concept counts."""
 
-    max_train_per_task: int = 5000  # training samples per task (the first in file order): bounded memory
-    max_labels: int = 200  # decision tasks: answers of the vocabulary modelled, the most frequent
-    C: float = 1.0  # inverse regularisation strength of every logistic regression
+    max_train_per_task: int = checked(5000, ge=1)  # training samples per task (the first in file order)
+    max_labels: int = checked(200, ge=1)  # decision tasks: answers of the vocabulary modelled, the most frequent
+    C: float = checked(1.0, gt=0)  # inverse regularisation strength of every logistic regression
     seed: int = 0
 
 
@@ -601,19 +742,70 @@ class EvaluateConfig(DataPipelineConfig):
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
     risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no (the reference's protocol)
     candidates_prompt: bool = False  # baseline models: the reference's candidate list and answer rules
-    max_prompt_tokens: int | None = None  # longer prompts keep their last tokens, as the reference cuts
-    batch_size: int | None = None  # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
-    limit: int | None = None  # samples per task; None: all
+    max_prompt_tokens: int | None = checked(None, ge=1)  # longer prompts keep their last tokens (the reference)
+    batch_size: int | None = checked(None, ge=1)  # prompts per generate call; None: the backend's (hf 8, vllm 1024)
+    limit: int | None = checked(None, ge=1)  # samples per task; None: all
     only_tasks: list[str] | None = None  # None: every task of the split
     split: str = "test"
     train_run: str | None = None  # a train.py run directory: evaluate its last trained stage
     output_dir: str | None = None  # None: outputs/evaluate/<model>/<task mix>/<split>
-    bootstrap: int = 1000  # resamples for the 95 % intervals
+    bootstrap: int = checked(1000, ge=1)  # resamples for the 95 % intervals
     seed: int = 0
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind=LoggerKind.none))
     log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
     baselines: list[Baseline] = field(default_factory=lambda: [Baseline.most_frequent, Baseline.tabular])
     tabular: TabularSettings = field(default_factory=TabularSettings)  # the tabular baseline's models
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        found = known_split("split", node.split)
+        if node.train_run and node.model.path:
+            found.append(
+                f"train_run={node.train_run} and model.path={node.model.path} both name the weights to evaluate: "
+                "set one of them"
+            )
+        return found
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every setting against its range and every node's cross-field rules, before any work starts."""
+    found = list(_problems(cfg, ""))
+    if found:
+        head = "invalid setting" if len(found) == 1 else f"{len(found)} invalid settings"
+        raise ConfigError(head + ":\n  " + "\n  ".join(found))
+
+
+def _problems(node: DictConfig, at: str) -> Iterator[str]:
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        for f in fields(schema):
+            bounds = f.metadata.get("range")
+            value = _value(node, f.name)
+            if bounds is not None and isinstance(value, int | float) and not bounds.holds(value):
+                yield f"{at}{f.name} must be {bounds.expected()}, got {value}"
+        cross = getattr(schema, "problems", None)
+        if cross is not None:
+            with contextlib.suppress(OmegaConfBaseException):  # unresolved or missing: checked where it is used
+                yield from cross(node, at.rstrip("."))
+    for key in node:
+        child = _value(node, str(key), raw=True)
+        if not isinstance(child, DictConfig | ListConfig) or child._is_none() or child._is_missing():
+            continue
+        if isinstance(child, DictConfig):
+            yield from _problems(child, f"{at}{key}.")
+        else:
+            for i in range(len(child)):
+                item = child._get_node(i)
+                if isinstance(item, DictConfig) and not item._is_none():
+                    yield from _problems(item, f"{at}{key}[{i}].")
+
+
+def _value(node: DictConfig, key: str, raw: bool = False) -> Any:
+    """``node[key]`` resolved, or None where it is missing or cannot be resolved yet (``${now:...}``)."""
+    try:
+        return node._get_node(key) if raw else OmegaConf.select(node, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return None
 
 
 SCHEMAS = {"synthesize_schema": SynthesizeConfig, "train_schema": TrainConfig, "evaluate_schema": EvaluateConfig}

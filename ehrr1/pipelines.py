@@ -18,7 +18,7 @@ from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
-from ehrr1.errors import UserError
+from ehrr1.errors import ConfigError, UserError
 from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
@@ -65,7 +65,7 @@ def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
     if data.synthetic is not None:
         cohort = generate_cohort(data.root, settings_of(SyntheticCohortSettings, data.synthetic), progress=cfg.progress)
     modules = {name: path for name, path in data.modules.items() if path is not None}
-    reader = MimicReader(modules)
+    reader = MimicReader(modules, on_duplicates=data.on_duplicates.value, empty_tables=data.empty_tables.value)
     settings = settings_of(TimelineBuildSettings, cfg.timelines)
     manifest = build_timelines(reader, cfg.timelines.dir, settings, progress=cfg.progress)
     return {"cohort": cohort, "timelines": manifest, "timelines_dir": str(Path(cfg.timelines.dir).resolve())}
@@ -91,6 +91,12 @@ def print_summary(result: dict[str, Any], console: Console | None = None) -> Non
         )
     if manifest["skipped_event_types"]:
         console.print(f"skipped event types (tables absent): {', '.join(manifest['skipped_event_types'])}")
+    if manifest.get("empty_tables"):
+        console.print(f"tables with no rows (their events are absent): {', '.join(manifest['empty_tables'])}")
+    repeated = manifest.get("repeated_keys", {})
+    if repeated.get("rows"):
+        rows = ", ".join(f"{table} {n}" for table, n in repeated["rows"].items())
+        console.print(f"rows repeating a primary key ({'dropped' if repeated['policy'] == 'drop' else 'kept'}): {rows}")
     console.print(f"timelines: {result['timelines_dir']}")
 
 
@@ -98,10 +104,10 @@ def task_mix_counts(cfg: DictConfig) -> dict[str, int]:
     mix = cfg.task_mix
     counts = load_data_config(mix.file) if mix.file else dict(mix.tasks)
     if not counts:
-        raise ValueError(f"task_mix '{mix.name}' names no tasks: set task_mix.tasks or task_mix.file")
+        raise ConfigError(f"task_mix '{mix.name}' names no tasks: set task_mix.tasks or task_mix.file")
     unknown = [s for s in mix.splits if s not in SPLITS]
     if unknown:
-        raise ValueError(f"task_mix.splits: {unknown} unknown; choose from {', '.join(SPLITS)}")
+        raise ConfigError(f"task_mix.splits: {unknown} unknown; choose from {', '.join(SPLITS)}")
     return counts
 
 
@@ -111,7 +117,7 @@ def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
     if model.path is not None:
         return load_tokenizer(model.path)
     if model.embedded_dir is None:
-        raise ValueError(f"model '{model.name}': set model.path (a directory or hub id) or model.embedded_dir")
+        raise ConfigError(f"model '{model.name}': set model.path (a directory or hub id) or model.embedded_dir")
 
     def texts():
         for i, timeline in enumerate(store):

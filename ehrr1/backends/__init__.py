@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ehrr1.config import SamplingParams
+from ehrr1.errors import ConfigError
 from ehrr1.think import THINK_CLOSE
 
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
@@ -50,7 +51,7 @@ REGISTRY = {
 def load_backend(name: str, **settings: Any) -> Backend:
     """The backend ``name`` built with ``settings``; its module is imported only now."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown backend '{name}': choose from {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown backend '{name}': choose from {', '.join(sorted(REGISTRY))}")
     module, cls, install = REGISTRY[name]
     try:
         backend_cls = getattr(importlib.import_module(module), cls)
@@ -86,7 +87,7 @@ def choice_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
     """The first token of each word (as the reference biases them); two words sharing one is an error."""
     ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"the answer words {words} share a first token: a one-token answer cannot tell them apart")
+        raise ConfigError(f"the answer words {words} share a first token: a one-token answer cannot tell them apart")
     return ids
 
 

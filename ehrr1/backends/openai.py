@@ -4,7 +4,9 @@ Prompts are sent as text with the chat template already applied (by the model's 
 server sees exactly what training and the other backends see. Requests run with bounded concurrency, time
 out, and are retried with exponential back-off on connection errors, 429 and 5xx; a sample that still
 fails is returned with its error (scored 0 and counted), never stopping the run. Patient data must not
-leave the machine unless the user says so: a non-local server is refused without ``allow_remote``.
+leave the machine unless the user says so: a non-local server is refused without ``allow_remote``, and
+without it the proxy variables (``HTTP_PROXY``, ``ALL_PROXY``, ...) are ignored, since a proxy is a remote
+server too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ehrr1.backends import (
     reached_answer,
     yes_share,
 )
+from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 def refuse_remote(base_url: str, opt_in_key: str) -> None:
     """Stop before EHR text would leave this machine for a server the user has not opted in to."""
     if (urlparse(base_url).hostname or "") not in LOCAL_HOSTS:
-        raise ValueError(
+        raise ConfigError(
             f"{base_url} is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
             f"agreement (no sharing with third parties) unless that server is yours to use for it; set "
             f"{opt_in_key}=true to allow it"
@@ -70,7 +73,11 @@ class OpenAIBackend:
         self.model = served_model or model_path
         self.url = base_url.rstrip("/") + "/completions"
         key = os.environ.get(api_key_env)
-        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
+        self.client = httpx.Client(
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            trust_env=allow_remote,  # HTTP(S)_PROXY would carry the EHR text off this machine: opted-in use only
+        )
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff_s = backoff_s

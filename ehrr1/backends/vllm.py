@@ -29,6 +29,7 @@ from ehrr1.backends import (
     reached_answer,
     yes_share,
 )
+from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class VLLMBackend:
 
             devices = [str(i) for i in range(torch.cuda.device_count())] or None
         if devices is not None and len(devices) < tp * self.data_parallel_size:
-            raise ValueError(
+            raise ConfigError(
                 f"backend.data_parallel_size={self.data_parallel_size} × backend.tensor_parallel_size={tp} needs "
                 f"{tp * self.data_parallel_size} GPUs; {len(devices)} visible"
             )

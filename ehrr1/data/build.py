@@ -413,6 +413,7 @@ class TimelineBuilder:
                 "patients_per_shard": self.settings.patients_per_shard,
                 "grouping": EventGrouping(self.settings.grouping).value,
                 "mapping_dir": self.settings.mapping_dir,
+                "on_duplicates": self.reader.on_duplicates,
             }
         )
 
@@ -541,6 +542,11 @@ class TimelineBuilder:
             "skipped_event_types": self.skipped,
             "missing_modules": self.reader.missing_modules,
             "records_without_time": {k: v for k, v in untimed.items() if v},
+            "repeated_keys": {
+                "policy": self.reader.on_duplicates,
+                "rows": {k: v for k, v in self.reader.duplicates.items() if v},
+            },
+            "empty_tables": self.reader.empty,
             "settings": asdict(self.settings),
             "build_seconds": round(time.time() - started, 2),
             **stats,

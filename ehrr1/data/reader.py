@@ -36,6 +36,17 @@ _DOMAINS = {
 # Identifier columns that may never be empty.
 _KEYS = ("subject_id", "itemid", "note_id")
 _RELEASES = {"ed": "MIMIC-IV-ED", "note": "MIMIC-IV-Note"}
+# Tables with one row per key that the others join on: a repeated key repeats everything joined to it.
+PRIMARY_KEYS = {
+    "patients": ("subject_id",),
+    "admissions": ("hadm_id",),
+    "icustays": ("stay_id",),
+    "edstays": ("stay_id",),
+}
+# Tables without which no task has a sample: empty, they are an error whatever data.empty_tables says.
+ESSENTIAL = ("patients", "admissions")
+DUPLICATE_POLICIES = ("error", "drop", "keep")
+EMPTY_POLICIES = ("error", "warn")
 
 
 class MimicSchemaError(UserError, ValueError):
@@ -59,9 +70,20 @@ class MimicReader:
     reader's own DuckDB connection with default settings, so "first rows" and line numbers follow the file.
     """
 
-    def __init__(self, modules: Mapping[str, str | Path], sample_rows: int = 10_000):
+    def __init__(
+        self,
+        modules: Mapping[str, str | Path],
+        sample_rows: int = 10_000,
+        on_duplicates: str = "error",
+        empty_tables: str = "error",
+    ):
+        if on_duplicates not in DUPLICATE_POLICIES or empty_tables not in EMPTY_POLICIES:
+            raise ValueError(f"on_duplicates={on_duplicates}, empty_tables={empty_tables}: unknown policy")
         self.modules = {name: Path(path) for name, path in modules.items()}
         self.sample_rows = sample_rows
+        self.on_duplicates, self.empty_tables = on_duplicates, empty_tables
+        self.duplicates: dict[str, int] = {}  # table -> rows repeating a primary key (found by register)
+        self.empty: list[str] = []  # required tables with a header and no rows (empty_tables=warn)
         self.missing_modules: list[str] = []
         self.paths: dict[str, Path] = {}
         self._con = duckdb.connect()
@@ -183,10 +205,60 @@ class MimicReader:
                         f"file {path}, column '{column}', line {line}: {problem.format(value=value)}"
                     )
 
+    def check_rows(self, table: str) -> None:
+        """A required table needs rows: a header alone would silently empty its event type."""
+        path = self.paths[table]
+        if TABLES[table].optional or self._query(f"SELECT 1 FROM {_csv_scan(path)} LIMIT 1", path):
+            return
+        if table in ESSENTIAL or self.empty_tables == "error":
+            allowed = "" if table in ESSENTIAL else " (data.empty_tables=warn accepts it, leaving its events out)"
+            raise MimicSchemaError(f"file {path} has a header but no rows: table '{table}' is required{allowed}")
+        log.warning("file %s has a header but no rows: table '%s' contributes no events", path, table)
+        self.empty.append(table)
+
+    def check_duplicates(self, table: str) -> int:
+        """Rows that repeat a primary key of ``table`` (a repeated key doubles every record joined to it):
+        an error naming the lines (``on_duplicates=error``), else counted and dropped or kept."""
+        path, key = self.paths[table], PRIMARY_KEYS[table]
+        columns = self.header(table)
+        row = "md5(concat_ws(chr(31), " + ", ".join(f"coalesce({_ident(c)}, chr(0))" for c in columns) + "))"
+        keys = ", ".join(_ident(c) for c in key)
+        repeated = self._query(
+            f"SELECT {keys}, list(__line ORDER BY __line), count(DISTINCT __row) FROM (SELECT {keys}, {row} AS __row, "
+            f"row_number() OVER () + 1 AS __line FROM {_csv_scan(path)}) GROUP BY {keys} HAVING count(*) > 1 "
+            "ORDER BY min(__line)",
+            path,
+        )
+        extra = sum(len(r[len(key)]) - 1 for r in repeated)
+        if not extra:
+            return 0
+        *value, lines, versions = repeated[0]
+        example = (
+            f"{', '.join(f'{c} {v}' for c, v in zip(key, value, strict=True))} on lines "
+            f"{', '.join(map(str, lines[:5]))}" + (" (the same row repeated)" if versions == 1 else " (rows differ)")
+        )
+        what = f"file {path}: {extra} row(s) repeat a {'/'.join(key)} of table '{table}', e.g. {example}"
+        if self.on_duplicates == "error":
+            raise MimicSchemaError(
+                f"{what}; each would count every record joined to it again. Fix the file, or set "
+                "data.on_duplicates=drop (keep the first row of each key) or data.on_duplicates=keep"
+            )
+        log.warning("%s: %s (data.on_duplicates=%s)", what, "dropped" if self.on_duplicates == "drop" else "kept",
+                    self.on_duplicates)  # fmt: skip
+        return extra
+
     # ---- views ----------------------------------------------------------------------------------
     def raw_scan(self, table: str) -> str:
-        """SQL scan of the table's file with every column as text, in file order."""
-        return _csv_scan(self.paths[table])
+        """SQL scan of the table's file with every column as text, in file order (without the rows that
+        repeat a primary key when ``on_duplicates=drop`` found some)."""
+        scan = _csv_scan(self.paths[table])
+        if not self.duplicates.get(table) or self.on_duplicates != "drop":
+            return scan
+        keys = ", ".join(_ident(c) for c in PRIMARY_KEYS[table])
+        return (
+            f"(SELECT * EXCLUDE (__line) FROM (SELECT *, row_number() OVER () AS __line FROM {scan} "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __line) = 1 ORDER BY __line))"
+        )
 
     def typed_select(self, table: str) -> str:
         """SQL for the table with exactly the schema's columns, cast to their types."""
@@ -195,13 +267,17 @@ class MimicReader:
             f"{_ident(c)}" if t == "str" else f"CAST({_ident(c)} AS {DUCKDB_TYPES[t]}) AS {_ident(c)}"
             for c, t in schema.columns.items()
         )
-        return f"SELECT {casts} FROM {_csv_scan(self.paths[table])}"
+        return f"SELECT {casts} FROM {self.raw_scan(table)}"
 
     def register(self, con: duckdb.DuckDBPyConnection, validate: bool = True) -> None:
-        """Create one typed view per available table in ``con``; validate a sample of each first."""
+        """Create one typed view per available table in ``con``; validate a sample of each first, and check
+        that required tables have rows and keyed tables no repeated key."""
         for table in self.paths:
             if validate:
+                self.check_rows(table)
                 self.validate(table, limit=self.sample_rows)
+                if table in PRIMARY_KEYS:
+                    self.duplicates[table] = self.check_duplicates(table)
             con.execute(f"CREATE OR REPLACE VIEW {_ident(table)} AS {self.typed_select(table)}")
 
     def explain_failure(self, tables: list[str], exc: Exception) -> Exception:

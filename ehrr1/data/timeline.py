@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrr1.data.build import MANIFEST, shard_path
+from ehrr1.errors import MissingInputError
 from ehrr1.utils import read_json
 
 
@@ -108,7 +109,7 @@ class TimelineStore:
         self.root = Path(root)
         manifest = self.root / MANIFEST
         if not manifest.exists():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"no timelines at {self.root} (missing {MANIFEST}); build them first with "
                 "`python synthesize.py pipeline=timelines`"
             )

@@ -20,15 +20,17 @@ from ehrr1.config import (
     LoggerKind,
     ModelConfig,
     TabularSettings,
+    did_you_mean,
 )
-from ehrr1.errors import UserError
+from ehrr1.errors import ConfigError, MissingInputError, UserError
 from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
 from ehrr1.evaluation.harness import build_requests, iter_bench, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
-from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
+from ehrr1.models.tokenizer import missing_local
+from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of, task_mix_counts
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import atomic_write_text, digest
 
@@ -44,11 +46,11 @@ def model_to_evaluate(cfg: DictConfig) -> str:
         trained = [json.loads(p.read_text()) for p in summaries]
         trained = [s for s in trained if s.get("hf_dir")]
         if not trained:
-            raise FileNotFoundError(f"train_run={cfg.train_run}: no finished stage (stages/*/summary.json with hf_dir)")
+            raise MissingInputError(f"train_run={cfg.train_run}: no finished stage (stages/*/summary.json with hf_dir)")
         return trained[-1]["hf_dir"]
     if cfg.model.path:
         return str(cfg.model.path)
-    raise ValueError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
+    raise ConfigError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
 
 
 def output_directory(cfg: DictConfig, model_id: str) -> Path:
@@ -81,10 +83,27 @@ def reference_prompt_limit(model_id: str, max_new_tokens: int) -> int | None:
 TrainRecords = Callable[[], Iterator[dict[str, Any]]]
 
 
+def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
+    """``only_tasks`` names tasks that exist and, for a built benchmark, are in its task mix."""
+    names = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).names()
+    in_mix = (
+        names if cfg.bench.source == BenchSource.released.value else [t for t in names if t in task_mix_counts(cfg)]
+    )
+    for task in only:
+        if task not in names:
+            raise ConfigError(f"only_tasks: no task '{task}'; {did_you_mean(task, names)}")
+        if task not in in_mix:
+            raise ConfigError(
+                f"only_tasks: '{task}' is not in task_mix {cfg.task_mix.name}; {did_you_mean(task, in_mix)}"
+            )
+
+
 def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], TrainRecords]:
     """(what was read, the records to score, the training records: read afresh, a record at a time, on each
     call, since EHR-Ins is millions of records) of ``cfg.bench``."""
     only = list(cfg.only_tasks) if cfg.only_tasks else None
+    if only:
+        check_only_tasks(cfg, only)
     if cfg.bench.source == BenchSource.released.value:
         registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
@@ -200,6 +219,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.backend.name == "tabular":
         return evaluate_tabular(cfg)
     model_id = model_to_evaluate(cfg)
+    if missing_local(model_id):  # before any data is built
+        key = "train_run" if cfg.train_run else "model.path"
+        raise MissingInputError(f"{key}: the model directory {model_id} does not exist")
     bench, records, train = bench_records(cfg)
     baselines = {Baseline(b) for b in cfg.baselines}
     frequent = frequent_answers(baselines, train)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ehrr1.backends import ONE_TOKEN_YES_NO, Backend, Generation, SamplingParams
+from ehrr1.errors import DataError, MissingInputError
 from ehrr1.tasks.metrics import final_answer, score, to_text
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.utils import digest, read_appended_jsonl
@@ -44,7 +46,7 @@ def iter_bench(path: str | Path, tasks: list[str] | None = None, limit: int | No
     per task (file order)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no benchmark data at {path}: run synthesize.py for this task mix first")
+        raise MissingInputError(f"no benchmark data at {path}: run synthesize.py for this task mix first")
     taken: dict[str, int] = {}
     with path.open(encoding="utf-8") as lines:
         for n, line in enumerate(lines, 1):
@@ -52,7 +54,7 @@ def iter_bench(path: str | Path, tasks: list[str] | None = None, limit: int | No
                 record = json.loads(line)
                 task = record["task"]
             except (json.JSONDecodeError, KeyError) as exc:
-                raise ValueError(f"{path}, line {n}: expected an exported record with 'task' ({exc})") from exc
+                raise DataError(f"{path}, line {n}: expected an exported record with 'task' ({exc})") from exc
             if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
                 continue
             taken[task] = taken.get(task, 0) + 1
@@ -111,6 +113,7 @@ def score_row(request: Request, text: str | None, finish_reason: str, p_yes: flo
     """The stored result of one sample: output, parsed answer, score (0 for garbage) and risk score."""
     decoded = to_text(text)
     answer = final_answer(text)
+    nonfinite = p_yes is not None and not math.isfinite(p_yes)  # a broken model: counted by the report, not scored
     valid = decoded is not None and bool((answer or "").strip())
     return {
         "key": request.key,
@@ -122,7 +125,8 @@ def score_row(request: Request, text: str | None, finish_reason: str, p_yes: flo
         "output": decoded if decoded is not None else "",
         "answer": (answer or "").strip(),
         "score": score(request.metric, text, request.target),
-        "p_yes": p_yes,
+        "p_yes": None if nonfinite else p_yes,
+        "nonfinite": nonfinite,
         "finish_reason": finish_reason,
         "prompt_tokens_cut": request.tokens_cut,
         "valid": valid,
@@ -182,7 +186,7 @@ def run(
                 log.warning("generation failed for %d samples: %s", len(batch), exc)
                 rows = [score_row(q, None, "error", None, error=f"{type(exc).__name__}: {exc}") for q in batch]
             for row in rows:
-                out.write(json.dumps(row) + "\n")
+                out.write(json.dumps(row, allow_nan=False) + "\n")
                 done[row["key"]] = row
             out.flush()
             os.fsync(out.fileno())

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ehrr1.evaluation.report import risk_scores  # noqa: E402
+from ehrr1.evaluation.report import finite_score, risk_scores  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -61,7 +61,7 @@ def roc_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
             by_task[r["task"]].append(r)
     curves = []
     for task, task_rows in by_task.items():
-        labels, scores, _ = risk_scores(task_rows)
+        labels, scores, _ = risk_scores([r for r in task_rows if finite_score(r)])
         if len(set(labels)) == 2:
             fpr, tpr, _ = roc_curve([label == "yes" for label in labels], scores)
             curves.append((task, fpr, tpr))

@@ -6,6 +6,7 @@ answer (risk: a constant, AUROC 0.5), and ``tabular``, scikit-learn models on th
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from ehrr1.tasks.metrics import auroc, score, set_score, yes_no
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
 KINDS = ("decision", "risk")
+SMALL_LABEL = 10  # a risk task with fewer positives or negatives than this is flagged: its AUROC is noise
+SMALL_N = 20  # a decision task with fewer samples than this is flagged
 
 
 @dataclass
@@ -43,6 +46,22 @@ class TaskScore:
     tabular: float | None = None  # the tabular baseline's score, with its 95 % interval
     tabular_ci_low: float | None = None
     tabular_ci_high: float | None = None
+    nonfinite: int = 0  # samples whose score was NaN or infinite (a broken model): counted, not scored
+    small_n: bool = False  # too few samples (of a label) for the score to mean much (SMALL_LABEL, SMALL_N)
+
+
+def finite_score(row: dict[str, Any]) -> bool:
+    """Whether a result row can be scored: its P(yes), if any, is a finite number (rows written before the
+    ``nonfinite`` flag may hold NaN itself)."""
+    p = row.get("p_yes")
+    return not row.get("nonfinite") and (p is None or (isinstance(p, int | float) and math.isfinite(p)))
+
+
+def small_sample(kind: str, rows: list[dict[str, Any]]) -> bool:
+    if kind == "risk":
+        positives = sum(r["target"][0] == "yes" for r in rows)
+        return min(positives, len(rows) - positives) < SMALL_LABEL
+    return len(rows) < SMALL_N
 
 
 def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int]:
@@ -153,8 +172,12 @@ def aggregate(
     ``frequent``: the most frequent answers (None: no such baseline); ``tabular``: the tabular baseline's
     rows on the same samples."""
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    nonfinite: Counter = Counter()
     for r in rows:
-        by_task[r["task"]].append(r)
+        if finite_score(r):
+            by_task[r["task"]].append(r)
+        else:
+            nonfinite[r["task"]] += 1
     tabular_by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in tabular or []:
         tabular_by_task[r["task"]].append(r)
@@ -186,6 +209,8 @@ def aggregate(
                 tabular=task_value(metric, side) if side else None,
                 tabular_ci_low=side_low,
                 tabular_ci_high=side_high,
+                nonfinite=nonfinite[name],
+                small_n=small_sample(kind, task_rows),
             )
         )
     tasks.sort(key=lambda t: KINDS.index(t.kind))
@@ -201,8 +226,12 @@ def aggregate(
                 "baseline": _mean([t.baseline for t in scored]),
                 "tabular": _mean([t.tabular for t in scored]),
                 "tasks": len(scored),
+                "small_n": sum(t.small_n for t in scored),
             }
-    return {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
+    lost = sorted(set(nonfinite) - set(by_task))
+    report = {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
+    report["nonfinite"] = {"samples": sum(nonfinite.values()), "tasks_unscored": lost}
+    return report
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -223,6 +252,8 @@ def macro_text(kind: str, m: dict[str, Any]) -> str:
     """One line per kind: the macro average, its interval, and the baselines' macro averages."""
     ci = interval_text(m.get("ci_low"), m.get("ci_high"))
     line = f"macro {kind}: {m['value']:.3f}" + (f" (95 % CI {ci})" if ci else "") + f" over {m['tasks']} tasks"
+    if m.get("small_n"):
+        line += f" ({m['small_n']} with small n, marked *)"
     baselines = [f"most frequent {score_text(m['baseline'])}"] if m.get("baseline") is not None else []
     if m.get("tabular") is not None:
         baselines.append(f"tabular {score_text(m['tabular'])}")
@@ -232,21 +263,45 @@ def macro_text(kind: str, m: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "| task | kind | metric | n | score | 95 % CI | most frequent | tabular | tabular 95 % CI | P | R | F1 "
-        "| invalid | errors | truncated | hard-scored |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| invalid | errors | truncated | hard-scored | non-finite |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for t in report["tasks"]:
         ci = interval_text(t["ci_low"], t["ci_high"])
         tabular = f"{score_text(t.get('tabular'))} | {interval_text(t.get('tabular_ci_low'), t.get('tabular_ci_high'))}"
         prf = " | ".join(score_text(t.get(k)) for k in ("precision", "recall", "f1"))
         lines.append(
-            f"| {t['task']} | {t['kind']} | {t['metric']} | {t['n']} | {score_text(t['value'])} | {ci} | "
+            f"| {task_name(t)} | {t['kind']} | {t['metric']} | {t['n']} | {score_text(t['value'])} | {ci} | "
             f"{score_text(t['baseline'])} | {tabular} | {prf} | {t['invalid']} | {t['errors']} | {t['truncated']} "
-            f"| {t['hard_scored']} |"
+            f"| {t['hard_scored']} | {t.get('nonfinite', 0)} |"
         )
     lines.append("")
     lines += [f"- {macro_text(kind, m)}" for kind, m in report["macro"].items()]
+    lines += [f"- {note}" for note in notes(report)]
     return "\n".join(lines) + "\n"
+
+
+def task_name(t: dict[str, Any]) -> str:
+    return t["task"] + (" *" if t.get("small_n") else "")
+
+
+def notes(report: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the table: small samples, non-finite scores."""
+    found = []
+    if any(t.get("small_n") for t in report["tasks"]):
+        found.append(
+            f"* small n: a risk task with fewer than {SMALL_LABEL} positive or negative samples, or a decision task "
+            f"with fewer than {SMALL_N} samples; its score and interval say little"
+        )
+    lost = report.get("nonfinite", {})
+    if lost.get("samples"):
+        unscored = f"; unscored tasks: {', '.join(lost['tasks_unscored'])}" if lost.get("tasks_unscored") else ""
+        found.append(
+            f"{lost['samples']} samples had a non-finite score (NaN or infinite P(yes): a broken model?) and were "
+            f"left out of the scores{unscored}"
+        )
+    return found
 
 
 def csv_text(report: dict[str, Any]) -> str:
@@ -274,7 +329,9 @@ def print_report(report: dict[str, Any], title: str, console: Console | None = N
         ci = interval_text(t["ci_low"], t["ci_high"])
         baselines = (score_text(t["baseline"]), score_text(t.get("tabular")))
         cells = (score_text(t["value"]), ci, *baselines, str(t["invalid"]), str(t["errors"]))
-        table.add_row(t["task"], t["metric"], str(t["n"]), *cells)
+        table.add_row(task_name(t), t["metric"], str(t["n"]), *cells)
     console.print(table)
     for kind, m in report["macro"].items():
         console.print(macro_text(kind, m))
+    for note in notes(report):
+        console.print(note)

@@ -15,6 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from ehrr1.config import ArchitectureConfig
+from ehrr1.errors import ConfigError
+from ehrr1.models.tokenizer import unloadable
 from ehrr1.utils import fresh_temporary, locked, replace_dir
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def qwen3_config(arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase) -> Qwen3Config:
     vocab = arch.vocab_size or len(tokenizer)
     if vocab < len(tokenizer):
-        raise ValueError(
+        raise ConfigError(
             f"model.architecture.vocab_size={vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)"
         )
     return Qwen3Config(
@@ -89,7 +91,4 @@ def load_model(path: str | Path, dtype: str = "float32", attn_implementation: st
             str(path), dtype=DTYPES[dtype], attn_implementation=attn_implementation
         )
     except (OSError, ValueError) as exc:
-        raise OSError(
-            f"could not load a model from '{path}': give a local directory with a Hugging Face checkpoint "
-            f"(config.json + weights) or a hub id available offline ({exc})"
-        ) from exc
+        raise unloadable(path, "a model", "a Hugging Face checkpoint (config.json + weights)", exc) from None

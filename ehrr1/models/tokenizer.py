@@ -14,6 +14,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from ehrr1.errors import MissingInputError, ModelLoadError, UserError
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
 from ehrr1.utils import fresh_temporary, locked, replace_dir
 
@@ -98,7 +99,23 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
-        raise OSError(
-            f"could not load a tokenizer from '{path}' (model.tokenizer): give a local directory "
-            f"holding tokenizer files or a Hugging Face hub id ({exc})"
-        ) from exc
+        raise unloadable(path, "a tokenizer", "tokenizer files", exc) from None
+
+
+def missing_local(path: str | Path) -> bool:
+    """Whether ``path`` names a local directory (not a hub id "<org>/<name>") that does not exist."""
+    text = str(path)
+    local = text.startswith(("/", ".", "~")) or text.count("/") != 1
+    return local and not Path(text).expanduser().exists()
+
+
+def unloadable(path: str | Path, what: str, holding: str, exc: BaseException) -> UserError:
+    """One message for a model or tokenizer that cannot be loaded: a missing directory says so plainly."""
+    text = str(path)
+    if missing_local(text):
+        return MissingInputError(f"could not load {what} from '{text}': no such directory")
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return ModelLoadError(
+        f"could not load {what} from '{text}': give a local directory holding {holding} or a Hugging Face hub id "
+        f"available here (network or local cache); {type(exc).__name__}: {reason}"
+    )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ehrr1.data.markdown import REFERENCE_KEYS, REFERENCE_TITLES, VIEWS
+from ehrr1.errors import ConfigError
 from ehrr1.tasks.registry import TaskSpec
 
 HEADER = re.compile(r"^## (.+?)(?: \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|None)\])?$")
@@ -232,6 +233,6 @@ def build_extractor(settings: Any) -> Extractor:
         return DictionaryExtractor()
     if settings.name == "quickumls":
         if not settings.quickumls_path:
-            raise ValueError("synthesis.extractor.name=quickumls: set synthesis.extractor.quickumls_path")
+            raise ConfigError("synthesis.extractor.name=quickumls: set synthesis.extractor.quickumls_path")
         return QuickUMLSExtractor(settings.quickumls_path, settings.threshold, settings.free_text)
-    raise ValueError(f"synthesis.extractor.name={settings.name}: choose from dictionary, quickumls")
+    raise ConfigError(f"synthesis.extractor.name={settings.name}: choose from dictionary, quickumls")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.config import KeepChains, PlainRecords, SynthesisConfig, TopKPer, WriterKind
-from ehrr1.errors import UserError
+from ehrr1.errors import ConfigError, UserError
 from ehrr1.reasoning.concepts import build_extractor
 from ehrr1.reasoning.graph import (
     Dictionaries,
@@ -118,7 +118,9 @@ def relation_graphs(work: Path, settings: SynthesisConfig) -> tuple[dict[str, Re
         shared = shared.merged(hierarchy_graph_from(work / "hierarchy.parquet"))
     if "umls" in relations:
         if not settings.graph.umls_mrrel:
-            raise ValueError("synthesis.graph.relations has umls: set synthesis.graph.umls_mrrel=<UMLS>/META/MRREL.RRF")
+            raise ConfigError(
+                "synthesis.graph.relations has umls: set synthesis.graph.umls_mrrel=<UMLS>/META/MRREL.RRF"
+            )
         files = sorted(str(p) for p in (work / "concepts").glob("*.parquet"))
         concepts = pq.read_table(files, columns=["concept"]).column(0).unique().to_pylist()
         shared = shared.merged(umls_graph(settings.graph.umls_mrrel, concepts, list(settings.graph.umls_relations)))
@@ -291,7 +293,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
     if not (work / "cooccurrence.parquet").exists():
         train = [str(concept_file[s, k]) for s, k, _, _ in chunks if s == "train"]
         if not train:
-            raise ValueError("synthesis.splits must include train: co-occurrence is counted on the training split")
+            raise ConfigError("synthesis.splits must include train: co-occurrence is counted on the training split")
         c = settings.cooccurrence
         top_k = None if c.top_k_per is TopKPer.sample else c.top_k  # per sample: cut when the graphs are made
         kept = cooccurrence(
@@ -320,7 +322,7 @@ def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
         return None
     path = settings.writer.model_path or cfg.model.path
     if not path:
-        raise ValueError("synthesis.writer.kind=llm: set synthesis.writer.model_path (or model.path)")
+        raise ConfigError("synthesis.writer.kind=llm: set synthesis.writer.model_path (or model.path)")
     return str(path)
 
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import MissingInputError
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import samples_table, shard_samples
 from ehrr1.utils import atomic_write_json, digest, locked, read_json, run_jobs, temporary_path
@@ -151,6 +152,6 @@ def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
     for task in tasks:
         manifest = out / task / "manifest.json"
         if not manifest.exists():
-            raise FileNotFoundError(f"no index for task '{task}' in {out}; build it with build_index")
+            raise MissingInputError(f"no index for task '{task}' in {out}; build it with build_index")
         files += [index_shard_path(out, task, s) for s in range(read_json(manifest)["num_shards"])]
     return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]) if files else SCHEMA.empty_table()

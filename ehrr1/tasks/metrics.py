@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ehrr1.errors import ConfigError
+
 MAX_ANSWER_CHARS = 100_000  # longer answers are garbage: scored 0 instead of parsed
 THINK_CLOSE = "</think>"
 
@@ -91,7 +93,7 @@ def score(metric: str, answer: str | bytes | None, target: Sequence[str]) -> flo
         return accuracy(answer, target)
     if metric == "rouge1":
         return rouge(answer, target[0] if target else "", "rouge1")
-    raise ValueError(f"unknown metric '{metric}'; use f1, recall, accuracy, auroc or rouge1")
+    raise ConfigError(f"unknown metric '{metric}'; use f1, recall, accuracy, auroc or rouge1")
 
 
 def auroc(labels: Sequence[str], scores: Sequence[float]) -> float | None:

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from ehrr1.data.events import DEMOGRAPHICS
 from ehrr1.data.markdown import NOT_RENDERED
 from ehrr1.data.timeline import subject_runs
+from ehrr1.errors import ConfigError
 from ehrr1.tasks.registry import ANY_EVENT, ContextRule, OutcomeKind, TaskSpec
 
 YES, NO = "yes", "no"
@@ -221,7 +222,7 @@ def ed_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple[
         elif kind is OutcomeKind.ed_return:
             yes = next_ed is not None and p.start[next_ed] is not None and p.start[next_ed] - out_time < hours
         else:
-            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to ED stays")
+            raise ConfigError(f"task {task.name}: outcome {kind.value} does not apply to ED stays")
         out.append((task, a, end + 1, _label(yes)))
     return out
 
@@ -243,7 +244,7 @@ def admission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list
         elif kind is OutcomeKind.inpatient_death:
             yes = dod is not None and not discharge < dod
         else:
-            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to admissions")
+            raise ConfigError(f"task {task.name}: outcome {kind.value} does not apply to admissions")
         out.append((task, a, end + 1, _label(yes)))
     return out
 
@@ -269,7 +270,7 @@ def icu_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple
         elif kind is OutcomeKind.icu_readmission:
             yes = again is not None
         else:
-            raise ValueError(f"task {task.name}: outcome {kind.value} does not apply to ICU stays")
+            raise ConfigError(f"task {task.name}: outcome {kind.value} does not apply to ICU stays")
         out.append((task, a, end + 1, _label(yes)))
     return out
 
@@ -283,7 +284,7 @@ def readmission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> li
     for task in tasks:
         assert task.outcome is not None
         if task.outcome.kind is not OutcomeKind.readmission:
-            raise ValueError(f"task {task.name}: outcome {task.outcome.kind.value} does not apply to discharge notes")
+            raise ConfigError(f"task {task.name}: outcome {task.outcome.kind.value} does not apply to discharge notes")
         gap = None if later is None or p.start[later] is None else p.start[later] - p.start[a]
         yes = gap is not None and gap < (task.outcome.hours or 0) * 3600
         out.append((task, begin, a + 1, _label(yes)))
@@ -297,7 +298,7 @@ def _risk_rule(task: TaskSpec):
         return ed_samples
     if task.context is ContextRule.through_anchor:
         return readmission_samples
-    raise ValueError(f"task {task.name}: risk tasks take context ed_stay, first_hours or through_anchor")
+    raise ConfigError(f"task {task.name}: risk tasks take context ed_stay, first_hours or through_anchor")
 
 
 def patient_samples(p: PatientTimeline, tasks: Sequence[TaskSpec]) -> list[Sample]:

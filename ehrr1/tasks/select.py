@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ehrr1.config import SelectionSettings, SplitRatios
+from ehrr1.errors import ConfigError
 from ehrr1.tasks.registry import TaskRegistry, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,12 @@ def load_data_config(path: str | Path) -> dict[str, int]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"data config {path}: not a readable JSON file ({exc})") from exc
+        raise ConfigError(f"data config {path}: not a readable JSON file ({exc})") from exc
     if not isinstance(config, dict) or not all(isinstance(v, int) for v in config.values()):
-        raise ValueError(f'data config {path}: expected a JSON object {{"<task name>": <number of samples>}}')
+        raise ConfigError(f'data config {path}: expected a JSON object {{"<task name>": <number of samples>}}')
+    negative = {task: n for task, n in config.items() if n < -1}
+    if negative:
+        raise ConfigError(f"data config {path}: {negative}: a count must be >= 1, or -1 / 0 for all of its samples")
     return config
 
 

@@ -34,7 +34,9 @@ from ehrr1.config import (
     StageConfig,
     Strategy,
     Toggle,
+    validate,
 )
+from ehrr1.errors import ConfigError, MissingInputError
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
@@ -42,7 +44,7 @@ from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
 from ehrr1.reasoning.pipeline import ensure_reasoning
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
-from ehrr1.training.hardware import trainer_kwargs
+from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
 from ehrr1.utils import atomic_write_json, atomic_write_text, fresh_temporary, read_json
 
@@ -169,7 +171,7 @@ def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | Non
         return None
     reason = f"no training data at {stage.data}"
     if single:
-        raise FileNotFoundError(f"stage '{stage.name}': {reason}")
+        raise MissingInputError(f"stage '{stage.name}': {reason}")
     return reason
 
 
@@ -192,7 +194,7 @@ def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -
     if model.path is not None:
         return model.path
     if model.embedded_dir is None or model.architecture is None:
-        raise ValueError(f"model '{model.name}': set model.path, or model.embedded_dir and model.architecture")
+        raise ConfigError(f"model '{model.name}': set model.path, or model.embedded_dir and model.architecture")
     tokenizer_dir = Path(model.embedded_dir) / "tokenizer"
     model_dir = Path(model.embedded_dir) / f"model_seed{cfg.seed}"
     if rank_zero_only.rank == 0:
@@ -229,7 +231,7 @@ def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: An
     if settings.tasks:
         unknown = sorted(set(settings.tasks) - {r["task"] for r in records})
         if unknown:
-            raise ValueError(f"stage.grpo.tasks: {unknown} have no prompts in {path}")
+            raise ConfigError(f"stage.grpo.tasks: {unknown} have no prompts in {path}")
         records = [r for r in records if r["task"] in settings.tasks]
     if settings.max_prompts is not None and len(records) > settings.max_prompts:
         records = random.Random(cfg.seed).sample(records, settings.max_prompts)
@@ -359,17 +361,19 @@ def _float(value: Any) -> float | None:
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResult]:
     """Run the configured stage, or the curriculum's stages in order; print and return their results."""
+    check_hardware(cfg.hardware)
     if cfg.resume:
         run_dir = Path(cfg.resume)
         stored = run_dir / "resolved_config.yaml"
         if not stored.exists():
-            raise FileNotFoundError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
+            raise MissingInputError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
         log.info("resuming %s with its stored config", run_dir)
         cfg = OmegaConf.load(stored)
     else:
         run_dir = run_directory(cfg)
         if cfg.stage.name == CURRICULUM:
             compose_stages(cfg, list(overrides or []))
+            validate(cfg)  # each stage as composed
         if rank_zero_only.rank == 0:
             save_run_config(cfg, run_dir)
     stages = stage_configs(cfg, run_dir)

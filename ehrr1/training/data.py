@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ehrr1.config import LossOn, LossPer
+from ehrr1.errors import ConfigError, DataError, MissingInputError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.think import THINK_OPEN
 
@@ -56,9 +57,9 @@ def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
             try:
                 messages = json.loads(line)["messages"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}, line {n}: expected a JSON record with 'messages' ({exc})") from exc
+                raise DataError(f"{path}, line {n}: expected a JSON record with 'messages' ({exc})") from exc
             if not messages or messages[-1].get("role") != "assistant":
-                raise ValueError(f"{path}, line {n}: the last message must be the assistant's answer")
+                raise DataError(f"{path}, line {n}: the last message must be the assistant's answer")
             out.append(messages)
     return out
 
@@ -302,7 +303,7 @@ class ChatDataModule(ResumableDataModule):
     def load_split(self, split: str) -> MicroBatches:
         path = self.data_dir / f"{split}.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"no {split} data at {path} (stage.data): run synthesize.py for this task mix")
+            raise MissingInputError(f"no {split} data at {path} (stage.data): run synthesize.py for this task mix")
         chats = read_chat_jsonl(path)
         encoded = encode_chats(self.tokenizer, chats, self.switch, self.loss_on, self.answer_weight, self.loss_per)
         kept = [e for e in encoded if len(e.input_ids) <= self.max_seq_len]
@@ -316,7 +317,7 @@ class ChatDataModule(ResumableDataModule):
                 self.max_seq_len,
             )
         if not kept:
-            raise ValueError(f"{path}: no example fits in {self.max_seq_len} tokens (stage.max_seq_len)")
+            raise ConfigError(f"{path}: no example fits in {self.max_seq_len} tokens (stage.max_seq_len)")
         order = list(range(len(kept)))
         random.Random(self.seed).shuffle(order)
         lengths = [len(e.input_ids) for e in kept]

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 
 from ehrr1.backends import SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
+from ehrr1.errors import ConfigError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
 from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
@@ -69,7 +70,7 @@ class PromptDataModule(ResumableDataModule):
     def __init__(self, records: list[dict[str, Any]], per_step: int, seed: int):
         super().__init__()
         if len(records) < per_step:
-            raise ValueError(f"stage.grpo.prompts_per_step={per_step} but the RL data holds {len(records)} prompts")
+            raise ConfigError(f"stage.grpo.prompts_per_step={per_step} but the RL data holds {len(records)} prompts")
         self.records, self.per_step, self.seed = records, per_step, seed
 
     def train_dataloader(self) -> DataLoader:

@@ -6,6 +6,7 @@ import importlib.util
 from typing import Any
 
 from ehrr1.config import HardwareConfig, Strategy
+from ehrr1.errors import ConfigError
 
 
 def decoder_layer_classes() -> set[type]:
@@ -35,7 +36,7 @@ def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
             use_orig_params=True,
         )
     if importlib.util.find_spec("deepspeed") is None:
-        raise ImportError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
+        raise ConfigError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     return DeepSpeedStrategy(
@@ -44,6 +45,22 @@ def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
         offload_parameters=hw.deepspeed.offload_parameters,
         logging_batch_size_per_gpu=micro_batch_size,  # our loader yields ready micro-batches (no batch_size)
     )
+
+
+def check_hardware(hw: HardwareConfig) -> None:
+    """Refuse, before any work, hardware this machine does not have."""
+    import torch
+
+    if hw.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"hardware={hw.name} (accelerator={hw.accelerator}) needs a CUDA GPU and torch sees none "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False): use hardware=cpu here"
+        )
+    visible = torch.cuda.device_count() if hw.accelerator in ("gpu", "cuda") else None
+    if visible is not None and hw.devices > visible:
+        raise ConfigError(f"hardware.devices={hw.devices} but {visible} GPU(s) are visible on this machine")
+    if hw.strategy is Strategy.deepspeed_zero3 and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
 
 
 def trainer_kwargs(hw: HardwareConfig, micro_batch_size: int = 1) -> dict[str, Any]:
