@@ -770,9 +770,10 @@ class EvaluateConfig(DataPipelineConfig):
 def validate(cfg: DictConfig) -> None:
     """Check every setting against its range and every node's cross-field rules, before any work starts."""
     found = list(_problems(cfg, ""))
+    if len(found) == 1:
+        raise ConfigError(f"invalid setting: {found[0]}")
     if found:
-        head = "invalid setting" if len(found) == 1 else f"{len(found)} invalid settings"
-        raise ConfigError(head + ":\n  " + "\n  ".join(found))
+        raise ConfigError(f"{len(found)} invalid settings:\n  " + "\n  ".join(found))
 
 
 def _problems(node: DictConfig, at: str) -> Iterator[str]:

@@ -30,6 +30,10 @@ class MissingInputError(UserError, FileNotFoundError):
     """A file or directory the run needs is not there."""
 
 
+class ForeignOutputError(UserError, FileExistsError):
+    """An output directory that holds something else: ehrr1 never overwrites what it did not write."""
+
+
 class ModelLoadError(UserError, OSError):
     """A model or tokenizer that cannot be loaded from where the config points."""
 

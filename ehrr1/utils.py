@@ -38,6 +38,22 @@ def fresh_temporary(final: str | Path) -> Path:
 
 
 @contextmanager
+def removed_on_failure(tmp: Path, final: str | Path | None = None) -> Iterator[Path]:
+    """Yield ``tmp``; if the block fails (a full disk, a bad file, Ctrl-C) remove what it wrote there. A write
+    error that names no file (a full disk mid-write) is given ``final``'s name, so its message says where."""
+    try:
+        yield tmp
+    except BaseException as exc:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and final is not None:
+            exc.filename = str(final)
+        raise
+
+
+@contextmanager
 def locked(output: str | Path) -> Iterator[None]:
     """Hold ``<output>.lock`` while building ``output``, so two runs never build one output at once: a second
     run waits, saying who holds it, then finds the output complete. The kernel frees the lock when its
@@ -81,16 +97,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
+    with removed_on_failure(temporary_path(path), path) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> None:

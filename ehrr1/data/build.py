@@ -43,6 +43,7 @@ from ehrr1.data.events import (
 )
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, mapping_file, pad_ndc
 from ehrr1.data.reader import MimicReader, MimicSchemaError
+from ehrr1.errors import UserError
 from ehrr1.utils import atomic_write_json, digest, file_fingerprint, locked, read_json, replace_dir, temporary_path
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ NA_VALUES = (
 )  # fmt: skip
 
 
-class TimelineBuildError(RuntimeError):
+class TimelineBuildError(UserError, RuntimeError):
     """The output directory holds something other than a timeline build."""
 
 

@@ -256,7 +256,7 @@ class MimicReader:
             return scan
         keys = ", ".join(_ident(c) for c in PRIMARY_KEYS[table])
         return (
-            f"(SELECT * EXCLUDE (__line) FROM (SELECT *, row_number() OVER () AS __line FROM {scan} "
+            f"(SELECT * EXCLUDE (__line) FROM (SELECT * FROM (SELECT *, row_number() OVER () AS __line FROM {scan}) "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __line) = 1 ORDER BY __line))"
         )
 
@@ -274,8 +274,8 @@ class MimicReader:
         that required tables have rows and keyed tables no repeated key."""
         for table in self.paths:
             if validate:
-                self.check_rows(table)
                 self.validate(table, limit=self.sample_rows)
+                self.check_rows(table)
                 if table in PRIMARY_KEYS:
                     self.duplicates[table] = self.check_duplicates(table)
             con.execute(f"CREATE OR REPLACE VIEW {_ident(table)} AS {self.typed_select(table)}")

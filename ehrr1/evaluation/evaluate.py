@@ -85,7 +85,7 @@ TrainRecords = Callable[[], Iterator[dict[str, Any]]]
 
 def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
     """``only_tasks`` names tasks that exist and, for a built benchmark, are in its task mix."""
-    names = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).names()
+    names = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).names
     in_mix = (
         names if cfg.bench.source == BenchSource.released.value else [t for t in names if t in task_mix_counts(cfg)]
     )

@@ -43,7 +43,8 @@ from ehrr1.data.synthetic.knowledge import (
     LABS,
 )
 from ehrr1.data.synthetic.simulator import PatientSimulator, ndc_of
-from ehrr1.utils import atomic_write_json, fresh_temporary, locked, read_json
+from ehrr1.errors import ForeignOutputError
+from ehrr1.utils import atomic_write_json, fresh_temporary, locked, read_json, removed_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -355,11 +356,20 @@ def _generate_cohort(root: Path, settings: SyntheticCohortSettings, progress: bo
             "synthetic cohort at %s was made with %s: regenerating it with %s", root, manifest.get("settings"), wanted
         )
     elif root.exists() and any(root.iterdir()):
-        raise FileExistsError(
+        raise ForeignOutputError(
             f"{root} is not empty and holds no synthetic cohort ({MANIFEST} missing); choose "
             "another data.root or empty it"
         )
-    tmp = fresh_temporary(root)
+    with removed_on_failure(fresh_temporary(root), root) as tmp:
+        manifest = _write_cohort(tmp, settings, progress)
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.replace(root)
+    return manifest
+
+
+def _write_cohort(tmp: Path, settings: SyntheticCohortSettings, progress: bool) -> dict:
+    wanted = {"version": COHORT_VERSION, **asdict(settings)}
     dx_titles = icd10_diagnosis_titles()
     missing = codes_used() - dx_titles.keys()
     if missing:
@@ -377,7 +387,7 @@ def _generate_cohort(root: Path, settings: SyntheticCohortSettings, progress: bo
     counts: Counter[str] = Counter()
     try:
         simulator = PatientSimulator(settings.seed, {10: dx_titles, 9: icd9_titles("diagnoses")})
-        log.info("simulating %d synthetic patients (seed %d) -> %s", settings.n_patients, settings.seed, root)
+        log.info("simulating %d synthetic patients (seed %d) -> %s", settings.n_patients, settings.seed, tmp)
         for index in tqdm(range(settings.n_patients), desc="synthetic patients", disable=not progress):
             for table, rows in simulator.simulate(index).items():
                 writers[table].writerows(rows)
@@ -393,7 +403,4 @@ def _generate_cohort(root: Path, settings: SyntheticCohortSettings, progress: bo
     _write_mapping_tables(tmp / MAPPINGS)
     manifest = {"settings": wanted, "rows": dict(sorted(counts.items())), "mapping_dir": MAPPINGS}
     atomic_write_json(tmp / MANIFEST, manifest)
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.replace(root)
     return manifest
