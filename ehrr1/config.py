@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -24,6 +25,18 @@ from omegaconf.errors import OmegaConfBaseException
 from ehrr1.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def remote_refusal(base_url: str, opt_in_key: str) -> str | None:
+    """Why ``base_url`` may not receive EHR text without ``opt_in_key=true``; None for a server on this machine."""
+    if (urlparse(base_url).hostname or "") in LOCAL_HOSTS:
+        return None
+    return (
+        f"{base_url} is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
+        f"agreement (no sharing with third parties) unless that server is yours to use for it; set "
+        f"{opt_in_key}=true to allow it"
+    )
 
 
 @dataclass(frozen=True)
@@ -541,6 +554,13 @@ class BackendConfig:
     enable_prefix_caching: bool = True  # vllm: samples sharing a patient context reuse its cache
     enforce_eager: bool = False  # vllm: skip CUDA graph capture (faster start, slower decoding)
 
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        if at != "backend" or node.name != "openai" or node.allow_remote:  # the writer's: synthesis.allow_remote
+            return []
+        refusal = remote_refusal(node.base_url, "backend.allow_remote")
+        return [refusal] if refusal else []
+
 
 class WriterKind(str, Enum):
     template = "template"  # verbalise the graph (deterministic, no model)
@@ -641,7 +661,12 @@ class SynthesisConfig:
 
     @staticmethod
     def problems(node: DictConfig, at: str) -> list[str]:
-        return [p for s in node.splits for p in known_split(f"{at}.splits", s)]
+        found = [p for s in node.splits for p in known_split(f"{at}.splits", s)]
+        writer = node.writer
+        if writer.kind == WriterKind.llm.value and writer.backend.name == "openai" and not node.allow_remote:
+            refusal = remote_refusal(writer.backend.base_url, f"{at}.allow_remote")
+            found += [refusal] if refusal else []
+        return found
 
 
 @dataclass

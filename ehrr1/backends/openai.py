@@ -17,7 +17,6 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 
@@ -31,23 +30,20 @@ from ehrr1.backends import (
     reached_answer,
     yes_share,
 )
+from ehrr1.config import remote_refusal
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20  # alternatives asked for per token (vLLM's default maximum); servers may ignore it
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
 def refuse_remote(base_url: str, opt_in_key: str) -> None:
     """Stop before EHR text would leave this machine for a server the user has not opted in to."""
-    if (urlparse(base_url).hostname or "") not in LOCAL_HOSTS:
-        raise ConfigError(
-            f"{base_url} is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
-            f"agreement (no sharing with third parties) unless that server is yours to use for it; set "
-            f"{opt_in_key}=true to allow it"
-        )
+    refusal = remote_refusal(base_url, opt_in_key)
+    if refusal:
+        raise ConfigError(refusal)
 
 
 class OpenAIBackend:
