@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -320,6 +321,35 @@ def test_a_header_only_required_table_is_an_error_or_a_counted_absence(cohort_co
         _build(cohort_copy, tmp_path / "c", empty_tables="warn")
 
 
+@pytest.mark.slow
+def test_data_mistakes_end_the_entry_points_with_one_message(tiny_cohort, tmp_path):
+    """Repeated keys, a header-only table, a mix file with a bad count, a task name typo: rc 1, one message."""
+    data = [f"data_root={tmp_path / 'data'}", "data=mimic_iv", "data.empty_tables=warn", "progress=false"]
+    cases = []
+    dup = tmp_path / "dup"
+    shutil.copytree(tiny_cohort, dup)
+    _rewrite(dup / "hosp" / "admissions.csv.gz", lambda lines: [*lines, lines[1]])
+    cases.append((["pipeline=timelines", f"data.root={dup}"], "row(s) repeat a hadm_id of table 'admissions'"))
+    empty = tmp_path / "empty"
+    shutil.copytree(tiny_cohort, empty)
+    _rewrite(empty / "hosp" / "patients.csv.gz", lambda lines: lines[:1])
+    cases.append((["pipeline=timelines", f"data.root={empty}"], "header but no rows: table 'patients' is required"))
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"labevents": -4}))
+    cases.append(([f"data.root={tiny_cohort}", f"task_mix.file={mix}"], "{'labevents': -4}: a count must be >= 1"))
+
+    def run(case):
+        return run_entry_point("synthesize.py", *data, *case[0], cwd=tmp_path, timeout=300)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, cases))
+    for (_, message), result in zip(cases, results, strict=True):
+        assert_one_message(result, message)
+    typo = run_entry_point("evaluate.py", *data, f"data.root={tiny_cohort}", f"model.path={tmp_path}",
+                           "only_tasks=[Inpatient_Mortalty]", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert_one_message(typo, "only_tasks: no task 'Inpatient_Mortalty'; did you mean 'Inpatient_Mortality'?")
+
+
 # ---- reports: non-finite scores, small samples -------------------------------------------------------
 def _risk_rows(labels: list[str], scores: list[float], task: str = "T") -> list[dict]:
     return [
@@ -449,6 +479,8 @@ def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_d
         url = f"http://127.0.0.1:{server.server_port}/v1"
         backend = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0)
         (answer,) = backend.generate(["Patient: sodium 131"], ONE_TOKEN_YES_NO, [True])
+        time.sleep(0.5)  # what reached the listener has been recorded
+        assert reached == []
         opted_in = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0, allow_remote=True)
         (through_proxy,) = opted_in.generate(["x"], ONE_TOKEN_YES_NO, [True])
     finally:
@@ -456,7 +488,7 @@ def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_d
         server.shutdown()
         proxy.close()
     assert answer.text == "no" and answer.error == ""
-    assert len(reached) == 1 and b"Patient: sodium 131" not in reached[0]  # only the opted-in request went there
+    assert len(reached) == 1 and b"Patient: sodium 131" not in reached[0]  # the opted-in request went there
     assert through_proxy.finish_reason == "error"
 
 
