@@ -411,6 +411,7 @@ class GRPOConfig:
     epsilon_low: float = checked(0.2, ge=0)
     epsilon_high: float = checked(0.2, ge=0)
     beta: float = checked(0.0, ge=0)  # KL (k3) to the frozen reference; 0: no reference model
+    lr: float | None = checked(None, gt=0)  # None: stage.optim.lr; GRPO usually wants a far smaller step than SFT
     loss_type: LossType = LossType.grpo
     scale_rewards: RewardScale = RewardScale.group
     rewards: RewardWeights = field(default_factory=RewardWeights)

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: An
         build_model,
         tokenizer,
         settings,
-        stage.optim,
+        stage.optim if settings.lr is None else replace(stage.optim, lr=settings.lr),
         stage.schedule,
         micro_batch_size=stage.micro_batch_size,
         gradient_clip=stage.gradient_clip,
