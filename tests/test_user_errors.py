@@ -220,6 +220,32 @@ def test_a_full_disk_or_a_denied_path_is_one_message_naming_the_path(capsys):
     assert capsys.readouterr().err.startswith("error: no space left on the device (/data/timelines/shard-0.parquet)")
 
 
+def test_debug_or_hydra_full_error_shows_the_traceback_and_our_bugs_always_do(monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    @report_user_errors
+    def main(cfg):
+        raise ConfigError("stage.grad_accum must be >= 1, got 0")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit):
+        main(OmegaConf.create({"debug": False}))
+    assert capsys.readouterr().err == "error: stage.grad_accum must be >= 1, got 0\n"
+    with pytest.raises(ConfigError):
+        main(OmegaConf.create({"debug": True}))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigError):
+        main(OmegaConf.create({"debug": False}))
+
+    @report_user_errors
+    def buggy(cfg):
+        raise KeyError("ours")
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
+    with pytest.raises(KeyError):
+        buggy(OmegaConf.create({}))
+
+
 @pytest.mark.slow
 def test_running_out_of_file_space_ends_with_the_path_and_leaves_no_temporary(tmp_path):
     """A file-size limit (what a full disk looks like to a writer) while the cohort is written."""
