@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MODULES = ("hosp", "icu", "ed", "note")
@@ -120,3 +122,35 @@ def kill_after_first_checkpoint(args: list[str], cwd: Path, stage_dir: Path, set
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (stage_dir / "summary.json").exists(), "the run finished before it could be killed"
+
+
+@contextmanager
+def one_token_server(seen: list[dict] | None = None) -> Iterator[str]:
+    """A real local HTTP server answering ``/v1/completions`` like vLLM's one-token yes/no reply ("no", with
+    its top log-probabilities); each request's JSON body is appended to ``seen``. Yields the base URL."""
+    import http.server
+    import json
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if seen is not None:
+                seen.append(body)
+            logprobs = {"top_logprobs": [{"no": -0.2, "yes": -2.0, "maybe": -5.0}]}
+            reply = json.dumps({"choices": [{"text": "no", "finish_reason": "length", "logprobs": logprobs}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()

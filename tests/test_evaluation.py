@@ -380,36 +380,14 @@ def test_requests_ask_risk_tasks_with_thinking_off_and_one_token(model_dir):
 
 def test_openai_backend_sends_the_references_logit_bias(model_dir):
     """A real local HTTP server that records what the client sends and answers like vLLM's server."""
-    import http.server
-    import threading
-
     from ehrr1.backends import ONE_TOKEN_YES_NO, choice_token_ids
+    from tests.support import one_token_server
 
     seen: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            logprobs = {"top_logprobs": [{"no": -0.2, "yes": -2.0, "maybe": -5.0}]}
-            body = json.dumps({"choices": [{"text": "no", "finish_reason": "length", "logprobs": logprobs}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
+    with one_token_server(seen) as url:
         backend = load_backend("openai", model_path=str(model_dir), base_url=url)
         prompt = generation_prompt(backend.tokenizer, [{"role": "user", "content": "EHR"}], thinking=False)
         (answer,) = backend.generate([prompt], ONE_TOKEN_YES_NO, [True])
-    finally:
-        server.shutdown()
     ids = choice_token_ids(backend.tokenizer, ("yes", "no"))
     assert seen[0]["max_tokens"] == 1 and seen[0]["logit_bias"] == {str(i): 100 for i in ids}
     assert answer.text == "no" and answer.p_yes == pytest.approx(math.exp(-2.0) / (math.exp(-2.0) + math.exp(-0.2)))

@@ -453,9 +453,8 @@ def test_small_samples_are_flagged_in_every_report(tmp_path):
 # ---- privacy: a proxy is a remote server ---------------------------------------------------------------
 def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_dir, monkeypatch):
     """HTTP(S)_PROXY pointing at a listener: the EHR text must go to the local server and never to it."""
-    import http.server
-
-    from ehrr1.backends import ONE_TOKEN_YES_NO
+    from ehrr1.backends import ONE_TOKEN_YES_NO, load_backend
+    from tests.support import one_token_server
 
     proxy = socket.socket()
     proxy.bind(("127.0.0.1", 0))
@@ -476,42 +475,23 @@ def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_d
                 reached.append(b"")
             conn.close()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            self.rfile.read(int(self.headers["Content-Length"]))
-            logprobs = {"top_logprobs": [{"no": -0.2, "yes": -2.0}]}
-            body = json.dumps({"choices": [{"text": "no", "finish_reason": "length", "logprobs": logprobs}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
     stop = threading.Event()
     threading.Thread(target=listen, daemon=True).start()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     proxy_url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.setenv(var, proxy_url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     try:
-        from ehrr1.backends import load_backend
-
-        url = f"http://127.0.0.1:{server.server_port}/v1"
-        backend = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0)
-        (answer,) = backend.generate(["Patient: sodium 131"], ONE_TOKEN_YES_NO, [True])
-        time.sleep(0.5)  # what reached the listener has been recorded
-        assert reached == []
-        opted_in = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0, allow_remote=True)
-        (through_proxy,) = opted_in.generate(["x"], ONE_TOKEN_YES_NO, [True])
+        with one_token_server() as url:
+            backend = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0)
+            (answer,) = backend.generate(["Patient: sodium 131"], ONE_TOKEN_YES_NO, [True])
+            time.sleep(0.5)  # what reached the listener has been recorded
+            assert reached == []
+            opted_in = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0, allow_remote=True)
+            (through_proxy,) = opted_in.generate(["x"], ONE_TOKEN_YES_NO, [True])
     finally:
         stop.set()
-        server.shutdown()
         proxy.close()
     assert answer.text == "no" and answer.error == ""
     assert len(reached) == 1 and b"Patient: sodium 131" not in reached[0]  # the opted-in request went there
