@@ -278,6 +278,7 @@ class TaskMixConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     split_factor: dict[str, float] = field(default_factory=dict)  # a task's count times this per split (default 1)
     min_events: int | None = checked(None, ge=0)  # this mix's context filter minimum (None: selection.min_events)
+    split: SplitRatios | None = None  # this mix's patient split (None: selection.split)
 
     @staticmethod
     def problems(node: DictConfig, at: str) -> list[str]:

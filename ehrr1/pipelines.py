@@ -24,7 +24,7 @@ from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.tasks.select import SPLITS, SelectionSettings, load_data_config, select, subject_split
+from ehrr1.tasks.select import SPLITS, SelectionSettings, SplitRatios, load_data_config, select, subject_split
 from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,20 @@ def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
     return load_tokenizer(directory)
 
 
+def mix_selection(cfg: DictConfig) -> SelectionSettings:
+    """``selection`` with what the task mix sets for itself (its context filter minimum, its patient split)."""
+    settings = settings_of(SelectionSettings, cfg.selection)
+    mix = cfg.task_mix
+    if mix.min_events is not None:
+        settings = replace(settings, min_events=mix.min_events)
+    if mix.split is not None:
+        settings = replace(settings, split=settings_of(SplitRatios, mix.split))
+    return settings
+
+
 def export_released(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
-    ``selection.split`` ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
+    mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
     from ehrr1.evaluation.released import read_released
 
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
@@ -143,9 +154,9 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
 def write_by_patient(
     records: list[dict[str, Any]], out: Path, splits: list[str], cfg: DictConfig, source: str
 ) -> dict[str, Any]:
-    """Released records split by patient (``selection.split`` ratios and seed) into ``<out>/<split>.jsonl``,
+    """Released records split by patient (the mix's split ratios and seed) into ``<out>/<split>.jsonl``,
     with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them."""
-    settings = settings_of(SelectionSettings, cfg.selection)
+    settings = mix_selection(cfg)
     by_split: dict[str, list[str]] = {split: [] for split in splits}
     report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in by_split}
     for record in records:
@@ -212,9 +223,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
             "over every shard range first (see README, 'More than one machine')"
         )
     store = TimelineStore(result["timelines_dir"])
-    settings = settings_of(SelectionSettings, cfg.selection)
-    if cfg.task_mix.min_events is not None:
-        settings = replace(settings, min_events=cfg.task_mix.min_events)
+    settings = mix_selection(cfg)
     factor = dict(cfg.task_mix.split_factor)
     unknown = sorted(set(factor) - set(SPLITS))
     if unknown:
