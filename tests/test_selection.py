@@ -133,3 +133,14 @@ def test_split_factor_scales_each_splits_count(index, registry):
     chosen = select(index, {"labevents": 10}, registry, settings, split_factor={"train": 3, "test": 0.5})
     counts = Counter(chosen.column("split").to_pylist())
     assert (counts["train"], counts["val"], counts["test"]) == (30, 10, 5)
+
+
+def test_a_task_mix_may_split_its_patients_its_own_way():
+    from ehrr1.config import SplitRatios
+    from ehrr1.pipelines import mix_selection
+    from tests.support import compose_config
+
+    assert mix_selection(compose_config("synthesize", "task_mix=main")).split == SplitRatios(0.7, 0.05, 0.25)
+    smoke = mix_selection(compose_config("synthesize", "task_mix=smoke", "selection.split.train=0.6",
+                                         "selection.split.test=0.3"))  # fmt: skip
+    assert smoke.split == SplitRatios(0.6, 0.1, 0.3) and smoke.min_events == 10

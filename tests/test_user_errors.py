@@ -44,6 +44,7 @@ CONFIG_CASES = [
     ("synthesize", ["selection.force_number=-3"], "selection.force_number must be > 0, got -3"),
     ("synthesize", ["selection.split.train=2.2"], "selection.split: the split shares must sum to 1, got 2.4"),
     ("synthesize", ["selection.split.val=nan"], "selection.split.val must be >= 0, got nan"),
+    ("synthesize", ["task_mix.split.train=0.9"], "task_mix.split: the split shares must sum to 1, got 1.2"),
     ("synthesize", ["selection.min_events=100", "selection.max_events=50"],
      "selection.min_events=100 must be below selection.max_events=50"),
     ("synthesize", ["task_mix.tasks.labevents=-3"], "task_mix.tasks.labevents=-3: a count must be >= 1, or -1 / 0"),
