@@ -305,7 +305,17 @@ def print_instructions(result: dict[str, Any], console: Console | None = None) -
     console.print(f"instruction data: {result['export_dir']}")
 
 
+def check_task_mix(cfg: DictConfig) -> None:
+    """The mix's task names exist (with "did you mean") and its counts are readable, before any data is built."""
+    mix = cfg.task_mix
+    if mix.released and not mix.tasks:
+        return
+    TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).select(task_mix_counts(cfg))
+
+
 def synthesize(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.pipeline != "timelines":
+        check_task_mix(cfg)
     save_run_config(cfg)
     if cfg.pipeline == "timelines":
         result = prepare_timelines(cfg)

@@ -372,6 +372,11 @@ def test_data_mistakes_end_the_entry_points_with_one_message(tiny_cohort, tmp_pa
         results = list(pool.map(run, cases))
     for (_, message), result in zip(cases, results, strict=True):
         assert_one_message(result, message)
+    fresh = tmp_path / "fresh"
+    unknown = run_entry_point("synthesize.py", *data[1:], f"data_root={fresh}", f"data.root={tiny_cohort}",
+                              "+task_mix.tasks.labevent=5", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert_one_message(unknown, "unknown task 'labevent'. Did you mean labevents")
+    assert not fresh.exists()  # refused before any data is built
     typo = run_entry_point("evaluate.py", *data, f"data.root={tiny_cohort}", f"model.path={tmp_path}",
                            "only_tasks=[Inpatient_Mortalty]", cwd=tmp_path, timeout=300)  # fmt: skip
     assert_one_message(typo, "only_tasks: no task 'Inpatient_Mortalty'; did you mean 'Inpatient_Mortality'?")

@@ -30,7 +30,7 @@ from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
-from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of, task_mix_counts
+from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, settings_of, task_mix_counts
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import atomic_write_text, digest
 
@@ -109,6 +109,7 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], TrainReco
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
         train_path = cfg.bench.train_path
         return str(cfg.bench.path), records, lambda: iter_released(train_path, registry) if train_path else iter(())
+    check_task_mix(cfg)
     bench = ensure_instructions(cfg, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"
     return str(bench), read_bench(bench, only, cfg.limit), lambda: iter_bench(train) if train.exists() else iter(())

@@ -40,7 +40,7 @@ from ehrr1.errors import ConfigError, MissingInputError
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.pipelines import ensure_instructions, save_run_config, settings_of
+from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, settings_of
 from ehrr1.reasoning.pipeline import ensure_reasoning
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
@@ -362,6 +362,7 @@ def _float(value: Any) -> float | None:
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResult]:
     """Run the configured stage, or the curriculum's stages in order; print and return their results."""
     check_hardware(cfg.hardware)
+    check_task_mix(cfg)
     if cfg.resume:
         run_dir = Path(cfg.resume)
         stored = run_dir / "resolved_config.yaml"
