@@ -44,7 +44,16 @@ from ehrr1.data.events import (
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, mapping_file, pad_ndc
 from ehrr1.data.reader import MimicReader, MimicSchemaError
 from ehrr1.errors import UserError
-from ehrr1.utils import atomic_write_json, digest, file_fingerprint, locked, read_json, replace_dir, temporary_path
+from ehrr1.utils import (
+    atomic_write_json,
+    digest,
+    file_fingerprint,
+    locked,
+    read_json,
+    removed_on_failure,
+    replace_dir,
+    temporary_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -449,14 +458,14 @@ class TimelineBuilder:
         marker = self.staging / f"{name}.done.json"
         if marker.exists() and final.exists():
             return read_json(marker)["rows_without_time"]
-        tmp = temporary_path(self.staging / name)
-        con.execute(
-            f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
-            f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
-        )
-        if not tmp.exists():  # no rows at all
-            tmp.mkdir(parents=True)
-        replace_dir(tmp, final)
+        with removed_on_failure(temporary_path(self.staging / name), final) as tmp:
+            con.execute(
+                f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
+                f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
+            )
+            if not tmp.exists():  # no rows at all
+                tmp.mkdir(parents=True)
+            replace_dir(tmp, final)
         untimed = 0
         if name != DEMOGRAPHICS and name not in UNTIMED and any(final.iterdir()):
             untimed = con.execute(
@@ -473,18 +482,18 @@ class TimelineBuilder:
         names = [DEMOGRAPHICS, *(s.event_type for s in self.sources)]
         parts = [self.staging / n / f"shard={shard}" for n in names]
         files = [_quote(p / "*.parquet") for p in parts if p.exists()]
-        tmp = temporary_path(final)
-        if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
-            con.execute(
-                "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
-                "NULL::TIMESTAMP AS endtime, NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, "
-                "NULL::BIGINT AS stay_id, NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) "
-                f"TO {_quote(tmp)} (FORMAT parquet)"
-            )
-        else:
-            query = shard_query(f"[{', '.join(files)}]", EventGrouping(self.settings.grouping))
-            con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
-        tmp.replace(final)
+        with removed_on_failure(temporary_path(final), final) as tmp:
+            if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
+                con.execute(
+                    "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
+                    "NULL::TIMESTAMP AS endtime, NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, "
+                    "NULL::BIGINT AS stay_id, NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) "
+                    f"TO {_quote(tmp)} (FORMAT parquet)"
+                )
+            else:
+                query = shard_query(f"[{', '.join(files)}]", EventGrouping(self.settings.grouping))
+                con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
+            tmp.replace(final)
 
     # ---- driver -----------------------------------------------------------------------------------
     def build(self, progress: bool = True) -> dict:

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
-from ehrr1.utils import fresh_temporary, locked, replace_dir
+from ehrr1.utils import fresh_temporary, locked, removed_on_failure, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,10 @@ def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_si
     with locked(out):
         if (out / "tokenizer.json").exists():
             return out
-        tmp = fresh_temporary(out)
-        log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
-        train_tokenizer(texts, vocab_size).save_pretrained(tmp)
-        replace_dir(tmp, out)
+        with removed_on_failure(fresh_temporary(out), out) as tmp:
+            log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
+            train_tokenizer(texts, vocab_size).save_pretrained(tmp)
+            replace_dir(tmp, out)
     return out
 
 

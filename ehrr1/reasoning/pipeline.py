@@ -50,6 +50,7 @@ from ehrr1.utils import (
     read_appended_jsonl,
     read_json,
     record_settings,
+    removed_on_failure,
     run_jobs,
     temporary_path,
 )
@@ -102,9 +103,9 @@ def extract_chunk(
                 CONCEPT_SCHEMA.names, (record["id"], task.name, split, role, m.concept, m.label, m.section), strict=True
             ):
                 rows[name].append(value)
-    tmp = temporary_path(out)
-    pq.write_table(pa.table(rows, schema=CONCEPT_SCHEMA), tmp)
-    tmp.replace(out)
+    with removed_on_failure(temporary_path(out), out) as tmp:
+        pq.write_table(pa.table(rows, schema=CONCEPT_SCHEMA), tmp)
+        tmp.replace(out)
 
 
 def relation_graphs(work: Path, settings: SynthesisConfig) -> tuple[dict[str, RelationGraph], RelationGraph]:
@@ -287,9 +288,9 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
                 "relation": [e.relation for e in edges] or pa.array([], pa.string()),
             }
         )
-        tmp = temporary_path(work / "hierarchy.parquet")
-        pq.write_table(table, tmp)
-        tmp.replace(work / "hierarchy.parquet")
+        with removed_on_failure(temporary_path(work / "hierarchy.parquet"), work / "hierarchy.parquet") as tmp:
+            pq.write_table(table, tmp)
+            tmp.replace(work / "hierarchy.parquet")
     if not (work / "cooccurrence.parquet").exists():
         train = [str(concept_file[s, k]) for s, k, _, _ in chunks if s == "train"]
         if not train:
@@ -355,19 +356,19 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
     """``<split>.jsonl`` from the chunks' kept chains, in input order, and the statistics."""
     stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for split, plan in plans.items():
-        tmp = temporary_path(out / f"{split}.jsonl")
-        with tmp.open("w", encoding="utf-8") as joined:
-            for k in range(len(plan)):
-                for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):
-                    counts = stats[split][row["task"]]
-                    counts["samples"] += 1
-                    counts["with_graph"] += row["graph"]
-                    counts[row["status"]] += 1
-                    counts["records"] += len(row.get("records", []))
-                    counts["plain"] += "plain" in row
-                    for record in [*row.get("records", []), *([row["plain"]] if "plain" in row else [])]:
-                        joined.write(json.dumps(record, ensure_ascii=False) + "\n")
-        tmp.replace(out / f"{split}.jsonl")
+        with removed_on_failure(temporary_path(out / f"{split}.jsonl"), out / f"{split}.jsonl") as tmp:
+            with tmp.open("w", encoding="utf-8") as joined:
+                for k in range(len(plan)):
+                    for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):
+                        counts = stats[split][row["task"]]
+                        counts["samples"] += 1
+                        counts["with_graph"] += row["graph"]
+                        counts[row["status"]] += 1
+                        counts["records"] += len(row.get("records", []))
+                        counts["plain"] += "plain" in row
+                        for record in [*row.get("records", []), *([row["plain"]] if "plain" in row else [])]:
+                            joined.write(json.dumps(record, ensure_ascii=False) + "\n")
+            tmp.replace(out / f"{split}.jsonl")
     report = {
         "dir": str(out.resolve()),
         "splits": {s: {t: dict(c) for t, c in sorted(tasks.items())} for s, tasks in stats.items()},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from ehrr1.utils import temporary_path
+from ehrr1.utils import removed_on_failure, temporary_path
 
 COLUMNS = ("task", "target", "history", "cooc", "n_target", "n_history", "n", "lift")
 
@@ -40,38 +40,38 @@ def cooccurrence(
         "CREATE TEMP TABLE mentions AS SELECT DISTINCT sample, task, role, concept "
         f"FROM read_parquet({sources}) WHERE split = {_literal(split)}"
     )
-    tmp = temporary_path(out)
-    rank = "row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history)"
-    best = "" if top_k is None else f"QUALIFY {rank} <= {int(top_k)}"
-    con.execute(
-        f"""
-        COPY (
-          WITH n AS (SELECT task, count(DISTINCT sample) AS n FROM mentions GROUP BY task),
-          targets AS (SELECT sample, task, concept FROM mentions WHERE role = 'target'),
-          history AS (SELECT sample, task, concept FROM mentions WHERE role = 'history'),
-          target_counts AS (SELECT task, concept, count(*) AS c FROM targets GROUP BY ALL),
-          history_counts AS (SELECT task, concept, count(*) AS c FROM history GROUP BY ALL),
-          pairs AS (
-            SELECT t.task, t.concept AS target, h.concept AS history, count(*) AS cooc
-            FROM targets t JOIN history h USING (sample, task)
-            GROUP BY ALL HAVING count(*) >= {int(min_support) if support_on == "pair" else 1}
-          ),
-          scored AS (
-            SELECT p.task, p.target, p.history, p.cooc, tc.c AS n_target, hc.c AS n_history, n.n,
-                   p.cooc * n.n / (tc.c * hc.c) AS lift
-            FROM pairs p
-            JOIN n USING (task)
-            JOIN target_counts tc ON tc.task = p.task AND tc.concept = p.target
-            JOIN history_counts hc ON hc.task = p.task AND hc.concept = p.history
-          )
-          SELECT {", ".join(COLUMNS)} FROM scored
-          WHERE lift > {float(min_lift)}{"" if support_on == "pair" else f" AND n_history >= {int(min_support)}"}
-          {best}
-          ORDER BY task, target, lift DESC, cooc DESC, history
-        ) TO {_literal(str(tmp))} (FORMAT parquet)
-        """
-    )
-    tmp.replace(out)
+    with removed_on_failure(temporary_path(out), out) as tmp:
+        rank = "row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history)"
+        best = "" if top_k is None else f"QUALIFY {rank} <= {int(top_k)}"
+        con.execute(
+            f"""
+            COPY (
+              WITH n AS (SELECT task, count(DISTINCT sample) AS n FROM mentions GROUP BY task),
+              targets AS (SELECT sample, task, concept FROM mentions WHERE role = 'target'),
+              history AS (SELECT sample, task, concept FROM mentions WHERE role = 'history'),
+              target_counts AS (SELECT task, concept, count(*) AS c FROM targets GROUP BY ALL),
+              history_counts AS (SELECT task, concept, count(*) AS c FROM history GROUP BY ALL),
+              pairs AS (
+                SELECT t.task, t.concept AS target, h.concept AS history, count(*) AS cooc
+                FROM targets t JOIN history h USING (sample, task)
+                GROUP BY ALL HAVING count(*) >= {int(min_support) if support_on == "pair" else 1}
+              ),
+              scored AS (
+                SELECT p.task, p.target, p.history, p.cooc, tc.c AS n_target, hc.c AS n_history, n.n,
+                       p.cooc * n.n / (tc.c * hc.c) AS lift
+                FROM pairs p
+                JOIN n USING (task)
+                JOIN target_counts tc ON tc.task = p.task AND tc.concept = p.target
+                JOIN history_counts hc ON hc.task = p.task AND hc.concept = p.history
+              )
+              SELECT {", ".join(COLUMNS)} FROM scored
+              WHERE lift > {float(min_lift)}{"" if support_on == "pair" else f" AND n_history >= {int(min_support)}"}
+              {best}
+              ORDER BY task, target, lift DESC, cooc DESC, history
+            ) TO {_literal(str(tmp))} (FORMAT parquet)
+            """
+        )
+        tmp.replace(out)
     return con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchone()[0]
 
 

@@ -28,7 +28,16 @@ from ehrr1.errors import UserError
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.utils import atomic_write_json, atomic_write_text, digest, locked, read_json, run_jobs, temporary_path
+from ehrr1.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    digest,
+    locked,
+    read_json,
+    removed_on_failure,
+    run_jobs,
+    temporary_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +197,14 @@ def _join(
                 totals[split][task_name].update(counts)
     splits = sorted({row["split"] for _, rows in units.values() for row in rows})
     for split in splits:
-        tmp = temporary_path(out / f"{split}.jsonl")
-        with open(tmp, "wb") as joined:
-            for name in units:
-                part = parts / f"{split}-{name}.jsonl"
-                if part.exists():
-                    with open(part, "rb") as piece:
-                        shutil.copyfileobj(piece, joined)
-        tmp.replace(out / f"{split}.jsonl")
+        with removed_on_failure(temporary_path(out / f"{split}.jsonl"), out / f"{split}.jsonl") as tmp:
+            with open(tmp, "wb") as joined:
+                for name in units:
+                    part = parts / f"{split}-{name}.jsonl"
+                    if part.exists():
+                        with open(part, "rb") as piece:
+                            shutil.copyfileobj(piece, joined)
+            tmp.replace(out / f"{split}.jsonl")
     report = _report(totals, registry, task_order)
     atomic_write_json(out / "stats.json", report)
     atomic_write_text(out / "stats.md", stats_markdown(report))

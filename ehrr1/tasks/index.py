@@ -27,7 +27,7 @@ from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import MissingInputError
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import samples_table, shard_samples
-from ehrr1.utils import atomic_write_json, digest, locked, read_json, run_jobs, temporary_path
+from ehrr1.utils import atomic_write_json, digest, locked, read_json, removed_on_failure, run_jobs, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: 
     samples = shard_samples(tasks, pq.read_table(shard_path(Path(timelines_dir), shard)))
     for task in tasks:
         final = index_shard_path(Path(out_dir), task.name, shard)
-        tmp = temporary_path(final)
-        pq.write_table(samples_table(samples[task.name], SCHEMA), tmp)
-        tmp.replace(final)
+        with removed_on_failure(temporary_path(final), final) as tmp:
+            pq.write_table(samples_table(samples[task.name], SCHEMA), tmp)
+            tmp.replace(final)
 
 
 def _fingerprint(store: TimelineStore, task: TaskSpec) -> str:

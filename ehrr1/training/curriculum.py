@@ -46,7 +46,7 @@ from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
-from ehrr1.utils import atomic_write_json, atomic_write_text, fresh_temporary, read_json
+from ehrr1.utils import atomic_write_json, atomic_write_text, fresh_temporary, read_json, removed_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +213,10 @@ def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: P
         state = strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
         weights = {k.removeprefix("model."): v for k, v in state.items()}
-        tmp = fresh_temporary(out_dir)
-        module.model.save_pretrained(tmp, state_dict=weights)
-        tokenizer.save_pretrained(tmp)
-        tmp.replace(out_dir)
+        with removed_on_failure(fresh_temporary(out_dir), out_dir) as tmp:
+            module.model.save_pretrained(tmp, state_dict=weights)
+            tokenizer.save_pretrained(tmp)
+            tmp.replace(out_dir)
     strategy.barrier("export_hf")
 
 
