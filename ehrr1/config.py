@@ -5,6 +5,10 @@ key is rejected with the valid keys listed, and an unknown group option lists th
 
 The settings that implementation modules take (timeline build, cohort, selection, sampling, ...) live here
 too: the schema is a leaf that imports no implementation, so ``--help`` and ``--cfg job`` answer at once.
+
+Values are checked here as well: a field made with :func:`checked` carries its range, a dataclass's
+``problems(node, at)`` its cross-field rules, and :func:`validate` walks a composed config and reports
+every problem in one message before any work starts.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -72,7 +76,7 @@ def checked(default: Any, **bounds: Any) -> Any:
     return field(default=default, metadata={"range": Range(**bounds)})
 
 
-def did_you_mean(value: str, choices: Iterator[str] | list[str] | tuple[str, ...]) -> str:
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
     choices = list(choices)
     close = difflib.get_close_matches(value, choices, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
@@ -146,10 +150,10 @@ class SelectionSettings:
 
     @staticmethod
     def problems(node: DictConfig, at: str) -> list[str]:
-        if node.min_events >= node.max_events:
+        if node.max_events - node.min_events < 2:  # kept: min_events < context events < max_events
             return [
-                f"{at}.min_events={node.min_events} must be below {at}.max_events={node.max_events}: "
-                "no sample could have a context between them"
+                f"{at}.min_events={node.min_events} must be below {at}.max_events={node.max_events} - 1: "
+                "no sample could have a context strictly between them"
             ]
         return []
 
