@@ -13,6 +13,7 @@ from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from ehrr1.config import EmptyTables, OnDuplicates
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
@@ -65,7 +66,11 @@ def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
     if data.synthetic is not None:
         cohort = generate_cohort(data.root, settings_of(SyntheticCohortSettings, data.synthetic), progress=cfg.progress)
     modules = {name: path for name, path in data.modules.items() if path is not None}
-    reader = MimicReader(modules, on_duplicates=data.on_duplicates.value, empty_tables=data.empty_tables.value)
+    policies = {
+        "on_duplicates": OnDuplicates(data.on_duplicates).value,
+        "empty_tables": EmptyTables(data.empty_tables).value,
+    }
+    reader = MimicReader(modules, **policies)  # a stored config holds the names, a composed one the enums
     settings = settings_of(TimelineBuildSettings, cfg.timelines)
     manifest = build_timelines(reader, cfg.timelines.dir, settings, progress=cfg.progress)
     return {"cohort": cohort, "timelines": manifest, "timelines_dir": str(Path(cfg.timelines.dir).resolve())}

@@ -88,7 +88,7 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     pngs = write_plots(report, rows, tmp_path)
     assert [p.name for p in pngs] == ["scores.png", "roc.png"] and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert json.loads(paths["json"].read_text())["samples"] == 10
-    assert "| labevents | decision | f1 | 6 |" in paths["md"].read_text()
+    assert "| labevents * | decision | f1 | 6 |" in paths["md"].read_text()
     assert paths["csv"].read_text().splitlines()[0].startswith("task,kind,metric,n,value,ci_low,ci_high")
     assert mortality["precision"] is None and "| P | R | F1 |" in paths["md"].read_text()
     # the same model on another benchmark: only labevents, scored higher
@@ -105,7 +105,7 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     assert by_task["Inpatient_Mortality"]["value_b"] is None and by_task["Inpatient_Mortality"]["difference"] is None
     assert result["macro"]["risk"] == {"a": 1.0, "b": None}
     assert written["png"].read_bytes()[:4] == b"\x89PNG"
-    assert "| labevents | decision | f1 | 6 |" in written["md"].read_text()
+    assert "| labevents * | decision | f1 | 6 |" in written["md"].read_text()
     with pytest.raises(SystemExit) as stopped:
         compare_main([str(tmp_path), str(tmp_path / "nowhere")])
     assert stopped.value.code == 1

@@ -269,7 +269,7 @@ def test_the_paper_presets_compose_the_references_recipe():
 
     assert StageConfig().loss_on == "completion"  # ours stays the schema's default
     main_job = compose_config("train").stage  # the main job trains a random model: the EHR too, answers weighted
-    assert (main_job.loss_on, main_job.answer_weight) == ("all", 20)
+    assert (main_job.loss_on, main_job.answer_weight) == ("all", 50)
 
 
 def test_pack_keeps_every_example_once_within_the_budget():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ehrr1.errors import UserError
-from ehrr1.evaluation.report import interval_text, score_text
+from ehrr1.evaluation.report import interval_text, notes, score_text, task_name
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
 
@@ -49,6 +49,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                     for k in ("n", "value", "ci_low", "ci_high")
                 },  # fmt: skip
                 "difference": None if va is None or vb is None else vb - va,
+                "small_n": any(t.get("small_n", False) for t in (ta, tb) if t),
             }
         )
     macro = {
@@ -68,12 +69,13 @@ def markdown(result: dict[str, Any], name_a: str, name_b: str) -> str:
     for r in result["tasks"]:
         ci = {side: interval_text(r[f"ci_low_{side}"], r[f"ci_high_{side}"]) for side in "ab"}
         lines.append(
-            f"| {r['task']} | {r['kind']} | {r['metric']} | {r['n_a'] or ''} | {score_text(r['value_a'])} | "
+            f"| {task_name(r)} | {r['kind']} | {r['metric']} | {r['n_a'] or ''} | {score_text(r['value_a'])} | "
             f"{ci['a']} | {r['n_b'] or ''} | {score_text(r['value_b'])} | {ci['b']} | {score_text(r['difference'])} |"
         )
     lines.append("")
     for kind, m in result["macro"].items():
         lines.append(f"- macro {kind}: A {score_text(m['a'])}, B {score_text(m['b'])}")
+    lines += [f"- {note}" for note in notes(result)]
     return "\n".join(lines) + "\n"
 
 
