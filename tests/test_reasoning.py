@@ -216,6 +216,7 @@ def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_
     assert {p.name: p.read_bytes() for p in out.glob("*.jsonl")} == first
 
 
+@pytest.mark.slow
 def test_the_paper_synthesis_writes_decision_chains_from_each_samples_evidence(small_data_root, tmp_path):
     from ehrr1.reasoning.pipeline import synthesize_reasoning
 
@@ -359,6 +360,7 @@ def test_free_text_fields_the_reference_reads_with_quickumls():
     assert texts == [("radiology", "Right lower lobe pneumonia."), ("admissions", "Chief Complaint: cough")]
 
 
+@pytest.mark.slow
 def test_plain_records_beside_the_chains(small_data_root, tmp_path):
     from ehrr1.reasoning.pipeline import synthesize_reasoning
 

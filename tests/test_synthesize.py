@@ -119,6 +119,7 @@ def test_instructions_pipeline_builds_the_smoke_mix(small_data_root, capsys):
     assert (small_data_root / "models" / "tiny" / "synthetic_n60_seed0" / "tokenizer" / "tokenizer.json").exists()
 
 
+@pytest.mark.slow
 def test_data_built_with_other_settings_is_rebuilt_naming_what_changed(small_data_root, tmp_path, caplog):
     from ehrr1.pipelines import ensure_instructions
 

@@ -91,6 +91,7 @@ def test_every_row_is_in_exactly_one_event(timelines, cohort_root):
     assert all(isinstance(v, str) for v in lab_event.values("valuenum"))  # the reference's text of each cell
 
 
+@pytest.mark.slow
 def test_timestamp_grouping_splits_runs_by_time(tiny_cohort, tmp_path):
     runs = list(TimelineStore(_build(tiny_cohort, tmp_path / "runs", EventGrouping.runs)))
     stamps = list(TimelineStore(_build(tiny_cohort, tmp_path / "stamps", EventGrouping.timestamp)))

@@ -316,6 +316,7 @@ def lines_of(path: Path) -> list[str]:
         return f.read().splitlines()
 
 
+@pytest.mark.slow
 def test_repeated_keys_dropped_give_the_clean_timelines_and_are_counted(tiny_cohort, cohort_copy, tmp_path):
     from ehrr1.data.timeline import TimelineStore
 
