@@ -361,9 +361,8 @@ def _float(value: Any) -> float | None:
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResult]:
     """Run the configured stage, or the curriculum's stages in order; print and return their results."""
-    check_hardware(cfg.hardware)
-    check_task_mix(cfg)
-    if cfg.resume:
+    resumed = bool(cfg.resume)
+    if resumed:
         run_dir = Path(cfg.resume)
         stored = run_dir / "resolved_config.yaml"
         if not stored.exists():
@@ -375,8 +374,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         if cfg.stage.name == CURRICULUM:
             compose_stages(cfg, list(overrides or []))
             validate(cfg)  # each stage as composed
-        if rank_zero_only.rank == 0:
-            save_run_config(cfg, run_dir)
+    check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
+    check_task_mix(cfg)
+    if not resumed and rank_zero_only.rank == 0:
+        save_run_config(cfg, run_dir)
     stages = stage_configs(cfg, run_dir)
     single = cfg.stage.name != CURRICULUM
     results: list[StageResult] = []
