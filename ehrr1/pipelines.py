@@ -13,7 +13,7 @@ from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ehrr1.config import EmptyTables, OnDuplicates
+from ehrr1.config import EmptyTables, OnDuplicates, TaskMixConfig
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
@@ -25,7 +25,7 @@ from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.tasks.select import SPLITS, SelectionSettings, SplitRatios, load_data_config, select, subject_split
+from ehrr1.tasks.select import SelectionSettings, SplitRatios, load_data_config, select, subject_split
 from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,6 @@ def task_mix_counts(cfg: DictConfig) -> dict[str, int]:
     counts = load_data_config(mix.file) if mix.file else dict(mix.tasks)
     if not counts:
         raise ConfigError(f"task_mix '{mix.name}' names no tasks: set task_mix.tasks or task_mix.file")
-    unknown = [s for s in mix.splits if s not in SPLITS]
-    if unknown:
-        raise ConfigError(f"task_mix.splits: {unknown} unknown; choose from {', '.join(SPLITS)}")
     return counts
 
 
@@ -230,9 +227,6 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     store = TimelineStore(result["timelines_dir"])
     settings = mix_selection(cfg)
     factor = dict(cfg.task_mix.split_factor)
-    unknown = sorted(set(factor) - set(SPLITS))
-    if unknown:
-        raise UserError(f"task_mix.split_factor: {unknown} unknown; choose from {', '.join(SPLITS)}")
 
     def one_task(name: str) -> pa.Table:  # one task's index in memory at a time
         return read_index(cfg.index.dir, [name])
@@ -311,8 +305,12 @@ def print_instructions(result: dict[str, Any], console: Console | None = None) -
 
 
 def check_task_mix(cfg: DictConfig) -> None:
-    """The mix's task names exist (with "did you mean") and its counts are readable, before any data is built."""
+    """Before any data is built: the mix's own rules (its schema's, so a stored config is held to them too),
+    its task names (with "did you mean") and its counts file."""
     mix = cfg.task_mix
+    problems = TaskMixConfig.problems(mix, "task_mix")
+    if problems:
+        raise ConfigError("; ".join(problems))
     if mix.released and not mix.tasks:
         return
     TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).select(task_mix_counts(cfg))

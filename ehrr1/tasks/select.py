@@ -27,13 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ehrr1.config import SelectionSettings, SplitRatios
+from ehrr1.config import SPLITS, SelectionSettings, SplitRatios
 from ehrr1.errors import ConfigError
 from ehrr1.tasks.registry import TaskRegistry, TaskSpec
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 def load_data_config(path: str | Path) -> dict[str, int]:

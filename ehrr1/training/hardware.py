@@ -35,8 +35,7 @@ def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
             state_dict_type=hw.fsdp.state_dict_type,
             use_orig_params=True,
         )
-    if importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
+    require_deepspeed()
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     return DeepSpeedStrategy(
@@ -45,6 +44,11 @@ def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
         offload_parameters=hw.deepspeed.offload_parameters,
         logging_batch_size_per_gpu=micro_batch_size,  # our loader yields ready micro-batches (no batch_size)
     )
+
+
+def require_deepspeed() -> None:
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
 
 
 def check_hardware(hw: HardwareConfig) -> None:
@@ -59,8 +63,8 @@ def check_hardware(hw: HardwareConfig) -> None:
     visible = torch.cuda.device_count() if hw.accelerator in ("gpu", "cuda") else None
     if visible is not None and hw.devices > visible:
         raise ConfigError(f"hardware.devices={hw.devices} but {visible} GPU(s) are visible on this machine")
-    if hw.strategy is Strategy.deepspeed_zero3 and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError("hardware=deepspeed_zero3 needs DeepSpeed: pip install -e '.[gpu]' on a GPU machine")
+    if hw.strategy is Strategy.deepspeed_zero3:
+        require_deepspeed()
 
 
 def trainer_kwargs(hw: HardwareConfig, micro_batch_size: int = 1) -> dict[str, Any]:
