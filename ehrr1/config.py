@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ehrr1.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
+T = TypeVar("T")
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
@@ -796,6 +797,12 @@ class EvaluateConfig(DataPipelineConfig):
                 "set one of them"
             )
         return found
+
+
+def settings_of(cls: type[T], node: DictConfig) -> T:
+    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
+    subset = {f.name: node[f.name] for f in fields(cls) if f.name in node}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset))
 
 
 def validate(cfg: DictConfig) -> None:

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ehrr1.config import EmptyTables, OnDuplicates, TaskMixConfig
+from ehrr1.config import EmptyTables, OnDuplicates, TaskMixConfig, settings_of
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.markdown import REFERENCE_TITLES, render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import ConfigError, UserError
+from ehrr1.evaluation.released import ReleasedBenchError, read_released
 from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
+from ehrr1.reasoning.pipeline import print_reasoning, synthesize_chains
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
@@ -29,7 +31,6 @@ from ehrr1.tasks.select import SelectionSettings, SplitRatios, load_data_config,
 from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path | None:
@@ -51,12 +52,6 @@ def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path 
     if hydra_dir is not None and (hydra_dir / "config.yaml").exists():
         atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     return path
-
-
-def settings_of(cls: type[T], node: DictConfig) -> T:
-    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
-    subset = {f.name: node[f.name] for f in fields(cls) if f.name in node}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset))
 
 
 def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
@@ -145,8 +140,6 @@ def mix_selection(cfg: DictConfig) -> SelectionSettings:
 def export_released(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
     mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
-    from ehrr1.evaluation.released import read_released
-
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
     records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None)
     report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
@@ -304,6 +297,44 @@ def print_instructions(result: dict[str, Any], console: Console | None = None) -
     console.print(f"instruction data: {result['export_dir']}")
 
 
+def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
+    """The reasoning data: the released items of ``synthesis.released``, or chains synthesised for the
+    instruction records of ``synthesis.splits`` (built first when absent)."""
+    if cfg.synthesis.released:
+        return released_reasoning(cfg)
+    inputs = {split: ensure_instructions(cfg, split) for split in cfg.synthesis.splits}
+    report = synthesize_chains(cfg, inputs)
+    record_settings(Path(cfg.synthesis.dir), reasoning_settings(cfg))
+    return report
+
+
+def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
+    """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
+    reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
+    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    records = read_released(cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None)
+    without = next((r["source"] for r in records if not r["reasoning"]), None)
+    if without:
+        raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
+    out = Path(cfg.synthesis.dir)
+    report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
+    record_settings(out, reasoning_settings(cfg))
+    return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
+
+
+def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
+    """What decides the reasoning data: the instruction data it reads and the synthesis settings."""
+    synthesis = {k: v for k, v in OmegaConf.to_container(cfg.synthesis, resolve=True).items() if k != "dir"}
+    return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
+
+
+def ensure_reasoning(cfg: DictConfig) -> Path:
+    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured), or the released
+    reasoning items of ``synthesis.released``, when absent or made with other settings."""
+    path = Path(cfg.synthesis.dir) / "train.jsonl"
+    return ensure_built(path, reasoning_settings(cfg), lambda: synthesize_reasoning(cfg), "reasoning data")
+
+
 def check_task_mix(cfg: DictConfig) -> None:
     """Before any data is built: the mix's own rules (its schema's, so a stored config is held to them too),
     its task names (with "did you mean") and its counts file."""
@@ -332,8 +363,6 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
         )
         return result
     if cfg.pipeline == "reasoning":
-        from ehrr1.reasoning.pipeline import print_reasoning, synthesize_reasoning
-
         report = synthesize_reasoning(cfg)
         print_reasoning(report)
         return report

@@ -56,10 +56,11 @@ def tokenizer(timelines_root, tmp_path_factory):
     """The embedded tokenizer, trained on the test cohort and reloaded from disk like any HF tokenizer."""
     import itertools
 
+    from ehrr1.data.markdown import render_events
     from ehrr1.data.timeline import TimelineStore
     from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
 
-    texts = (t.render() for t in itertools.islice(TimelineStore(timelines_root), 120))
+    texts = (render_events(t) for t in itertools.islice(TimelineStore(timelines_root), 120))
     return load_tokenizer(build_embedded_tokenizer(texts, tmp_path_factory.mktemp("tok") / "tokenizer", 2048))
 
 

@@ -162,6 +162,7 @@ def test_evaluate_needs_a_model(small_data_root, tmp_path):
 @pytest.mark.slow
 def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root, tmp_path):
     from ehrr1 import Predictor
+    from ehrr1.data.markdown import render_events
     from ehrr1.data.timeline import TimelineStore
 
     predictor = Predictor(str(model_dir), device="cpu", max_tokens=8, max_input_tokens=300)
@@ -171,7 +172,7 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     with pytest.raises(TaskError, match="Did you mean labevents"):
         predictor.predict("labevent", timeline=timeline)
     markdown = tmp_path / "patient.md"
-    markdown.write_text(timeline.window(1, 6).render(), encoding="utf-8")
+    markdown.write_text(render_events(timeline.window(1, 6)), encoding="utf-8")
     done = subprocess.run(
         [
             sys.executable,

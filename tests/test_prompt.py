@@ -8,7 +8,7 @@ import json
 import pytest
 from datasets import load_dataset
 
-from ehrr1.data.markdown import render_event
+from ehrr1.data.markdown import render_event, render_events
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import UserError
 from ehrr1.tasks.export import export_samples
@@ -79,7 +79,8 @@ def _qwen_style_tokenizer(timelines_root):
 
     from ehrr1.models.tokenizer import train_tokenizer
 
-    return train_tokenizer((t.render() for t in itertools.islice(TimelineStore(timelines_root), 80)), 3000, "qwen2")
+    texts = (render_events(t) for t in itertools.islice(TimelineStore(timelines_root), 80))
+    return train_tokenizer(texts, 3000, "qwen2")
 
 
 def _fewest_drops_by_scan(builder, timeline, sample, task):

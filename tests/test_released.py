@@ -260,7 +260,7 @@ def reasoning_items() -> list[dict]:
 def test_released_reasoning_items_are_the_reasoning_data(registry, tmp_path):
     import pandas as pd
 
-    from ehrr1.reasoning.pipeline import ensure_reasoning
+    from ehrr1.pipelines import ensure_reasoning
     from tests.support import compose_config
 
     rows = reasoning_items()

@@ -22,6 +22,7 @@ from ehrr1.data.build import (
     build_timelines,
     shard_path,
 )
+from ehrr1.data.markdown import render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.utils import read_json
@@ -128,7 +129,7 @@ def test_load_and_window(store, timelines):
         timeline.window(3, len(timeline) + 1)
     with pytest.raises(KeyError, match="no timeline"):
         store.load(1)
-    assert window.render().startswith("## ")
+    assert render_events(window).startswith("## ")
 
 
 def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):

@@ -17,9 +17,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ehrr1.config import HardwareConfig, LossOn, LossPer, Strategy
+from ehrr1.config import HardwareConfig, LossOn, LossPer, Strategy, settings_of
 from ehrr1.models.factory import init_random_model
-from ehrr1.pipelines import settings_of
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.training.curriculum import train
 from ehrr1.training.data import (

@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ehrr1.config import SamplingParams
+from ehrr1.config import BackendConfig, ModelConfig, SamplingParams
 from ehrr1.errors import ConfigError
 from ehrr1.think import THINK_CLOSE
 
@@ -58,6 +58,36 @@ def load_backend(name: str, **settings: Any) -> Backend:
     except ImportError as exc:
         raise ImportError(f"backend '{name}' is not installed ({exc}): {install}") from exc
     return backend_cls(**settings)
+
+
+def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, seed: int = 0) -> dict[str, Any]:
+    """The keyword arguments of the chosen backend, from ``backend=`` and ``model=``."""
+    if backend.name == "hf":
+        return {
+            "model_path": model_id,
+            "dtype": model.dtype.value,
+            "attn_implementation": model.attn_implementation.value,
+            "device": backend.device,
+        }
+    if backend.name == "openai":
+        keys = ("base_url", "served_model", "tokenizer", "concurrency", "timeout_s", "max_retries", "backoff_s")
+        return {
+            "model_path": model_id,
+            **{k: getattr(backend, k) for k in keys},
+            "allow_remote": backend.allow_remote,
+            "api_key_env": backend.api_key_env,
+        }
+    if backend.name == "vllm":
+        keys = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
+        return {
+            "model_path": model_id,
+            "dtype": model.dtype.value,
+            "max_model_len": backend.max_model_len,
+            "enforce_eager": backend.enforce_eager,
+            "seed": seed,
+            **{k: getattr(backend, k) for k in keys},
+        }
+    return {"model_path": model_id}
 
 
 def reached_answer(prompt: str, text: str) -> bool:

@@ -67,11 +67,6 @@ class Timeline(Sequence[Event]):
             )
         return self[begin:end]
 
-    def render(self) -> str:
-        from ehrr1.data.markdown import render_events
-
-        return render_events(self.events)
-
 
 def subject_runs(subjects: list[int]) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` row ranges of each subject in rows sorted by subject (a shard table's order)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.backends import SamplingParams, load_backend
+from ehrr1.backends import SamplingParams, backend_settings, load_backend
 from ehrr1.config import (
     BackendConfig,
     Baseline,
@@ -21,6 +21,7 @@ from ehrr1.config import (
     ModelConfig,
     TabularSettings,
     did_you_mean,
+    settings_of,
 )
 from ehrr1.errors import ConfigError, MissingInputError, UserError
 from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
@@ -30,7 +31,7 @@ from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
-from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, settings_of, task_mix_counts
+from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, task_mix_counts
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import atomic_write_text, digest
 
@@ -184,36 +185,6 @@ def log_to_wandb(
         data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
         run.log({"samples": wandb.Table(columns=fields, data=data)})
     run.finish()
-
-
-def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, seed: int = 0) -> dict[str, Any]:
-    """The keyword arguments of the chosen backend, from ``backend=`` and ``model=``."""
-    if backend.name == "hf":
-        return {
-            "model_path": model_id,
-            "dtype": model.dtype.value,
-            "attn_implementation": model.attn_implementation.value,
-            "device": backend.device,
-        }
-    if backend.name == "openai":
-        keys = ("base_url", "served_model", "tokenizer", "concurrency", "timeout_s", "max_retries", "backoff_s")
-        return {
-            "model_path": model_id,
-            **{k: getattr(backend, k) for k in keys},
-            "allow_remote": backend.allow_remote,
-            "api_key_env": backend.api_key_env,
-        }
-    if backend.name == "vllm":
-        keys = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
-        return {
-            "model_path": model_id,
-            "dtype": model.dtype.value,
-            "max_model_len": backend.max_model_len,
-            "enforce_eager": backend.enforce_eager,
-            "seed": seed,
-            **{k: getattr(backend, k) for k in keys},
-        }
-    return {"model_path": model_id}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

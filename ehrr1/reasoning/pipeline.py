@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.config import KeepChains, PlainRecords, SynthesisConfig, TopKPer, WriterKind
+from ehrr1.config import KeepChains, PlainRecords, SynthesisConfig, TopKPer, WriterKind, settings_of
 from ehrr1.errors import ConfigError, UserError
 from ehrr1.reasoning.concepts import build_extractor
 from ehrr1.reasoning.graph import (
@@ -44,12 +44,10 @@ from ehrr1.utils import (
     atomic_write_json,
     atomic_write_text,
     digest,
-    ensure_built,
     file_fingerprint,
     locked,
     read_appended_jsonl,
     read_json,
-    record_settings,
     removed_on_failure,
     run_jobs,
     temporary_path,
@@ -239,13 +237,9 @@ def chain_rows(
     return {"status": "kept", "chains": len(chains), "records": records}
 
 
-def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
-    from ehrr1.pipelines import ensure_instructions, settings_of
-
+def synthesize_chains(cfg: DictConfig, inputs: dict[str, Path]) -> dict[str, Any]:
+    """Chains for the instruction records of ``inputs`` (split -> file), resumable under ``synthesis.dir``."""
     settings: SynthesisConfig = settings_of(SynthesisConfig, cfg.synthesis)
-    if settings.released:
-        return released_reasoning(cfg)
-    inputs = {split: ensure_instructions(cfg, split) for split in settings.splits}
     with locked(settings.dir):
         return _synthesize_chains(cfg, settings, inputs)
 
@@ -313,9 +307,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
             write_chunk(*job, writer=writer)
     else:
         run_jobs(write_chunk, args, settings.num_workers, "chains", cfg.progress)
-    report = join_outputs(out, work, plans)
-    record_settings(out, reasoning_settings(cfg))
-    return report
+    return join_outputs(out, work, plans)
 
 
 def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
@@ -328,11 +320,9 @@ def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
 
 
 def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str) -> LLMWriter:
-    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.backends import SamplingParams, backend_settings, load_backend
     from ehrr1.backends.openai import refuse_remote
     from ehrr1.config import ModelConfig
-    from ehrr1.evaluation.evaluate import backend_settings
-    from ehrr1.pipelines import settings_of
 
     backend = settings.writer.backend
     if backend.name == "openai" and not settings.allow_remote:
@@ -396,39 +386,6 @@ def stats_markdown(report: dict[str, Any]) -> str:
             cells += [c.get(k, 0) for k in ("kept", "no graph", "format", "repeated lines", "misses the answer")]
             lines.append(f"| {split} | {task} | " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
-    """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
-    reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
-    from ehrr1.evaluation.released import ReleasedBenchError, read_released
-    from ehrr1.pipelines import write_by_patient
-
-    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
-    records = read_released(cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None)
-    without = next((r["source"] for r in records if not r["reasoning"]), None)
-    if without:
-        raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
-    out = Path(cfg.synthesis.dir)
-    report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
-    record_settings(out, reasoning_settings(cfg))
-    return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
-
-
-def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
-    """What decides the reasoning data: the instruction data it reads and the synthesis settings."""
-    from ehrr1.pipelines import instruction_settings
-
-    synthesis = {k: v for k, v in OmegaConf.to_container(cfg.synthesis, resolve=True).items() if k != "dir"}
-    return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
-
-
-def ensure_reasoning(cfg: DictConfig) -> Path:
-    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured), or the released
-    reasoning items of ``synthesis.released``, when absent or made with other settings."""
-    path = Path(cfg.synthesis.dir) / "train.jsonl"
-    build = released_reasoning if cfg.synthesis.released else synthesize_reasoning
-    return ensure_built(path, reasoning_settings(cfg), lambda: build(cfg), "reasoning data")
 
 
 def print_reasoning(report: dict[str, Any], console: Any = None) -> None:

@@ -34,14 +34,14 @@ from ehrr1.config import (
     StageConfig,
     Strategy,
     Toggle,
+    settings_of,
     validate,
 )
 from ehrr1.errors import ConfigError, MissingInputError
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, settings_of
-from ehrr1.reasoning.pipeline import ensure_reasoning
+from ehrr1.pipelines import check_task_mix, ensure_instructions, ensure_reasoning, save_run_config
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs

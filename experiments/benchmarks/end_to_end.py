@@ -53,9 +53,10 @@ elif step == "index":
     size = {"tasks": len(counts), "samples": sum(counts.values())}
 elif step == "tokenizer":
     import itertools
+    from ehrr1.data.markdown import render_events
     from ehrr1.data.timeline import TimelineStore
     from ehrr1.models.tokenizer import build_embedded_tokenizer
-    texts = (t.render() for t in itertools.islice(TimelineStore(work / "timelines"), 200))
+    texts = (render_events(t) for t in itertools.islice(TimelineStore(work / "timelines"), 200))
     build_embedded_tokenizer(texts, work / "tokenizer", 4096)
     size = {}
 else:

@@ -54,6 +54,7 @@ PREPARE = r"""
 import itertools, random, sys
 from pathlib import Path
 from ehrr1.data.build import build_timelines
+from ehrr1.data.markdown import render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
@@ -68,7 +69,7 @@ if not (work / "index").exists():
     reader = MimicReader({m: cohort / m for m in ("hosp", "icu", "ed", "note")})
     build_timelines(reader, work / "timelines", progress=False)
     build_index(work / "timelines", work / "index", TaskRegistry().tasks.values(), 2, progress=False)
-texts = lambda n: [t.render() for t in itertools.islice(TimelineStore(work / "timelines"), n)]
+texts = lambda n: [render_events(t) for t in itertools.islice(TimelineStore(work / "timelines"), n)]
 build_embedded_tokenizer(iter(texts(200)), work / "tok-embedded", 4096)
 if not (work / "tok-qwen" / "tokenizer.json").exists():
     rng = random.Random(0)

@@ -54,7 +54,7 @@ def compose(extra: list[str]):
 
 
 def run_graph(args: argparse.Namespace) -> dict:
-    from ehrr1.reasoning.pipeline import synthesize_reasoning
+    from ehrr1.pipelines import synthesize_reasoning
 
     cfg = compose(overrides(args) + [f"synthesis.dir={args.root}/reasoning_run"])
     started = time.perf_counter()
@@ -115,8 +115,7 @@ def writer_throughput(args: argparse.Namespace, model: Path) -> dict:
         records = read_chunk(Path(cfg.export.dir) / "train.jsonl", 0, args.writer_samples)
         import pyarrow.parquet as pq
 
-        from ehrr1.config import SynthesisConfig
-        from ehrr1.pipelines import settings_of
+        from ehrr1.config import SynthesisConfig, settings_of
 
         settings = settings_of(SynthesisConfig, cfg.synthesis)
         mentions = pq.read_table(work / "concepts" / "train-00000.parquet").to_pylist()

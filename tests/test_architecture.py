@@ -1,0 +1,118 @@
+"""The package's imports point one way: no circle, and no module importing a layer above its own.
+
+Every import counts, those inside functions too (they hide a dependency, they do not remove it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ehrr1"
+
+# Lowest first. A module belongs to the layer of its longest listed prefix; it may import its own layer's
+# modules (without a circle) and those of the layers below.
+LAYERS: list[tuple[str, ...]] = [
+    ("ehrr1.errors", "ehrr1.utils", "ehrr1.think"),  # foundations
+    ("ehrr1.config",),  # the schema: a leaf over the foundations
+    ("ehrr1.tracking",),  # experiment loggers' settings
+    ("ehrr1.data",),  # raw tables -> events -> timelines -> markdown
+    ("ehrr1.tasks",),  # task registry, sample index, selection, prompts, export
+    ("ehrr1.models", "ehrr1.backends"),  # tokenizers, models, generation backends
+    ("ehrr1.reasoning", "ehrr1.training", "ehrr1.evaluation"),  # the components of the three pipelines
+    ("ehrr1.pipelines",),  # data artefacts built on demand (timelines, index, instructions, reasoning)
+    ("ehrr1.evaluation.evaluate", "ehrr1.training.curriculum", "ehrr1.inference"),  # what entry points call
+    ("ehrr1",),  # the package's public names
+]
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Each module's imports of the package's own modules (``from a import b`` counts ``a.b`` if a module)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def layer(name: str) -> int:
+    matches = [
+        (len(prefix), k)
+        for k, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if name == prefix or name.startswith(prefix + ".")
+    ]
+    assert matches, f"{name} is in no layer: add it to LAYERS"
+    return max(matches)[1]
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_walk_sees_imports_inside_functions():
+    graph = imports(module_names())
+    assert "ehrr1.evaluation.evaluate" in graph["ehrr1.training.curriculum"]  # imported inside train()
+    assert "ehrr1.data.markdown" in graph["ehrr1.pipelines"]
+
+
+def test_no_import_circle():
+    assert circles(imports(module_names())) == []
+
+
+def test_no_import_points_up():
+    upward = [
+        f"{source} (layer {layer(source)}) imports {target} (layer {layer(target)})"
+        for source, targets in imports(module_names()).items()
+        for target in sorted(targets)
+        if layer(target) > layer(source)
+    ]
+    assert upward == []
+
+
+def test_circles_and_upward_imports_are_caught():
+    graph = {"ehrr1.data.a": {"ehrr1.data.b"}, "ehrr1.data.b": {"ehrr1.data.a"}, "ehrr1.tasks.c": set()}
+    assert circles(graph) == [["ehrr1.data.a", "ehrr1.data.b"]]
+    assert layer("ehrr1.evaluation.evaluate") > layer("ehrr1.pipelines") > layer("ehrr1.evaluation.report")
