@@ -116,3 +116,14 @@ def test_circles_and_upward_imports_are_caught():
     graph = {"ehrr1.data.a": {"ehrr1.data.b"}, "ehrr1.data.b": {"ehrr1.data.a"}, "ehrr1.tasks.c": set()}
     assert circles(graph) == [["ehrr1.data.a", "ehrr1.data.b"]]
     assert layer("ehrr1.evaluation.evaluate") > layer("ehrr1.pipelines") > layer("ehrr1.evaluation.report")
+
+
+def test_sft_and_grpo_are_siblings_on_one_base():
+    from ehrr1.training.base import CausalLMModule
+    from ehrr1.training.grpo import GRPOModule
+    from ehrr1.training.sft import SFTModule
+
+    assert issubclass(SFTModule, CausalLMModule) and issubclass(GRPOModule, CausalLMModule)
+    assert not issubclass(GRPOModule, SFTModule)
+    sft_only = {"forward_loss", "weighted_loss", "on_before_optimizer_step", "on_validation_epoch_end"}
+    assert not {name for name in sft_only if getattr(GRPOModule, name, None) is getattr(SFTModule, name)}

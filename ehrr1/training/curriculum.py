@@ -43,6 +43,7 @@ from ehrr1.models.factory import build_embedded_model, load_model, resolve_atten
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.pipelines import check_task_mix, ensure_instructions, ensure_reasoning, save_run_config
 from ehrr1.tracking import wandb_mode
+from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
@@ -204,7 +205,7 @@ def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -
     return str(model_dir)
 
 
-def export_hf(trainer: pl.Trainer, module: SFTModule, tokenizer: Any, out_dir: Path) -> None:
+def export_hf(trainer: pl.Trainer, module: CausalLMModule, tokenizer: Any, out_dir: Path) -> None:
     """Save the trained weights and the tokenizer in Hugging Face format (gathered from every rank)."""
     strategy = trainer.strategy
     if hasattr(trainer.model, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed ZeRO-3 engine

@@ -25,10 +25,10 @@ from ehrr1.backends import SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
 from ehrr1.errors import ConfigError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
+from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import rewards
-from ehrr1.training.sft import SFTModule
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ class PromptDataModule(ResumableDataModule):
         return DataLoader(self.records, batch_sampler=order, collate_fn=lambda batch: batch)
 
 
-class GRPOModule(SFTModule):
-    """GRPO on ``build_model()``'s causal LM; shares SFT's model set-up, optimiser, schedule and clipping."""
+class GRPOModule(CausalLMModule):
+    """GRPO on ``build_model()``'s causal LM; SFT's sibling: the same model set-up, optimiser, schedule, clipping."""
 
     def __init__(
         self,

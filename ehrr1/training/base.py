@@ -1,0 +1,143 @@
+"""What the training objectives share: a Hugging Face causal LM built in ``configure_model`` (so sharded
+strategies, FSDP and DeepSpeed ZeRO-3, can place it themselves), AdamW with the stage's schedule, clipping
+to a global norm, throughput and resume bookkeeping. SFT (:mod:`ehrr1.training.sft`) and GRPO
+(:mod:`ehrr1.training.grpo`) are its two subclasses, siblings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from transformers import PreTrainedModel
+
+from ehrr1.config import OptimConfig, ScheduleConfig, Scheduler, Toggle
+
+log = logging.getLogger(__name__)
+
+
+def lr_lambda(
+    scheduler: Scheduler, total_steps: int, warmup_ratio: float, min_lr_ratio: float
+) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at each optimiser step: linear warm-up, then the decay."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if scheduler is Scheduler.constant:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler is Scheduler.cosine else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * decay
+
+    return factor
+
+
+def apply_liger(model: PreTrainedModel, toggle: Toggle, on_gpu: bool) -> bool:
+    """Patch the model with Liger kernels when asked (``on``) or possible (``auto``: installed and on a GPU)."""
+    if toggle is Toggle.off or (toggle is Toggle.auto and not (on_gpu and importlib.util.find_spec("liger_kernel"))):
+        return False
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ImportError("stage.liger=on needs liger-kernel: pip install -e '.[gpu]' (or stage.liger=off)")
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model)
+    return True
+
+
+class CausalLMModule(pl.LightningModule):
+    """A stage's model, optimiser and bookkeeping; the objective (``training_step``) is the subclass's."""
+
+    def __init__(
+        self,
+        build_model: Callable[[], PreTrainedModel],
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        gradient_checkpointing: bool = False,
+        liger: Toggle = Toggle.off,
+        cpu_offload_optimizer: bool = False,
+    ):
+        super().__init__()
+        self.build_model = build_model
+        self.optim = optim
+        self.schedule = schedule
+        self.gradient_checkpointing = gradient_checkpointing
+        self.liger = liger
+        self.cpu_offload_optimizer = cpu_offload_optimizer
+        self.model: PreTrainedModel | None = None
+        self.data_position: tuple[int, int] | None = None  # (epoch, next batch): where a resume starts
+        self.val_history: list[tuple[int, float]] = []  # (optimiser step, val loss), when the objective validates
+        self.tokens_per_s: list[float] = []
+        self.tokens_seen = 0  # real (non-padding) tokens of the training batches, this process
+        self.last_train_loss: float | None = None  # loss of the last optimiser step (this rank)
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy) and self.trainer.strategy.zero_stage_3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            # from_pretrained then loads each weight into its ZeRO-3 partition (kept alive while the model lives)
+            self._hf_deepspeed = HfDeepSpeedConfig(self.trainer.strategy.config)
+        self.model = self.build_model()
+        self.model.config.use_cache = False
+        self.model.train()  # from_pretrained returns the model in eval mode
+        if self.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if apply_liger(self.model, self.liger, self.device.type == "cuda"):
+            log.info("Liger kernels applied")
+
+    def mean_tokens_per_s(self) -> float | None:
+        """Mean training throughput of this process (the first micro-batch, with start-up costs, excluded)."""
+        return round(sum(self.tokens_per_s) / len(self.tokens_per_s), 1) if self.tokens_per_s else None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip to a global norm and log the norm before clipping; under FSDP through the sharded root module
+        (the norm over every rank's shard), which Lightning's own clipping does not support. DeepSpeed clips
+        inside its engine."""
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            return
+        max_norm = gradient_clip_val or float("inf")
+        owner = self.trainer.strategy.model
+        if hasattr(owner, "clip_grad_norm_"):
+            norm = owner.clip_grad_norm_(max_norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        matrices = [p for p in params if len(getattr(p, "ds_shape", p.shape)) >= 2]  # ZeRO-3 keeps shapes aside
+        others = [p for p in params if len(getattr(p, "ds_shape", p.shape)) < 2]
+        groups = [
+            {"params": matrices, "weight_decay": self.optim.weight_decay},  # no decay on norms and biases
+            {"params": others, "weight_decay": 0.0},
+        ]
+        kwargs = {"lr": self.optim.lr, "betas": tuple(self.optim.betas), "eps": self.optim.eps}
+        if self.cpu_offload_optimizer:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, **kwargs)
+        else:
+            optimizer = torch.optim.AdamW(groups, **kwargs)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        factor = lr_lambda(self.schedule.scheduler, total, self.schedule.warmup_ratio, self.schedule.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ehrr1"] = {"val_history": self.val_history, "data_position": self.data_position}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ehrr1", {})
+        self.val_history = [tuple(v) for v in state.get("val_history", [])]
+        self.data_position = tuple(state["data_position"]) if state.get("data_position") else None
