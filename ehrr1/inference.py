@@ -19,7 +19,7 @@ from ehrr1.data.timeline import Timeline, TimelineStore
 from ehrr1.tasks.prompt import PromptBuilder, ThinkingSwitch, generation_prompt
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.think import THINK_CLOSE
+from ehrr1.think import split_reasoning
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class Predictor:
             messages = self.builder.messages_for(markdown, spec)
         text = generation_prompt(self.backend.tokenizer, messages, self.thinking, self.switch)
         out = self.backend.generate([text], self.sampling, [spec.is_risk])[0]
-        reasoning, _, answer = out.text.rpartition(THINK_CLOSE) if THINK_CLOSE in out.text else ("", "", out.text)
-        return Prediction(task, answer.strip(), reasoning.replace("<think>", "").strip(), out.p_yes, dropped)
+        reasoning, answer = split_reasoning(out.text)
+        return Prediction(task, answer.strip(), reasoning.strip(), out.p_yes, dropped)
 
 
 def main(argv: list[str] | None = None) -> None:

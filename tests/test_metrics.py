@@ -5,12 +5,23 @@ from __future__ import annotations
 import pytest
 
 from ehrr1.tasks.metrics import accuracy, answer_lines, auroc, final_answer, rouge, score, set_score, yes_no
+from ehrr1.think import reasoning_of, split_reasoning, with_reasoning
 
 
 def test_answer_is_the_text_after_the_reasoning():
     assert final_answer("<think>\nmaybe sodium\n</think>\nCreatinine\nPotassium") == "\nCreatinine\nPotassium"
     assert answer_lines("<think>x</think>\n  Creatinine \n\nPOTASSIUM\n") == ["creatinine", "potassium"]
     assert answer_lines("no think block\nline two") == ["no think block", "line two"]
+
+
+def test_the_think_block_is_built_and_split_in_one_place():
+    text = with_reasoning("sodium is low", "Hyponatremia")
+    assert text == "<think>\nsodium is low\n</think>\n\nHyponatremia"
+    assert split_reasoning(text) == ("\nsodium is low\n", "\n\nHyponatremia")
+    assert split_reasoning("just an answer") == ("", "just an answer")
+    # a completion after a prompt that opened the block; a second block: the answer follows the last one
+    assert split_reasoning("a</think>b</think>c") == ("a</think>b", "c")
+    assert reasoning_of("a</think>b</think>c") == "a" and reasoning_of(text) == "\nsodium is low\n"
 
 
 def test_set_metrics_worked_by_hand():

@@ -27,7 +27,7 @@ from typing import Any
 from ehrr1.errors import UserError
 from ehrr1.tasks.prompt import SYSTEM_PROMPT
 from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
-from ehrr1.think import THINK_CLOSE, THINK_OPEN
+from ehrr1.think import with_reasoning
 
 REQUIRED = ("instruction", "input", "task_info")
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -199,7 +199,7 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, 
     target = _target(item, info, task, where)
     answer = "\n".join(target)
     reasoning = _reasoning(info.get("reasoning"), where)
-    assistant = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if reasoning else answer
+    assistant = with_reasoning(reasoning, answer) if reasoning else answer
     subject, anchor = info.get("subject_id"), info.get("context_end")
     return {
         "id": f"{task.name}/{subject}/{anchor}" if subject is not None and anchor is not None else where,

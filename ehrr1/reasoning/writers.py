@@ -16,7 +16,7 @@ from ehrr1.backends import Backend, SamplingParams
 from ehrr1.config import ChainFilter, ChainPrompt
 from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
 from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
-from ehrr1.think import THINK_CLOSE, THINK_OPEN
+from ehrr1.think import with_reasoning
 
 Path_ = list[tuple[str, str, float]]
 
@@ -275,7 +275,7 @@ def check_chain(
 
 
 def assistant_turn(chain: str, request: ChainRequest) -> str:
-    return f"{THINK_OPEN}\n{chain}\n{THINK_CLOSE}\n\n{answer_of(request)}"
+    return with_reasoning(chain, answer_of(request))
 
 
 def chain_record(record: dict[str, Any], chain: str, request: ChainRequest, paths: int) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ehrr1.errors import ConfigError
+from ehrr1.think import split_reasoning
 
 MAX_ANSWER_CHARS = 100_000  # longer answers are garbage: scored 0 instead of parsed
-THINK_CLOSE = "</think>"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def final_answer(answer: str | bytes | None) -> str | None:
     text = to_text(answer)
     if text is None:
         return None
-    return text.rsplit(THINK_CLOSE, 1)[1] if THINK_CLOSE in text else text
+    return split_reasoning(text)[1]
 
 
 def answer_lines(answer: str | bytes | None) -> list[str]:

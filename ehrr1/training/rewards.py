@@ -14,7 +14,7 @@ from typing import Any
 
 from ehrr1.config import AnswerMetric, RewardWeights
 from ehrr1.tasks.metrics import reasoning_format_problem, score, to_text
-from ehrr1.think import THINK_CLOSE, THINK_OPEN
+from ehrr1.think import THINK_CLOSE, reasoning_of
 
 
 def answer_reward(completion: str | bytes | None, metric: str, target: list[str]) -> float:
@@ -25,12 +25,6 @@ def answer_reward(completion: str | bytes | None, metric: str, target: list[str]
         return float(score(metric, text, target))
     except (ValueError, IndexError):
         return 0.0
-
-
-def reasoning_of(text: str) -> str:
-    """The text inside the think block (the completion may or may not repeat the opening tag)."""
-    head = text.split(THINK_CLOSE, 1)[0]
-    return head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
 
 
 def format_reward(completion: str | bytes | None) -> float:
