@@ -9,31 +9,18 @@ with GRPO.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel
 
-from ehrr1.config import OptimConfig, ScheduleConfig, Toggle
 from ehrr1.training.base import CausalLMModule
 
 
 class SFTModule(CausalLMModule):
     """Trains ``build_model()``'s causal LM on batches from :class:`ehrr1.training.data.ChatDataModule`."""
 
-    def __init__(
-        self,
-        build_model: Callable[[], PreTrainedModel],
-        optim: OptimConfig,
-        schedule: ScheduleConfig,
-        gradient_checkpointing: bool = False,
-        liger: Toggle = Toggle.off,
-        cpu_offload_optimizer: bool = False,
-    ):
-        super().__init__(build_model, optim, schedule, gradient_checkpointing, liger, cpu_offload_optimizer)
-        self._step_loss = torch.zeros(())
-        self._val_sums = torch.zeros(2)
+    def on_train_start(self) -> None:
+        self._step_loss = torch.zeros((), device=self.device)  # the current optimiser step's loss so far
         self._last_batch_end: float | None = None
 
     def forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
