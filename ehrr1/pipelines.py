@@ -301,9 +301,9 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
     """The reasoning data: the released items of ``synthesis.released``, or chains synthesised for the
     instruction records of ``synthesis.splits`` (built first when absent)."""
     if cfg.synthesis.released:
-        return released_reasoning(cfg)
-    inputs = {split: ensure_instructions(cfg, split) for split in cfg.synthesis.splits}
-    report = synthesize_chains(cfg, inputs)
+        report = released_reasoning(cfg)
+    else:
+        report = synthesize_chains(cfg, {split: ensure_instructions(cfg, split) for split in cfg.synthesis.splits})
     record_settings(Path(cfg.synthesis.dir), reasoning_settings(cfg))
     return report
 
@@ -318,7 +318,6 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
         raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
     out = Path(cfg.synthesis.dir)
     report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
-    record_settings(out, reasoning_settings(cfg))
     return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
 
 
