@@ -111,12 +111,13 @@ class EventGrouping(str, Enum):
 
 @dataclass
 class TimelineBuildSettings:
-    patients_per_shard: int = checked(2000, ge=1)
-    memory_limit: str = "4GB"
+    patients_per_shard: int = checked(2000, ge=1)  # memory per shard is bounded by this, not by the cohort size
+    memory_limit: str = "4GB"  # DuckDB's memory limit; it spills to disk beyond it
     threads: int = checked(0, ge=0)  # 0: DuckDB's default (all cores)
-    keep_staging: bool = False
+    keep_staging: bool = False  # keep the staged Parquet tables after the build
     grouping: EventGrouping = EventGrouping.runs
-    mapping_dir: str | None = None  # d_ccs_diagnoses / d_ccs_procedures / d_atc_prescriptions CSVs
+    # your d_ccs_diagnoses.csv, d_ccs_procedures.csv, d_atc_prescriptions.csv; None: the licence-free defaults
+    mapping_dir: str | None = None
 
 
 @dataclass
@@ -143,11 +144,11 @@ class SplitRatios:
 @dataclass
 class SelectionSettings:
     force_number: float | None = checked(None, gt=0)  # >= 1: that many per task; < 1: that share of each count
-    min_events: int = checked(10, ge=0)
+    min_events: int = checked(10, ge=0)  # kept: samples with min_events < context events < max_events
     max_events: int = checked(100, ge=1)
-    balance: bool = True
+    balance: bool = True  # risk: an equal count per label; chartevents / emar / next_event: inverse frequency
     seed: int = 0
-    split: SplitRatios = field(default_factory=SplitRatios)
+    split: SplitRatios = field(default_factory=SplitRatios)  # by patient
 
     @staticmethod
     def problems(node: DictConfig, at: str) -> list[str]:
@@ -184,8 +185,8 @@ class ModulesConfig:
 
     hosp: str = MISSING
     icu: str = MISSING
-    ed: str | None = None
-    note: str | None = None
+    ed: str | None = MISSING  # null: no MIMIC-IV-ED
+    note: str | None = MISSING  # null: no MIMIC-IV-Note
 
 
 class OnDuplicates(str, Enum):
@@ -234,15 +235,16 @@ class WeightsDtype(str, Enum):
 
 @dataclass
 class ArchitectureConfig:
-    """A Qwen3-architecture shape: the embedded model's, or any model initialised at random (``path: null``)."""
+    """A Qwen3-architecture shape: the embedded model's, or any model initialised at random (``path: null``).
+    The shape has no default: each model option states its own."""
 
-    hidden_size: int = checked(128, ge=1)
-    num_hidden_layers: int = checked(4, ge=1)
-    num_attention_heads: int = checked(4, ge=1)
-    num_key_value_heads: int = checked(2, ge=1)
-    head_dim: int = checked(32, ge=1)
-    intermediate_size: int = checked(384, ge=1)
-    max_position_embeddings: int = checked(4096, ge=1)
+    hidden_size: int = checked(MISSING, ge=1)
+    num_hidden_layers: int = checked(MISSING, ge=1)
+    num_attention_heads: int = checked(MISSING, ge=1)
+    num_key_value_heads: int = checked(MISSING, ge=1)
+    head_dim: int = checked(MISSING, ge=1)
+    intermediate_size: int = checked(MISSING, ge=1)
+    max_position_embeddings: int = checked(MISSING, ge=1)
     rope_theta: float = checked(1_000_000.0, gt=0)
     tie_word_embeddings: bool = True
     vocab_size: int | None = checked(None, ge=1)  # None: the tokenizer's size
@@ -266,8 +268,8 @@ class ModelConfig:
     dtype: WeightsDtype = WeightsDtype.float32
     attn_implementation: AttentionImplementation = AttentionImplementation.auto
     thinking_switch: ThinkingSwitch = ThinkingSwitch.enable_thinking
-    max_input_tokens: int = checked(8192, ge=1)  # prompt budget: the EHR is cut from its oldest events to fit
-    context_length: int = checked(8192, ge=1)  # longest training sequence (prompt + answer)
+    max_input_tokens: int = checked(MISSING, ge=1)  # prompt budget: the EHR is cut from its oldest events to fit
+    context_length: int = checked(MISSING, ge=1)  # longest training sequence (prompt + answer)
     tokenizer_vocab_size: int = checked(4096, ge=300)  # embedded tokenizer only (256 bytes, specials, merges)
     tokenizer_patients: int = checked(500, ge=1)  # embedded tokenizer: patients whose markdown it is trained on
 
@@ -277,7 +279,7 @@ class TaskMixConfig:
     """A data config: how many samples of which task (-1 or 0: all), from which splits."""
 
     name: str = MISSING
-    tasks: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, int] = MISSING  # {task: count}; {} with ``file`` or ``released``
     file: str | None = None  # a JSON data config {"<task>": n}; replaces ``tasks`` when set
     released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
@@ -311,7 +313,7 @@ class TasksConfig:
 @dataclass
 class IndexConfig:
     dir: str = MISSING
-    num_workers: int = checked(2, ge=1)
+    num_workers: int = checked(2, ge=1)  # processes over timeline shards (groups of tasks on a one-shard cohort)
 
 
 @dataclass
@@ -449,7 +451,7 @@ class StageConfig:
     epochs: int = checked(1, ge=1)
     max_steps: int = checked(-1, ge=1, also=(-1,))  # optimiser steps; -1: as many as the epochs take
     micro_batch_size: int = checked(1, ge=1)  # sequences per forward pass (packed: bins of max_seq_len tokens)
-    grad_accum: int = checked(1, ge=1)  # micro-batches per optimiser step
+    grad_accum: int = checked(16, ge=1)  # micro-batches per optimiser step
     max_seq_len: int | None = checked(None, ge=1)  # None: model.context_length; longer examples are left out
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
     # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
@@ -457,14 +459,14 @@ class StageConfig:
     answer_weight: float = checked(1.0, gt=0)  # sft, loss_on=all: an assistant token's loss weight (prompt: 1)
     loss_per: LossPer = LossPer.token  # sft: answers weigh per token, or per example (answer_weight each)
     gradient_clip: float | None = checked(1.0, gt=0)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass: memory for compute
     liger: Toggle = Toggle.auto  # Liger kernels (fused RMSNorm, SwiGLU, RoPE, cross-entropy) on a GPU
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     val_every_n_steps: int | None = checked(None, ge=1)  # None: at the end of each epoch
     val_max_batches: int | None = checked(None, ge=1)  # None: the whole val split
     log_every_n_steps: int = checked(10, ge=1)
-    checkpoint_every_n_steps: int = checked(50, ge=1)  # resumable Lightning checkpoints (the last one is kept)
+    checkpoint_every_n_steps: int = checked(500, ge=1)  # resumable Lightning checkpoints (the last one is kept)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)  # objective grpo only
 
 
@@ -532,7 +534,7 @@ class WandbMode(str, Enum):
 class LoggerConfig:
     """Metrics logging (``conf/logger/``). Only numbers and the config are logged, never EHR text."""
 
-    kind: LoggerKind = LoggerKind.csv
+    kind: LoggerKind = MISSING
     project: str = "ehrr1"
     entity: str | None = None
     mode: WandbMode = WandbMode.auto
@@ -543,7 +545,7 @@ class LoggerConfig:
 class BackendConfig:
     """A generation backend (``conf/backend/``): how prompts become generations."""
 
-    name: str = "hf"
+    name: str = MISSING  # hf, vllm, openai, tabular
     device: str = "auto"  # hf: auto (a GPU when there is one), cpu, cuda, cuda:1, ...
     base_url: str = "http://localhost:8000/v1"  # openai: the server
     served_model: str | None = None  # openai: the model name the server knows (None: the model path)
@@ -611,10 +613,10 @@ class SupportOn(str, Enum):
 @dataclass
 class CooccurrenceConfig:
     min_support: int = checked(5, ge=1)  # training samples holding both concepts (support_on=history: the history)
-    support_on: SupportOn = SupportOn.pair
+    support_on: SupportOn = SupportOn.history
     min_lift: float = checked(5.0, ge=0)  # keep pairs with lift above this
     top_k: int = checked(20, ge=1)  # pairs kept per target concept
-    top_k_per: TopKPer = TopKPer.target
+    top_k_per: TopKPer = TopKPer.sample
 
 
 @dataclass
@@ -631,13 +633,15 @@ class GraphConfig:
 class WriterConfig:
     kind: WriterKind = WriterKind.template
     model_path: str | None = None  # llm: the writing model (HF dir / hub id / served name); None: model.path
-    backend: BackendConfig = field(default_factory=BackendConfig)  # llm: hf, vllm or openai
+    # llm: hf, vllm or openai (backend.base_url=...; a server off this machine needs synthesis.allow_remote)
+    backend: BackendConfig = field(default_factory=lambda: BackendConfig(name="hf"))
     max_tokens: int = checked(1024, ge=1)
-    temperature: float = checked(0.7, ge=0)
+    temperature: float = checked(0.5, ge=0)  # the reference's
     top_p: float = checked(0.95, gt=0, le=1)
     batch_size: int = checked(32, ge=1)  # chains per generate call (each batch is saved before the next)
-    prompt: ChainPrompt = ChainPrompt.ehrr1
-    chains_per_sample: int = checked(1, ge=1)  # llm: chains drawn per sample (seed, seed + 1, ...); reference: 3
+    prompt: ChainPrompt = ChainPrompt.reference
+    # llm: chains drawn per sample (seed, seed + 1, ...); the reference asks GPT-4o for 3, keeps the first to pass
+    chains_per_sample: int = checked(3, ge=1)
     keep: KeepChains = KeepChains.first
 
 
@@ -648,17 +652,20 @@ class ChainFilter(str, Enum):
 
 @dataclass
 class SynthesisConfig:
-    """Reasoning synthesis (``synthesize.py pipeline=reasoning``, ``conf/synthesis/``)."""
+    """Reasoning synthesis (``synthesize.py pipeline=reasoning``, ``conf/synthesis/``): concepts ->
+    co-occurrence (training split) -> thinking graph per sample -> chain (## Extraction / ## Reasoning /
+    ## Final Results) -> filter. The defaults are the paper's: support >= 5, lift > 5, top 20 per target
+    concept, the reference's chain prompt and filter."""
 
-    dir: str = "./data/reasoning"
+    dir: str = MISSING
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
-    min_answer_recall: float = checked(1.0, ge=0, le=1)  # decision chains: share of the answer results must name
-    chain_filter: ChainFilter = ChainFilter.ehrr1
-    decision_only: bool = False  # chains for decision tasks only (the reference); risk records get none
+    min_answer_recall: float = checked(0.7, ge=0, le=1)  # decision chains: share of the answer results must name
+    chain_filter: ChainFilter = ChainFilter.reference
+    decision_only: bool = True  # chains for decision tasks only (the reference); risk records get none
     plain: PlainRecords = PlainRecords.none  # instruction records written beside the chains, answered directly
     allow_remote: bool = False  # the llm writer may send EHR text to a server not on this machine
     released: str | None = None  # released EHR-Ins reasoning items (file / folder) instead of synthesis
@@ -685,7 +692,7 @@ class MarkdownConfig:
 class DataPipelineConfig:
     """What ``synthesize.py`` and ``train.py`` share: the data, the model's prompts and the task mix."""
 
-    data_root: str = "./data"
+    data_root: str = "./data"  # every derived artefact lives under here
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     task_mix: TaskMixConfig = MISSING
@@ -702,7 +709,7 @@ class DataPipelineConfig:
 
 @dataclass
 class SynthesizeConfig(DataPipelineConfig):
-    pipeline: Pipeline = Pipeline.instructions
+    pipeline: Pipeline = Pipeline.instructions  # timelines / index: stop after them; reasoning: stage 2's chains
     # [first, stop): this job indexes / exports only these timeline shards (one job of an array, e.g. on
     # SLURM) and leaves the join to a run without it; None: all shards, then the join
     shards: list[int] | None = None
@@ -727,12 +734,13 @@ class AfterTrainingConfig:
 @dataclass
 class TrainConfig(DataPipelineConfig):
     stage: StageConfig = MISSING  # one stage, or ``curriculum``: the stages of ``curriculum`` in order
+    # stage=curriculum runs these in order, each from the previous one's weights, skipping those without data
     curriculum: list[str] = field(default_factory=lambda: ["domain_adaptation", "reasoning", "rl"])
     stages: dict[str, StageConfig] = field(default_factory=dict)  # filled at start: the curriculum's stages
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0
-    resume: str | None = None  # an earlier run directory: continue it with its stored config
+    resume: str | None = None  # an earlier run directory (outputs/train/<time>): continue it where it stopped
     run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
     evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
 
@@ -746,7 +754,7 @@ class BenchSource(str, Enum):
 class BenchConfig:
     """Which benchmark ``evaluate.py`` scores."""
 
-    source: BenchSource = BenchSource.built
+    source: BenchSource = MISSING
     path: str | None = None  # released: a .jsonl / .json / .parquet file, a folder of them, or a saved dataset
     train_path: str | None = None  # released EHR-Ins training items: the most-frequent-answer baseline
 
@@ -768,22 +776,24 @@ class Baseline(str, Enum):
 
 @dataclass
 class EvaluateConfig(DataPipelineConfig):
-    bench: BenchConfig = field(default_factory=BenchConfig)
+    bench: BenchConfig = MISSING
     backend: BackendConfig = MISSING
     sampling: SamplingParams = field(default_factory=SamplingParams)
     thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
-    risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no (the reference's protocol)
+    risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no, P(yes) for AUROC (the reference)
     candidates_prompt: bool = False  # baseline models: the reference's candidate list and answer rules
-    max_prompt_tokens: int | None = checked(None, ge=1)  # longer prompts keep their last tokens (the reference)
-    batch_size: int | None = checked(None, ge=1)  # prompts per generate call; None: the backend's (hf 8, vllm 1024)
+    # longer prompts keep their last tokens, as the reference cuts (it used min(model limit, 16000) - max new tokens)
+    max_prompt_tokens: int | None = checked(None, ge=1)
+    # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
+    batch_size: int | None = checked(None, ge=1)
     limit: int | None = checked(None, ge=1)  # samples per task; None: all
-    only_tasks: list[str] | None = None  # None: every task of the split
-    split: str = "test"
+    only_tasks: list[str] | None = None  # e.g. [labevents, Inpatient_Mortality]; None: every task of the split
+    split: str = "test"  # EHR-Bench; val for model selection
     train_run: str | None = None  # a train.py run directory: evaluate its last trained stage
-    output_dir: str | None = None  # None: outputs/evaluate/<model>/<task mix>/<split>
+    output_dir: str | None = None  # results.jsonl (resumable) and reports; None: outputs/evaluate/<model>/<mix>/<split>
     bootstrap: int = checked(1000, ge=1)  # resamples for the 95 % intervals
     seed: int = 0
-    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(kind=LoggerKind.none))
+    logger: LoggerConfig = MISSING
     log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
     baselines: list[Baseline] = field(default_factory=lambda: [Baseline.most_frequent, Baseline.tabular])
     tabular: TabularSettings = field(default_factory=TabularSettings)  # the tabular baseline's models

@@ -144,7 +144,9 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         OmegaConf.structured(EvaluateConfig),
         shared,
         {
+            "bench": {"source": "built"},
             "backend": {"name": "hf", "device": "auto"},
+            "logger": {"kind": "none"},
             "sampling": {"max_tokens": settings.max_tokens},
             "thinking": settings.thinking,
             "batch_size": settings.batch_size,
