@@ -84,46 +84,82 @@ def _qwen_style_tokenizer(timelines_root):
 
 
 def _fewest_drops_by_scan(builder, timeline, sample, task):
-    """The cut by definition: the fewest oldest events dropped for the whole prompt to fit (None: never)."""
+    """The cut by definition: (events dropped, previous note kept, tokens) of the first prompt that fits,
+    dropping the oldest events one at a time, then the previous note (None: never)."""
     fixed, window = builder.parts(timeline, sample, task)
     rendered = {id(e): render_event(e) for e in (*fixed, *window) if e is not None}
-    for drop in range(len(window) + 1):
-        messages = builder._messages(timeline, fixed, window[drop:], rendered, task, timeline[sample.event].time)
-        text = builder.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        n = len(builder.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if n <= builder.max_input_tokens:
-            return drop, n
+    for keep in (fixed, [None, fixed[1]]):
+        for drop in range(len(window) + 1):
+            messages = builder._messages(timeline, keep, window[drop:], rendered, task, timeline[sample.event].time)
+            text = builder.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            n = len(builder.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n <= builder.max_input_tokens:
+                return drop, keep[0] is not None, n
     return None
 
 
-@pytest.mark.parametrize("tokenizer_kind", ["embedded", "qwen_style"])
-def test_the_fast_cut_fits_and_is_the_fewest_drops_but_at_a_merged_boundary(
-    store, registry, index_root, tokenizer, timelines_root, tokenizer_kind
-):
-    tok = tokenizer if tokenizer_kind == "embedded" else _qwen_style_tokenizer(timelines_root)
-    checked = cut = fewest = 0
-    for name in ("labevents", "Readmission_30day", "ED_Hospitalization", "next_event"):
+def _tokens_without_events(builder, timeline, sample, task):
+    """Tokens of the prompt with its fixed parts (the previous note included) and no window event."""
+    fixed, _ = builder.parts(timeline, sample, task)
+    rendered = {id(e): render_event(e) for e in fixed if e is not None}
+    messages = builder._messages(timeline, fixed, [], rendered, task, timeline[sample.event].time)
+    text = builder.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return len(builder.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _lowercasing(tokenizer):
+    """The embedded tokenizer with a normaliser: its prompts cannot be counted by pieces."""
+    import copy
+
+    from tokenizers import normalizers
+
+    tok = copy.deepcopy(tokenizer)
+    tok.backend_tokenizer.normalizer = normalizers.Lowercase()
+    return tok
+
+
+@pytest.mark.parametrize("tokenizer_kind", ["embedded", "qwen_style", "lowercasing"])
+def test_the_cut_fits_and_is_the_fewest_drops(store, registry, index_root, tokenizer, timelines_root, tokenizer_kind):
+    """Counted by pieces (GPT-2's and Qwen2's splits): exactly the scan's cut. Counted whole (any other
+    tokenizer): it fits, and is the scan's but where a merged boundary misleads the estimate by an event."""
+    tok = {"embedded": tokenizer, "qwen_style": _qwen_style_tokenizer(timelines_root)}.get(tokenizer_kind)
+    tok = tok or _lowercasing(tokenizer)
+    by_pieces = tokenizer_kind != "lowercasing"
+    checked = cut = fewest = notes = 0
+    for name in ("labevents", "Readmission_30day", "LengthOfStay_7day", "ED_Hospitalization", "next_event"):
         task = registry[name]
         for sample in samples_of(index_root, name)[::7][:10]:
             timeline = store.load(sample.subject_id)
             full = PromptBuilder(tok).build(timeline, sample, task).n_tokens
-            for budget in (full, full * 3 // 4, full // 2, full // 4):
+            budgets = [full, full * 3 // 4, full // 2, full // 4]
+            if sample.last_discharge_id is not None:  # one token short of the note with no event: the note goes
+                budgets.append(_tokens_without_events(PromptBuilder(tok), timeline, sample, task) - 1)
+            for budget in budgets:
                 builder = PromptBuilder(tok, budget)
+                assert (builder._pieces is not None) == by_pieces
                 prompt = builder.build(timeline, sample, task)
-                if builder.parts(timeline, sample, task)[0][0] is not None:
-                    continue  # the previous note's fallback is checked by the budget test above
                 expected = _fewest_drops_by_scan(builder, timeline, sample, task)
                 if expected is None:
                     assert not prompt.fits
                     continue
-                assert prompt.fits and prompt.n_tokens <= budget
-                assert expected[0] <= prompt.events_dropped <= expected[0] + 1
-                fewest += (prompt.events_dropped, prompt.n_tokens) == expected
-                assert prompt.messages[1]["content"].endswith(task.prompt_instruction)
+                user = prompt.messages[1]["content"]
+                note = sample.last_discharge_id is not None and render_event(timeline[sample.last_discharge_id]) in user
+                got = (prompt.events_dropped, note, prompt.n_tokens)
+                assert prompt.fits and prompt.n_tokens <= budget and user.endswith(task.prompt_instruction)
+                text = tok.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+                assert prompt.n_tokens == len(tok(text, add_special_tokens=False)["input_ids"])
+                if by_pieces:
+                    assert got == expected
+                else:
+                    assert expected[0] <= prompt.events_dropped <= expected[0] + 1 or note != expected[1]
+                fewest += got == expected
+                notes += sample.last_discharge_id is not None and not note
                 checked += 1
                 cut += prompt.events_dropped > 0
     assert checked >= 60 and cut >= 30, (checked, cut)
-    assert fewest >= 0.95 * checked, (fewest, checked)  # the estimate is exact but at merged boundaries
+    assert fewest >= 0.95 * checked, (fewest, checked)
+    if by_pieces:
+        assert notes >= 1, "no prompt needed its previous note dropped: the fallback went untested"
 
 
 def test_thinking_switch(tokenizer):
@@ -216,3 +252,40 @@ def test_parallel_export_equals_sequential_and_resumes_after_kill(timelines_root
         assert reference and (tmp_path / "parallel" / f"{split}.jsonl").read_bytes() == reference
         assert (killed / f"{split}.jsonl").read_bytes() == reference
     assert not (killed / PARTS).exists()
+
+
+def test_only_tokenizers_that_split_at_line_starts_are_counted_by_pieces(tokenizer, timelines_root):
+    """GPT-2's and Qwen2's splits (Llama 3's too) qualify; a normaliser that rewrites text, an unknown split,
+    an added token holding a newline, or a template that changes the user's text do not."""
+    import copy
+    import json
+
+    from tokenizers import AddedToken, normalizers
+
+    from ehrr1.tasks.token_count import LLAMA3_SPLIT, PieceCounter, _cuts_at_line_starts
+
+    def spec(tok):
+        return json.loads(tok.backend_tokenizer.to_str())
+
+    qwen = _qwen_style_tokenizer(timelines_root)
+    assert _cuts_at_line_starts(spec(tokenizer)) and _cuts_at_line_starts(spec(qwen))
+    llama = spec(qwen)
+    llama["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3_SPLIT
+    assert _cuts_at_line_starts(llama)
+    other = spec(qwen)
+    other["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\S+|\s+"
+    assert not _cuts_at_line_starts(other)
+    assert not _cuts_at_line_starts(spec(_lowercasing(tokenizer)))
+    with_newline = copy.deepcopy(tokenizer)
+    with_newline.add_tokens([AddedToken("\n## ", special=False)])
+    assert not _cuts_at_line_starts(spec(with_newline))
+    nfc = copy.deepcopy(tokenizer)
+    nfc.backend_tokenizer.normalizer = normalizers.NFC()
+    assert PieceCounter.for_tokenizer(nfc, SYSTEM_PROMPT) is not None
+    stripping = copy.deepcopy(tokenizer)
+    stripping.chat_template = stripping.chat_template.replace("message['content']", "message['content'] | trim")
+    assert PieceCounter.for_tokenizer(stripping, SYSTEM_PROMPT) is None
+    assert PieceCounter.for_tokenizer(tokenizer, SYSTEM_PROMPT).counts(["## a\n\n", "b"], last=True) == [
+        len(tokenizer("## a\n\n", add_special_tokens=False)["input_ids"]),
+        len(tokenizer("b", add_special_tokens=False)["input_ids"]),
+    ]

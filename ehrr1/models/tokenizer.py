@@ -15,6 +15,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
+from ehrr1.tasks.token_count import QWEN2_SPLIT
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
 from ehrr1.utils import fresh_temporary, locked, removed_on_failure, replace_dir
 
@@ -33,13 +34,6 @@ CHAT_TEMPLATE = (
     "{{- '<think>\\n\\n</think>\\n\\n' }}"
     "{%- endif %}"
     "{%- endif %}"
-)
-
-
-# Qwen2/Qwen3's pre-tokenizer split: single digits, and punctuation that absorbs the newlines after it.
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-    r"|\s+(?!\S)|\s+"
 )
 
 

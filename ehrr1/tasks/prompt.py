@@ -5,8 +5,10 @@ reference builds it (``mimiciv.py`` ``process_cases``): the demographics, the pr
 the current admission when the sample has them (never when the admission is a decision sample's own anchor),
 then the context window without admission events and the task's forbidden event types. When a tokenizer
 and a budget are given, the oldest window events are dropped (whole events, never mid-event) until the
-prompt fits; the previous discharge note goes next if needed. Reasoning mode: models with a thinking switch take
-``enable_thinking``; others get a closed think block appended (``closed_think``).
+prompt fits; the previous discharge note goes next if needed. Byte-level BPE tokenizers with a known split
+count the prompt exactly from its sections' counts (``token_count``: each event tokenised once per patient);
+others estimate from the sections and count whole prompts around the cut. Reasoning mode: models with a
+thinking switch take ``enable_thinking``; others get a closed think block appended (``closed_think``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ehrr1.data.markdown import MarkdownStyle, join_sections, render_event
 from ehrr1.data.timeline import Event, Timeline
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import Sample
+from ehrr1.tasks.token_count import PieceCounter
 from ehrr1.think import CLOSED_THINK
 
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -63,6 +66,9 @@ class PromptBuilder:
         self.system = system
         self.style = MarkdownStyle(style)
         self._cache: _EventCache | None = None
+        # exact counts from the sections' own (the clean style's age line changes with the events shown)
+        additive = max_input_tokens is not None and self.style is MarkdownStyle.reference
+        self._pieces = PieceCounter.for_tokenizer(tokenizer, system) if additive else None
 
     def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event | None], list[Event]]:
         """(fixed parts: previous discharge, current admission, None where absent; window events shown)."""
@@ -111,6 +117,11 @@ class PromptBuilder:
             messages = attempt(0, fixed)
             n = _count(self.tokenizer, messages) if self.tokenizer is not None else None
             return Prompt(messages, answer_text(sample), 0, n, True)
+        if self._pieces is not None:
+            fitted = self._fit_by_pieces(timeline, fixed, window, task, cache)
+            if fitted is not None:
+                drop, keep, n, fits = fitted
+                return Prompt(attempt(drop, keep), answer_text(sample), drop, n, fits)
         budget = self.max_input_tokens
         skeleton = _count(self.tokenizer, attempt(len(window), [None, None]))  # demographics, instruction
         for keep in (fixed, [None, fixed[1]]):  # then without the previous discharge note
@@ -137,10 +148,57 @@ class PromptBuilder:
         messages = attempt(len(window), [None, fixed[1]])
         return Prompt(messages, answer_text(sample), len(window), _count(self.tokenizer, messages), False)
 
+    def _fit_by_pieces(
+        self, timeline: Timeline, fixed: list[Event | None], window: list[Event], task: TaskSpec, cache: _EventCache
+    ) -> tuple[int, list[Event | None], int, bool] | None:
+        """(events dropped, fixed parts kept, exact tokens, fits) from the sections' counts; None where a
+        section is empty or starts with a space, so that the prompt cannot be cut before it."""
+        pieces, budget = self._pieces, self.max_input_tokens
+        assert pieces is not None and budget is not None
+        tail = "\n" + task.prompt_instruction + pieces.suffix
+
+        def texts(events: list[Event]) -> list[str] | None:
+            found = [cache.text(e) for e in events]
+            return None if any(not t or t[0].isspace() for t in found) else found
+
+        newest = texts(window[-1:])
+        if newest is None:
+            return None
+        n_empty = 0
+        for keep in (fixed, [None, fixed[1]]):
+            head = [cache.text(timeline[0]), *("" if e is None else cache.text(e) for e in keep)]
+            if any(s[:1].isspace() for s in head[1:]):
+                return None
+            *inner, last = _joined_pieces(pieces.prefix, head)
+            before = sum(pieces.counts([p + "\n\n" for p in inner]))
+            n_empty = before + pieces.counts([last + tail], last=True)[0]
+            if not window:
+                if n_empty <= budget:
+                    return 0, keep, n_empty, True
+                continue
+            n = before + pieces.counts([last + "\n\n"])[0] + pieces.counts([newest[0] + tail], last=True)[0]
+            if n > budget:
+                if n_empty <= budget:
+                    return len(window), keep, n_empty, True
+                continue
+            drop = len(window) - 1
+            while drop > 0:
+                older = texts(window[max(0, drop - 8) : drop])
+                if older is None:
+                    return None
+                for tokens in reversed(pieces.counts([t + "\n\n" for t in older])):
+                    if n + tokens > budget:
+                        return drop, keep, n, True
+                    drop, n = drop - 1, n + tokens
+            return drop, keep, n, True
+        return len(window), [None, fixed[1]], n_empty, False
+
     def _event_cache(self, timeline: Timeline) -> _EventCache:
         """Each event of this timeline rendered and tokenised once, however many samples show it."""
         if self._cache is None or self._cache.timeline is not timeline:
             self._cache = _EventCache(timeline, self.style, self.tokenizer)
+            if self._pieces is not None:
+                self._pieces.clear()
         return self._cache
 
 
@@ -165,6 +223,18 @@ class _EventCache:
             encoded = self.tokenizer(["\n\n" + self.text(e) for e in missing], add_special_tokens=False)
             self._tokens.update((id(e), len(ids)) for e, ids in zip(missing, encoded["input_ids"], strict=True))
         return [self._tokens[id(e)] for e in events]
+
+
+def _joined_pieces(prefix: str, sections: list[str]) -> list[str]:
+    """The sections as the prompt joins them (blank lines between), cut before each non-empty one after the
+    first: an empty section's blank line stays with the piece before it. The first piece starts with ``prefix``."""
+    pieces = [prefix + sections[0]]
+    for section in sections[1:]:
+        if section:
+            pieces.append(section)
+        else:
+            pieces[-1] += "\n\n"
+    return pieces
 
 
 def _newest_that_fit(
