@@ -23,6 +23,7 @@ from ehrr1.backends import ONE_TOKEN_YES_NO, Backend, Generation, SamplingParams
 from ehrr1.errors import DataError, MissingInputError
 from ehrr1.tasks.metrics import final_answer, score, to_text
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.tasks.records import InstructionRecord, prompt_messages
 from ehrr1.utils import digest, read_appended_jsonl
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ class Request:
     tokens_cut: int = 0  # prompt tokens cut from the left to fit ``max_prompt_tokens``
 
 
-def iter_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_bench(
+    path: str | Path, tasks: list[str] | None = None, limit: int | None = None
+) -> Iterator[InstructionRecord]:
     """Records of an exported split, a line at a time, optionally only some tasks and at most ``limit``
     per task (file order)."""
     path = Path(path)
@@ -61,12 +64,12 @@ def iter_bench(path: str | Path, tasks: list[str] | None = None, limit: int | No
             yield record
 
 
-def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def read_bench(path: str | Path, tasks: list[str] | None = None, limit: int | None = None) -> list[InstructionRecord]:
     return list(iter_bench(path, tasks, limit))
 
 
 def build_requests(
-    records: list[dict[str, Any]],
+    records: list[InstructionRecord],
     tokenizer: Any,
     model_id: str,
     sampling: SamplingParams,
@@ -83,7 +86,7 @@ def build_requests(
     """
     out = []
     for r in records:
-        messages = [m for m in r["messages"] if m["role"] != "assistant"]
+        messages = prompt_messages(r)
         one_token = risk_one_token and r["kind"] == "risk"
         prompt = generation_prompt(tokenizer, messages, thinking and not one_token, switch)
         prompt, cut = cut_left(tokenizer, prompt, max_prompt_tokens)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ehrr1.errors import UserError
 from ehrr1.tasks.prompt import SYSTEM_PROMPT
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
 from ehrr1.think import with_reasoning
 
@@ -182,7 +183,7 @@ def _target(item: dict[str, Any], info: dict[str, Any], task: TaskSpec, where: s
     return [v.lower() for v in lines] if task.is_risk else lines
 
 
-def released_record(item: Any, registry: TaskRegistry, where: str) -> dict[str, Any]:
+def released_record(item: Any, registry: TaskRegistry, where: str) -> InstructionRecord:
     """One released item as an ehrr1 instruction record (the fields ``evaluate`` reads)."""
     if not isinstance(item, dict):
         raise ReleasedBenchError(f"{where}: expected an object with {', '.join(REQUIRED)}")

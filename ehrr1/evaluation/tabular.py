@@ -26,12 +26,9 @@ import numpy as np
 from ehrr1.config import TabularSettings
 from ehrr1.evaluation.harness import Request, score_row
 from ehrr1.reasoning.concepts import DictionaryExtractor, normalise, sections
+from ehrr1.tasks.records import InstructionRecord, user_text
 
 log = logging.getLogger(__name__)
-
-
-def input_text(record: dict[str, Any]) -> str:
-    return next(m["content"] for m in record["messages"] if m["role"] == "user")
 
 
 def concept_counts(markdown: str) -> dict[str, float]:
@@ -107,7 +104,7 @@ class TabularBaseline:
         self.settings = settings or TabularSettings()
         self.models: dict[str, TaskModel] = {}
 
-    def fit(self, records: Iterable[dict[str, Any]], tasks: set[str] | None = None) -> TabularBaseline:
+    def fit(self, records: Iterable[InstructionRecord], tasks: set[str] | None = None) -> TabularBaseline:
         """Fit every task of ``records`` (only ``tasks`` when given); records are featurised as they stream."""
         features: dict[str, list[dict[str, float]]] = defaultdict(list)
         targets: dict[str, list[list[str]]] = defaultdict(list)
@@ -118,7 +115,7 @@ class TabularBaseline:
                 continue
             if r["kind"] == "decision" and r.get("metric") == "rouge1":
                 continue  # free text (the discharge note): no answer vocabulary to classify
-            features[task].append(concept_counts(input_text(r)))
+            features[task].append(concept_counts(user_text(r)))
             targets[task].append(list(r["target"]))
             kinds[task] = r["kind"]
         for task in sorted(features):
@@ -128,7 +125,7 @@ class TabularBaseline:
                  sum(len(f) for f in features.values()))  # fmt: skip
         return self
 
-    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(self, records: list[InstructionRecord]) -> list[dict[str, Any]]:
         """One harness row per record of a fitted task, in record order (other tasks are left out)."""
         by_task: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(records):
@@ -137,13 +134,13 @@ class TabularBaseline:
         rows: dict[int, dict[str, Any]] = {}
         for task, indices in by_task.items():
             model = self.models[task]
-            p = model.probabilities([concept_counts(input_text(records[i])) for i in indices])
+            p = model.probabilities([concept_counts(user_text(records[i])) for i in indices])
             for i, probs in zip(indices, p, strict=True):
                 rows[i] = self._row(records[i], model, probs)
         return [rows[i] for i in sorted(rows)]
 
     @staticmethod
-    def _row(record: dict[str, Any], model: TaskModel, probs: np.ndarray) -> dict[str, Any]:
+    def _row(record: InstructionRecord, model: TaskModel, probs: np.ndarray) -> dict[str, Any]:
         request = Request(
             "tabular/" + record["id"], record["id"], record["task"], record["kind"], record["metric"],
             list(record["target"]), "",

@@ -39,6 +39,7 @@ from ehrr1.reasoning.graph import (
 )
 from ehrr1.reasoning.statistics import cooccurrence
 from ehrr1.reasoning.writers import ChainRequest, LLMWriter, TemplateWriter, chain_record, check_chain
+from ehrr1.tasks.records import InstructionRecord, user_text
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import (
     atomic_write_json,
@@ -75,14 +76,10 @@ def chunk_plan(path: Path, chunk_size: int) -> list[tuple[int, int]]:
     return plan
 
 
-def read_chunk(path: str | Path, offset: int, count: int) -> list[dict[str, Any]]:
+def read_chunk(path: str | Path, offset: int, count: int) -> list[InstructionRecord]:
     with open(path, "rb") as lines:
         lines.seek(offset)
         return [json.loads(lines.readline()) for _ in range(count)]
-
-
-def user_turn(record: dict[str, Any]) -> str:
-    return next(m["content"] for m in record["messages"] if m["role"] == "user")
 
 
 def extract_chunk(
@@ -94,7 +91,7 @@ def extract_chunk(
     rows: dict[str, list[str]] = {name: [] for name in CONCEPT_SCHEMA.names}
     for record in read_chunk(path, offset, count):
         task = registry[record["task"]]
-        mentions = [("history", m) for m in extractor.history(user_turn(record))]
+        mentions = [("history", m) for m in extractor.history(user_text(record))]
         mentions += [("target", m) for m in extractor.targets(task, record["target"])]
         for role, m in mentions:
             for name, value in zip(
@@ -131,13 +128,13 @@ def hierarchy_graph_from(path: Path) -> RelationGraph:
 
 
 def chain_requests(
-    records: list[dict[str, Any]],
+    records: list[InstructionRecord],
     mentions: list[dict[str, Any]],
     graphs,
     shared,
     settings: SynthesisConfig,
     registry: TaskRegistry,
-) -> list[tuple[dict[str, Any], ChainRequest]]:
+) -> list[tuple[InstructionRecord, ChainRequest]]:
     """Each record with its thinking graph, ready for a writer."""
     by_sample: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for m in mentions:
@@ -160,7 +157,7 @@ def chain_requests(
         labels = {m["concept"]: m["label"] for m in found["history"] + found["target"]}
         instruction = registry[task].prompt_instruction
         request = ChainRequest(
-            record["id"], task, record["kind"], user_turn(record), instruction, list(record["target"]), paths, labels
+            record["id"], task, record["kind"], user_text(record), instruction, list(record["target"]), paths, labels
         )
         out.append((record, request))
     return out
@@ -222,7 +219,7 @@ def write_chunk(
 
 
 def chain_rows(
-    record: dict[str, Any], request: ChainRequest, chains: list[str], settings: SynthesisConfig
+    record: InstructionRecord, request: ChainRequest, chains: list[str], settings: SynthesisConfig
 ) -> dict[str, Any]:
     """The status of one sample's chains (kept, or why its first chain was dropped) and the records kept."""
     reasons = [check_chain(c, request, settings.min_answer_recall, settings.chain_filter) for c in chains]

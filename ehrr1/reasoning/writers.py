@@ -10,12 +10,12 @@ with our short prompt or the reference's (``writer.prompt=reference``), one or s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ehrr1.backends import Backend, SamplingParams
 from ehrr1.config import ChainFilter, ChainPrompt
 from ehrr1.tasks.metrics import REASONING_SECTIONS as SECTIONS
 from ehrr1.tasks.metrics import answer_lines, reasoning_format_problem, set_score, yes_no
+from ehrr1.tasks.records import InstructionRecord, Message, prompt_messages
 from ehrr1.think import with_reasoning
 
 Path_ = list[tuple[str, str, float]]
@@ -278,11 +278,7 @@ def assistant_turn(chain: str, request: ChainRequest) -> str:
     return with_reasoning(chain, answer_of(request))
 
 
-def chain_record(record: dict[str, Any], chain: str, request: ChainRequest, paths: int) -> dict[str, Any]:
+def chain_record(record: InstructionRecord, chain: str, request: ChainRequest, paths: int) -> InstructionRecord:
     """The reasoning SFT record: the instruction record with the assistant turn replaced."""
-    messages = [m for m in record["messages"] if m["role"] != "assistant"]
-    return {
-        **record,
-        "messages": [*messages, {"role": "assistant", "content": assistant_turn(chain, request)}],
-        "graph_paths": paths,
-    }
+    answer: Message = {"role": "assistant", "content": assistant_turn(chain, request)}
+    return {**record, "messages": [*prompt_messages(record), answer], "graph_paths": paths}

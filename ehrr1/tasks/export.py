@@ -26,6 +26,7 @@ import pyarrow as pa
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import UserError
 from ehrr1.tasks.prompt import PromptBuilder
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
 from ehrr1.utils import (
@@ -48,7 +49,7 @@ def sample_id(task: str, subject_id: int, event: int) -> str:
     return f"{task}/{subject_id}/{event}"
 
 
-def _record(task, sample: Sample, split: str, prompt) -> dict[str, Any]:
+def _record(task, sample: Sample, split: str, prompt) -> InstructionRecord:
     return {
         "id": sample_id(task.name, sample.subject_id, sample.event),
         "messages": [*prompt.messages, {"role": "assistant", "content": prompt.answer}],

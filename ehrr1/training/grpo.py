@@ -25,6 +25,7 @@ from ehrr1.backends import SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
 from ehrr1.errors import ConfigError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
+from ehrr1.tasks.records import InstructionRecord, Message, prompt_messages
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
@@ -32,12 +33,12 @@ from ehrr1.training.rewards import rewards
 
 log = logging.getLogger(__name__)
 
-RewardFn = Callable[[list[str], list[dict[str, Any]], list[list[int]]], list[dict[str, float]]]
+RewardFn = Callable[[list[str], list[InstructionRecord], list[list[int]]], list[dict[str, float]]]
 
 
-def rl_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+def rl_messages(record: InstructionRecord) -> list[Message]:
     """The record's prompt with the spec's soft switch: ``/think`` for decision tasks, ``/no_think`` for risk."""
-    messages = [m for m in record["messages"] if m["role"] != "assistant"]
+    messages = prompt_messages(record)
     return with_thinking_suffix(messages, thinking=record["kind"] != "risk")
 
 
@@ -67,7 +68,7 @@ class PromptOrder(Sampler):
 class PromptDataModule(ResumableDataModule):
     """Prompts (the records of a stage's ``train.jsonl``, optionally only some tasks) in seeded batches."""
 
-    def __init__(self, records: list[dict[str, Any]], per_step: int, seed: int):
+    def __init__(self, records: list[InstructionRecord], per_step: int, seed: int):
         super().__init__()
         if len(records) < per_step:
             raise ConfigError(f"stage.grpo.prompts_per_step={per_step} but the RL data holds {len(records)} prompts")
@@ -139,7 +140,7 @@ class GRPOModule(CausalLMModule):
         )
 
     def task_rewards(
-        self, texts: list[str], records: list[dict[str, Any]], ids: list[list[int]]
+        self, texts: list[str], records: list[InstructionRecord], ids: list[list[int]]
     ) -> list[dict[str, float]]:
         return [rewards(t, r, self.settings.rewards) for t, r in zip(texts, records, strict=True)]
 
@@ -228,7 +229,7 @@ class GRPOModule(CausalLMModule):
         step = self.micro_batch_size
         return torch.cat([self.logps(model, batch, slice(i, i + step)) for i in range(0, n, step)])
 
-    def training_step(self, records: list[dict[str, Any]], batch_idx: int) -> None:
+    def training_step(self, records: list[InstructionRecord], batch_idx: int) -> None:
         s = self.settings
         started = time.perf_counter()
         prompts = [generation_prompt(self.tokenizer, rl_messages(r), True, self.switch) for r in records]

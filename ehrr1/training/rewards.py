@@ -10,10 +10,9 @@ The total is their weighted sum. Garbage (empty, non-UTF-8, enormous) gets the l
 
 from __future__ import annotations
 
-from typing import Any
-
 from ehrr1.config import AnswerMetric, RewardWeights
 from ehrr1.tasks.metrics import reasoning_format_problem, score, to_text
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.think import THINK_CLOSE, reasoning_of
 
 
@@ -34,7 +33,7 @@ def format_reward(completion: str | bytes | None) -> float:
     return 1.0 if reasoning_format_problem(reasoning_of(text)) is None else -1.0
 
 
-def rewards(completion: str | bytes | None, record: dict[str, Any], weights: RewardWeights) -> dict[str, float]:
+def rewards(completion: str | bytes | None, record: InstructionRecord, weights: RewardWeights) -> dict[str, float]:
     """Each component and the weighted total for one completion of ``record``'s prompt."""
     metric = record["metric"]
     if AnswerMetric(weights.answer_metric) is AnswerMetric.set_f1 and record.get("kind") == "decision":
