@@ -26,6 +26,7 @@ from ehrr1.reasoning.pipeline import print_reasoning, synthesize_chains
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.prompt import PromptBuilder
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SelectionSettings, SplitRatios, load_data_config, select, subject_split
 from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
@@ -147,7 +148,7 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
 
 
 def write_by_patient(
-    records: list[dict[str, Any]], out: Path, splits: list[str], cfg: DictConfig, source: str
+    records: list[InstructionRecord], out: Path, splits: list[str], cfg: DictConfig, source: str
 ) -> dict[str, Any]:
     """Released records split by patient (the mix's split ratios and seed) into ``<out>/<split>.jsonl``,
     with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them."""

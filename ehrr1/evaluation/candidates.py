@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from typing import Any
+from collections.abc import Iterable
+
+from ehrr1.tasks.records import InstructionRecord, Message
 
 DECISION_MAKING_PROMPT = (
     "Note that you should directly output the answer without any other information. If there are several items "
@@ -25,7 +27,7 @@ CANDIDATE_PROMPT = "You should choose the item from the candidate list below. Ca
 MAX_CANDIDATES = 100
 
 
-def candidate_pools(train_records: list[dict[str, Any]]) -> dict[str, list[str]]:
+def candidate_pools(train_records: Iterable[InstructionRecord]) -> dict[str, list[str]]:
     """Per task, its answer lines in the training records, the most frequent first (ties alphabetical)."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in train_records:
@@ -33,7 +35,7 @@ def candidate_pools(train_records: list[dict[str, Any]]) -> dict[str, list[str]]
     return {task: sorted(c, key=lambda v: (-c[v], v)) for task, c in counts.items()}
 
 
-def candidates_for(record: dict[str, Any], pools: dict[str, list[str]], seed: int = 0) -> list[str] | None:
+def candidates_for(record: InstructionRecord, pools: dict[str, list[str]], seed: int = 0) -> list[str] | None:
     """The candidate list shown with ``record`` (None: the task has no pool, the rules are shown alone)."""
     if record.get("candidates"):
         return list(record["candidates"])
@@ -49,11 +51,11 @@ def candidates_for(record: dict[str, Any], pools: dict[str, list[str]], seed: in
     return chosen
 
 
-def with_candidates(record: dict[str, Any], candidates: list[str] | None) -> dict[str, Any]:
+def with_candidates(record: InstructionRecord, candidates: list[str] | None) -> InstructionRecord:
     """``record`` with the reference's candidate list and answer rules after its user turn."""
     rules = RISK_PREDICTION_PROMPT if record["kind"] == "risk" else DECISION_MAKING_PROMPT
     extra = [CANDIDATE_PROMPT.format(candidates=candidates)] if candidates else []
-    messages = [dict(m) for m in record["messages"]]
+    messages: list[Message] = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
     user = next(i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user")
     messages[user]["content"] = "\n".join([messages[user]["content"], *extra, rules])
     return {**record, "messages": messages, "candidates": candidates}

@@ -32,6 +32,7 @@ from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_repo
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
 from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, task_mix_counts
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import atomic_write_text, digest
 
@@ -81,7 +82,7 @@ def reference_prompt_limit(model_id: str, max_new_tokens: int) -> int | None:
     return limit if limit > 0 else None
 
 
-TrainRecords = Callable[[], Iterator[dict[str, Any]]]
+TrainRecords = Callable[[], Iterator[InstructionRecord]]
 
 
 def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
@@ -99,7 +100,7 @@ def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
             )
 
 
-def bench_records(cfg: DictConfig) -> tuple[str, list[dict[str, Any]], TrainRecords]:
+def bench_records(cfg: DictConfig) -> tuple[str, list[InstructionRecord], TrainRecords]:
     """(what was read, the records to score, the training records: read afresh, a record at a time, on each
     call, since EHR-Ins is millions of records) of ``cfg.bench``."""
     only = list(cfg.only_tasks) if cfg.only_tasks else None
@@ -122,7 +123,7 @@ def frequent_answers(baselines: set[Baseline], train: TrainRecords) -> dict[str,
 
 
 def tabular_rows(
-    cfg: DictConfig, records: list[dict[str, Any]], train: TrainRecords, out: Path
+    cfg: DictConfig, records: list[InstructionRecord], train: TrainRecords, out: Path
 ) -> list[dict[str, Any]]:
     """The tabular baseline's rows on ``records``, fitted on the training records of their tasks; also
     written to ``<out>/tabular.jsonl``."""

@@ -224,7 +224,7 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> Instructio
 
 def iter_released(
     path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[InstructionRecord]:
     """Records of the released files at ``path``, an item at a time, optionally only some tasks, at most
     ``limit`` per task; ids made unique (the resume key)."""
     if not path:
@@ -247,7 +247,7 @@ def iter_released(
 
 def read_released(
     path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[InstructionRecord]:
     """Records of the released files at ``path``, optionally only some tasks, at most ``limit`` per task."""
     records = list(iter_released(path, registry, tasks, limit))
     if not records:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rich.table import Table
 from scipy.stats import rankdata
 
 from ehrr1.tasks.metrics import auroc, score, set_score, yes_no
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
 KINDS = ("decision", "risk")
@@ -144,7 +146,7 @@ def set_scores(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
     )
 
 
-def most_frequent_answers(records: list[dict[str, Any]]) -> dict[str, str]:
+def most_frequent_answers(records: Iterable[InstructionRecord]) -> dict[str, str]:
     """Each task's most frequent answer among ``records`` (the training split: no peeking at the test)."""
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:

@@ -21,6 +21,7 @@ from ehrr1.config import ThinkingSwitch
 from ehrr1.data.events import DEMOGRAPHICS
 from ehrr1.data.markdown import MarkdownStyle, join_sections, render_event
 from ehrr1.data.timeline import Event, Timeline
+from ehrr1.tasks.records import Message
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import Sample
 from ehrr1.tasks.token_count import PieceCounter
@@ -32,7 +33,7 @@ MERGE_SLACK = 2  # tokens an event's own count can exceed what it adds to a prom
 
 @dataclass(frozen=True)
 class Prompt:
-    messages: list[dict[str, str]]  # system and user
+    messages: list[Message]  # system and user
     answer: str
     events_dropped: int  # oldest window events cut to fit the budget
     n_tokens: int | None  # prompt tokens with the chat template, when a tokenizer was given
@@ -43,7 +44,7 @@ def answer_text(sample: Sample) -> str:
     return "\n".join(sample.target)
 
 
-def _count(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+def _count(tokenizer: Any, messages: list[Message]) -> int:
     if getattr(tokenizer, "chat_template", None):
         encoded = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
         ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
@@ -89,7 +90,7 @@ class PromptBuilder:
         rendered: dict[int, str],
         task: TaskSpec,
         anchor_time,
-    ) -> list[dict[str, str]]:
+    ) -> list[Message]:
         demographics = timeline[0]
         if self.style is MarkdownStyle.clean:  # the age at the first event shown
             shown = [e for e in (*fixed, *window) if e is not None and e.time is not None]
@@ -98,7 +99,7 @@ class PromptBuilder:
         sections += ["" if e is None else rendered[id(e)] for e in fixed] + [rendered[id(e)] for e in window]
         return self.messages_for(join_sections(sections, self.style), task)
 
-    def messages_for(self, ehr_markdown: str, task: TaskSpec) -> list[dict[str, str]]:
+    def messages_for(self, ehr_markdown: str, task: TaskSpec) -> list[Message]:
         """system + user (the EHR markdown, a newline, the task's instruction): the one prompt format."""
         user = ehr_markdown + "\n" + task.prompt_instruction
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
@@ -108,7 +109,7 @@ class PromptBuilder:
         anchor_time = timeline[sample.event].time
         cache = self._event_cache(timeline)
 
-        def attempt(drop: int, keep_fixed: list[Event | None]) -> list[dict[str, str]]:
+        def attempt(drop: int, keep_fixed: list[Event | None]) -> list[Message]:
             shown = [*(e for e in keep_fixed if e is not None), *window[drop:]]
             rendered = {id(e): cache.text(e) for e in shown}
             return self._messages(timeline, keep_fixed, window[drop:], rendered, task, anchor_time)
@@ -251,7 +252,7 @@ def _newest_that_fit(
     return drop, n
 
 
-def with_thinking_suffix(messages: list[dict[str, str]], thinking: bool) -> list[dict[str, str]]:
+def with_thinking_suffix(messages: list[Message], thinking: bool) -> list[Message]:
     """The messages with Qwen3's soft switch, ``/think`` or ``/no_think``, after the last turn's text."""
     *head, last = messages
     return [*head, {**last, "content": last["content"] + ("\n/think" if thinking else "\n/no_think")}]
@@ -259,7 +260,7 @@ def with_thinking_suffix(messages: list[dict[str, str]], thinking: bool) -> list
 
 def generation_prompt(
     tokenizer: Any,
-    messages: list[dict[str, str]],
+    messages: list[Message],
     thinking: bool,
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
 ) -> str:

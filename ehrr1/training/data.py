@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ehrr1.config import LossOn, LossPer
 from ehrr1.errors import ConfigError, DataError, MissingInputError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.tasks.records import Message
 from ehrr1.think import THINK_OPEN
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
 
 def encode_chats(
     tokenizer: Any,
-    chats: list[list[dict[str, str]]],
+    chats: list[list[Message]],
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
     loss_on: LossOn = LossOn.completion,
     answer_weight: float = 1.0,
