@@ -132,6 +132,30 @@ def test_load_and_window(store, timelines):
     assert render_events(window).startswith("## ")
 
 
+def test_excerpts_hold_exactly_the_asked_events(store, timelines):
+    """An excerpt decodes only its positions, equal to the whole timeline's events there; others raise."""
+    by_shard: dict[int, dict[int, set[int]]] = {}
+    for timeline in timelines[:40:3]:
+        positions = {0, len(timeline) - 1, *range(len(timeline) // 3, len(timeline) // 2)}
+        by_shard.setdefault(store.shard_of(timeline.subject_id), {})[timeline.subject_id] = positions
+    whole = {t.subject_id: t for t in timelines}
+    seen = 0
+    for shard, positions in by_shard.items():
+        excerpts = list(store.excerpts(shard, positions))
+        assert [e.subject_id for e in excerpts] == sorted(positions)
+        for excerpt in excerpts:
+            timeline, asked = whole[excerpt.subject_id], positions[excerpt.subject_id]
+            assert set(excerpt.events) == asked
+            assert all(excerpt[i] == timeline[i] for i in asked)
+            begin, end = len(timeline) // 3, len(timeline) // 2
+            assert excerpt.window(begin, end) == tuple(timeline.window(begin, end))
+            missing = next(i for i in range(len(timeline)) if i not in asked)
+            with pytest.raises(KeyError, match=f"event {missing} of subject {excerpt.subject_id} is not in"):
+                excerpt[missing]
+            seen += 1
+    assert seen >= 10
+
+
 def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
     again = tmp_path / "again"
     build_timelines(

@@ -7,7 +7,7 @@ windows that samples refer to by ``period_begin:period_end``.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +68,36 @@ class Timeline(Sequence[Event]):
         return self[begin:end]
 
 
+@dataclass(frozen=True)
+class TimelineExcerpt:
+    """The events of one patient's timeline at some positions only (those a set of samples shows), so that
+    the export decodes a fifth of the records instead of all of them. Any other position raises."""
+
+    subject_id: int
+    events: Mapping[int, Event]  # position in the timeline -> event
+
+    def __getitem__(self, position: int) -> Event:
+        try:
+            return self.events[position]
+        except KeyError:
+            raise KeyError(f"event {position} of subject {self.subject_id} is not in this excerpt") from None
+
+    def window(self, begin: int, end: int) -> tuple[Event, ...]:
+        """Events ``begin`` (inclusive) to ``end`` (exclusive), as sample indices use them."""
+        return tuple(self[i] for i in range(begin, end))
+
+
+def _event(columns: dict[str, list], j: int) -> Event:
+    return Event(
+        columns["event_type"][j],
+        columns["time"][j],
+        columns["hadm_id"][j],
+        columns["stay_id"][j],
+        tuple(json.loads(columns["records"][j])),
+        columns["endtime"][j],
+    )
+
+
 def subject_runs(subjects: list[int]) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` row ranges of each subject in rows sorted by subject (a shard table's order)."""
     start = 0
@@ -81,20 +111,10 @@ def events_from_table(table: pa.Table) -> Iterator[Timeline]:
     """Group the rows of a shard table (sorted by subject_id, event_idx) into timelines."""
     columns = table.to_pydict()
     for start, stop in subject_runs(columns["subject_id"]):
-        yield Timeline(
-            columns["subject_id"][start],
-            tuple(
-                Event(
-                    columns["event_type"][j],
-                    columns["time"][j],
-                    columns["hadm_id"][j],
-                    columns["stay_id"][j],
-                    tuple(json.loads(columns["records"][j])),
-                    columns["endtime"][j],
-                )
-                for j in range(start, stop)
-            ),
-        )
+        yield Timeline(columns["subject_id"][start], tuple(_event(columns, j) for j in range(start, stop)))
+
+
+_POSITIONS = 1 << 31  # event_idx is an int32: subject * _POSITIONS + event_idx is one key per event
 
 
 class TimelineStore:
@@ -126,6 +146,17 @@ class TimelineStore:
         """The shard's timelines in subject order; only ``subjects`` when given (others are not parsed)."""
         filters = [("subject_id", "in", sorted(subjects))] if subjects is not None else None
         yield from events_from_table(pq.read_table(shard_path(self.root, shard), filters=filters))
+
+    def excerpts(self, shard: int, positions: Mapping[int, Collection[int]]) -> Iterator[TimelineExcerpt]:
+        """Of each subject of ``positions`` (all in ``shard``), in subject order, the events at its positions:
+        only their rows are decoded."""
+        table = pq.read_table(shard_path(self.root, shard), filters=[("subject_id", "in", sorted(positions))])
+        wanted = pa.array([s * _POSITIONS + p for s, ps in positions.items() for p in ps], pa.int64())
+        keys = pc.add(pc.multiply(table["subject_id"], _POSITIONS), table["event_idx"].cast(pa.int64()))
+        columns = table.filter(pc.is_in(keys, value_set=wanted)).to_pydict()
+        for start, stop in subject_runs(columns["subject_id"]):
+            events = {columns["event_idx"][j]: _event(columns, j) for j in range(start, stop)}
+            yield TimelineExcerpt(columns["subject_id"][start], events)
 
     def __iter__(self) -> Iterator[Timeline]:
         for shard in range(self.num_shards):

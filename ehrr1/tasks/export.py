@@ -65,6 +65,17 @@ def _record(task, sample: Sample, split: str, prompt) -> InstructionRecord:
     }
 
 
+def shown_positions(rows: list[dict[str, Any]]) -> set[int]:
+    """The timeline positions the samples of ``rows`` (one patient's) may show or read: demographics, the
+    anchors, previous notes, admissions and context windows."""
+    positions = {0}
+    for row in rows:
+        positions.add(row["event"])
+        positions.update(row[k] for k in ("last_discharge_id", "admissions_id") if row[k] is not None)
+        positions.update(range(row["period_begin"], row["period_end"]))
+    return positions
+
+
 def export_unit(
     store_root: str,
     registry: TaskRegistry,
@@ -84,7 +95,7 @@ def export_unit(
         by_subject[row["subject_id"]].append(row)
     lines: dict[str, list[str]] = defaultdict(list)
     stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    for timeline in store.iter_shard(shard, subjects=by_subject):
+    for timeline in store.excerpts(shard, {subject: shown_positions(rows) for subject, rows in by_subject.items()}):
         for row in sorted(by_subject[timeline.subject_id], key=lambda r: (order[r["task"]], r["event"])):
             task = registry[row["task"]]
             sample = Sample(

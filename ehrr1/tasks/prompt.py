@@ -20,7 +20,7 @@ from typing import Any
 from ehrr1.config import ThinkingSwitch
 from ehrr1.data.events import DEMOGRAPHICS
 from ehrr1.data.markdown import MarkdownStyle, join_sections, render_event
-from ehrr1.data.timeline import Event, Timeline
+from ehrr1.data.timeline import Event, Timeline, TimelineExcerpt
 from ehrr1.tasks.records import Message
 from ehrr1.tasks.registry import TaskSpec
 from ehrr1.tasks.samples import Sample
@@ -71,7 +71,9 @@ class PromptBuilder:
         additive = max_input_tokens is not None and self.style is MarkdownStyle.reference
         self._pieces = PieceCounter.for_tokenizer(tokenizer, system) if additive else None
 
-    def parts(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> tuple[list[Event | None], list[Event]]:
+    def parts(
+        self, timeline: Timeline | TimelineExcerpt, sample: Sample, task: TaskSpec
+    ) -> tuple[list[Event | None], list[Event]]:
         """(fixed parts: previous discharge, current admission, None where absent; window events shown)."""
         discharge = None if sample.last_discharge_id is None else timeline[sample.last_discharge_id]
         # a decision anchor is never input: the reference prepends it when it is the admission itself
@@ -84,7 +86,7 @@ class PromptBuilder:
 
     def _messages(
         self,
-        timeline: Timeline,
+        timeline: Timeline | TimelineExcerpt,
         fixed: list[Event | None],
         window: list[Event],
         rendered: dict[int, str],
@@ -104,7 +106,7 @@ class PromptBuilder:
         user = ehr_markdown + "\n" + task.prompt_instruction
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
-    def build(self, timeline: Timeline, sample: Sample, task: TaskSpec) -> Prompt:
+    def build(self, timeline: Timeline | TimelineExcerpt, sample: Sample, task: TaskSpec) -> Prompt:
         fixed, window = self.parts(timeline, sample, task)
         anchor_time = timeline[sample.event].time
         cache = self._event_cache(timeline)
@@ -150,7 +152,12 @@ class PromptBuilder:
         return Prompt(messages, answer_text(sample), len(window), _count(self.tokenizer, messages), False)
 
     def _fit_by_pieces(
-        self, timeline: Timeline, fixed: list[Event | None], window: list[Event], task: TaskSpec, cache: _EventCache
+        self,
+        timeline: Timeline | TimelineExcerpt,
+        fixed: list[Event | None],
+        window: list[Event],
+        task: TaskSpec,
+        cache: _EventCache,
     ) -> tuple[int, list[Event | None], int, bool] | None:
         """(events dropped, fixed parts kept, exact tokens, fits) from the sections' counts; None where a
         section is empty or starts with a space, so that the prompt cannot be cut before it."""
@@ -194,7 +201,7 @@ class PromptBuilder:
             return drop, keep, n, True
         return len(window), [None, fixed[1]], n_empty, False
 
-    def _event_cache(self, timeline: Timeline) -> _EventCache:
+    def _event_cache(self, timeline: Timeline | TimelineExcerpt) -> _EventCache:
         """Each event of this timeline rendered and tokenised once, however many samples show it."""
         if self._cache is None or self._cache.timeline is not timeline:
             self._cache = _EventCache(timeline, self.style, self.tokenizer)
@@ -206,7 +213,7 @@ class PromptBuilder:
 class _EventCache:
     """Rendered text and token count per event of one timeline (the samples of a patient share events)."""
 
-    def __init__(self, timeline: Timeline, style: MarkdownStyle, tokenizer: Any):
+    def __init__(self, timeline: Timeline | TimelineExcerpt, style: MarkdownStyle, tokenizer: Any):
         self.timeline, self.style, self.tokenizer = timeline, style, tokenizer
         self._texts: dict[int, str] = {}
         self._tokens: dict[int, int] = {}
