@@ -142,7 +142,7 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
     mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
-    records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None)
+    records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None, key="task_mix.released")
     report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
     return {"instructions": report, "export_dir": str(Path(cfg.export.dir).resolve())}
 
@@ -313,7 +313,9 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
     reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
     registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
-    records = read_released(cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None)
+    records = read_released(
+        cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None, key="synthesis.released"
+    )
     without = next((r["source"] for r in records if not r["reasoning"]), None)
     if without:
         raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")

@@ -142,12 +142,21 @@ def test_evaluate_scores_the_released_files_with_no_other_data(model_dir, tmp_pa
 @pytest.mark.slow
 def test_a_missing_released_path_ends_evaluate_with_one_message(model_dir, tmp_path):
     for extra, message in (
-        ([], "error: bench=released needs bench.path=<the released EHR-Bench file or folder>"),
+        ([], "error: bench.path is not set: bench.path=<the released EHR-Bench / EHR-Ins file or folder>"),
         ([f"bench.path={tmp_path / 'none.jsonl'}"], f"error: bench.path: {tmp_path / 'none.jsonl'} does not exist"),
     ):
         done = run_entry_point("evaluate.py", "bench=released", *extra, f"model.path={model_dir}", cwd=tmp_path)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_a_released_path_error_names_its_own_setting(registry, tmp_path):
+    from ehrr1.errors import UserError
+    from ehrr1.evaluation.released import read_released
+
+    for key in ("synthesis.released", "task_mix.released", "bench.path"):
+        with pytest.raises(UserError, match=f"^{key}: .*none.jsonl does not exist"):
+            read_released(tmp_path / "none.jsonl", registry, key=key)
 
 
 def test_the_candidates_prompt_is_the_references(registry):

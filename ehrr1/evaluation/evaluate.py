@@ -110,7 +110,11 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[InstructionRecord], TrainR
         registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
         train_path = cfg.bench.train_path
-        return str(cfg.bench.path), records, lambda: iter_released(train_path, registry) if train_path else iter(())
+        return (
+            str(cfg.bench.path),
+            records,
+            lambda: iter_released(train_path, registry, key="bench.train_path") if train_path else iter(()),
+        )
     check_task_mix(cfg)
     bench = ensure_instructions(cfg, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"

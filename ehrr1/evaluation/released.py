@@ -39,17 +39,17 @@ class ReleasedBenchError(UserError, ValueError):
     """A released file that is missing, unreadable, or holds an item we cannot map."""
 
 
-def _files(path: Path) -> list[Path]:
+def _files(path: Path, key: str) -> list[Path]:
     if path.is_file():
         if path.suffix not in SUFFIXES:
-            raise ReleasedBenchError(f"bench.path: {path} is not a {KINDS} file")
+            raise ReleasedBenchError(f"{key}: {path} is not a {KINDS} file")
         return [path]
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
         if found:
             return found
-        raise ReleasedBenchError(f"bench.path: {path} holds no {KINDS} file")
-    raise ReleasedBenchError(f"bench.path: {path} does not exist (the released EHR-Bench file or folder)")
+        raise ReleasedBenchError(f"{key}: {path} holds no {KINDS} file")
+    raise ReleasedBenchError(f"{key}: {path} does not exist (a released EHR-Bench / EHR-Ins file or folder)")
 
 
 def _first_character(path: Path) -> str:
@@ -105,7 +105,7 @@ def _items_of_file(path: Path) -> Iterator[tuple[str, Any]]:
             yield f"{path}, line {n}", item
 
 
-def _items(path: Path) -> Iterator[tuple[str, Any]]:
+def _items(path: Path, key: str) -> Iterator[tuple[str, Any]]:
     if path.is_dir() and (path / "dataset_info.json").exists() and (path / "state.json").exists():
         try:
             import datasets
@@ -114,7 +114,7 @@ def _items(path: Path) -> Iterator[tuple[str, Any]]:
         for n, row in enumerate(datasets.load_from_disk(str(path)), 1):
             yield f"{path}, row {n}", row
         return
-    for file in _files(path):
+    for file in _files(path, key):
         yield from _items_of_file(file)
 
 
@@ -223,17 +223,21 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> Instructio
 
 
 def iter_released(
-    path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
+    path: str | Path | None,
+    registry: TaskRegistry,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    key: str = "bench.path",
 ) -> Iterator[InstructionRecord]:
     """Records of the released files at ``path``, an item at a time, optionally only some tasks, at most
-    ``limit`` per task; ids made unique (the resume key)."""
+    ``limit`` per task; ids made unique (the resume key). ``key``: the setting that named ``path``."""
     if not path:
-        raise ReleasedBenchError("bench=released needs bench.path=<the released EHR-Bench file or folder>")
+        raise ReleasedBenchError(f"{key} is not set: {key}=<the released EHR-Bench / EHR-Ins file or folder>")
     if tasks:
         registry.select(tasks)  # unknown names fail here, listing the valid ones
     taken: dict[str, int] = {}
     seen: set[str] = set()
-    for where, item in _items(Path(path)):
+    for where, item in _items(Path(path), key):
         record = released_record(item, registry, where)
         task = record["task"]
         if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
@@ -246,10 +250,14 @@ def iter_released(
 
 
 def read_released(
-    path: str | Path | None, registry: TaskRegistry, tasks: list[str] | None = None, limit: int | None = None
+    path: str | Path | None,
+    registry: TaskRegistry,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    key: str = "bench.path",
 ) -> list[InstructionRecord]:
     """Records of the released files at ``path``, optionally only some tasks, at most ``limit`` per task."""
-    records = list(iter_released(path, registry, tasks, limit))
+    records = list(iter_released(path, registry, tasks, limit, key))
     if not records:
-        raise ReleasedBenchError(f"bench.path: {path} holds no item" + (f" of {', '.join(tasks)}" if tasks else ""))
+        raise ReleasedBenchError(f"{key}: {path} holds no item" + (f" of {', '.join(tasks)}" if tasks else ""))
     return records
