@@ -10,6 +10,7 @@ Two rules, checked on every file of ``conf/`` but the experiment presets (overri
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from enum import Enum
 from pathlib import Path
@@ -22,8 +23,12 @@ from ehrr1.config import DataPipelineConfig, EvaluateConfig, SynthesizeConfig, T
 from tests.support import REPO
 
 CONF = REPO / "conf"
-PRIMARY = {"train": TrainConfig, "evaluate": EvaluateConfig, "synthesize": SynthesizeConfig}
-PRIMARY["data_pipeline"] = DataPipelineConfig
+PRIMARY = {
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "synthesize": SynthesizeConfig,
+    "data_pipeline": DataPipelineConfig,
+}
 ENTRY_SCHEMAS = (TrainConfig, EvaluateConfig, SynthesizeConfig)
 PRESETS = {"experiment"}
 ABSENT = object()  # no default
@@ -217,19 +222,16 @@ def test_no_schema_default_is_always_overridden():
     assert not found, "\n".join(found)
 
 
-def test_the_rules_catch_what_they_describe(tmp_path):
+def test_the_rules_catch_what_they_describe(tmp_path, monkeypatch):
     """A restated line and a default every option overrides are both found (the test can fail)."""
     folder = tmp_path / "conf"
     (folder / "logger").mkdir(parents=True)
     (folder / "train.yaml").write_text("seed: 0\n")
     (folder / "logger" / "a.yaml").write_text("kind: csv\nproject: ehrr1\nentity: one\n")
     (folder / "logger" / "b.yaml").write_text("kind: none\nentity: two\n")
-    globals()["CONF"], saved = folder, CONF
-    try:
-        restates = [p for opt in _files() for p in restated(opt)]
-        dead = dead_defaults()
-    finally:
-        globals()["CONF"] = saved
+    monkeypatch.setattr(sys.modules[__name__], "CONF", folder)
+    restates = [p for opt in _files() for p in restated(opt)]
+    dead = dead_defaults()
     assert any("train.yaml: seed = 0" in p for p in restates)
     assert any("logger/a.yaml: logger.project = 'ehrr1'" in p for p in restates)
     assert any("every option sets logger.entity" in p for p in dead)

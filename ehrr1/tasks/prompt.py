@@ -13,7 +13,9 @@ thinking switch take ``enable_thinking``; others get a closed think block append
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,9 +123,8 @@ class PromptBuilder:
             n = _count(self.tokenizer, messages) if self.tokenizer is not None else None
             return Prompt(messages, answer_text(sample), 0, n, True)
         if self._pieces is not None:
-            fitted = self._fit_by_pieces(timeline, fixed, window, task, cache)
-            if fitted is not None:
-                drop, keep, n, fits = fitted
+            with contextlib.suppress(_NotCuttable):  # then counted whole, below
+                drop, keep, n, fits = self._fit_by_pieces(timeline, fixed, window, task, cache)
                 return Prompt(attempt(drop, keep), answer_text(sample), drop, n, fits)
         budget = self.max_input_tokens
         skeleton = _count(self.tokenizer, attempt(len(window), [None, None]))  # demographics, instruction
@@ -135,7 +136,7 @@ class PromptBuilder:
             base = skeleton + sum(cache.tokens([e for e in keep if e is not None]))
             if base - MERGE_SLACK > budget:
                 continue
-            drop, n = _newest_that_fit(window, base, budget, cache)
+            drop, n = _newest_that_fit(window, base, budget, cache.tokens)
             n = _count(self.tokenizer, attempt(drop, keep))
             while n > budget and drop < len(window):
                 drop += 1
@@ -158,48 +159,38 @@ class PromptBuilder:
         window: list[Event],
         task: TaskSpec,
         cache: _EventCache,
-    ) -> tuple[int, list[Event | None], int, bool] | None:
-        """(events dropped, fixed parts kept, exact tokens, fits) from the sections' counts; None where a
-        section is empty or starts with a space, so that the prompt cannot be cut before it."""
+    ) -> tuple[int, list[Event | None], int, bool]:
+        """(events dropped, fixed parts kept, exact tokens, fits) from the sections' counts; raises
+        ``_NotCuttable`` where a section is empty or starts with a space."""
         pieces, budget = self._pieces, self.max_input_tokens
         assert pieces is not None and budget is not None
         tail = "\n" + task.prompt_instruction + pieces.suffix
 
-        def texts(events: list[Event]) -> list[str] | None:
+        def texts(events: list[Event]) -> list[str]:
             found = [cache.text(e) for e in events]
-            return None if any(not t or t[0].isspace() for t in found) else found
+            if any(not t or t[0].isspace() for t in found):
+                raise _NotCuttable
+            return found
+
+        def followed(events: list[Event]) -> list[int]:  # window events with a newer one after them
+            return pieces.counts([t + "\n\n" for t in texts(events)])
 
         newest = texts(window[-1:])
-        if newest is None:
-            return None
-        n_empty = 0
         for keep in (fixed, [None, fixed[1]]):
             head = [cache.text(timeline[0]), *("" if e is None else cache.text(e) for e in keep)]
             if any(s[:1].isspace() for s in head[1:]):
-                return None
+                raise _NotCuttable
             *inner, last = _joined_pieces(pieces.prefix, head)
             before = sum(pieces.counts([p + "\n\n" for p in inner]))
-            n_empty = before + pieces.counts([last + tail], last=True)[0]
-            if not window:
-                if n_empty <= budget:
-                    return 0, keep, n_empty, True
-                continue
-            n = before + pieces.counts([last + "\n\n"])[0] + pieces.counts([newest[0] + tail], last=True)[0]
-            if n > budget:
-                if n_empty <= budget:
-                    return len(window), keep, n_empty, True
-                continue
-            drop = len(window) - 1
-            while drop > 0:
-                older = texts(window[max(0, drop - 8) : drop])
-                if older is None:
-                    return None
-                for tokens in reversed(pieces.counts([t + "\n\n" for t in older])):
-                    if n + tokens > budget:
-                        return drop, keep, n, True
-                    drop, n = drop - 1, n + tokens
-            return drop, keep, n, True
-        return len(window), [None, fixed[1]], n_empty, False
+            if window:
+                n = before + pieces.counts([last + "\n\n"])[0] + pieces.counts([newest[0] + tail], last=True)[0]
+                if n <= budget:
+                    drop, n = _newest_that_fit(window[:-1], n, budget, followed)
+                    return drop, keep, n, True
+            without_events = before + pieces.counts([last + tail], last=True)[0]
+            if without_events <= budget:
+                return len(window), keep, without_events, True
+        return len(window), [None, fixed[1]], without_events, False
 
     def _event_cache(self, timeline: Timeline | TimelineExcerpt) -> _EventCache:
         """Each event of this timeline rendered and tokenised once, however many samples show it."""
@@ -208,6 +199,10 @@ class PromptBuilder:
             if self._pieces is not None:
                 self._pieces.clear()
         return self._cache
+
+
+class _NotCuttable(Exception):
+    """A section is empty or starts with a space: the prompt cannot be cut before it, so it is counted whole."""
 
 
 class _EventCache:
@@ -246,13 +241,14 @@ def _joined_pieces(prefix: str, sections: list[str]) -> list[str]:
 
 
 def _newest_that_fit(
-    window: list[Event], base: int, budget: int, cache: _EventCache, chunk: int = 8
+    window: list[Event], base: int, budget: int, counts: Callable[[list[Event]], list[int]], chunk: int = 8
 ) -> tuple[int, int]:
-    """(events dropped, estimated tokens) keeping the newest events whose counts add up within budget."""
+    """(events dropped, tokens) keeping the newest events whose ``counts`` add up, from ``base``, within
+    budget; the events are counted ``chunk`` at a time, newest first, only as far as they are needed."""
     drop, n = len(window), base
     while drop > 0:
         older = window[max(0, drop - chunk) : drop]
-        for tokens in reversed(cache.tokens(older)):
+        for tokens in reversed(counts(older)):
             if n + tokens > budget:
                 return drop, n
             drop, n = drop - 1, n + tokens
