@@ -50,12 +50,17 @@ _ENVIRONMENT_ERRORS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.EROFS: "the file system is read-only",
+    errno.ENOTDIR: "a file stands where a folder of the path is needed",
 }
 
 
 def environment_message(exc: OSError) -> str | None:
-    """One line for a full disk or a denied path (naming it), or None for any other OSError."""
-    what = _ENVIRONMENT_ERRORS.get(exc.errno or 0)
+    """One line for a full disk, a denied path or a file where a folder must be (naming it), or None for any
+    other OSError."""
+    code = exc.errno or 0
+    if code == errno.EEXIST and exc.filename and os.path.exists(exc.filename) and not os.path.isdir(exc.filename):
+        code = errno.ENOTDIR  # mkdir(exist_ok=True) of a path that is a file
+    what = _ENVIRONMENT_ERRORS.get(code)
     if what is None:
         return None
     paths = [p for p in (exc.filename, exc.filename2) if p]

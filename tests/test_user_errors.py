@@ -212,6 +212,18 @@ def test_a_full_disk_or_a_denied_path_is_one_message_naming_the_path(capsys):
     )
     assert environment_message(OSError(errno.EROFS, "Read-only file system", "/ro")).startswith("the file system is")
     assert environment_message(OSError(errno.ECONNREFUSED, "refused")) is None  # not the user's: a traceback
+    a_file = Path(__file__)
+    with pytest.raises(FileExistsError) as a_file_named:  # a folder asked for where a file is
+        a_file.mkdir(parents=True, exist_ok=True)
+    assert environment_message(a_file_named.value) == (
+        f"a file stands where a folder of the path is needed ({a_file}): free space or choose a writable "
+        "location (data_root, run_dir, output_dir)"
+    )
+    with pytest.raises(NotADirectoryError) as one_below:
+        (a_file / "a").mkdir(parents=True, exist_ok=True)
+    message = environment_message(one_below.value)
+    assert message.startswith(f"a file stands where a folder of the path is needed ({a_file / 'a'})")
+    assert environment_message(FileExistsError(errno.EEXIST, "File exists", str(a_file.parent))) is None
 
     @report_user_errors
     def main(cfg):
