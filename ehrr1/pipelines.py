@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +24,7 @@ from ehrr1.evaluation.released import ReleasedBenchError, read_released
 from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
 from ehrr1.reasoning.pipeline import print_reasoning, synthesize_chains
 from ehrr1.tasks.export import export_samples
-from ehrr1.tasks.index import build_index, read_index
+from ehrr1.tasks.index import build_index, iter_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
@@ -222,10 +222,9 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     settings = mix_selection(cfg)
     factor = dict(cfg.task_mix.split_factor)
 
-    def one_task(name: str) -> pa.Table:  # one task's index in memory at a time
-        return read_index(cfg.index.dir, [name])
-
-    selected = select(one_task, counts, registry, settings, tuple(cfg.task_mix.splits), factor)
+    selected = select(
+        partial(iter_index, cfg.index.dir), counts, registry, settings, tuple(cfg.task_mix.splits), factor
+    )
     tokenizer = prepare_tokenizer(cfg, store)
     builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens, style=cfg.markdown.style)
     report = export_samples(

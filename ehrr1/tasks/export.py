@@ -13,6 +13,7 @@ selection always gives the same bytes, whatever the unit size or the number of w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -21,7 +22,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import UserError
@@ -84,14 +87,14 @@ def export_unit(
     parts: str,
     shard: int,
     unit: str,
-    rows: list[dict[str, Any]],
+    rows: pa.Table,
 ) -> None:
     """Write one unit's records (``rows``, all of ``shard``) to ``<parts>/<split>-<unit>.jsonl`` and its
     statistics beside them."""
     store, out = TimelineStore(store_root), Path(parts)
     order = {name: i for i, name in enumerate(task_order)}
     by_subject: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
+    for row in rows.to_pylist():
         by_subject[row["subject_id"]].append(row)
     lines: dict[str, list[str]] = defaultdict(list)
     stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -117,20 +120,24 @@ def export_unit(
     atomic_write_json(out / f"stats-{unit}.json", stats)
 
 
-def work_units(rows: list[dict[str, Any]], store: TimelineStore, unit_patients: int) -> dict[str, tuple[int, list]]:
+def work_units(selected: pa.Table, store: TimelineStore, unit_patients: int) -> dict[str, tuple[int, pa.Table]]:
     """``{name: (shard, rows)}`` in join order: each shard's patients in id order, ``unit_patients`` at a time;
-    a name (``<shard>-<first patient's rank>``) depends only on the selection and the unit size."""
+    a name (``<shard>-<first patient's rank>``) depends only on the selection and the unit size. The rows
+    stay Arrow tables (each unit's its own copy, so a worker is sent only its rows)."""
     if unit_patients < 1:
         raise UserError(f"export.unit_patients must be >= 1 (patients per work unit), got {unit_patients}")
-    by_shard: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        by_shard[store.shard_of(row["subject_id"])][row["subject_id"]].append(row)
-    units: dict[str, tuple[int, list]] = {}
-    for shard in sorted(by_shard):
-        subjects = sorted(by_shard[shard])
-        for start in range(0, len(subjects), unit_patients):
-            chosen = subjects[start : start + unit_patients]
-            units[f"{shard:05d}-{start:07d}"] = (shard, [r for s in chosen for r in by_shard[shard][s]])
+    subjects = selected.column("subject_id").to_numpy()
+    shards = subjects % store.num_shards
+    order = np.lexsort((subjects, shards))  # by shard, then patient; a patient's rows keep their order
+    subjects, shards = subjects[order], shards[order]
+    first_of_patient = np.flatnonzero(np.r_[True, (subjects[1:] != subjects[:-1]) | (shards[1:] != shards[:-1])])
+    units: dict[str, tuple[int, pa.Table]] = {}
+    for shard in np.unique(shards):
+        begin, end = np.searchsorted(shards, shard), np.searchsorted(shards, shard, side="right")
+        starts = first_of_patient[(first_of_patient >= begin) & (first_of_patient < end)]
+        for rank in range(0, len(starts), unit_patients):
+            stop = starts[rank + unit_patients] if rank + unit_patients < len(starts) else end
+            units[f"{shard:05d}-{rank:07d}"] = (int(shard), selected.take(pa.array(order[starts[rank] : stop])))
     return units
 
 
@@ -153,7 +160,7 @@ def export_samples(
     returns how many units are done then."""
     out = Path(out_dir)
     with locked(out) if shards is None else nullcontext():
-        units = work_units(selected.to_pylist(), store, unit_patients)
+        units = work_units(selected, store, unit_patients)
         with locked(out):
             parts = _claim_parts(out, _export_key(selected, unit_patients, task_order, builder))
         mine = [name for name, (shard, _) in units.items() if shards is None or shard in shards]
@@ -175,7 +182,7 @@ def _export_key(selected: pa.Table, unit_patients: int, task_order: list[str], b
         {
             "rows": selected.num_rows,
             "unit_patients": unit_patients,
-            "ids": digest(selected.to_pydict()),
+            "ids": _table_digest(selected),
             "tasks": task_order,
             "builder": [
                 builder.max_input_tokens,
@@ -185,6 +192,14 @@ def _export_key(selected: pa.Table, unit_patients: int, task_order: list[str], b
             ],
         }
     )
+
+
+def _table_digest(table: pa.Table) -> str:
+    """A digest of a table's contents (its Arrow IPC stream), without turning it into Python objects."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table.combine_chunks())  # the same rows give the same bytes however chunked
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
 
 
 def _claim_parts(out: Path, key: str) -> Path:
@@ -207,7 +222,7 @@ def _join(
         for split, tasks in read_json(parts / f"stats-{name}.json").items():
             for task_name, counts in tasks.items():
                 totals[split][task_name].update(counts)
-    splits = sorted({row["split"] for _, rows in units.values() for row in rows})
+    splits = sorted({split for _, rows in units.values() for split in pc.unique(rows.column("split")).to_pylist()})
     for split in splits:
         with removed_on_failure(temporary_path(out / f"{split}.jsonl"), out / f"{split}.jsonl") as tmp:
             with open(tmp, "wb") as joined:

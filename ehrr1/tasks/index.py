@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -145,8 +145,7 @@ def _write_manifest(
     )
 
 
-def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
-    """The index rows of ``tasks`` (built beforehand with :func:`build_index`)."""
+def _index_files(index_dir: str | Path, tasks: Iterable[str]) -> list[Path]:
     out = Path(index_dir)
     files = []
     for task in tasks:
@@ -154,4 +153,17 @@ def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
         if not manifest.exists():
             raise MissingInputError(f"no index for task '{task}' in {out}; build it with build_index")
         files += [index_shard_path(out, task, s) for s in range(read_json(manifest)["num_shards"])]
+    return files
+
+
+def read_index(index_dir: str | Path, tasks: Iterable[str]) -> pa.Table:
+    """The index rows of ``tasks`` (built beforehand with :func:`build_index`)."""
+    files = _index_files(index_dir, tasks)
     return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]) if files else SCHEMA.empty_table()
+
+
+def iter_index(index_dir: str | Path, task: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """One task's index rows in batches of at most ``batch_rows``, shard by shard: what a pass over an
+    index of any size holds in memory at once."""
+    for path in _index_files(index_dir, [task]):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)

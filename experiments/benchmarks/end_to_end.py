@@ -64,7 +64,7 @@ else:
     from ehrr1.data.timeline import TimelineStore
     from ehrr1.models.tokenizer import load_tokenizer
     from ehrr1.tasks.export import export_samples
-    from ehrr1.tasks.index import read_index
+    from ehrr1.tasks.index import iter_index
     from ehrr1.tasks.prompt import PromptBuilder
     from ehrr1.tasks.registry import TaskRegistry
     from ehrr1.tasks.select import SelectionSettings, select
@@ -74,7 +74,7 @@ else:
     counts = {name: max(1, math.ceil(n * scale)) for name, n in counts.items()}
     registry = TaskRegistry()
     selecting = time.perf_counter()
-    selected = select(lambda name: read_index(work / "index", [name]), counts, registry, SelectionSettings(),
+    selected = select(lambda name: iter_index(work / "index", name), counts, registry, SelectionSettings(),
                       tuple(mix.splits))
     chose = time.perf_counter() - selecting
     builder = PromptBuilder(load_tokenizer(work / "tokenizer"), int(budget))
