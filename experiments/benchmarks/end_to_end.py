@@ -76,12 +76,13 @@ else:
     selecting = time.perf_counter()
     selected = select(lambda name: iter_index(work / "index", name), counts, registry, SelectionSettings(),
                       tuple(mix.splits))
-    chose = time.perf_counter() - selecting
+    chose, chose_rss = time.perf_counter() - selecting, rss(resource.RUSAGE_SELF)
     builder = PromptBuilder(load_tokenizer(work / "tokenizer"), int(budget))
     report = export_samples(selected, TimelineStore(work / "timelines"), registry, builder, work / "export",
                             list(counts), workers, progress=False)
     size = {"requested": sum(counts.values()) * len(mix.splits), "selected": selected.num_rows,
-            "exported": sum(report["totals"].values()), "selection_seconds": round(chose, 1)}
+            "exported": sum(report["totals"].values()), "selection_seconds": round(chose, 1),
+            "selection_peak_rss_mb": chose_rss}
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": round(seconds, 1), **size, "peak_rss_mb": rss(resource.RUSAGE_SELF),
                   "largest_worker_rss_mb": rss(resource.RUSAGE_CHILDREN)}))
