@@ -214,7 +214,7 @@ def _claim_parts(out: Path, key: str) -> Path:
 
 
 def _join(
-    units: dict[str, tuple[int, list]], parts: Path, out: Path, registry: TaskRegistry, task_order: list[str]
+    units: dict[str, tuple[int, pa.Table]], parts: Path, out: Path, registry: TaskRegistry, task_order: list[str]
 ) -> dict[str, Any]:
     """The units' parts joined in unit order into ``<split>.jsonl``, their statistics summed."""
     totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))

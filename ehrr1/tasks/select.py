@@ -222,7 +222,8 @@ class _SplitOf:
     """Each row's split, from its subject (hashed once per patient)."""
 
     def __init__(self, settings: SelectionSettings):
-        self.settings, self.known = settings, {}
+        self.settings = settings
+        self.known: dict[int, str] = {}
 
     def __call__(self, subjects: pa.Array) -> pa.Array:
         unique = pc.unique(subjects)
