@@ -21,6 +21,13 @@ from ehrr1.models.tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 
+def yes_share(logits: torch.Tensor, answer_ids: tuple[list[int], list[int]]) -> torch.Tensor:
+    """[B] P(yes) / (P(yes) + P(no)) from next-token logits [B, V], each word's spellings summed."""
+    probs = logits.float().softmax(-1)
+    yes, no = (probs[:, ids].sum(-1) for ids in answer_ids)
+    return yes / (yes + no).clamp(min=1e-12)
+
+
 class HFBackend:
     name = "hf"
     batch_size = 8
@@ -124,7 +131,5 @@ class HFBackend:
     def p_yes(self, prefixes: list[str]) -> list[float]:
         """P(yes) / (P(yes) + P(no)) of the next token after each prefix (summed over spellings)."""
         encoded = self.tokenizer(prefixes, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        logits = self.model(**encoded).logits[:, -1].float()  # [B, V], left padding: the last position
-        probs = logits.softmax(-1)
-        yes, no = (probs[:, ids].sum(-1) for ids in self.answer_ids)
-        return (yes / (yes + no).clamp(min=1e-12)).tolist()
+        logits = self.model(**encoded).logits[:, -1]  # [B, V], left padding: the last position
+        return yes_share(logits, self.answer_ids).tolist()

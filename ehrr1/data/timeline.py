@@ -131,7 +131,8 @@ class TimelineStore:
         self.manifest = read_json(manifest)
         self.num_shards: int = self.manifest["num_shards"]
 
-    def shard_of(self, subject_id: int) -> int:
+    def shard_of(self, subject_id: Any) -> Any:
+        """The shard of a subject id (or, element-wise, of an array of them)."""
         return subject_id % self.num_shards
 
     def load(self, subject_id: int) -> Timeline:

@@ -127,10 +127,10 @@ def work_units(selected: pa.Table, store: TimelineStore, unit_patients: int) -> 
     if unit_patients < 1:
         raise UserError(f"export.unit_patients must be >= 1 (patients per work unit), got {unit_patients}")
     subjects = selected.column("subject_id").to_numpy()
-    shards = subjects % store.num_shards
+    shards = store.shard_of(subjects)
     order = np.lexsort((subjects, shards))  # by shard, then patient; a patient's rows keep their order
     subjects, shards = subjects[order], shards[order]
-    first_of_patient = np.flatnonzero(np.r_[True, (subjects[1:] != subjects[:-1]) | (shards[1:] != shards[:-1])])
+    first_of_patient = np.flatnonzero(np.r_[True, subjects[1:] != subjects[:-1]])  # a patient has one shard
     units: dict[str, tuple[int, pa.Table]] = {}
     for shard in np.unique(shards):
         begin, end = np.searchsorted(shards, shard), np.searchsorted(shards, shard, side="right")

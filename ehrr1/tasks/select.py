@@ -171,7 +171,7 @@ class _Largest:
         return self.rows[0]
 
 
-def _filter(task: TaskSpec, rows: pa.Table | pa.RecordBatch, settings: SelectionSettings):
+def _filter(task: TaskSpec, rows: pa.Table | pa.RecordBatch, settings: SelectionSettings) -> pa.Table | pa.RecordBatch:
     """The rows passing the reference's context filters (see the module's docstring)."""
     length = pc.subtract(rows.column("period_end"), rows.column("period_begin"))
     mask = pc.and_(pc.greater(length, settings.min_events), pc.less(length, settings.max_events))
@@ -227,10 +227,11 @@ class _SplitOf:
 
     def __call__(self, subjects: pa.Array) -> pa.Array:
         unique = pc.unique(subjects)
-        for subject in unique.to_pylist():
+        ids = unique.to_pylist()
+        for subject in ids:
             if subject not in self.known:
                 self.known[subject] = subject_split(subject, self.settings.split, self.settings.seed)
-        names = pa.array([self.known[s] for s in unique.to_pylist()], pa.string())
+        names = pa.array([self.known[s] for s in ids], pa.string())
         return names.take(pc.index_in(subjects, value_set=unique))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ehrr1.backends.hf import HFBackend
+from ehrr1.backends.hf import HFBackend, yes_share
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.tasks.metrics import auroc
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
@@ -49,9 +49,7 @@ def hidden_states(backend: HFBackend, records: list[InstructionRecord], switch: 
         mask = encoded["attention_mask"].unsqueeze(-1).float()
         last.append(states[:, -1].numpy())
         mean.append(((states * mask).sum(1) / mask.sum(1)).numpy())
-        probs = out.logits[:, -1].float().softmax(-1)
-        yes, no = (probs[:, ids].sum(-1) for ids in backend.answer_ids)
-        p_yes.append((yes / (yes + no).clamp(min=1e-12)).numpy())
+        p_yes.append(yes_share(out.logits[:, -1], backend.answer_ids).numpy())
     return np.concatenate(last), np.concatenate(mean), np.concatenate(p_yes)
 
 
@@ -76,7 +74,7 @@ def main() -> None:
         fit = [i for i, r in enumerate(train) if r["task"] == task]
         held = [i for i, r in enumerate(test) if r["task"] == task]
         labels = [test[i]["target"][0] for i in held]
-        if auroc(labels, [0.0] * len(held)) is None or len({train[i]["target"][0] for i in fit}) < 2:
+        if len(set(labels)) < 2 or len({train[i]["target"][0] for i in fit}) < 2:
             continue  # one label only: no AUROC, or nothing to fit
         scores[task]["model_p_yes"] = auroc(labels, features["test"][2][held])
         scores[task]["tabular"] = auroc(labels, [tabular[test[i]["id"]] for i in held])
