@@ -289,3 +289,38 @@ def test_only_tokenizers_that_split_at_line_starts_are_counted_by_pieces(tokeniz
         len(tokenizer("## a\n\n", add_special_tokens=False)["input_ids"]),
         len(tokenizer("b", add_special_tokens=False)["input_ids"]),
     ]
+
+
+def test_pre_token_counts_equal_the_tokenizers_own(tokenizer, timelines_root):
+    """The Python split and the pre-token memo count exactly what the tokenizer encodes, for GPT-2's, Qwen2's
+    and Llama 3's splits, on rendered events and on texts built to catch the splits' edge cases (runs of
+    spaces, added tokens). Texts with characters other than ASCII and Latin ones are left to the tokenizer,
+    and so is every text of a tokenizer with an added token that strips the spaces beside it."""
+    import itertools
+    import json
+
+    from tokenizers import AddedToken, Tokenizer
+
+    from ehrr1.tasks.token_count import LLAMA3_SPLIT, PreTokenCounter
+
+    qwen = _qwen_style_tokenizer(timelines_root).backend_tokenizer
+    llama_spec = json.loads(qwen.to_str())
+    llama_spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3_SPLIT
+    llama = Tokenizer.from_str(json.dumps(llama_spec))
+    events = [render_events(t) for t in itertools.islice(TimelineStore(timelines_root), 12)]
+    tricky = [
+        "", "x", "\n\nx", "a  \n\n  b", "   x", "x   ", "it's 12345.678 mg/dL\t|  9 |\r\nHe'LL", "!!!\n\n\n#",
+        "| 2150-03-01 10:00:00 | Glucose | 105 | mg/dL |\n\n## Next", " \t \n", "12,000ml's", "a\r\r\n \nb",
+        "a \xa0 b", " lead", "  lead", "two  spaces", "a   b  \n  c ", "a \n \n  b", "end  ", "tab\t x",
+        "<|im_start|>user\n## a b<|im_end|>\n", "x<think> y</think>",
+    ]  # fmt: skip
+    for backend in (tokenizer.backend_tokenizer, qwen, llama):
+        counter = PreTokenCounter.for_backend(backend)
+        assert counter is not None
+        for text in tricky + events + [e + "x" for e in events]:
+            assert counter.count(text) == len(backend.encode(text, add_special_tokens=False).ids), repr(text[:80])
+        assert counter.count("37.2 °C, 5 µg, Ångström") == len(backend.encode("37.2 °C, 5 µg, Ångström").ids)
+        assert counter.count("5 \u2009g") is None and counter.count("\x85") is None and counter.count("日") is None
+    stripping = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    stripping.add_tokens([AddedToken("[MASK]", lstrip=True)])  # takes the spaces before it: not countable here
+    assert PreTokenCounter.for_backend(stripping) is None

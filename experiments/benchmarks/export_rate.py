@@ -3,9 +3,10 @@
 The cohort, its timelines and the sample index are built once by the working tree; the earlier version
 (``--rev``, default: the last commit whose context cut was a binary search of full prompt encodings) is
 extracted with ``git archive``. Both then export the same selection (``--per-task`` samples of every task
-and split), in fresh processes with one worker, with two tokenizers: the embedded one (4,096 tokens,
-GPT-2 split) and a Qwen-sized one (a byte-level BPE of ``--qwen-vocab`` tokens with Qwen2's split,
-trained here on the cohort's markdown and, to reach that size, on random words; nothing is downloaded).
+and split, drawn once by the working tree and read from Parquet), in fresh processes with one worker,
+with two tokenizers: the embedded one (4,096 tokens, GPT-2 split) and a Qwen-sized one (a byte-level BPE
+of ``--qwen-vocab`` tokens with Qwen2's split, trained here on the cohort's markdown and, to reach that
+size, on random words; nothing is downloaded).
 Prints one JSON line: seconds, samples/s, the speed-up, and whether the two outputs are byte-identical.
 
     python experiments/benchmarks/export_rate.py [--patients 2000] [--per-task 20] [--budget 2048]
@@ -26,19 +27,18 @@ from before_after import REPO, extract  # noqa: E402
 EXPORT = r"""
 import hashlib, json, shutil, sys, time
 from pathlib import Path
+import pyarrow.parquet as pq
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.tasks.export import export_samples
-from ehrr1.tasks.index import read_index
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.tasks.select import SelectionSettings, select
 
 work, out, tokenizer = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 per_task, budget = int(sys.argv[4]), int(sys.argv[5])
 registry = TaskRegistry()
 mix = {name: per_task for name in registry.names}
-selected = select(read_index(work / "index", registry.names), mix, registry, SelectionSettings())
+selected = pq.read_table(work / f"selection-{per_task}.parquet")
 builder = PromptBuilder(load_tokenizer(tokenizer), budget)
 shutil.rmtree(out, ignore_errors=True)
 start = time.perf_counter()
@@ -53,16 +53,18 @@ print(json.dumps({"seconds": round(seconds, 2), "samples": selected.num_rows, "s
 PREPARE = r"""
 import itertools, random, sys
 from pathlib import Path
+import pyarrow.parquet as pq
 from ehrr1.data.build import build_timelines
 from ehrr1.data.markdown import render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.models.tokenizer import build_embedded_tokenizer, train_tokenizer
-from ehrr1.tasks.index import build_index
+from ehrr1.tasks.index import build_index, read_index
 from ehrr1.tasks.registry import TaskRegistry
+from ehrr1.tasks.select import SelectionSettings, select
 
-work, patients, qwen_vocab = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+work, patients, qwen_vocab, per_task = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cohort = work / "cohort"
 if not (work / "index").exists():
     generate_cohort(cohort, SyntheticCohortSettings(n_patients=patients, seed=0), progress=False)
@@ -76,6 +78,10 @@ if not (work / "tok-qwen" / "tokenizer.json").exists():
     letters = "abcdefghijklmnopqrstuvwxyz"
     noise = [" ".join("".join(rng.choices(letters, k=rng.randint(4, 12))) for _ in range(2000)) for _ in range(800)]
     train_tokenizer(texts(500) + noise, qwen_vocab, "qwen2").save_pretrained(work / "tok-qwen")
+registry = TaskRegistry()
+mix = {name: per_task for name in registry.names}
+selected = select(read_index(work / "index", registry.names), mix, registry, SelectionSettings())
+pq.write_table(selected, work / f"selection-{per_task}.parquet")
 print("{}")
 """
 
@@ -104,7 +110,7 @@ def main() -> None:
     work = root / f"n{args.patients}"
     work.mkdir(parents=True, exist_ok=True)
     before = extract(args.rev, root / "src-before")
-    run(REPO, PREPARE, str(work), str(args.patients), str(args.qwen_vocab))
+    run(REPO, PREPARE, str(work), str(args.patients), str(args.qwen_vocab), str(args.per_task))
     vocab = json.loads((work / "tok-qwen" / "tokenizer.json").read_text())["model"]["vocab"]
     report: dict = {"benchmark": "export_rate", "patients": args.patients, "budget": args.budget,
                     "before": before[:12], "after": "working tree", "qwen_sized_vocab": len(vocab)}  # fmt: skip
