@@ -4,7 +4,8 @@ For each ``--patients`` size, in fresh processes (so each step's peak RSS is its
 generation, timelines, the index of all 46 tasks, the embedded tokenizer, then selection and export of an
 EHR-Ins-shaped mix (the ``task_mix=ehr_ins`` counts scaled to ``--samples-per-patient`` x patients; a task
 takes what exists when fewer are available) with ``--workers`` processes. Each step reports seconds, its
-size (rows, events, samples) and peak RSS: the step's own process and its largest worker process.
+size (rows, events, samples) and peak RSS: the step's own process and its largest worker process. The
+timelines' DuckDB holds up to its memory limit (``--timelines-memory-limit``) and spills beyond it.
 
 The projection takes the largest size's rates to MIMIC-IV (the row counts of ``shared/design.md``:
 ≈ 300k patients, ≈ 618 M rows over the tables ehrr1 reads; EHR-Ins ≈ 3.5 M samples) on a 32-core
@@ -12,6 +13,7 @@ machine: timelines and index scale with rows, the export with samples, all with 
 assumed: an upper bound on speed). Prints one JSON line.
 
     python experiments/benchmarks/end_to_end.py --patients 20000 100000 [--workers 2] [--root DIR]
+        [--samples-per-patient 3] [--timelines-memory-limit 1GB]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 def rss(who):
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
-step, work, patients, workers, per_patient, budget = sys.argv[1:7]
+step, work, patients, workers, per_patient, budget, mix_file, memory_limit = sys.argv[1:9]
 work, patients, workers = Path(work), int(patients), int(workers)
 start = time.perf_counter()
 if step == "generate":
@@ -44,7 +46,8 @@ elif step == "timelines":
     from ehrr1.data.build import TimelineBuildSettings, build_timelines
     from ehrr1.data.reader import MimicReader
     reader = MimicReader({m: work / "cohort" / m for m in ("hosp", "icu", "ed", "note")})
-    manifest = build_timelines(reader, work / "timelines", TimelineBuildSettings(), progress=False)
+    settings = TimelineBuildSettings(memory_limit=memory_limit) if memory_limit else TimelineBuildSettings()
+    manifest = build_timelines(reader, work / "timelines", settings, progress=False)
     size = {"events": manifest["n_events"], "shards": manifest["num_shards"]}
 elif step == "index":
     from ehrr1.tasks.index import build_index
@@ -68,7 +71,7 @@ else:
     from ehrr1.tasks.prompt import PromptBuilder
     from ehrr1.tasks.registry import TaskRegistry
     from ehrr1.tasks.select import SelectionSettings, select
-    mix = OmegaConf.load(sys.argv[7])
+    mix = OmegaConf.load(mix_file)
     counts = dict(mix.tasks)
     scale = float(per_patient) * patients / (sum(counts.values()) * len(mix.splits))  # counts are per split
     counts = {name: max(1, math.ceil(n * scale)) for name, n in counts.items()}
@@ -95,6 +98,7 @@ def run_step(step: str, work: Path, args: argparse.Namespace, patients: int) -> 
     command = [
         sys.executable, "-c", STEP, step, str(work), str(patients), str(args.workers),
         str(args.samples_per_patient), str(args.budget), str(REPO / "conf" / "task_mix" / "ehr_ins.yaml"),
+        args.timelines_memory_limit,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
@@ -125,8 +129,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--budget", type=int, default=2048, help="prompt tokens")
     parser.add_argument("--root", type=Path, default=REPO / "data" / "bench" / "end_to_end")
+    parser.add_argument("--timelines-memory-limit", default="", help="DuckDB's limit (default: timelines.memory_limit)")
     args = parser.parse_args()
-    report: dict = {"benchmark": "end_to_end", "workers": args.workers, "budget": args.budget, "sizes": {}}
+    report: dict = {"benchmark": "end_to_end", "workers": args.workers, "budget": args.budget,
+                    "timelines_memory_limit": args.timelines_memory_limit or "default", "sizes": {}}  # fmt: skip
     for patients in args.patients:
         work = args.root.resolve() / f"n{patients}"
         work.mkdir(parents=True, exist_ok=True)
