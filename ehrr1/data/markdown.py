@@ -59,6 +59,9 @@ def format_value(value: Any) -> str:
 
 
 def format_time(value: datetime) -> str:
+    """``%Y-%m-%d %H:%M:%S`` (``isoformat``, which is faster, where it writes the same)."""
+    if value.tzinfo is None and value.year >= 1000:
+        return value.isoformat(" ", "seconds")
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -216,7 +219,7 @@ def render_reference(event: Event) -> str:
     else:
         lines.append(f"| {' | '.join(key.title() for key in keys)} |")
         lines.append(f"| {' | '.join(['------'] * len(keys))} |")
-        lines += [f"| {' | '.join(str(r.get(key)) for key in keys)} |" for r in event.records]
+        lines += [f"| {' | '.join(map(str, map(r.get, keys)))} |" for r in event.records]
     return title + "\n" + "\n".join(lines)
 
 

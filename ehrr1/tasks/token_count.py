@@ -36,6 +36,7 @@ GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 LLAMA3_SPLIT = QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 LINE_START_SPLITS = (QWEN2_SPLIT, LLAMA3_SPLIT)
 SENTINEL = "x"
+_CUTS = re.compile(r"(?<=\S) ").split  # at each space after a non-space character (``str.split`` cuts at all)
 _MARK = "\x00ehrr1-user-content\x00"
 
 
@@ -88,14 +89,13 @@ class PreTokenCounter:
     pre-tokenises each stretch between them alone. Within a stretch, the position before a space that follows
     a non-whitespace character is always a pre-token boundary: no pattern of these splits ends with a space or
     runs from a non-space character into one, and the chunk before such a space ends with a non-space
-    character, which no pattern looks past. So a stretch is cut at every space (``str.split``, a C loop) and, where
-    a space follows whitespace, joined again; each chunk is looked up in a memo, and only a chunk not seen before is
-    split by the tokenizer's regex (here, in ``regex``) into pre-tokens, themselves counted once each by the
-    tokenizer's BPE model. EHR markdown repeats its chunks
-    (labels, units, times, values), so most lookups hit. Texts with a character other than tab, newline,
-    carriage return, printable ASCII and the Latin letters and signs up to U+024F are left to the tokenizer
-    (``count`` returns None): there the two regex engines' character classes (Oniguruma's in the tokenizer,
-    ``regex``'s here) are the same.
+    character, which no pattern looks past. So a stretch is cut at every space (``str.split``) or, where a
+    space follows whitespace, at the others only (``_CUTS``); each chunk is looked up in a memo, and only a
+    chunk not seen before is split by the tokenizer's regex (here, in ``regex``) into pre-tokens, each
+    counted once by the tokenizer's BPE model. EHR markdown repeats its chunks (labels, units, times,
+    values), so most lookups hit. Texts with a character other than tab, newline, carriage return, printable
+    ASCII and the Latin letters and signs up to U+024F are left to the tokenizer (``count`` returns None):
+    there the two regex engines' character classes (Oniguruma's in the tokenizer, ``regex``'s here) agree.
     """
 
     MEMO_LIMIT = 1 << 20  # distinct chunks or pre-tokens remembered before a memo starts over
@@ -135,9 +135,10 @@ class PreTokenCounter:
         return len(parts) - 1 + sum(self._stretch(part) for part in parts)
 
     def _stretch(self, text: str) -> int:
-        first, *rest = text.split(" ")
         if any(pair in text for pair in self._AFTER_WHITESPACE):
-            first, rest = _cut_after_non_space(first, rest)
+            first, *rest = _CUTS(text)
+        else:
+            first, *rest = text.split(" ")
         try:
             return self._first[first] + sum(map(self._spaced.__getitem__, rest))
         except KeyError:
@@ -160,23 +161,6 @@ class PreTokenCounter:
         if piece.isascii():
             return piece.translate(self._ascii)
         return "".join(self._chars[b] for b in piece.encode())
-
-
-def _cut_after_non_space(first: str, rest: list[str]) -> tuple[str, list[str]]:
-    """The chunks of a stretch split at every space (``first``, then ``rest`` each after a space) joined again
-    where the space follows whitespace (another space included): only the others are pre-token boundaries."""
-    chunks: list[str] = []
-    before = first or "x"  # what precedes the next space; the stretch's start is always a boundary
-    for part in rest:
-        if before[-1].isspace():
-            if chunks:
-                chunks[-1] += " " + part
-            else:
-                first += " " + part
-        else:
-            chunks.append(part)
-        before = part if part else " "
-    return first, chunks
 
 
 class PieceCounter:
