@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
@@ -174,7 +174,7 @@ class Pipeline(str, Enum):
     """What ``synthesize.py`` produces."""
 
     timelines = "timelines"  # (synthetic cohort if configured) -> per-patient timelines
-    index = "index"  # timelines -> the sample index of the task mix's tasks
+    index = "index"  # type: ignore[assignment]  # timelines -> the sample index of the task mix's tasks (shadows str.index)
     instructions = "instructions"  # timelines -> sample index -> selection -> EHR-Ins / EHR-Bench JSONL
     reasoning = "reasoning"  # instructions -> concepts -> co-occurrence -> thinking graphs -> chains
 
@@ -477,11 +477,23 @@ class Strategy(str, Enum):
     deepspeed_zero3 = "deepspeed_zero3"
 
 
+class FSDPSharding(str, Enum):
+    FULL_SHARD = "FULL_SHARD"  # parameters, gradients and optimiser state
+    SHARD_GRAD_OP = "SHARD_GRAD_OP"  # gradients and optimiser state
+    HYBRID_SHARD = "HYBRID_SHARD"  # full sharding within a node, replicas across nodes
+    NO_SHARD = "NO_SHARD"
+
+
+class FSDPStateDict(str, Enum):
+    full = "full"  # one checkpoint file
+    sharded = "sharded"  # one per rank
+
+
 @dataclass
 class FSDPConfig:
-    sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD
+    sharding_strategy: FSDPSharding = FSDPSharding.FULL_SHARD
     cpu_offload: bool = False
-    state_dict_type: str = "full"  # full: one checkpoint file; sharded: one per rank
+    state_dict_type: FSDPStateDict = FSDPStateDict.full
 
 
 @dataclass
@@ -811,8 +823,8 @@ class EvaluateConfig(DataPipelineConfig):
 
 def settings_of(cls: type[T], node: DictConfig) -> T:
     """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
-    subset = {f.name: node[f.name] for f in fields(cls) if f.name in node}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset))
+    subset = {f.name: node[f.name] for f in fields(cast(Any, cls)) if f.name in node}
+    return cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset)))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -836,8 +848,8 @@ def _problems(node: DictConfig, at: str) -> Iterator[str]:
         if cross is not None:
             with contextlib.suppress(OmegaConfBaseException):  # unresolved or missing: checked where it is used
                 yield from cross(node, at.rstrip("."))
-    for key in node:
-        child = _value(node, str(key), raw=True)
+    for key in map(str, node):
+        child = _value(node, key, raw=True)
         if not isinstance(child, DictConfig | ListConfig) or child._is_none() or child._is_missing():
             continue
         if isinstance(child, DictConfig):

@@ -71,6 +71,7 @@ class Predictor:
             prompt = self.builder.build(timeline, now, spec)
             messages, dropped = prompt.messages, prompt.events_dropped
         else:
+            assert markdown is not None  # one of the two, checked above
             messages = self.builder.messages_for(markdown, spec)
         text = generation_prompt(self.backend.tokenizer, messages, self.thinking, self.switch)
         out = self.backend.generate([text], self.sampling, [spec.is_risk])[0]

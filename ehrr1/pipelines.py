@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import Container, DictConfig, OmegaConf
 from rich.console import Console
@@ -39,12 +39,12 @@ def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path 
     curriculum's stages), so re-running either one reproduces the run exactly."""
     from hydra.core.hydra_config import HydraConfig
 
-    hydra_dir = None
+    hydra_dir: Path | None = None
     if HydraConfig.initialized():
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         run_dir = run_dir or output_dir
-        if HydraConfig.get().output_subdir is not None:
-            hydra_dir = output_dir / HydraConfig.get().output_subdir
+        if (subdir := HydraConfig.get().output_subdir) is not None:
+            hydra_dir = output_dir / subdir
     if run_dir is None:
         return None
     path = Path(run_dir) / "resolved_config.yaml"
@@ -62,11 +62,11 @@ def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
     if data.synthetic is not None:
         cohort = generate_cohort(data.root, settings_of(SyntheticCohortSettings, data.synthetic), progress=cfg.progress)
     modules = {name: path for name, path in data.modules.items() if path is not None}
-    policies = {
-        "on_duplicates": OnDuplicates(data.on_duplicates).value,
-        "empty_tables": EmptyTables(data.empty_tables).value,
-    }
-    reader = MimicReader(modules, **policies)  # a stored config holds the names, a composed one the enums
+    reader = MimicReader(  # a stored config holds the names, a composed one the enums
+        modules,
+        on_duplicates=OnDuplicates(data.on_duplicates).value,
+        empty_tables=EmptyTables(data.empty_tables).value,
+    )
     settings = settings_of(TimelineBuildSettings, cfg.timelines)
     manifest = build_timelines(reader, cfg.timelines.dir, settings, progress=cfg.progress)
     return {"cohort": cohort, "timelines": manifest, "timelines_dir": str(Path(cfg.timelines.dir).resolve())}
@@ -141,7 +141,7 @@ def mix_selection(cfg: DictConfig) -> SelectionSettings:
 def export_released(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
     mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
-    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    registry = TaskRegistry(cfg.tasks.extra)
     records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None, key="task_mix.released")
     report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
     return {"instructions": report, "export_dir": str(Path(cfg.export.dir).resolve())}
@@ -192,7 +192,7 @@ def shard_range(cfg: DictConfig, store: TimelineStore) -> range | None:
 def build_sample_index(cfg: DictConfig) -> tuple[dict[str, Any], TaskRegistry, dict[str, int]]:
     """timelines -> the sample index of the task mix's tasks (only ``shards`` when given)."""
     counts = task_mix_counts(cfg)
-    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    registry = TaskRegistry(cfg.tasks.extra)
     tasks = registry.select(counts)  # unknown names fail before any work
     result = prepare_timelines(cfg)
     store = TimelineStore(result["timelines_dir"])
@@ -311,7 +311,7 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
 def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
     reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
-    registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+    registry = TaskRegistry(cfg.tasks.extra)
     records = read_released(
         cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None, key="synthesis.released"
     )
@@ -325,7 +325,8 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
 
 def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
     """What decides the reasoning data: the instruction data it reads and the synthesis settings."""
-    synthesis = {k: v for k, v in OmegaConf.to_container(cfg.synthesis, resolve=True).items() if k != "dir"}
+    node = cast(dict[str, Any], OmegaConf.to_container(cfg.synthesis, resolve=True))
+    synthesis = {k: v for k, v in node.items() if k != "dir"}
     return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
 
 
@@ -345,7 +346,7 @@ def check_task_mix(cfg: DictConfig) -> None:
         raise ConfigError("; ".join(problems))
     if mix.released and not mix.tasks:
         return
-    TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).select(task_mix_counts(cfg))
+    TaskRegistry(cfg.tasks.extra).select(task_mix_counts(cfg))
 
 
 def synthesize(cfg: DictConfig) -> dict[str, Any]:

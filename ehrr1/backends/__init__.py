@@ -34,6 +34,7 @@ class Generation:
 class Backend(Protocol):
     name: str
     batch_size: int  # prompts per generate call when the evaluation does not say
+    tokenizer: Any  # the model's Hugging Face tokenizer: prompts are templated and cut to length with it
 
     def generate(
         self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
@@ -70,7 +71,15 @@ def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, 
             "device": backend.device,
         }
     if backend.name == "openai":
-        keys = ("base_url", "served_model", "tokenizer", "concurrency", "timeout_s", "max_retries", "backoff_s")
+        keys: tuple[str, ...] = (
+            "base_url",
+            "served_model",
+            "tokenizer",
+            "concurrency",
+            "timeout_s",
+            "max_retries",
+            "backoff_s",
+        )
         return {
             "model_path": model_id,
             **{k: getattr(backend, k) for k in keys},

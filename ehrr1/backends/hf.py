@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -41,7 +41,7 @@ class HFBackend:
         self.tokenizer = load_tokenizer(model_path)
         self.tokenizer.padding_side = "left"
         attention = resolve_attention(attn_implementation, self.device.type == "cuda")
-        self.model = load_model(model_path, dtype, attention).to(self.device).eval()
+        self.model: Any = cast(Any, load_model(model_path, dtype, attention)).to(self.device).eval()
         self.answer_ids = answer_token_ids(self.tokenizer)
 
     @classmethod
@@ -105,11 +105,12 @@ class HFBackend:
             **kwargs,
         )
         new = out[:, encoded["input_ids"].shape[1] :]
-        texts, reasons = [], []
+        texts: list[str] = []
+        reasons: list[str] = []
         for row in new:
             ended = (row == self.tokenizer.eos_token_id).nonzero()
             stop = int(ended[0]) if len(ended) else len(row)
-            texts.append(self.tokenizer.decode(row[:stop], skip_special_tokens=True))
+            texts.append(str(self.tokenizer.decode(row[:stop], skip_special_tokens=True)))  # one sequence: a str
             reasons.append("stop" if len(ended) else "length")
         scores: list[float | None] = [None] * len(prompts)
         wanted = [i for i, want in enumerate(answer_scores or []) if want and reached_answer(prompts[i], texts[i])]

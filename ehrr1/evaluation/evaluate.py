@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -87,7 +87,7 @@ TrainRecords = Callable[[], Iterator[InstructionRecord]]
 
 def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
     """``only_tasks`` names tasks that exist and, for a built benchmark, are in its task mix."""
-    names = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra)).names
+    names = TaskRegistry(cfg.tasks.extra).names
     in_mix = (
         names if cfg.bench.source == BenchSource.released.value else [t for t in names if t in task_mix_counts(cfg)]
     )
@@ -107,7 +107,7 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[InstructionRecord], TrainR
     if only:
         check_only_tasks(cfg, only)
     if cfg.bench.source == BenchSource.released.value:
-        registry = TaskRegistry(OmegaConf.to_container(cfg.tasks.extra))
+        registry = TaskRegistry(cfg.tasks.extra)
         records = read_released(cfg.bench.path, registry, only, cfg.limit)
         train_path = cfg.bench.train_path
         return (
@@ -145,7 +145,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     shared = {f: cfg[f] for f in DataPipelineConfig.__dataclass_fields__}
     settings = cfg.evaluate
-    eval_cfg = OmegaConf.merge(
+    eval_cfg = OmegaConf.merge(  # a DictConfig: the structured schema's
         OmegaConf.structured(EvaluateConfig),
         shared,
         {
@@ -162,7 +162,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "seed": cfg.seed,
         },
     )
-    return evaluate(eval_cfg)
+    return evaluate(cast(DictConfig, eval_cfg))
 
 
 def log_to_wandb(
@@ -179,18 +179,18 @@ def log_to_wandb(
         name=f"eval/{Path(report['run']['model']).name}",
         job_type="evaluation",
         dir=str(out),
-        mode=wandb_mode(settings.mode),
+        mode=cast(Any, wandb_mode(settings.mode)),  # one of wandb's modes, or WANDB_MODE as the user set it
         config=report["run"],
         tags=list(settings.tags),
     )
     run.summary.update({f"{t['task']}/{t['metric']}": t["value"] for t in report["tasks"] if t["value"] is not None})
     run.summary.update({f"macro/{kind}": m["value"] for kind, m in report["macro"].items()})
-    columns = list(report["tasks"][0]) if report["tasks"] else []
+    columns: list[str | int] = list(report["tasks"][0]) if report["tasks"] else []
     run.log({"report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in report["tasks"]])})
     if log_outputs:
         fields = ["id", "task", "answer", "target", "score", "p_yes", "finish_reason"]
         data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
-        run.log({"samples": wandb.Table(columns=fields, data=data)})
+        run.log({"samples": wandb.Table(columns=list[str | int](fields), data=data)})
     run.finish()
 
 

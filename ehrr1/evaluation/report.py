@@ -75,7 +75,7 @@ def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int
             scores.append(float(r["p_yes"]))
         else:
             hard += 1
-            scores.append({"yes": 1.0, "no": 0.0}.get(yes_no(r["output"]), 0.5))
+            scores.append({"yes": 1.0, "no": 0.0}.get(yes_no(r["output"]) or "", 0.5))
     return labels, scores, hard
 
 

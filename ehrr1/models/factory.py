@@ -39,7 +39,7 @@ def qwen3_config(arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerB
         head_dim=arch.head_dim,
         intermediate_size=arch.intermediate_size,
         max_position_embeddings=arch.max_position_embeddings,
-        rope_theta=arch.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": arch.rope_theta},
         tie_word_embeddings=arch.tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -78,7 +78,8 @@ def concept_id(namespace: str, name: str) -> str | None:
 
 def sections(markdown: str) -> Iterator[tuple[str, list[dict[str, str]] | list[str]]]:
     """(event type, records) per section of EHR markdown; list layouts give their lines' first field."""
-    event_type, lines = None, []
+    event_type: str | None = None
+    lines: list[str] = []
     for line in [*markdown.split("\n"), ""]:
         header = HEADER.match(line)
         if header or (not line.strip() and event_type):
@@ -160,7 +161,7 @@ class DictionaryExtractor:
             label = f"{task.name.replace('_', ' ')}: {target[0]}"
             return [Mention(f"outcome:{task.name}={target[0]}", label, "outcome")]
         namespace = target_namespace(task)
-        out = {}
+        out: dict[str, Mention] = {}
         for name in target:
             concept = self.concept(namespace, name)
             if concept:
@@ -214,7 +215,7 @@ class QuickUMLSExtractor(DictionaryExtractor):
             for group in self.matcher.match(text, best_match=True, ignore_syntax=False):
                 best = max(group, key=lambda m: m["similarity"], default=None)
                 concept = f"umls:{best['cui']}" if best else None
-                if concept and concept not in seen:
+                if best and concept and concept not in seen:
                     seen.add(concept)
                     mentions.append(Mention(concept, best["term"], event_type))
         return mentions

@@ -102,8 +102,8 @@ def sample_cooccurrence(graph: RelationGraph, targets: list[str], history: set[s
 
 def _trace(parent: dict[str, tuple[str, str, float] | None], node: str) -> list[tuple[str, str, float]]:
     path = []
-    while parent[node] is not None:
-        previous, relation, weight = parent[node]
+    while (step := parent[node]) is not None:
+        previous, relation, weight = step
         path.append((node, relation, weight))
         node = previous
     path.append((node, "", 0.0))

@@ -17,7 +17,7 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -176,8 +176,8 @@ def write_chunk(
 ) -> None:
     """Graphs and chains of one chunk, appended per batch to its part file; a .done marker closes it.
     A sample's row holds the records of its chains that pass the filter (``writer.keep``: the first or all)."""
-    settings: SynthesisConfig = OmegaConf.to_object(
-        OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict)
+    settings = cast(
+        SynthesisConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict))
     )
     work_dir = Path(work)
     part = work_dir / "chains" / f"{key}.jsonl"
@@ -246,7 +246,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
 
     out = Path(settings.dir)
     work = out / "_work"
-    settings_dict = OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
+    settings_dict = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True))
     writer_model = writer_model_path(cfg, settings)
     key = digest({"settings": settings_dict, "inputs": file_fingerprint(inputs.values()), "writer": writer_model})
     if work.exists() and (not (work / "state.json").exists() or read_json(work / "state.json")["key"] != key):
@@ -255,7 +255,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
     for sub in ("concepts", "chains"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     atomic_write_json(work / "state.json", {"key": key})
-    extra = OmegaConf.to_container(cfg.tasks.extra)
+    extra = cast(dict[str, Any], OmegaConf.to_container(cfg.tasks.extra))
 
     plans = {split: chunk_plan(path, settings.chunk_size) for split, path in inputs.items()}
     chunks = [(split, k, off, n) for split, plan in plans.items() for k, (off, n) in enumerate(plan)]
@@ -298,7 +298,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
         for s, k, off, n in chunks
         if not (work / "chains" / f"{s}-{k:05d}.done").exists()
     ]
-    if settings.writer.kind is WriterKind.llm and args:
+    if writer_model is not None and args:  # an LLM writer
         writer = build_llm_writer(cfg, settings, writer_model)
         for job in args:
             write_chunk(*job, writer=writer)

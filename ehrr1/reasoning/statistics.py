@@ -72,7 +72,7 @@ def cooccurrence(
             """
         )
         tmp.replace(out)
-    return con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchone()[0]
+    return con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchall()[0][0]
 
 
 def _literal(text: str) -> str:

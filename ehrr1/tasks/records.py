@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11; we support 3.10
 
 
 class Message(TypedDict):

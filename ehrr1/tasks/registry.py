@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.data.events import EVENT_TYPES
 from ehrr1.data.markdown import REFERENCE_TITLES
@@ -141,16 +141,21 @@ def _check(spec: TaskSpec) -> TaskSpec:
 
 def make_task(name: str, kind: str, fields: Mapping[str, Any]) -> TaskSpec:
     """Validate one task definition (as written in YAML) into a TaskSpec."""
-    defaults = {"metric": "auroc"} if kind == TaskKind.risk.value else {}
+    written: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        **({"metric": "auroc"} if kind == TaskKind.risk.value else {}),
+        **fields,
+    }
     try:
-        node = OmegaConf.merge(OmegaConf.structured(TaskSpec), {"name": name, "kind": kind, **defaults, **fields})
-        spec: TaskSpec = OmegaConf.to_object(node)
+        node = OmegaConf.merge(OmegaConf.structured(TaskSpec), written)
+        spec = cast(TaskSpec, OmegaConf.to_object(node))
     except Exception as exc:  # OmegaConf names the key and the allowed values
         raise TaskError(f"task '{name}': {str(exc).splitlines()[0]}") from exc
     return _check(spec)
 
 
-def _from_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, TaskSpec]:
+def _from_sections(sections: Mapping[str, Any]) -> dict[str, TaskSpec]:
     tasks: dict[str, TaskSpec] = {}
     for kind, defs in sections.items():
         if kind not in (TaskKind.decision.value, TaskKind.risk.value):
@@ -163,14 +168,17 @@ def _from_sections(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, TaskS
 def builtin_tasks() -> dict[str, TaskSpec]:
     """The 46 EHR-R1 tasks, in catalogue order."""
     text = files("ehrr1.tasks").joinpath("catalogue.yaml").read_text(encoding="utf-8")
-    return _from_sections(OmegaConf.to_container(OmegaConf.create(text)))
+    return _from_sections(cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(text))))
 
 
 class TaskRegistry:
     """Built-in tasks plus user-defined ones, looked up by exact name."""
 
-    def __init__(self, extra: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(self, extra: Mapping[str, Any] | None = None):
+        """``extra``: task sections of user-defined tasks (``tasks.extra``; a dict or its config node)."""
         self.tasks = builtin_tasks()
+        if isinstance(extra, DictConfig):
+            extra = cast(dict[str, Any], OmegaConf.to_container(extra))
         self.tasks.update(_from_sections(extra or {}))
 
     @property

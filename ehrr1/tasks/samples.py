@@ -74,6 +74,8 @@ def decision_target(task: TaskSpec, records: Sequence[dict[str, Any]], event_typ
     if task.target == "event_type":
         return (event_type,)
     field, fallback = task.target, task.fallback
+    if field is None:
+        raise ConfigError(f"task {task.name}: a decision task needs a target field")
     values: list[Any] = []
     for record in records:
         value = record.get(field)
@@ -121,8 +123,8 @@ class PatientTimeline:
     def _timed_positions(self) -> tuple[list[int], list[int], dict[int | None, list[int]]] | None:
         """Positions with a time, their times and those positions per admission; None if times go back."""
         if self._in_time_order is None:
-            positions = [j for j in range(1, self.n) if self.borrowed[j] is not None]
-            times = [self.borrowed[j] for j in positions]
+            timed = [(j, t) for j in range(1, self.n) if (t := self.borrowed[j]) is not None]
+            positions, times = [j for j, _ in timed], [t for _, t in timed]
             self._in_time_order = all(a <= b for a, b in zip(times, times[1:], strict=False))
             per_admission: dict[int | None, list[int]] = defaultdict(list)
             for j in positions:
@@ -209,7 +211,8 @@ def ed_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple[
     for task in tasks:
         assert task.outcome is not None
         hours = (task.outcome.hours or 0) * 3600
-        icu_soon = icu is not None and p.start[icu] is not None and p.start[icu] - out_time < hours
+        icu_start = None if icu is None else p.start[icu]
+        icu_soon = icu_start is not None and icu_start - out_time < hours
         kind = task.outcome.kind
         if kind is OutcomeKind.ed_admitted:
             yes = admission is not None
@@ -220,7 +223,8 @@ def ed_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple[
         elif kind is OutcomeKind.ed_critical:
             yes = icu_soon or death
         elif kind is OutcomeKind.ed_return:
-            yes = next_ed is not None and p.start[next_ed] is not None and p.start[next_ed] - out_time < hours
+            return_start = None if next_ed is None else p.start[next_ed]
+            yes = return_start is not None and return_start - out_time < hours
         else:
             raise ConfigError(f"task {task.name}: outcome {kind.value} does not apply to ED stays")
         out.append((task, a, end + 1, _label(yes)))
@@ -238,7 +242,8 @@ def admission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list
         assert task.outcome is not None
         kind = task.outcome.kind
         if kind is OutcomeKind.stay_longer:
-            if not p.start[end] < discharge:  # the stay must outlast the context
+            context_end = p.start[end]
+            if context_end is None or not context_end < discharge:  # the stay must outlast the context
                 continue
             yes = discharge - admit > (task.outcome.hours or 0) * 3600
         elif kind is OutcomeKind.inpatient_death:
@@ -276,8 +281,8 @@ def icu_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple
 
 
 def readmission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> list[tuple]:
-    begin = p.window_back(a, tasks[0].context_hours)
-    if begin is None or p.start[a] is None:
+    begin, discharged = p.window_back(a, tasks[0].context_hours), p.start[a]
+    if begin is None or discharged is None:
         return []
     later = p.next_of(a, "admissions", same_admission=False)
     out = []
@@ -285,7 +290,8 @@ def readmission_samples(p: PatientTimeline, a: int, tasks: list[TaskSpec]) -> li
         assert task.outcome is not None
         if task.outcome.kind is not OutcomeKind.readmission:
             raise ConfigError(f"task {task.name}: outcome {task.outcome.kind.value} does not apply to discharge notes")
-        gap = None if later is None or p.start[later] is None else p.start[later] - p.start[a]
+        readmitted = None if later is None else p.start[later]
+        gap = None if readmitted is None else readmitted - discharged
         yes = gap is not None and gap < (task.outcome.hours or 0) * 3600
         out.append((task, begin, a + 1, _label(yes)))
     return out

@@ -99,7 +99,6 @@ class PreTokenCounter:
     """
 
     MEMO_LIMIT = 1 << 20  # distinct chunks or pre-tokens remembered before a memo starts over
-    _AFTER_WHITESPACE = ("  ", "\n ", "\t ", "\r ", "\xa0 ")  # a space here is not a cut
 
     def __init__(self, model: Any, split: str, added: list[str], nfc: bool):
         self._model, self._nfc = model, nfc
@@ -135,8 +134,8 @@ class PreTokenCounter:
         return len(parts) - 1 + sum(self._stretch(part) for part in parts)
 
     def _stretch(self, text: str) -> int:
-        if any(pair in text for pair in self._AFTER_WHITESPACE):
-            first, *rest = _CUTS(text)
+        if "  " in text or "\n " in text or "\t " in text or "\r " in text or "\xa0 " in text:
+            first, *rest = _CUTS(text)  # a space follows whitespace somewhere: not every space is a cut
         else:
             first, *rest = text.split(" ")
         try:

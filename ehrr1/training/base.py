@@ -71,7 +71,9 @@ class CausalLMModule(pl.LightningModule):
         self.gradient_checkpointing = gradient_checkpointing
         self.liger = liger
         self.cpu_offload_optimizer = cpu_offload_optimizer
-        self.model: PreTrainedModel | None = None
+        # a PreTrainedModel (a PeftModel around one under LoRA), built by configure_model; typed loosely
+        # because PEFT's wrapper forwards the model's attributes dynamically
+        self.model: Any = None
         self.data_position: tuple[int, int] | None = None  # (epoch, next batch): where a resume starts
         self.val_history: list[tuple[int, float]] = []  # (optimiser step, val loss), when the objective validates
         self.tokens_per_s: list[float] = []
@@ -107,14 +109,14 @@ class CausalLMModule(pl.LightningModule):
         if isinstance(self.trainer.strategy, DeepSpeedStrategy):
             return
         max_norm = gradient_clip_val or float("inf")
-        owner = self.trainer.strategy.model
+        owner: Any = self.trainer.strategy.model
         if hasattr(owner, "clip_grad_norm_"):
             norm = owner.clip_grad_norm_(max_norm)
         else:
             norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:  # Lightning's optimiser-and-scheduler dict
         params = [p for p in self.model.parameters() if p.requires_grad]
         matrices = [p for p in params if len(getattr(p, "ds_shape", p.shape)) >= 2]  # ZeRO-3 keeps shapes aside
         others = [p for p in params if len(getattr(p, "ds_shape", p.shape)) < 2]
@@ -122,7 +124,7 @@ class CausalLMModule(pl.LightningModule):
             {"params": matrices, "weight_decay": self.optim.weight_decay},  # no decay on norms and biases
             {"params": others, "weight_decay": 0.0},
         ]
-        kwargs = {"lr": self.optim.lr, "betas": tuple(self.optim.betas), "eps": self.optim.eps}
+        kwargs: dict[str, Any] = {"lr": self.optim.lr, "betas": tuple(self.optim.betas), "eps": self.optim.eps}
         if self.cpu_offload_optimizer:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -103,6 +103,11 @@ def compose_stages(cfg: DictConfig, overrides: list[str]) -> None:
             cfg.stages[name] = compose(config_name="train", overrides=[*kept, f"stage={name}"]).stage
 
 
+def global_rank() -> int:
+    """This process's rank (0 when not distributed), as Lightning sets it before any trainer exists."""
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
 def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]]:
     """Each stage's full resolved config, stored in its directory (and read back from there on resume)."""
     curriculum = cfg.stage.name == CURRICULUM
@@ -110,6 +115,7 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]
     out = []
     for k, name in enumerate(names, 1):
         path = run_dir / "stages" / f"{k}_{name}" / "config.yaml"
+        stage_cfg: Any
         if path.exists():
             stage_cfg = OmegaConf.load(path)
         else:
@@ -118,7 +124,7 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]
                 stage_cfg.stage = cfg.stages[name]
             stage_cfg.stages = {}
             stage_cfg = OmegaConf.create(OmegaConf.to_container(stage_cfg, resolve=True))
-            if rank_zero_only.rank == 0:
+            if global_rank() == 0:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, OmegaConf.to_yaml(stage_cfg))
         out.append((name, stage_cfg))
@@ -165,7 +171,7 @@ def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | Non
     builders[Path(cfg.synthesis.dir).resolve()] = lambda: ensure_reasoning(cfg)
     build = builders.get(Path(stage.data).resolve())
     if build is not None:
-        if rank_zero_only.rank == 0:
+        if global_rank() == 0:
             build()
         else:
             wait_for(Path(stage.data) / "train.jsonl")
@@ -181,7 +187,7 @@ def wait_for(path: Path, timeout_s: float = 6 * 3600) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.exists():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rank {rank_zero_only.rank}: {path} did not appear")
+            raise TimeoutError(f"rank {global_rank()}: {path} did not appear")
         time.sleep(2)
 
 
@@ -198,7 +204,7 @@ def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -
         raise ConfigError(f"model '{model.name}': set model.path, or model.embedded_dir and model.architecture")
     tokenizer_dir = Path(model.embedded_dir) / "tokenizer"
     model_dir = Path(model.embedded_dir) / f"model_seed{cfg.seed}"
-    if rank_zero_only.rank == 0:
+    if global_rank() == 0:
         build_embedded_model(model.architecture, load_tokenizer(tokenizer_dir), model_dir, cfg.seed)
     else:
         wait_for(model_dir / "config.json")
@@ -208,8 +214,9 @@ def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -
 def export_hf(trainer: pl.Trainer, module: CausalLMModule, tokenizer: Any, out_dir: Path) -> None:
     """Save the trained weights and the tokenizer in Hugging Face format (gathered from every rank)."""
     strategy = trainer.strategy
-    if hasattr(trainer.model, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed ZeRO-3 engine
-        state = trainer.model._zero3_consolidated_16bit_state_dict()
+    engine: Any = trainer.model
+    if hasattr(engine, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed ZeRO-3 engine
+        state = engine._zero3_consolidated_16bit_state_dict()
     else:
         state = strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
@@ -299,7 +306,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
             and hardware.deepspeed.offload_optimizer,
         )
     rl = stage.objective is Objective.grpo
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     last = stage_dir / "checkpoints" / "last.ckpt"
     resuming = last.exists()
     checkpoints = ModelCheckpoint(
@@ -369,7 +376,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         if not stored.exists():
             raise MissingInputError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
         log.info("resuming %s with its stored config", run_dir)
-        cfg = OmegaConf.load(stored)
+        cfg = cast(DictConfig, OmegaConf.load(stored))
     else:
         run_dir = run_directory(cfg)
         if cfg.stage.name == CURRICULUM:
@@ -377,7 +384,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
             validate(cfg)  # each stage as composed
     check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
     check_task_mix(cfg)
-    if not resumed and rank_zero_only.rank == 0:
+    if not resumed and global_rank() == 0:
         save_run_config(cfg, run_dir)
     stages = stage_configs(cfg, run_dir)
     single = cfg.stage.name != CURRICULUM
@@ -390,7 +397,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         else:
             previous = result.hf_dir
         results.append(result)
-    if rank_zero_only.rank == 0:
+    if global_rank() == 0:
         print_results(results, run_dir)
         if cfg.evaluate.enabled and any(r.hf_dir for r in results):
             from ehrr1.evaluation.evaluate import after_training

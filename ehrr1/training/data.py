@@ -49,7 +49,7 @@ class Encoded:
         return prompt + answer if self.answer_weight == 1.0 else prompt + self.answer_weight * answer
 
 
-def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
+def read_chat_jsonl(path: str | Path) -> list[list[Message]]:
     """The ``messages`` of every record of an exported JSONL file, with file and line in any error."""
     path = Path(path)
     out = []
@@ -233,7 +233,7 @@ class EpochOrder(Sampler):
         random.Random(self.seed * 1_000_003 + epoch).shuffle(ids)
         return ids[self.rank : len(self) * self.world_size : self.world_size]
 
-    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int, float]]:  # (example, epoch, position, step's label tokens)
         epoch, start = self.epoch, self.start
         self.start = 0
         ids = self.order(epoch)

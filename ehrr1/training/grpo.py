@@ -15,10 +15,10 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedModel
 
 from ehrr1.backends import SamplingParams
@@ -78,7 +78,8 @@ class PromptDataModule(ResumableDataModule):
         order = PromptOrder(len(self.records), self.per_step, self.seed, *self._rank())
         if (position := self.take_resume_position()) is not None:
             order.epoch, order.start = position
-        return DataLoader(self.records, batch_sampler=order, collate_fn=lambda batch: batch)
+        prompts = cast(Dataset, self.records)  # a list is a map-style dataset
+        return DataLoader(prompts, batch_sampler=order, collate_fn=lambda batch: batch)
 
 
 class GRPOModule(CausalLMModule):
@@ -125,7 +126,7 @@ class GRPOModule(CausalLMModule):
             config = LoraConfig(
                 r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
             )
-            self.model = get_peft_model(self.model, config)
+            self.model = get_peft_model(cast(PreTrainedModel, self.model), config)  # built by super() just now
         if self.settings.beta != 0.0 and not lora.enabled:  # with LoRA the reference is the adapter-free base
             self.reference = self.build_model().eval().requires_grad_(False)
         s = self.settings
@@ -173,6 +174,10 @@ class GRPOModule(CausalLMModule):
 
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: weights can be synced
             dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+            if self.model_path is None:
+                raise ConfigError(
+                    "stage.grpo.rollout=vllm needs the policy's weights on disk (model_path) to start from"
+                )
             self.rollout_engine = Engine(
                 self.model_path,
                 {
@@ -263,7 +268,8 @@ class GRPOModule(CausalLMModule):
     def update(self, batch, mask, advantages, old, ref) -> dict[str, float]:
         """``num_iterations`` optimiser steps over the rollouts; each sums the micro-batches' shares."""
         s = self.settings
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        optimizer: Any = self.optimizers()  # one LightningOptimizer (manual optimisation)
+        scheduler: Any = self.lr_schedulers()
         n, tokens = mask.shape[0], mask.sum().clamp(min=1)
         sums: dict[str, float] = defaultdict(float)
         for _ in range(s.num_iterations):
@@ -317,7 +323,7 @@ class GRPOModule(CausalLMModule):
                 "completion/truncated_fraction": sum(truncated) / len(truncated),
                 "rollout/tokens_per_s": new_tokens / max(rollout_s, 1e-9),
                 "train/tokens_per_s": new_tokens * self.settings.num_iterations / max(train_s, 1e-9),
-                "train/lr": self.optimizers().param_groups[0]["lr"],
+                "train/lr": cast(Any, self.optimizers()).param_groups[0]["lr"],
             }
         )
         self.reward_history.append(metrics["reward/total/mean"])

@@ -30,9 +30,9 @@ def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
 
         return FSDPStrategy(
             auto_wrap_policy=decoder_layer_classes(),
-            sharding_strategy=hw.fsdp.sharding_strategy,
+            sharding_strategy=hw.fsdp.sharding_strategy.value,  # type: ignore[arg-type]  # one of its Literal's
             cpu_offload=hw.fsdp.cpu_offload,
-            state_dict_type=hw.fsdp.state_dict_type,
+            state_dict_type=hw.fsdp.state_dict_type.value,  # type: ignore[arg-type]
             use_orig_params=True,
         )
     require_deepspeed()
