@@ -203,6 +203,12 @@ REFERENCE_KEYS: dict[str, tuple[str, ...]] = {
     "outputevents": ("item_name", "value", "valueuom"),
 }
 NOT_RENDERED = ("hcpcsevents", "drgcodes")  # both styles: these never enter a model input
+# per event type: its keys with their titles, and the table head of several records (built once)
+_REFERENCE_TITLED = {t: tuple(zip(keys, (k.title() for k in keys), strict=True)) for t, keys in REFERENCE_KEYS.items()}
+_REFERENCE_HEADS = {
+    t: [f"| {' | '.join(k.title() for k in keys)} |", f"| {' | '.join(['------'] * len(keys))} |"]
+    for t, keys in REFERENCE_KEYS.items()
+}
 
 
 def render_reference(event: Event) -> str:
@@ -212,13 +218,11 @@ def render_reference(event: Event) -> str:
         return ""
     start = "None" if event.time is None else format_time(event.time)
     title = f"## {REFERENCE_TITLES[event.event_type]} [{start}]"
-    lines: list[str] = []
     if len(event.records) == 1:
         record = event.records[0]
-        lines += [f"- {key.title()}: {record.get(key)}" for key in keys]
+        lines = [f"- {titled}: {record.get(key)}" for key, titled in _REFERENCE_TITLED[event.event_type]]
     else:
-        lines.append(f"| {' | '.join(key.title() for key in keys)} |")
-        lines.append(f"| {' | '.join(['------'] * len(keys))} |")
+        lines = [*_REFERENCE_HEADS[event.event_type]]
         lines += [f"| {' | '.join(map(str, map(r.get, keys)))} |" for r in event.records]
     return title + "\n" + "\n".join(lines)
 
