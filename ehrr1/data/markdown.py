@@ -206,8 +206,8 @@ NOT_RENDERED = ("hcpcsevents", "drgcodes")  # both styles: these never enter a m
 # per event type: its keys with their titles, and the table head of several records (built once)
 _REFERENCE_TITLED = {t: tuple(zip(keys, (k.title() for k in keys), strict=True)) for t, keys in REFERENCE_KEYS.items()}
 _REFERENCE_HEADS = {
-    t: [f"| {' | '.join(k.title() for k in keys)} |", f"| {' | '.join(['------'] * len(keys))} |"]
-    for t, keys in REFERENCE_KEYS.items()
+    t: [f"| {' | '.join(title for _, title in titled)} |", f"| {' | '.join(['------'] * len(titled))} |"]
+    for t, titled in _REFERENCE_TITLED.items()
 }
 
 

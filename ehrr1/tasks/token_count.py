@@ -114,9 +114,10 @@ class PreTokenCounter:
         self._spaced: dict[str, int] = {}  # a later chunk, keyed without its leading space
 
     @classmethod
-    def for_backend(cls, backend: Any) -> PreTokenCounter | None:
-        """The counter for a ``tokenizers.Tokenizer`` whose counts add up by line (``_cuts_at_line_starts``)."""
-        spec = json.loads(backend.to_str())
+    def for_backend(cls, backend: Any, spec: dict[str, Any] | None = None) -> PreTokenCounter | None:
+        """The counter for a ``tokenizers.Tokenizer`` whose counts add up by line (``_cuts_at_line_starts``);
+        ``spec``: its ``tokenizer.json`` as a dict, where the caller has parsed it already."""
+        spec = json.loads(backend.to_str()) if spec is None else spec
         split = _split_of(spec) if _cuts_at_line_starts(spec) else None
         added = spec.get("added_tokens", [])
         if split is None or any(t.get(flag) for t in added for flag in ("lstrip", "rstrip", "single_word")):
@@ -165,11 +166,11 @@ class PreTokenCounter:
 class PieceCounter:
     """Counts of prompt pieces (cached by text) that add up to the chat-templated prompt's count."""
 
-    def __init__(self, backend: Any, prefix: str, suffix: str):
+    def __init__(self, backend: Any, prefix: str, suffix: str, spec: dict[str, Any] | None = None):
         self.backend, self.prefix, self.suffix = backend, prefix, suffix
         self._sentinel = len(backend.encode(SENTINEL, add_special_tokens=False).ids)
         self._counts: dict[tuple[str, bool], int] = {}
-        self._pre_tokens = PreTokenCounter.for_backend(backend)
+        self._pre_tokens = PreTokenCounter.for_backend(backend, spec)
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, system: str) -> PieceCounter | None:
@@ -177,7 +178,8 @@ class PieceCounter:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or not getattr(tokenizer, "chat_template", None):
             return None
-        if not _cuts_at_line_starts(json.loads(backend.to_str())):
+        spec = json.loads(backend.to_str())  # a Qwen-sized vocabulary takes a while: parsed once, here
+        if not _cuts_at_line_starts(spec):
             return None
 
         def rendered(user: str) -> str:
@@ -188,7 +190,7 @@ class PieceCounter:
         probe = "# a\n\nb | c\n"
         if not found or rendered(probe) != prefix + probe + suffix:
             return None  # the template changes the user's text: only whole prompts can be counted
-        return cls(backend, prefix, suffix)
+        return cls(backend, prefix, suffix, spec)
 
     def counts(self, pieces: list[str], last: bool = False) -> list[int]:
         """Tokens of each piece; ``last``: the pieces end the prompt (else a non-space character follows)."""
