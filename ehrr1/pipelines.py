@@ -21,7 +21,6 @@ from ehrr1.data.synthetic.cohort import SyntheticCohortSettings, generate_cohort
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import ConfigError, UserError
 from ehrr1.evaluation.released import ReleasedBenchError, read_released
-from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
 from ehrr1.reasoning.pipeline import print_reasoning, synthesize_chains
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import build_index, iter_index
@@ -111,6 +110,8 @@ def task_mix_counts(cfg: DictConfig) -> dict[str, int]:
 
 def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
     """The model's tokenizer; the embedded one is trained on the first patients' markdown when absent."""
+    from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer  # transformers: only here
+
     model = cfg.model
     if model.path is not None:
         return load_tokenizer(model.path)

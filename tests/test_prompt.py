@@ -172,6 +172,29 @@ def test_thinking_switch(tokenizer):
     assert generation_prompt(tokenizer, messages, thinking=True, switch=ThinkingSwitch.closed_think) == on
 
 
+def test_the_embedded_tokenizer_loads_as_autotokenizer_would_without_its_model_registry(tokenizer):
+    """The export's processes load it without transformers' model registry (seconds each); the tokenizer is
+    the one AutoTokenizer gives: same class, vocabulary, encodings and chat template."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    assert type(auto) is type(tokenizer) and auto.get_vocab() == tokenizer.get_vocab()
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "Na 140 <think>"}]
+    for thinking in (False, True):
+        assert generation_prompt(auto, messages, thinking) == generation_prompt(tokenizer, messages, thinking)
+    assert auto("## Labs\n| a | b |\n")["input_ids"] == tokenizer("## Labs\n| a | b |\n")["input_ids"]
+    probe = (
+        "import sys\nfrom ehrr1.models.tokenizer import load_tokenizer\n"
+        f"load_tokenizer({tokenizer.name_or_path!r})\n"
+        "print('transformers.models.auto.modeling_auto' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_export_is_readable_by_datasets_and_byte_stable(store, registry, index_root, tokenizer, tmp_path):
     mix = {"labevents": 5, "diagnoses_ccs": 5, "ED_Hospitalization": 4, "next_event": 5}
     selected = select(read_index(index_root, mix), mix, registry, SelectionSettings(min_events=0))

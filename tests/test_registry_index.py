@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 
 from ehrr1.data.timeline import TimelineStore
-from ehrr1.tasks.index import build_index, index_shard_path, read_index
+from ehrr1.tasks.index import balanced_groups, build_index, index_shard_path, read_index
 from ehrr1.tasks.registry import TaskError, TaskRegistry, make_task
 
 EXTRA = {
@@ -102,6 +102,21 @@ def test_same_inputs_give_byte_identical_index_files(timelines_root, tmp_path, r
     assert len(files) == 4 * TimelineStore(timelines_root).num_shards
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_a_shards_tasks_are_split_in_groups_of_equal_work(registry):
+    """On a shard shared by workers each takes a group of tasks; the groups' work, from the anchors' counts
+    (4 per event + 1 per record read; 2 per event for next_event, which reads none), is as even as it gets."""
+    sizes = {
+        "labevents": {"events": 100, "records": 1200},  # 1,601
+        "emar": {"events": 100, "records": 800},  # 1,201
+        "poe": {"events": 100, "records": 300},  # 701
+        "admissions": {"events": 50, "records": 50},  # 251
+    }  # next_event: every type's 350 events, 701
+    tasks = registry.select(["labevents", "emar", "poe", "admissions", "next_event"])
+    groups = [[t.name for t in group] for group in balanced_groups(tasks, 2, sizes)]
+    assert groups == [["labevents", "next_event"], ["emar", "poe", "admissions"]]  # 2,302 and 2,153
+    assert [[t.name for t in g] for g in balanced_groups(tasks[:2], 4, sizes)] == [["labevents"], ["emar"]]
 
 
 def test_no_two_tasks_share_an_instruction_but_the_references_own_pair(registry):

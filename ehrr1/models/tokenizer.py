@@ -7,12 +7,13 @@ loads it. ``<think>`` and ``</think>`` are ordinary added tokens, as in Qwen3.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
 from ehrr1.tasks.token_count import QWEN2_SPLIT
@@ -89,11 +90,30 @@ def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_si
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """A tokenizer from a local directory or a hub id (hub ids need network access or a local cache)."""
+    """A tokenizer from a local directory or a hub id (hub ids need network access or a local cache).
+
+    A plain fast tokenizer (the embedded one) loads as such: ``AutoTokenizer`` imports transformers' model
+    registry, ~9 s on a slow 2-core machine, in the export's every process."""
     try:
+        if _plain_fast(Path(path)):
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise unloadable(path, "a tokenizer", "tokenizer files", exc) from None
+
+
+def _plain_fast(path: Path) -> bool:
+    """Whether ``path`` is a local tokenizer whose config names the generic fast tokenizer class."""
+    config = path / "tokenizer_config.json"
+    if not (config.is_file() and (path / "tokenizer.json").is_file()):
+        return False
+    try:
+        named = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False  # AutoTokenizer reports it
+    return named in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def missing_local(path: str | Path) -> bool:

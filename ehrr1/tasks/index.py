@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import MissingInputError
-from ehrr1.tasks.registry import TaskSpec
+from ehrr1.tasks.registry import ANY_EVENT, TaskSpec
 from ehrr1.tasks.samples import samples_table, shard_samples
 from ehrr1.utils import atomic_write_json, digest, locked, read_json, removed_on_failure, run_jobs, temporary_path
 
@@ -114,10 +114,11 @@ def build_index(
         started = time.time()
         # fewer shards than workers (a one-shard cohort): each shard's tasks in groups, one job each
         groups = max(1, -(-num_workers // max(1, len(work))))
+        sizes = store.manifest.get("per_event_type", {})
         jobs = [
-            (str(store.root), shard, shard_tasks[g::groups], str(out))
+            (str(store.root), shard, group, str(out))
             for shard, shard_tasks in work.items()
-            for g in range(min(groups, len(shard_tasks)))
+            for group in balanced_groups(shard_tasks, groups, sizes)
         ]
         run_jobs(build_shard, jobs, num_workers, "index shards", progress)
         with locked(out):
@@ -127,6 +128,26 @@ def build_index(
                     _write_manifest(store, out, task, fingerprints[task.name], files, time.time() - started)
         done = [t for t in tasks if (out / t.name / "manifest.json").exists()]
         return {t.name: read_json(out / t.name / "manifest.json")["samples"] for t in done}
+
+
+def balanced_groups(tasks: list[TaskSpec], groups: int, sizes: dict[str, dict[str, int]]) -> list[list[TaskSpec]]:
+    """``tasks`` in at most ``groups`` groups of about equal work: each task, heaviest first, joins the
+    lightest group; in list order within a group. A task's work grows with its anchors (its anchor
+    type's events, every type's for ``*``, as the timelines' manifest counts them) and with their
+    records where it reads them; the weights are from timing each task alone on the synthetic cohort."""
+
+    def work(task: TaskSpec) -> int:
+        types = sizes.values() if task.anchor == ANY_EVENT else [sizes.get(task.anchor, {})]
+        events, records = (sum(t.get(key, 0) for t in types) for key in ("events", "records"))
+        return 1 + (2 * events if task.target == "event_type" else 4 * events + records)
+
+    loads = [0] * min(groups, len(tasks))
+    members: list[list[int]] = [[] for _ in loads]
+    for i in sorted(range(len(tasks)), key=lambda i: -work(tasks[i])):
+        lightest = loads.index(min(loads))
+        loads[lightest] += work(tasks[i])
+        members[lightest].append(i)
+    return [[tasks[i] for i in sorted(group)] for group in members]
 
 
 def _write_manifest(

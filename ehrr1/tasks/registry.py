@@ -9,7 +9,9 @@ is validated against :class:`TaskSpec`, so a typo names the key and an unknown o
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -166,7 +168,13 @@ def _from_sections(sections: Mapping[str, Any]) -> dict[str, TaskSpec]:
 
 
 def builtin_tasks() -> dict[str, TaskSpec]:
-    """The 46 EHR-R1 tasks, in catalogue order."""
+    """The 46 EHR-R1 tasks, in catalogue order (copies: a caller may change its own)."""
+    return copy.deepcopy(_catalogue())
+
+
+@functools.cache
+def _catalogue() -> dict[str, TaskSpec]:
+    """Validated once per process: a registry is built at several steps of a run, ~0.6 s each."""
     text = files("ehrr1.tasks").joinpath("catalogue.yaml").read_text(encoding="utf-8")
     return _from_sections(cast(dict[str, Any], OmegaConf.to_container(OmegaConf.create(text))))
 
