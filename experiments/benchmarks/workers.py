@@ -9,7 +9,10 @@ reports its seconds (start-up included, ~1 s) and the peak RSS of its largest pr
 speed-up over the first. On a one-shard cohort the index splits by task and the export by units of
 ``export.unit_patients`` patients, so both use every worker. Prints one JSON line.
 
-    python experiments/benchmarks/workers.py [--workers 1 2] [--patients 2000] [--root DIR]
+``--per-task N`` exports N samples of each task instead of the main mix (``selection.force_number``): a size
+where the work that splits outweighs the fixed costs.
+
+    python experiments/benchmarks/workers.py [--workers 1 2] [--patients 2000] [--per-task N] [--root DIR]
 """
 
 from __future__ import annotations
@@ -51,16 +54,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--per-task", type=int, default=None, help="samples per task (default: the main mix)")
     parser.add_argument("--root", type=Path, default=REPO / "data" / "bench" / "workers")
     args = parser.parse_args()
     root = args.root.resolve()
     shared = root / "shared"
     name = f"synthetic_n{args.patients}_seed0"
     data = [f"data.synthetic.n_patients={args.patients}", "progress=false"]
+    data += [] if args.per_task is None else [f"selection.force_number={args.per_task}", "task_mix.name=bench"]
     prepared = time.perf_counter()
     synthesize(f"data_root={shared}", "pipeline=instructions", *data)
-    report: dict = {"benchmark": "workers", "patients": args.patients, "cpus": os.cpu_count(),
-                    "prepare_s": round(time.perf_counter() - prepared, 1), "runs": {}}  # fmt: skip
+    prepare_s = round(time.perf_counter() - prepared, 1)
+    report: dict = {"benchmark": "workers", "patients": args.patients, "per_task": args.per_task,
+                    "cpus": os.cpu_count(), "prepare_s": prepare_s, "runs": {}}  # fmt: skip
     for workers in args.workers:
         work = root / f"w{workers}"
         subprocess.run(["rm", "-rf", str(work)], check=True)
