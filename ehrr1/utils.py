@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ehrr1.errors import UserError
+
 log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # outputs this process holds the lock of (a producer may call another)
 
@@ -72,6 +74,13 @@ def locked(output: str | Path) -> Iterator[None]:
         log.debug("no lock for %s: %s cannot be written", output, lock)
         yield
         return
+    except FileNotFoundError:
+        if not lock.parent.is_dir():
+            raise
+        raise UserError(  # the folder is there but takes no files (/proc, /sys)
+            f"cannot create files in {lock.parent} (for {output}): choose a writable location "
+            "(data_root, run_dir, output_dir or the step's dir setting)"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,6 +20,7 @@ import pytest
 
 from ehrr1.config import validate
 from ehrr1.errors import ConfigError, UserError, environment_message, report_user_errors
+from ehrr1.utils import locked
 from tests.support import compose_config, modules_of, run_entry_point
 
 # (entry point, overrides, what the message must say)
@@ -233,6 +234,13 @@ def test_a_full_disk_or_a_denied_path_is_one_message_naming_the_path(capsys):
         main({})
     assert caught.value.code == 1
     assert capsys.readouterr().err.startswith("error: no space left on the device (/data/timelines/shard-0.parquet)")
+
+
+def test_an_output_in_a_folder_that_takes_no_files_is_one_message_naming_it():
+    """/proc exists but refuses new files (ENOENT, not EACCES): the output and the fix are named."""
+    with pytest.raises(UserError, match=r"cannot create files in /proc \(for /proc/ehrr1-output\): choose a writ"):
+        with locked("/proc/ehrr1-output"):
+            pass
 
 
 def test_debug_or_hydra_full_error_shows_the_traceback_and_our_bugs_always_do(monkeypatch, capsys):
