@@ -238,9 +238,9 @@ def test_a_full_disk_or_a_denied_path_is_one_message_naming_the_path(capsys):
 
 def test_an_output_in_a_folder_that_takes_no_files_is_one_message_naming_it():
     """/proc exists but refuses new files (ENOENT, not EACCES): the output and the fix are named."""
-    with pytest.raises(UserError, match=r"cannot create files in /proc \(for /proc/ehrr1-output\): choose a writ"):
-        with locked("/proc/ehrr1-output"):
-            pass
+    expected = r"cannot create files in /proc \(for /proc/ehrr1-output\): choose a writable location"
+    with pytest.raises(UserError, match=expected), locked("/proc/ehrr1-output"):
+        pass
 
 
 def test_debug_or_hydra_full_error_shows_the_traceback_and_our_bugs_always_do(monkeypatch, capsys):
