@@ -92,8 +92,8 @@ def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_si
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """A tokenizer from a local directory or a hub id (hub ids need network access or a local cache).
 
-    A plain fast tokenizer (the embedded one) loads as such: ``AutoTokenizer`` imports transformers' model
-    registry, ~9 s on a slow 2-core machine, in the export's every process."""
+    A plain fast tokenizer (the embedded one) loads as such, without ``AutoTokenizer``: that imports
+    transformers' model registry, ~9 s per process (each export worker's too) on a slow 2-core machine."""
     try:
         if _plain_fast(Path(path)):
             return PreTrainedTokenizerFast.from_pretrained(str(path))
