@@ -13,7 +13,7 @@ register_configs("synthesize_schema")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # every setting in its range before any work
-    from ehrr1.pipelines import synthesize  # here, not at the top: --help and --cfg job stay fast
+    from ehrr1.artefacts.graph import synthesize  # here, not at the top: --help and --cfg job stay fast
 
     synthesize(cfg)
 

@@ -67,7 +67,7 @@ def tokenizer(timelines_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_data_root(tmp_path_factory) -> Path:
     """A data root holding the smoke mix of a 60-patient cohort (what the main job builds, shrunk)."""
-    from ehrr1.pipelines import synthesize
+    from ehrr1.artefacts.graph import synthesize
 
     root = tmp_path_factory.mktemp("small_data")
     synthesize(compose_config("synthesize", f"data_root={root}", *SMALL_DATA))

@@ -6,6 +6,7 @@ Every import counts, those inside functions too (they hide a dependency, they do
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ehrr1"
@@ -13,14 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ehrr1"
 # Lowest first. A module belongs to the layer of its longest listed prefix; it may import its own layer's
 # modules (without a circle) and those of the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("ehrr1.errors", "ehrr1.utils", "ehrr1.think"),  # foundations
+    ("ehrr1.errors", "ehrr1.utils", "ehrr1.think", "ehrr1.run_config"),  # foundations
     ("ehrr1.config",),  # the schema: a leaf over the foundations
     ("ehrr1.tracking",),  # experiment loggers' settings
     ("ehrr1.data",),  # raw tables -> events -> timelines -> markdown
     ("ehrr1.tasks",),  # task registry, sample index, selection, prompts, export
     ("ehrr1.models", "ehrr1.backends"),  # tokenizers, models, generation backends
     ("ehrr1.reasoning", "ehrr1.training", "ehrr1.evaluation"),  # the components of the three pipelines
-    ("ehrr1.pipelines",),  # data artefacts built on demand (timelines, index, instructions, reasoning)
+    ("ehrr1.artefacts",),  # data artefacts built on demand (timelines, index, instructions, reasoning)
     ("ehrr1.evaluation.evaluate", "ehrr1.training.curriculum", "ehrr1.inference"),  # what entry points call
     ("ehrr1",),  # the package's public names
 ]
@@ -95,7 +96,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_walk_sees_imports_inside_functions():
     graph = imports(module_names())
     assert "ehrr1.evaluation.evaluate" in graph["ehrr1.training.curriculum"]  # imported inside train()
-    assert "ehrr1.data.markdown" in graph["ehrr1.pipelines"]
+    assert "ehrr1.models.tokenizer" in graph["ehrr1.artefacts.instructions"]  # in prepare_tokenizer()
 
 
 def test_no_import_circle():
@@ -115,7 +116,7 @@ def test_no_import_points_up():
 def test_circles_and_upward_imports_are_caught():
     graph = {"ehrr1.data.a": {"ehrr1.data.b"}, "ehrr1.data.b": {"ehrr1.data.a"}, "ehrr1.tasks.c": set()}
     assert circles(graph) == [["ehrr1.data.a", "ehrr1.data.b"]]
-    assert layer("ehrr1.evaluation.evaluate") > layer("ehrr1.pipelines") > layer("ehrr1.evaluation.report")
+    assert layer("ehrr1.evaluation.evaluate") > layer("ehrr1.artefacts.graph") > layer("ehrr1.evaluation.report")
 
 
 def test_sft_and_grpo_are_siblings_on_one_base():
@@ -127,3 +128,24 @@ def test_sft_and_grpo_are_siblings_on_one_base():
     assert not issubclass(GRPOModule, SFTModule)
     sft_only = {"forward_loss", "weighted_loss", "on_before_optimizer_step", "on_validation_epoch_end"}
     assert not {name for name in sft_only if getattr(GRPOModule, name, None) is getattr(SFTModule, name)}
+
+
+def test_the_artefact_table_matches_the_declared_graph():
+    from ehrr1.artefacts.graph import ARTEFACTS, STEPS
+    from ehrr1.config import Pipeline
+
+    assert set(STEPS) == {pipeline.value for pipeline in Pipeline}
+
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    rows = {
+        cells[0]: cells
+        for line in text.splitlines()
+        if line.startswith("| ") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 5
+    }
+    names = {artefact.name for artefact in ARTEFACTS}
+    for artefact in ARTEFACTS:
+        assert artefact.name in rows, f"ARCHITECTURE.md has no row for {artefact.name}"
+        assert f"`{artefact.producer.removeprefix('ehrr1.')}`" == rows[artefact.name][2]
+        module, function = artefact.producer.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), function))
+        assert set(artefact.inputs) <= names - {artefact.name}

@@ -1,4 +1,4 @@
-"""Every setting has one home: the schema's default (``ehrr1/config.py``) or a YAML file's line, never both.
+"""Every setting has one home: the schema's default (``ehrr1/config/``) or a YAML file's line, never both.
 
 Two rules, checked on every file of ``conf/`` but the experiment presets (overrides by design):
 

@@ -186,7 +186,7 @@ def reasoning_config(data_root: Path, *extra: str):
 
 @pytest.mark.slow
 def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_root, tmp_path):
-    from ehrr1.pipelines import synthesize_reasoning
+    from ehrr1.artefacts.reasoning import synthesize_reasoning
 
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
@@ -218,7 +218,7 @@ def test_pipeline_writes_chains_from_training_statistics_and_resumes(small_data_
 
 @pytest.mark.slow
 def test_the_paper_synthesis_writes_decision_chains_from_each_samples_evidence(small_data_root, tmp_path):
-    from ehrr1.pipelines import synthesize_reasoning
+    from ehrr1.artefacts.reasoning import synthesize_reasoning
 
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
@@ -233,9 +233,9 @@ def test_the_paper_synthesis_writes_decision_chains_from_each_samples_evidence(s
 
 @pytest.mark.slow
 def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data_root, tmp_path):
+    from ehrr1.artefacts.reasoning import synthesize_reasoning
     from ehrr1.models.factory import init_random_model
     from ehrr1.models.tokenizer import load_tokenizer
-    from ehrr1.pipelines import synthesize_reasoning
 
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)
@@ -362,7 +362,7 @@ def test_free_text_fields_the_reference_reads_with_quickumls():
 
 @pytest.mark.slow
 def test_plain_records_beside_the_chains(small_data_root, tmp_path):
-    from ehrr1.pipelines import synthesize_reasoning
+    from ehrr1.artefacts.reasoning import synthesize_reasoning
 
     data_root = tmp_path / "data"
     shutil.copytree(small_data_root, data_root)

@@ -210,7 +210,7 @@ def test_evaluate_with_the_candidates_prompt(model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_released_items_become_the_instruction_data(registry, tmp_path):
-    from ehrr1.pipelines import build_instructions
+    from ehrr1.artefacts.instructions import build_instructions
     from ehrr1.training.data import read_chat_jsonl
     from tests.support import compose_config
 
@@ -233,7 +233,7 @@ def test_released_items_become_the_instruction_data(registry, tmp_path):
     chats = [c for s in splits for c in read_chat_jsonl(out / f"{s}.jsonl")]  # what the SFT stages read
     assert len(chats) == 10 and all(chat[-1]["role"] == "assistant" for chat in chats)
     # the same directory is not mistaken for data built from the data source, nor the reverse
-    from ehrr1.pipelines import ensure_instructions
+    from ehrr1.artefacts.instructions import ensure_instructions
 
     assert ensure_instructions(cfg, "train") == out / "train.jsonl"  # reused: made from this file
     plain = compose_config("synthesize", f"data_root={tmp_path / 'data'}", *SMALL_DATA, "progress=false")
@@ -269,7 +269,7 @@ def reasoning_items() -> list[dict]:
 def test_released_reasoning_items_are_the_reasoning_data(registry, tmp_path):
     import pandas as pd
 
-    from ehrr1.pipelines import ensure_reasoning
+    from ehrr1.artefacts.reasoning import ensure_reasoning
     from tests.support import compose_config
 
     rows = reasoning_items()

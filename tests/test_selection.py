@@ -155,8 +155,8 @@ def test_split_factor_scales_each_splits_count(index, registry):
 
 
 def test_a_task_mix_may_split_its_patients_its_own_way():
+    from ehrr1.artefacts.instructions import mix_selection
     from ehrr1.config import SplitRatios
-    from ehrr1.pipelines import mix_selection
     from tests.support import compose_config
 
     assert mix_selection(compose_config("synthesize", "task_mix=main")).split == SplitRatios(0.7, 0.05, 0.25)

@@ -13,9 +13,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from ehrr1.artefacts.graph import synthesize
 from ehrr1.config import register_configs
 from ehrr1.data.timeline import TimelineStore
-from ehrr1.pipelines import synthesize
 from tests.support import SMALL_DATA, run_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_instructions_pipeline_builds_the_smoke_mix(small_data_root, capsys):
 
 @pytest.mark.slow
 def test_data_built_with_other_settings_is_rebuilt_naming_what_changed(small_data_root, tmp_path, caplog):
-    from ehrr1.pipelines import ensure_instructions
+    from ehrr1.artefacts.instructions import ensure_instructions
 
     caplog.set_level(logging.INFO, logger="ehrr1.utils")
 

@@ -11,6 +11,8 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from ehrr1.artefacts.index import check_task_mix, task_mix_counts
+from ehrr1.artefacts.instructions import ensure_instructions
 from ehrr1.backends import SamplingParams, backend_settings, load_backend
 from ehrr1.config import (
     BackendConfig,
@@ -31,7 +33,7 @@ from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
-from ehrr1.pipelines import check_task_mix, ensure_instructions, save_run_config, task_mix_counts
+from ehrr1.run_config import save_run_config
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import atomic_write_text, digest

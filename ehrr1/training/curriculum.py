@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from ehrr1.artefacts.graph import builder_at
+from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     HardwareConfig,
     LoggerConfig,
@@ -41,7 +43,7 @@ from ehrr1.errors import ConfigError, MissingInputError
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.pipelines import check_task_mix, ensure_instructions, ensure_reasoning, save_run_config
+from ehrr1.run_config import save_run_config
 from ehrr1.tracking import wandb_mode
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
@@ -163,13 +165,11 @@ def finish_logger(trainer: pl.Trainer) -> None:
 
 
 def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
-    """Make sure the stage's data exists: build the instruction or reasoning data when absent (the data
-    pipelines' own outputs); other data must be there. Returns a skip reason."""
+    """Make sure the stage's data exists: build the instruction or reasoning data when absent (the artefacts
+    built on demand); other data must be there. Returns a skip reason."""
     if (Path(stage.data) / "train.jsonl").exists():
         return None
-    builders = {Path(cfg.export.dir).resolve(): lambda: ensure_instructions(cfg, "train")}
-    builders[Path(cfg.synthesis.dir).resolve()] = lambda: ensure_reasoning(cfg)
-    build = builders.get(Path(stage.data).resolve())
+    build = builder_at(cfg, stage.data)
     if build is not None:
         if global_rank() == 0:
             build()

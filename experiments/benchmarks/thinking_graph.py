@@ -54,7 +54,7 @@ def compose(extra: list[str]):
 
 
 def run_graph(args: argparse.Namespace) -> dict:
-    from ehrr1.pipelines import synthesize_reasoning
+    from ehrr1.artefacts.reasoning import synthesize_reasoning
 
     cfg = compose(overrides(args) + [f"synthesis.dir={args.root}/reasoning_run"])
     started = time.perf_counter()
@@ -160,7 +160,7 @@ def main() -> None:
         print(json.dumps(run_graph(args)))
         return
 
-    from ehrr1.pipelines import build_instructions
+    from ehrr1.artefacts.instructions import build_instructions
 
     cfg = compose(overrides(args))
     if not (Path(cfg.export.dir) / "train.jsonl").exists():

@@ -1,0 +1,191 @@
+"""The instruction data: ``<export.dir>/<split>.jsonl`` (EHR-Ins train / val, EHR-Bench test), from the sample
+index through selection and prompts, or the released EHR-Ins items split by patient; and the embedded
+tokenizer the prompts are counted with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from omegaconf import Container, DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from ehrr1.artefacts.index import build_sample_index
+from ehrr1.artefacts.timelines import shard_range
+from ehrr1.config import settings_of
+from ehrr1.data.markdown import render_events
+from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import ConfigError, UserError
+from ehrr1.evaluation.released import read_released
+from ehrr1.tasks.export import export_samples
+from ehrr1.tasks.index import iter_index
+from ehrr1.tasks.prompt import PromptBuilder
+from ehrr1.tasks.records import InstructionRecord
+from ehrr1.tasks.registry import TaskRegistry
+from ehrr1.tasks.select import SelectionSettings, SplitRatios, select, subject_split
+from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
+
+
+def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
+    """The model's tokenizer; the embedded one is trained on the first patients' markdown when absent."""
+    from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer  # transformers: only here
+
+    model = cfg.model
+    if model.path is not None:
+        return load_tokenizer(model.path)
+    if model.embedded_dir is None:
+        raise ConfigError(f"model '{model.name}': set model.path (a directory or hub id) or model.embedded_dir")
+
+    def texts():
+        for i, timeline in enumerate(store):
+            if i >= model.tokenizer_patients:
+                return
+            yield render_events(timeline.events, cfg.markdown.style)
+
+    directory = build_embedded_tokenizer(texts(), Path(model.embedded_dir) / "tokenizer", model.tokenizer_vocab_size)
+    return load_tokenizer(directory)
+
+
+def mix_selection(cfg: DictConfig) -> SelectionSettings:
+    """``selection`` with what the task mix sets for itself (its context filter minimum, its patient split)."""
+    settings = settings_of(SelectionSettings, cfg.selection)
+    mix = cfg.task_mix
+    if mix.min_events is not None:
+        settings = replace(settings, min_events=mix.min_events)
+    if mix.split is not None:
+        settings = replace(settings, split=settings_of(SplitRatios, mix.split))
+    return settings
+
+
+def export_released(cfg: DictConfig) -> dict[str, Any]:
+    """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
+    mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
+    registry = TaskRegistry(cfg.tasks.extra)
+    records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None, key="task_mix.released")
+    report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
+    return {"instructions": report, "export_dir": str(Path(cfg.export.dir).resolve())}
+
+
+def write_by_patient(
+    records: list[InstructionRecord], out: Path, splits: list[str], cfg: DictConfig, source: str
+) -> dict[str, Any]:
+    """Released records split by patient (the mix's split ratios and seed) into ``<out>/<split>.jsonl``,
+    with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them."""
+    settings = mix_selection(cfg)
+    by_split: dict[str, list[str]] = {split: [] for split in splits}
+    report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in by_split}
+    for record in records:
+        patient = record["subject_id"] if record["subject_id"] is not None else record["id"]
+        split = subject_split(patient, settings.split, settings.seed)
+        if split not in by_split:
+            continue
+        by_split[split].append(json.dumps({**record, "split": split}, ensure_ascii=False))
+        entry = report[split].setdefault(
+            record["task"], {"samples": 0, "mean_context_events": "", "mean_prompt_tokens": ""}
+        )
+        entry["samples"] += 1
+        if record["kind"] == "risk":
+            label = record["target"][0]
+            entry.update({side: entry.get(side, 0) + (side == label) for side in ("yes", "no")})
+    for split, lines in by_split.items():
+        atomic_write_text(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
+    totals = {split: len(lines) for split, lines in by_split.items()}
+    atomic_write_json(out / "stats.json", {"source": str(source), "totals": totals, "splits": report})
+    return {"totals": totals, "splits": report}
+
+
+def build_instructions(cfg: DictConfig) -> dict[str, Any]:
+    """timelines -> sample index -> selection -> prompts -> JSONL (EHR-Ins train/val, EHR-Bench test); or the
+    released EHR-Ins items of ``task_mix.released``. With ``shards``, only those shards' prompts (one job of
+    an array); a run without it joins them."""
+    if cfg.task_mix.released:
+        result = export_released(cfg)
+        record_settings(Path(cfg.export.dir), instruction_settings(cfg))
+        return result
+    result, registry, counts = build_sample_index(cfg)
+    if not result["index_complete"]:
+        raise UserError(
+            f"the sample index at {result['index_dir']} is not complete: run `synthesize.py pipeline=index` "
+            "over every shard range first (see README, 'More than one machine')"
+        )
+    store = TimelineStore(result["timelines_dir"])
+    settings = mix_selection(cfg)
+    factor = dict(cfg.task_mix.split_factor)
+
+    selected = select(
+        partial(iter_index, cfg.index.dir), counts, registry, settings, tuple(cfg.task_mix.splits), factor
+    )
+    tokenizer = prepare_tokenizer(cfg, store)
+    builder = PromptBuilder(tokenizer, cfg.model.max_input_tokens, style=cfg.markdown.style)
+    report = export_samples(
+        selected,
+        store,
+        registry,
+        builder,
+        cfg.export.dir,
+        list(counts),
+        num_workers=cfg.export.num_workers,
+        progress=cfg.progress,
+        unit_patients=cfg.export.unit_patients,
+        shards=shard_range(cfg, store),
+    )
+    key = "instructions" if "totals" in report else "export_units"
+    if key == "instructions":
+        record_settings(Path(cfg.export.dir), instruction_settings(cfg))
+    result.update({key: report, "export_dir": str(Path(cfg.export.dir).resolve())})
+    return result
+
+
+def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide the instruction data: the source, the events and their text, the tasks, the
+    selection and the prompts (not where things live, nor how many workers build them)."""
+
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, Container) else node
+
+    return {
+        "data": plain(cfg.data),
+        "timelines": {k: plain(cfg.timelines[k]) for k in ("grouping", "mapping_dir")},
+        "markdown": plain(cfg.markdown),
+        "tasks": plain(cfg.tasks),
+        "selection": plain(cfg.selection),
+        "task_mix": {k: plain(v) for k, v in cfg.task_mix.items() if k != "name"},
+        "model": {
+            k: plain(cfg.model.get(k))
+            for k in ("name", "path", "max_input_tokens", "tokenizer_vocab_size", "tokenizer_patients")
+        },
+    }
+
+
+def ensure_instructions(cfg: DictConfig, split: str) -> Path:
+    """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent or made with other
+    settings (``instruction_settings``)."""
+    path = Path(cfg.export.dir) / f"{split}.jsonl"
+    return ensure_built(path, instruction_settings(cfg), lambda: build_instructions(cfg), f"{split} instruction data")
+
+
+def print_instructions(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    if "export_units" in result:  # one job of an array
+        units = result["export_units"]
+        console.print(
+            f"exported the units of shards {units['shards']}: {units['units_done']} of {units['units']} units done "
+            f"in {result['export_dir']}; join them with the same command without shards"
+        )
+        return
+    report = result["instructions"]
+    table = Table(title="Instruction data (" + ", ".join(f"{s}: {n}" for s, n in report["totals"].items()) + ")")
+    for column in ("split", "task", "samples", "yes/no", "mean events", "mean tokens"):
+        table.add_column(column, justify="left" if column in ("split", "task") else "right")
+    for split, tasks in report["splits"].items():
+        for name, e in tasks.items():
+            balance = f"{e['yes']}/{e['no']}" if "yes" in e else ""
+            table.add_row(
+                split, name, str(e["samples"]), balance, str(e["mean_context_events"]), str(e["mean_prompt_tokens"])
+            )
+    console.print(table)
+    console.print(f"instruction data: {result['export_dir']}")

@@ -1,0 +1,130 @@
+"""How a setting is checked: ranges on fields (:func:`checked`), "did you mean" hints, and :func:`validate`,
+which walks a composed config and reports every problem in one message before any work starts."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, TypeVar, cast
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ehrr1.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+T = TypeVar("T")
+
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def remote_refusal(base_url: str, opt_in_key: str) -> str | None:
+    """Why ``base_url`` may not receive EHR text without ``opt_in_key=true``; None for a server on this machine."""
+    if (urlparse(base_url).hostname or "") in LOCAL_HOSTS:
+        return None
+    return (
+        f"{base_url} is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
+        f"agreement (no sharing with third parties) unless that server is yours to use for it; set "
+        f"{opt_in_key}=true to allow it"
+    )
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting may lie: its bounds, and sentinel values allowed outside them (-1: all)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple[float, ...] = ()
+
+    def expected(self) -> str:
+        limits = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        bounds = " and ".join(f"{op} {v:g}" for op, v in limits if v is not None)
+        return " or ".join([bounds, *(f"{v:g}" for v in self.also)])
+
+    def holds(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if not math.isfinite(value):
+            return False
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+
+def checked(default: Any, **bounds: Any) -> Any:
+    """A dataclass field whose value :func:`validate` checks against ``Range(**bounds)`` (None always passes)."""
+    return field(default=default, metadata={"range": Range(**bounds)})
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"{hint}choose from {', '.join(choices)}"
+
+
+def known_split(at: str, value: str | None) -> list[str]:
+    if value is None or value in SPLITS:
+        return []
+    return [f"{at}={value}: unknown split; {did_you_mean(value, SPLITS)}"]
+
+
+def settings_of(cls: type[T], node: DictConfig) -> T:
+    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
+    subset = {f.name: node[f.name] for f in fields(cast(Any, cls)) if f.name in node}
+    return cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset)))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every setting against its range and every node's cross-field rules, before any work starts."""
+    found = list(_problems(cfg, ""))
+    if len(found) == 1:
+        raise ConfigError(f"invalid setting: {found[0]}")
+    if found:
+        raise ConfigError(f"{len(found)} invalid settings:\n  " + "\n  ".join(found))
+
+
+def _problems(node: DictConfig, at: str) -> Iterator[str]:
+    schema = OmegaConf.get_type(node)
+    if is_dataclass(schema):
+        for f in fields(schema):
+            bounds = f.metadata.get("range")
+            value = _value(node, f.name)
+            if bounds is not None and isinstance(value, int | float) and not bounds.holds(value):
+                yield f"{at}{f.name} must be {bounds.expected()}, got {value}"
+        cross = getattr(schema, "problems", None)
+        if cross is not None:
+            with contextlib.suppress(OmegaConfBaseException):  # unresolved or missing: checked where it is used
+                yield from cross(node, at.rstrip("."))
+    for key in map(str, node):
+        child = _value(node, key, raw=True)
+        if not isinstance(child, DictConfig | ListConfig) or child._is_none() or child._is_missing():
+            continue
+        if isinstance(child, DictConfig):
+            yield from _problems(child, f"{at}{key}.")
+        else:
+            for i in range(len(child)):
+                item = child._get_node(i)
+                if isinstance(item, DictConfig) and not item._is_none():
+                    yield from _problems(item, f"{at}{key}[{i}].")
+
+
+def _value(node: DictConfig, key: str, raw: bool = False) -> Any:
+    """``node[key]`` resolved, or None where it is missing or cannot be resolved yet (``${now:...}``)."""
+    try:
+        return node._get_node(key) if raw else OmegaConf.select(node, key, throw_on_missing=False)
+    except OmegaConfBaseException:
+        return None

@@ -1,0 +1,145 @@
+"""The three entry points' schemas (``synthesize.py``, ``train.py``, ``evaluate.py``), composed from the groups'
+nodes, and their registration in Hydra's config store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from ehrr1.config.backend import BackendConfig, SamplingParams
+from ehrr1.config.bench import Baseline, BenchConfig, TabularSettings
+from ehrr1.config.checks import checked, known_split
+from ehrr1.config.data import DataConfig, MarkdownConfig, TimelinesConfig
+from ehrr1.config.hardware import HardwareConfig
+from ehrr1.config.logger import LoggerConfig
+from ehrr1.config.model import ModelConfig
+from ehrr1.config.stage import StageConfig
+from ehrr1.config.synthesis import SynthesisConfig
+from ehrr1.config.task_mix import ExportConfig, IndexConfig, SelectionSettings, TaskMixConfig, TasksConfig
+
+
+class Pipeline(str, Enum):
+    """What ``synthesize.py`` produces."""
+
+    timelines = "timelines"  # (synthetic cohort if configured) -> per-patient timelines
+    index = "index"  # type: ignore[assignment]  # timelines -> the sample index of the task mix's tasks (shadows str.index)
+    instructions = "instructions"  # timelines -> sample index -> selection -> EHR-Ins / EHR-Bench JSONL
+    reasoning = "reasoning"  # instructions -> concepts -> co-occurrence -> thinking graphs -> chains
+
+
+@dataclass
+class DataPipelineConfig:
+    """What ``synthesize.py`` and ``train.py`` share: the data, the model's prompts and the task mix."""
+
+    data_root: str = "./data"  # every derived artefact lives under here
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    task_mix: TaskMixConfig = MISSING
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    timelines: TimelinesConfig = field(default_factory=TimelinesConfig)
+    markdown: MarkdownConfig = field(default_factory=MarkdownConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    progress: bool = True
+    debug: bool = False  # user errors show their traceback too (as HYDRA_FULL_ERROR=1 does)
+
+
+@dataclass
+class SynthesizeConfig(DataPipelineConfig):
+    pipeline: Pipeline = Pipeline.instructions  # timelines / index: stop after them; reasoning: stage 2's chains
+    # [first, stop): this job indexes / exports only these timeline shards (one job of an array, e.g. on
+    # SLURM) and leaves the join to a run without it; None: all shards, then the join
+    shards: list[int] | None = None
+
+
+@dataclass
+class AfterTrainingConfig:
+    """The evaluation ``train.py`` runs on the curriculum's last trained stage (``evaluate.py`` settings)."""
+
+    enabled: bool = True
+    split: str = "test"
+    limit: int | None = checked(None, ge=1)  # samples per task
+    batch_size: int = checked(8, ge=1)
+    max_tokens: int = checked(64, ge=1)
+    thinking: bool = False
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        return known_split(f"{at}.split", node.split)
+
+
+@dataclass
+class TrainConfig(DataPipelineConfig):
+    stage: StageConfig = MISSING  # one stage, or ``curriculum``: the stages of ``curriculum`` in order
+    # stage=curriculum runs these in order, each from the previous one's weights, skipping those without data
+    curriculum: list[str] = field(default_factory=lambda: ["domain_adaptation", "reasoning", "rl"])
+    stages: dict[str, StageConfig] = field(default_factory=dict)  # filled at start: the curriculum's stages
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    resume: str | None = None  # an earlier run directory (outputs/train/<time>): continue it where it stopped
+    run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
+    evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
+
+
+@dataclass
+class EvaluateConfig(DataPipelineConfig):
+    bench: BenchConfig = MISSING
+    backend: BackendConfig = MISSING
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    thinking: bool = False  # reasoning on (the model thinks first) or off (a closed think block)
+    risk_one_token: bool = True  # risk tasks: thinking off, one token among yes / no, P(yes) for AUROC (the reference)
+    candidates_prompt: bool = False  # baseline models: the reference's candidate list and answer rules
+    # longer prompts keep their last tokens, as the reference cuts (it used min(model limit, 16000) - max new tokens)
+    max_prompt_tokens: int | None = checked(None, ge=1)
+    # prompts per generate call; None: the backend's (hf 8, openai 64, vllm 1024)
+    batch_size: int | None = checked(None, ge=1)
+    limit: int | None = checked(None, ge=1)  # samples per task; None: all
+    only_tasks: list[str] | None = None  # e.g. [labevents, Inpatient_Mortality]; None: every task of the split
+    split: str = "test"  # EHR-Bench; val for model selection
+    train_run: str | None = None  # a train.py run directory: evaluate its last trained stage
+    output_dir: str | None = None  # results.jsonl (resumable) and reports; None: outputs/evaluate/<model>/<mix>/<split>
+    bootstrap: int = checked(1000, ge=1)  # resamples for the 95 % intervals
+    seed: int = 0
+    logger: LoggerConfig = MISSING
+    log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
+    baselines: list[Baseline] = field(default_factory=lambda: [Baseline.most_frequent, Baseline.tabular])
+    tabular: TabularSettings = field(default_factory=TabularSettings)  # the tabular baseline's models
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        found = known_split("split", node.split)
+        if node.train_run and node.model.path:
+            found.append(
+                f"train_run={node.train_run} and model.path={node.model.path} both name the weights to evaluate: "
+                "set one of them"
+            )
+        return found
+
+
+def _copy_config_store_as_itself() -> None:
+    """Make a deep copy of Hydra's ``ConfigStore`` singleton the singleton itself.
+
+    Hydra 1.3 deep-copies its config repository, and with it the store and every schema in it, once per
+    config group that ``--help`` lists: about 100 copies, 2 of the 2.7 s ``--help`` took here. Nothing
+    writes to those copies (re-initialising a copy swaps its list of sources), and a copied singleton is
+    a stale one: Hydra 1.4 reads the live store instead (facebookresearch/hydra#2928), as this does.
+    """
+    if "__deepcopy__" not in vars(ConfigStore):
+        ConfigStore.__deepcopy__ = lambda self, memo: self  # type: ignore[attr-defined]
+
+
+SCHEMAS = {"synthesize_schema": SynthesizeConfig, "train_schema": TrainConfig, "evaluate_schema": EvaluateConfig}
+
+
+def register_configs(*names: str) -> None:
+    """Store the schemas ``names`` (all when none) in Hydra's config store."""
+    _copy_config_store_as_itself()
+    cs = ConfigStore.instance()
+    for name in names or SCHEMAS:
+        cs.store(name=name, node=SCHEMAS[name])
