@@ -62,9 +62,10 @@ def builder_at(cfg: DictConfig, directory: str) -> Callable[[], Path] | None:
     stage's ``data`` is ``${export.dir}`` or ``${synthesis.dir}``); None for any other directory."""
     target = Path(directory).resolve()
     for artefact in ARTEFACTS:
+        if (ensure := artefact.ensure) is None:
+            continue
         where = OmegaConf.select(cfg, artefact.where)
-        if artefact.ensure is not None and where is not None and Path(where).resolve() == target:
-            ensure = artefact.ensure
+        if where is not None and Path(where).resolve() == target:
             return lambda: ensure(cfg)
     return None
 
