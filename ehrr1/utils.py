@@ -1,4 +1,4 @@
-"""Small helpers shared by every pipeline step: atomic writes, input fingerprints, work over shards."""
+"""Small helpers shared by every pipeline step: atomic writes, locks, input fingerprints, work over shards."""
 
 from __future__ import annotations
 
@@ -102,6 +102,19 @@ def locked(output: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def atomic_output(final: str | Path, fresh: bool = False) -> Iterator[Path]:
+    """A temporary path to write ``final`` (a file or a directory) at: moved into place, replacing what was
+    there, when the block ends; removed if the block fails. ``fresh``: first remove the temporaries that
+    killed runs left beside it (only while holding :func:`locked`, so none of them is being written)."""
+    final = Path(final)
+    with removed_on_failure(fresh_temporary(final) if fresh else temporary_path(final), final) as tmp:
+        yield tmp
+        if tmp.is_dir() and final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)
@@ -121,13 +134,6 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished directory into place, replacing an older one."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 def file_fingerprint(paths: Iterable[Path]) -> list[list[Any]]:
@@ -193,28 +199,6 @@ def run_jobs(
             for args in jobs:
                 job(*shared, *args)
                 bar.update()
-
-
-def read_appended_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file that a resumable job appends to; a last line cut by a kill (not valid JSON, or
-    not ended by a newline) is cut off the file, so the job redoes it and its next append starts a fresh line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows, good = [], 0
-    with path.open("rb") as lines:
-        for line in lines:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good += len(line)
-    if good < path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good)
-    return rows
 
 
 BUILT_WITH = "built_with.json"  # the settings a directory's data was built with

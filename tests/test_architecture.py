@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ehrr1"
 # Lowest first. A module belongs to the layer of its longest listed prefix; it may import its own layer's
 # modules (without a circle) and those of the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("ehrr1.errors", "ehrr1.utils", "ehrr1.think", "ehrr1.run_config"),  # foundations
+    ("ehrr1.errors", "ehrr1.utils", "ehrr1.resumable", "ehrr1.think", "ehrr1.run_config"),  # foundations
     ("ehrr1.config",),  # the schema: a leaf over the foundations
     ("ehrr1.tracking",),  # experiment loggers' settings
     ("ehrr1.data",),  # raw tables -> events -> timelines -> markdown

@@ -17,7 +17,6 @@ import pytest
 from ehrr1.data.build import (
     MANIFEST,
     EventGrouping,
-    TimelineBuildError,
     TimelineBuildSettings,
     build_timelines,
     shard_path,
@@ -25,6 +24,7 @@ from ehrr1.data.build import (
 from ehrr1.data.markdown import render_events
 from ehrr1.data.reader import MimicReader
 from ehrr1.data.timeline import TimelineStore
+from ehrr1.errors import ForeignOutputError
 from ehrr1.utils import read_json
 from tests.support import modules_of
 
@@ -180,7 +180,7 @@ def test_changed_inputs_rebuild_and_foreign_directories_are_refused(tiny_cohort,
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "results.csv").write_text("keep me")
-    with pytest.raises(TimelineBuildError, match="holds no timeline build"):
+    with pytest.raises(ForeignOutputError, match="holds no timeline build"):
         build_timelines(MimicReader(modules_of(root)), foreign, progress=False)
     assert (foreign / "results.csv").read_text() == "keep me"
 

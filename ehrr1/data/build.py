@@ -24,6 +24,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -43,23 +44,15 @@ from ehrr1.data.events import (
 )
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, mapping_file, pad_ndc
 from ehrr1.data.reader import MimicReader, MimicSchemaError
-from ehrr1.errors import UserError
-from ehrr1.utils import (
-    atomic_write_json,
-    digest,
-    file_fingerprint,
-    locked,
-    read_json,
-    removed_on_failure,
-    replace_dir,
-    temporary_path,
-)
+from ehrr1.resumable import WorkDir
+from ehrr1.utils import digest, file_fingerprint, locked, read_json
 
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = 2
 MANIFEST = "manifest.json"
 BUILD_STATE = "build.json"
+STAGING = "_staging"
 # pandas 1.5 (the reference's pin) reads these cells as missing
 NA_VALUES = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
@@ -67,12 +60,12 @@ NA_VALUES = (
 )  # fmt: skip
 
 
-class TimelineBuildError(UserError, RuntimeError):
-    """The output directory holds something other than a timeline build."""
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}.parquet"
 
 
 def shard_path(root: Path, shard: int) -> Path:
-    return root / f"shard-{shard:05d}.parquet"
+    return root / shard_name(shard)
 
 
 def _quote(path: Path | str) -> str:
@@ -400,7 +393,7 @@ class TimelineBuilder:
         self.reader = reader
         self.out = Path(out_dir)
         self.settings = settings or TimelineBuildSettings()
-        self.staging = self.out / "_staging"
+        self.staging = self.out / STAGING
         needs = {"triage": ("edstays",), "diagnosis": ("edstays",)}
         self.sources = [
             s
@@ -427,30 +420,10 @@ class TimelineBuilder:
             }
         )
 
-    def is_complete(self) -> bool:
-        manifest = self.out / MANIFEST
-        return manifest.exists() and read_json(manifest).get("fingerprint") == self.fingerprint()
-
-    def _claim_output(self) -> None:
-        """Start or resume a build in ``self.out``: rebuild when inputs changed, never touch foreign files."""
-        state_path = self.out / BUILD_STATE
-        fingerprint = self.fingerprint()
-        if self.out.exists() and any(self.out.iterdir()):
-            if not state_path.exists():
-                raise TimelineBuildError(
-                    f"{self.out} is not empty and holds no timeline build ({BUILD_STATE} missing): choose another "
-                    "directory (timelines.dir) or empty it"
-                )
-            if read_json(state_path).get("fingerprint") != fingerprint:
-                log.warning("inputs or settings of the timelines in %s changed: rebuilding them", self.out)
-                shutil.rmtree(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        for leftover in self.out.rglob("*.tmp"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink()
-        atomic_write_json(state_path, {"fingerprint": fingerprint})
+    @cached_property
+    def work(self) -> WorkDir:
+        """The output directory, keyed by the fingerprint of the tables and the settings."""
+        return WorkDir(self.out, self.fingerprint(), "timeline build", state=BUILD_STATE, manifest=MANIFEST)
 
     # ---- pass 1: stage each event table partitioned by shard --------------------------------------------
     def _stage(self, con: duckdb.DuckDBPyConnection, name: str, query: str, num_shards: int) -> int:
@@ -458,31 +431,27 @@ class TimelineBuilder:
         marker = self.staging / f"{name}.done.json"
         if marker.exists() and final.exists():
             return read_json(marker)["rows_without_time"]
-        with removed_on_failure(temporary_path(self.staging / name), final) as tmp:
+        with self.work.commit(f"{STAGING}/{name}") as tmp:
             con.execute(
                 f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
                 f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
             )
             if not tmp.exists():  # no rows at all
                 tmp.mkdir(parents=True)
-            replace_dir(tmp, final)
         untimed = 0
         if name != DEMOGRAPHICS and name not in UNTIMED and any(final.iterdir()):
             untimed = con.execute(
                 f"SELECT count(*) FROM read_parquet({_quote(final / '*' / '*.parquet')}) WHERE time IS NULL"
             ).fetchall()[0][0]
-        atomic_write_json(marker, {"rows_without_time": untimed})
+        self.work.commit_json(f"{STAGING}/{name}.done.json", {"rows_without_time": untimed})
         return untimed
 
     # ---- pass 2: order, group and number events per shard ---------------------------------------------------
     def _build_shard(self, con: duckdb.DuckDBPyConnection, shard: int) -> None:
-        final = shard_path(self.out, shard)
-        if final.exists():
-            return
         names = [DEMOGRAPHICS, *(s.event_type for s in self.sources)]
         parts = [self.staging / n / f"shard={shard}" for n in names]
         files = [_quote(p / "*.parquet") for p in parts if p.exists()]
-        with removed_on_failure(temporary_path(final), final) as tmp:
+        with self.work.commit(shard_name(shard)) as tmp:
             if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
                 con.execute(
                     "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
@@ -493,7 +462,6 @@ class TimelineBuilder:
             else:
                 query = shard_query(f"[{', '.join(files)}]", EventGrouping(self.settings.grouping))
                 con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
-            tmp.replace(final)
 
     # ---- driver -----------------------------------------------------------------------------------
     def build(self, progress: bool = True) -> dict:
@@ -501,13 +469,14 @@ class TimelineBuilder:
             return self._build(progress)
 
     def _build(self, progress: bool) -> dict:
-        if self.is_complete():
+        work = self.work
+        if work.is_done():
             log.info("timelines in %s are up to date", self.out)
-            return read_json(self.out / MANIFEST)
+            return work.read_manifest()
         if self.settings.mapping_dir:  # checked before anything in the output is replaced
             for name in MAPPING_COLUMNS:
                 mapping_file(self.settings.mapping_dir, name)
-        self._claim_output()
+        work.claim(foreign="choose another directory (timelines.dir) or empty it")
         started = time.time()
         con = _connect(self.settings, self.out / "_spill")
         self.reader.register(con)
@@ -536,12 +505,12 @@ class TimelineBuilder:
             if untimed[name]:
                 log.warning("%s: %d record(s) without a time were left out of the timelines", name, untimed[name])
         con.execute("SET preserve_insertion_order = false")
-        for shard in tqdm(range(num_shards), desc="build shards", disable=not progress):
+        shards = work.pending(range(num_shards), shard_name)
+        for shard in tqdm(shards, desc="build shards", disable=not progress):
             self._build_shard(con, shard)
         stats = self._statistics(con, num_shards)
         con.close()
         manifest = {
-            "fingerprint": self.fingerprint(),
             "builder_version": BUILDER_VERSION,
             "num_shards": num_shards,
             "shard_rule": "subject_id % num_shards",
@@ -561,7 +530,7 @@ class TimelineBuilder:
             "build_seconds": round(time.time() - started, 2),
             **stats,
         }
-        atomic_write_json(self.out / MANIFEST, manifest)
+        manifest = work.finish(manifest)
         if not self.settings.keep_staging:
             shutil.rmtree(self.staging, ignore_errors=True)
         shutil.rmtree(self.out / "_spill", ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,10 +20,11 @@ from tqdm import tqdm
 
 from ehrr1.backends import ONE_TOKEN_YES_NO, Backend, Generation, SamplingParams
 from ehrr1.errors import DataError, MissingInputError
+from ehrr1.resumable import Ledger
 from ehrr1.tasks.metrics import final_answer, score, to_text
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.tasks.records import InstructionRecord, prompt_messages
-from ehrr1.utils import digest, read_appended_jsonl
+from ehrr1.utils import digest
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,6 @@ def cut_left(tokenizer: Any, prompt: str, max_tokens: int | None) -> tuple[str, 
     return tokenizer.decode(ids[len(ids) - max_tokens :]), len(ids) - max_tokens
 
 
-def finished(results: Path) -> dict[str, dict[str, Any]]:
-    """The results already written, by key (a line cut by a kill is removed and redone)."""
-    return {row["key"]: row for row in read_appended_jsonl(results)}
-
-
 def score_row(request: Request, text: str | None, finish_reason: str, p_yes: float | None, error: str = "") -> dict:
     """The stored result of one sample: output, parsed answer, score (0 for garbage) and risk score."""
     decoded = to_text(text)
@@ -162,9 +157,8 @@ def run(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Generate and score every request not yet in ``results``; returns all rows of these requests."""
-    results = Path(results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    done = finished(results)
+    ledger = Ledger(results, key="key")
+    done = ledger.rows()
     pending = sorted((q for q in requests if q.key not in done), key=lambda q: q.prompt)  # shared contexts adjacent
     if len(pending) < len(requests):
         log.info(
@@ -175,7 +169,7 @@ def run(
             len(pending),
         )
     with (
-        results.open("a", encoding="utf-8") as out,
+        ledger.appending() as append,
         tqdm(total=len(pending), desc="evaluate", unit="sample", disable=not progress) as bar,
     ):
         for batch in batches(pending, batch_size):
@@ -188,10 +182,7 @@ def run(
             except Exception as exc:  # a failed batch is scored 0 and reported per sample, never stops the run
                 log.warning("generation failed for %d samples: %s", len(batch), exc)
                 rows = [score_row(q, None, "error", None, error=f"{type(exc).__name__}: {exc}") for q in batch]
-            for row in rows:
-                out.write(json.dumps(row, allow_nan=False) + "\n")
-                done[row["key"]] = row
-            out.flush()
-            os.fsync(out.fileno())
+            append(rows)
+            done.update((row["key"], row) for row in rows)
             bar.update(len(batch))
     return [done[q.key] for q in requests]

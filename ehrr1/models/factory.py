@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from ehrr1.config import ArchitectureConfig
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import unloadable
-from ehrr1.utils import fresh_temporary, locked, removed_on_failure, replace_dir
+from ehrr1.utils import atomic_output, locked
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def build_embedded_model(
     with locked(out):
         if (out / "config.json").exists():
             return out
-        with removed_on_failure(fresh_temporary(out), out) as tmp:
+        with atomic_output(out, fresh=True) as tmp:
             model = init_random_model(arch, tokenizer, seed)
             n_params = sum(p.numel() for p in model.parameters())
             log.info(
@@ -70,7 +70,6 @@ def build_embedded_model(
             )
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            replace_dir(tmp, out)
     return out
 
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
 from ehrr1.tasks.token_count import QWEN2_SPLIT
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
-from ehrr1.utils import fresh_temporary, locked, removed_on_failure, replace_dir
+from ehrr1.utils import atomic_output, locked
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,9 @@ def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_si
     with locked(out):
         if (out / "tokenizer.json").exists():
             return out
-        with removed_on_failure(fresh_temporary(out), out) as tmp:
+        with atomic_output(out, fresh=True) as tmp:
             log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
             train_tokenizer(texts, vocab_size).save_pretrained(tmp)
-            replace_dir(tmp, out)
     return out
 
 

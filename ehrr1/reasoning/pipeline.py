@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -39,20 +38,10 @@ from ehrr1.reasoning.graph import (
 )
 from ehrr1.reasoning.statistics import cooccurrence
 from ehrr1.reasoning.writers import ChainRequest, LLMWriter, TemplateWriter, chain_record, check_chain
+from ehrr1.resumable import Ledger, WorkDir, read_appended_jsonl
 from ehrr1.tasks.records import InstructionRecord, user_text
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import (
-    atomic_write_json,
-    atomic_write_text,
-    digest,
-    file_fingerprint,
-    locked,
-    read_appended_jsonl,
-    read_json,
-    removed_on_failure,
-    run_jobs,
-    temporary_path,
-)
+from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, digest, file_fingerprint, locked, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +87,8 @@ def extract_chunk(
                 CONCEPT_SCHEMA.names, (record["id"], task.name, split, role, m.concept, m.label, m.section), strict=True
             ):
                 rows[name].append(value)
-    with removed_on_failure(temporary_path(out), out) as tmp:
+    with atomic_output(out) as tmp:
         pq.write_table(pa.table(rows, schema=CONCEPT_SCHEMA), tmp)
-        tmp.replace(out)
 
 
 def relation_graphs(work: Path, settings: SynthesisConfig) -> tuple[dict[str, RelationGraph], RelationGraph]:
@@ -180,8 +168,8 @@ def write_chunk(
         SynthesisConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict))
     )
     work_dir = Path(work)
-    part = work_dir / "chains" / f"{key}.jsonl"
-    done = {row["id"] for row in read_appended_jsonl(part)}
+    chains_of = Ledger(work_dir / "chains" / f"{key}.jsonl", key="id")
+    done = chains_of.rows()
     records = [r for r in read_chunk(path, offset, count) if r["id"] not in done]
     ids = [r["id"] for r in records]
     mentions = pq.read_table(
@@ -191,7 +179,7 @@ def write_chunk(
     writer = writer or TemplateWriter()
     pending = chain_requests(records, mentions, graphs, shared, settings, TaskRegistry(extra_tasks))
     batch_size = settings.writer.batch_size if settings.writer.kind is WriterKind.llm else len(pending) or 1
-    with part.open("a", encoding="utf-8") as out:
+    with chains_of.appending() as append:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             lines = []
@@ -212,9 +200,8 @@ def write_chunk(
                     settings.plain is PlainRecords.unchained and row["status"] != "kept"
                 ):
                     row["plain"] = record
-                lines.append(json.dumps(row, ensure_ascii=False))
-            out.write("".join(line + "\n" for line in lines))
-            out.flush()
+                lines.append(row)
+            append(lines)
     (work_dir / "chains" / f"{key}.done").touch()
 
 
@@ -249,12 +236,10 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
     settings_dict = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True))
     writer_model = writer_model_path(cfg, settings)
     key = digest({"settings": settings_dict, "inputs": file_fingerprint(inputs.values()), "writer": writer_model})
-    if work.exists() and (not (work / "state.json").exists() or read_json(work / "state.json")["key"] != key):
-        log.info("reasoning synthesis: settings or instruction data changed, starting over in %s", work)
-        shutil.rmtree(work)
+    claimed = WorkDir(work, key, "reasoning synthesis work")
+    claimed.claim()
     for sub in ("concepts", "chains"):
         (work / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(work / "state.json", {"key": key})
     extra = cast(dict[str, Any], OmegaConf.to_container(cfg.tasks.extra))
 
     plans = {split: chunk_plan(path, settings.chunk_size) for split, path in inputs.items()}
@@ -262,8 +247,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
     concept_file = {(s, k): work / "concepts" / f"{s}-{k:05d}.parquet" for s, k, _, _ in chunks}
     todo = [
         (str(inputs[s]), off, n, s, str(concept_file[s, k]), asdict(settings.extractor), extra)
-        for s, k, off, n in chunks
-        if not concept_file[s, k].exists()
+        for s, k, off, n in claimed.pending(chunks, lambda c: f"concepts/{c[0]}-{c[1]:05d}.parquet")
     ]
     run_jobs(extract_chunk, todo, settings.num_workers, "concepts", cfg.progress)
 
@@ -279,9 +263,8 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
                 "relation": [e.relation for e in edges] or pa.array([], pa.string()),
             }
         )
-        with removed_on_failure(temporary_path(work / "hierarchy.parquet"), work / "hierarchy.parquet") as tmp:
+        with claimed.commit("hierarchy.parquet") as tmp:
             pq.write_table(table, tmp)
-            tmp.replace(work / "hierarchy.parquet")
     if not (work / "cooccurrence.parquet").exists():
         train = [str(concept_file[s, k]) for s, k, _, _ in chunks if s == "train"]
         if not train:
@@ -295,8 +278,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
 
     args = [
         (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings_dict, extra)
-        for s, k, off, n in chunks
-        if not (work / "chains" / f"{s}-{k:05d}.done").exists()
+        for s, k, off, n in claimed.pending(chunks, lambda c: f"chains/{c[0]}-{c[1]:05d}.done")
     ]
     if writer_model is not None and args:  # an LLM writer
         writer = build_llm_writer(cfg, settings, writer_model)
@@ -343,19 +325,17 @@ def join_outputs(out: Path, work: Path, plans: dict[str, list[tuple[int, int]]])
     """``<split>.jsonl`` from the chunks' kept chains, in input order, and the statistics."""
     stats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for split, plan in plans.items():
-        with removed_on_failure(temporary_path(out / f"{split}.jsonl"), out / f"{split}.jsonl") as tmp:
-            with tmp.open("w", encoding="utf-8") as joined:
-                for k in range(len(plan)):
-                    for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):
-                        counts = stats[split][row["task"]]
-                        counts["samples"] += 1
-                        counts["with_graph"] += row["graph"]
-                        counts[row["status"]] += 1
-                        counts["records"] += len(row.get("records", []))
-                        counts["plain"] += "plain" in row
-                        for record in [*row.get("records", []), *([row["plain"]] if "plain" in row else [])]:
-                            joined.write(json.dumps(record, ensure_ascii=False) + "\n")
-            tmp.replace(out / f"{split}.jsonl")
+        with atomic_output(out / f"{split}.jsonl") as tmp, tmp.open("w", encoding="utf-8") as joined:
+            for k in range(len(plan)):
+                for row in read_appended_jsonl(work / "chains" / f"{split}-{k:05d}.jsonl"):
+                    counts = stats[split][row["task"]]
+                    counts["samples"] += 1
+                    counts["with_graph"] += row["graph"]
+                    counts[row["status"]] += 1
+                    counts["records"] += len(row.get("records", []))
+                    counts["plain"] += "plain" in row
+                    for record in [*row.get("records", []), *([row["plain"]] if "plain" in row else [])]:
+                        joined.write(json.dumps(record, ensure_ascii=False) + "\n")
     report = {
         "dir": str(out.resolve()),
         "splits": {s: {t: dict(c) for t, c in sorted(tasks.items())} for s, tasks in stats.items()},

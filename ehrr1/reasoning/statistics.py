@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from ehrr1.utils import removed_on_failure, temporary_path
+from ehrr1.utils import atomic_output
 
 COLUMNS = ("task", "target", "history", "cooc", "n_target", "n_history", "n", "lift")
 
@@ -40,7 +40,7 @@ def cooccurrence(
         "CREATE TEMP TABLE mentions AS SELECT DISTINCT sample, task, role, concept "
         f"FROM read_parquet({sources}) WHERE split = {_literal(split)}"
     )
-    with removed_on_failure(temporary_path(out), out) as tmp:
+    with atomic_output(out) as tmp:
         rank = "row_number() OVER (PARTITION BY task, target ORDER BY lift DESC, cooc DESC, history)"
         best = "" if top_k is None else f"QUALIFY {rank} <= {int(top_k)}"
         con.execute(
@@ -71,7 +71,6 @@ def cooccurrence(
             ) TO {_literal(str(tmp))} (FORMAT parquet)
             """
         )
-        tmp.replace(out)
     return con.execute("SELECT count(*) FROM read_parquet(?)", [str(out)]).fetchall()[0][0]
 
 

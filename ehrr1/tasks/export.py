@@ -28,20 +28,12 @@ import pyarrow.compute as pc
 
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import UserError
+from ehrr1.resumable import WorkDir
 from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.samples import Sample
-from ehrr1.utils import (
-    atomic_write_json,
-    atomic_write_text,
-    digest,
-    locked,
-    read_json,
-    removed_on_failure,
-    run_jobs,
-    temporary_path,
-)
+from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, digest, locked, read_json, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +76,14 @@ def export_unit(
     registry: TaskRegistry,
     builder: PromptBuilder,
     task_order: list[str],
-    parts: str,
+    parts: WorkDir,
     shard: int,
     unit: str,
     rows: pa.Table,
 ) -> None:
-    """Write one unit's records (``rows``, all of ``shard``) to ``<parts>/<split>-<unit>.jsonl`` and its
-    statistics beside them."""
-    store, out = TimelineStore(store_root), Path(parts)
+    """Write one unit's records (``rows``, all of ``shard``) to ``<parts>/<split>-<unit>.jsonl``, then its
+    statistics beside them (which mark the unit done)."""
+    store = TimelineStore(store_root)
     order = {name: i for i, name in enumerate(task_order)}
     by_subject: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in rows.to_pylist():
@@ -116,8 +108,9 @@ def export_unit(
             counts["prompt_tokens"] += prompt.n_tokens or 0
             counts[f"label:{prompt.answer}"] += 1
     for split, split_lines in lines.items():
-        atomic_write_text(out / f"{split}-{unit}.jsonl", "".join(line + "\n" for line in split_lines))
-    atomic_write_json(out / f"stats-{unit}.json", stats)
+        with parts.commit(f"{split}-{unit}.jsonl") as tmp:
+            tmp.write_text("".join(line + "\n" for line in split_lines), encoding="utf-8")
+    parts.commit_json(_unit_stats(unit), stats)
 
 
 def work_units(selected: pa.Table, store: TimelineStore, unit_patients: int) -> dict[str, tuple[int, pa.Table]]:
@@ -161,19 +154,25 @@ def export_samples(
     out = Path(out_dir)
     with locked(out) if shards is None else nullcontext():
         units = work_units(selected, store, unit_patients)
-        with locked(out):
-            parts = _claim_parts(out, _export_key(selected, unit_patients, task_order, builder))
+        parts = WorkDir(out / PARTS, _export_key(selected, unit_patients, task_order, builder), "export parts")
+        with locked(out):  # the jobs of one array run at once: only a run of all shards removes temporaries
+            parts.claim(clean=shards is None)
         mine = [name for name, (shard, _) in units.items() if shards is None or shard in shards]
-        todo = [name for name in mine if not (parts / f"stats-{name}.json").exists()]
+        todo = parts.pending(mine, _unit_stats)
         if len(todo) < len(mine):
             log.info("export resumes: %d of %d unit(s) already written", len(mine) - len(todo), len(mine))
-        shared = (str(store.root), registry, builder, task_order, str(parts))
+        shared = (str(store.root), registry, builder, task_order, parts)
         jobs = [(units[name][0], name, units[name][1]) for name in todo]
         run_jobs(export_unit, jobs, num_workers, "export units", progress, shared)
         if shards is not None:
-            done = sum((parts / f"stats-{name}.json").exists() for name in units)
+            done = len(units) - len(parts.pending(units, _unit_stats))
             return {"units_done": done, "units": len(units), "shards": [shards.start, shards.stop]}
-        return _join(units, parts, out, registry, task_order)
+        return _join(units, parts.path, out, registry, task_order)
+
+
+def _unit_stats(unit: str) -> str:
+    """The file of a unit's statistics, written last: the unit is done when it is there."""
+    return f"stats-{unit}.json"
 
 
 def _export_key(selected: pa.Table, unit_patients: int, task_order: list[str], builder: PromptBuilder) -> str:
@@ -202,36 +201,23 @@ def _table_digest(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
 
 
-def _claim_parts(out: Path, key: str) -> Path:
-    """``<out>/_parts``, emptied when it holds another export's parts."""
-    parts = out / PARTS
-    state = parts / "export.json"
-    if parts.exists() and (not state.exists() or read_json(state)["key"] != key):
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(state, {"key": key})
-    return parts
-
-
 def _join(
     units: dict[str, tuple[int, pa.Table]], parts: Path, out: Path, registry: TaskRegistry, task_order: list[str]
 ) -> dict[str, Any]:
     """The units' parts joined in unit order into ``<split>.jsonl``, their statistics summed."""
     totals: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for name in units:
-        for split, tasks in read_json(parts / f"stats-{name}.json").items():
+        for split, tasks in read_json(parts / _unit_stats(name)).items():
             for task_name, counts in tasks.items():
                 totals[split][task_name].update(counts)
     splits = sorted({split for _, rows in units.values() for split in pc.unique(rows.column("split")).to_pylist()})
     for split in splits:
-        with removed_on_failure(temporary_path(out / f"{split}.jsonl"), out / f"{split}.jsonl") as tmp:
-            with open(tmp, "wb") as joined:
-                for name in units:
-                    part = parts / f"{split}-{name}.jsonl"
-                    if part.exists():
-                        with open(part, "rb") as piece:
-                            shutil.copyfileobj(piece, joined)
-            tmp.replace(out / f"{split}.jsonl")
+        with atomic_output(out / f"{split}.jsonl") as tmp, open(tmp, "wb") as joined:
+            for name in units:
+                part = parts / f"{split}-{name}.jsonl"
+                if part.exists():
+                    with open(part, "rb") as piece:
+                        shutil.copyfileobj(piece, joined)
     report = _report(totals, registry, task_order)
     atomic_write_json(out / "stats.json", report)
     atomic_write_text(out / "stats.md", stats_markdown(report))

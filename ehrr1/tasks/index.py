@@ -12,7 +12,6 @@ and each file is written atomically, so a killed build resumes with what it fini
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -25,9 +24,10 @@ import pyarrow.parquet as pq
 from ehrr1.data.build import shard_path
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import MissingInputError
+from ehrr1.resumable import WorkDir
 from ehrr1.tasks.registry import ANY_EVENT, TaskSpec
 from ehrr1.tasks.samples import samples_table, shard_samples
-from ehrr1.utils import atomic_write_json, digest, locked, read_json, removed_on_failure, run_jobs, temporary_path
+from ehrr1.utils import digest, locked, read_json, run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -47,41 +47,26 @@ SCHEMA = pa.schema(
 )
 
 
+def index_file(shard: int) -> str:
+    return f"index-{shard:05d}.parquet"
+
+
 def index_shard_path(root: Path, task: str, shard: int) -> Path:
-    return root / task / f"index-{shard:05d}.parquet"
+    return root / task / index_file(shard)
 
 
-def build_shard(timelines_dir: str, shard: int, tasks: list[TaskSpec], out_dir: str) -> None:
-    """Index one timeline shard for ``tasks``, one file per task."""
-    samples = shard_samples(tasks, pq.read_table(shard_path(Path(timelines_dir), shard)))
-    for task in tasks:
-        final = index_shard_path(Path(out_dir), task.name, shard)
-        with removed_on_failure(temporary_path(final), final) as tmp:
+def task_work(out: Path, store: TimelineStore, task: TaskSpec) -> WorkDir:
+    """A task's index directory, keyed by the timelines and the task's definition."""
+    key = digest({"version": INDEX_VERSION, "timelines": store.manifest["fingerprint"], "task": asdict(task)})
+    return WorkDir(out / task.name, key, f"index of task {task.name}", state="build.json")
+
+
+def build_shard(timelines_dir: str, shard: int, tasks: list[WorkDir], specs: list[TaskSpec]) -> None:
+    """Index one timeline shard for ``specs``, one file in each task's directory (``tasks``)."""
+    samples = shard_samples(specs, pq.read_table(shard_path(Path(timelines_dir), shard)))
+    for work, task in zip(tasks, specs, strict=True):
+        with work.commit(index_file(shard)) as tmp:
             pq.write_table(samples_table(samples[task.name], SCHEMA), tmp)
-            tmp.replace(final)
-
-
-def _fingerprint(store: TimelineStore, task: TaskSpec) -> str:
-    return digest({"version": INDEX_VERSION, "timelines": store.manifest["fingerprint"], "task": asdict(task)})
-
-
-def _prepare_task_dir(out: Path, task: TaskSpec, fingerprint: str, clean: bool) -> bool:
-    """True when the task's index is complete; otherwise make its directory ready to (re)build (``clean``:
-    removing temporaries killed runs left, which only a run that holds the whole index may do)."""
-    directory = out / task.name
-    manifest = directory / "manifest.json"
-    if manifest.exists() and read_json(manifest)["fingerprint"] == fingerprint:
-        return True
-    state = directory / "build.json"
-    if directory.exists() and (not state.exists() or read_json(state)["fingerprint"] != fingerprint):
-        log.warning("task %s changed (or its timelines did): rebuilding its index", task.name)
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if clean:
-        for leftover in directory.glob("*.tmp"):
-            leftover.unlink()
-    atomic_write_json(state, {"fingerprint": fingerprint})
-    return False
 
 
 def build_index(
@@ -98,12 +83,14 @@ def build_index(
     by whichever run finds all of its shards done."""
     store, out, tasks = TimelineStore(timelines_dir), Path(out_dir), list(tasks)
     with locked(out) if shards is None else nullcontext():
+        dirs = {t.name: task_work(out, store, t) for t in tasks}
         with locked(out):
-            fingerprints = {t.name: _fingerprint(store, t) for t in tasks}
-            pending = [t for t in tasks if not _prepare_task_dir(out, t, fingerprints[t.name], shards is None)]
+            pending = [t for t in tasks if not dirs[t.name].is_done()]
+            for task in pending:  # killed runs' temporaries: only a run holding the whole index may remove them
+                dirs[task.name].claim(clean=shards is None)
         work = {}
         for shard in shards if shards is not None else range(store.num_shards):
-            missing = [t for t in pending if not index_shard_path(out, t.name, shard).exists()]
+            missing = [t for t in pending if dirs[t.name].pending([shard], index_file)]
             if missing:
                 work[shard] = missing
         if work:
@@ -116,18 +103,17 @@ def build_index(
         groups = max(1, -(-num_workers // max(1, len(work))))
         sizes = store.manifest.get("per_event_type", {})
         jobs = [
-            (str(store.root), shard, group, str(out))
+            (str(store.root), shard, [dirs[t.name] for t in group], group)
             for shard, shard_tasks in work.items()
             for group in balanced_groups(shard_tasks, groups, sizes)
         ]
         run_jobs(build_shard, jobs, num_workers, "index shards", progress)
         with locked(out):
             for task in pending:
-                files = [index_shard_path(out, task.name, s) for s in range(store.num_shards)]
-                if all(f.exists() for f in files):
-                    _write_manifest(store, out, task, fingerprints[task.name], files, time.time() - started)
-        done = [t for t in tasks if (out / t.name / "manifest.json").exists()]
-        return {t.name: read_json(out / t.name / "manifest.json")["samples"] for t in done}
+                if not dirs[task.name].pending(range(store.num_shards), index_file):
+                    _finish(store, dirs[task.name], task, time.time() - started)
+        done = [dirs[t.name] for t in tasks if dirs[t.name].is_done()]
+        return {work.path.name: work.read_manifest()["samples"] for work in done}
 
 
 def balanced_groups(tasks: list[TaskSpec], groups: int, sizes: dict[str, dict[str, int]]) -> list[list[TaskSpec]]:
@@ -150,19 +136,16 @@ def balanced_groups(tasks: list[TaskSpec], groups: int, sizes: dict[str, dict[st
     return [[tasks[i] for i in sorted(group)] for group in members]
 
 
-def _write_manifest(
-    store: TimelineStore, out: Path, task: TaskSpec, fingerprint: str, files: list[Path], seconds: float
-) -> None:
-    atomic_write_json(
-        out / task.name / "manifest.json",
+def _finish(store: TimelineStore, work: WorkDir, task: TaskSpec, seconds: float) -> None:
+    files = [work.path / index_file(s) for s in range(store.num_shards)]
+    work.finish(
         {
-            "fingerprint": fingerprint,
             "task": asdict(task),
             "num_shards": store.num_shards,
             "samples": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
             "timelines": str(store.root),
             "build_seconds": round(seconds, 2),
-        },
+        }
     )
 
 

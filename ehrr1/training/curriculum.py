@@ -49,7 +49,7 @@ from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
-from ehrr1.utils import atomic_write_json, atomic_write_text, fresh_temporary, read_json, removed_on_failure
+from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +221,9 @@ def export_hf(trainer: pl.Trainer, module: CausalLMModule, tokenizer: Any, out_d
         state = strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
         weights = {k.removeprefix("model."): v for k, v in state.items()}
-        with removed_on_failure(fresh_temporary(out_dir), out_dir) as tmp:
+        with atomic_output(out_dir, fresh=True) as tmp:
             module.model.save_pretrained(tmp, state_dict=weights)
             tokenizer.save_pretrained(tmp)
-            tmp.replace(out_dir)
     strategy.barrier("export_hf")
 
 

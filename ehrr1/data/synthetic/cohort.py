@@ -18,7 +18,6 @@ import gzip
 import importlib.resources
 import io
 import logging
-import shutil
 import sqlite3
 from collections import Counter
 from dataclasses import asdict
@@ -43,8 +42,8 @@ from ehrr1.data.synthetic.knowledge import (
     LABS,
 )
 from ehrr1.data.synthetic.simulator import PatientSimulator, ndc_of
-from ehrr1.errors import ForeignOutputError
-from ehrr1.utils import atomic_write_json, fresh_temporary, locked, read_json, removed_on_failure
+from ehrr1.resumable import WorkDir
+from ehrr1.utils import digest, locked
 
 log = logging.getLogger(__name__)
 
@@ -341,31 +340,12 @@ def procedures_used() -> set[str]:
 
 def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
     """Write (or reuse) the synthetic cohort at ``root``; return its manifest with row counts per table."""
-    with locked(root):
-        return _generate_cohort(Path(root), settings, progress)
-
-
-def _generate_cohort(root: Path, settings: SyntheticCohortSettings, progress: bool) -> dict:
     wanted = {"version": COHORT_VERSION, **asdict(settings)}
-    if (root / MANIFEST).exists():
-        manifest = read_json(root / MANIFEST)
-        if manifest.get("settings") == wanted:
-            log.info("synthetic cohort at %s is up to date", root)
-            return manifest
-        log.warning(
-            "synthetic cohort at %s was made with %s: regenerating it with %s", root, manifest.get("settings"), wanted
+    work = WorkDir(Path(root), digest(wanted), "synthetic cohort", manifest=MANIFEST)
+    with locked(root):
+        return work.build_whole(
+            lambda tmp: _write_cohort(tmp, settings, progress), foreign="choose another data.root or empty it"
         )
-    elif root.exists() and any(root.iterdir()):
-        raise ForeignOutputError(
-            f"{root} is not empty and holds no synthetic cohort ({MANIFEST} missing); choose "
-            "another data.root or empty it"
-        )
-    with removed_on_failure(fresh_temporary(root), root) as tmp:
-        manifest = _write_cohort(tmp, settings, progress)
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.replace(root)
-    return manifest
 
 
 def _write_cohort(tmp: Path, settings: SyntheticCohortSettings, progress: bool) -> dict:
@@ -401,6 +381,4 @@ def _write_cohort(tmp: Path, settings: SyntheticCohortSettings, progress: bool) 
         for file in files:
             file.close()
     _write_mapping_tables(tmp / MAPPINGS)
-    manifest = {"settings": wanted, "rows": dict(sorted(counts.items())), "mapping_dir": MAPPINGS}
-    atomic_write_json(tmp / MANIFEST, manifest)
-    return manifest
+    return {"settings": wanted, "rows": dict(sorted(counts.items())), "mapping_dir": MAPPINGS}
