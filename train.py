@@ -1,7 +1,6 @@
 """Curriculum training: SFT stages 1-2 (and GRPO stage 3) with Lightning (``python train.py --help``)."""
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ehrr1.config import register_configs, validate
@@ -16,7 +15,7 @@ def main(cfg: DictConfig) -> None:
     validate(cfg)  # every setting in its range before any work
     from ehrr1.training.curriculum import train  # here, not at the top: --help and --cfg job stay fast
 
-    train(cfg, overrides=list(HydraConfig.get().overrides.task))
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,14 @@ from typing import Any
 import yaml
 from omegaconf import MISSING
 
-from ehrr1.config import DataPipelineConfig, EvaluateConfig, SynthesizeConfig, TrainConfig
+from ehrr1.config import (
+    DataPipelineConfig,
+    EvaluateConfig,
+    EveryStageConfig,
+    StageConfig,
+    SynthesizeConfig,
+    TrainConfig,
+)
 from tests.support import REPO
 
 CONF = REPO / "conf"
@@ -31,6 +38,7 @@ PRIMARY = {
 }
 ENTRY_SCHEMAS = (TrainConfig, EvaluateConfig, SynthesizeConfig)
 PRESETS = {"experiment"}
+NAMED_SCHEMAS = {"stage_schema": StageConfig, "every_stage_schema": EveryStageConfig}  # a YAML names its schema
 ABSENT = object()  # no default
 
 
@@ -121,9 +129,14 @@ class Option:
     package: str
     content: dict
     parents: list[tuple[str, str]]  # (group, option)
+    named_schema: Any = None  # the schema its defaults list names (/stage_schema@_here_), if any
 
     @property
     def schema(self) -> Node | None:
+        if self.named_schema is not None:
+            return Node(self.named_schema)
+        if self.parents and self.group is not None and self.parents[0][0] == self.group:
+            return option(*self.parents[0]).schema  # a stage built on another: that one's schema
         return _schema_of(self.package, PRIMARY[self.path.stem] if self.group is None else None)
 
 
@@ -133,15 +146,18 @@ def option(group: str | None, name: str) -> Option:
     content = yaml.safe_load(text) or {}
     package = _header_package(text)
     package = (group or "") if package is None else ("" if package == "_global_" else package)
-    parents = []
+    parents, named = [], None
     for entry in content.get("defaults", []):
-        if isinstance(entry, str) and entry != "_self_" and not entry.endswith("_schema"):
-            if entry.startswith("/"):
-                entry_group, entry_name = entry.split("@")[0].strip("/").rsplit("/", 1)
-                parents.append((entry_group, entry_name))
-            elif group is not None:
-                parents.append((group, entry))
-    return Option(path, group, package, content, parents)
+        if not isinstance(entry, str) or entry == "_self_":
+            continue  # a dict entry places another group's option elsewhere (a curriculum's stages)
+        name = entry.split("@")[0]
+        if name.endswith("_schema"):
+            named = NAMED_SCHEMAS.get(name.strip("/"))
+        elif name.startswith("/"):
+            parents.append(tuple(name.strip("/").rsplit("/", 1)))
+        elif group is not None:
+            parents.append((group, name))
+    return Option(path, group, package, content, parents, named)
 
 
 def _set_by(opt: Option) -> dict[tuple[str, ...], Any]:

@@ -17,10 +17,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ehrr1.config import HardwareConfig, LossOn, LossPer, Strategy, settings_of
+from ehrr1.config import HardwareConfig, LossOn, LossPer, Strategy, settings_of, validate
+from ehrr1.errors import ConfigError
 from ehrr1.models.factory import init_random_model
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
-from ehrr1.training.curriculum import train
+from ehrr1.training.curriculum import as_one_stage, curriculum_stages, train
 from ehrr1.training.data import (
     IGNORE,
     Encoded,
@@ -88,7 +89,8 @@ def test_every_experiment_composes_with_every_stage(experiment, model, hardware,
     for stage in ("curriculum", "domain_adaptation", "reasoning", "rl"):
         cfg = compose_config("train", f"experiment={experiment}", f"stage={stage}")
         assert (cfg.model.name, cfg.hardware.name, cfg.stage.name) == (model, hardware, stage)
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        for _, each in curriculum_stages(cfg):
+            OmegaConf.to_container(as_one_stage(cfg, each), throw_on_missing=True)
     cfg = compose_config("train", f"experiment={experiment}", "stage=domain_adaptation")
     assert cfg.stage.optim.lr == lr and cfg.stage.schedule.scheduler.value == "cosine"
     if experiment != "smoke":
@@ -158,11 +160,17 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_cli_help_and_cfg_job(tmp_path):
     help_text = run_cli("--help", cwd=tmp_path)
     assert help_text.returncode == 0
-    stages = "curriculum, domain_adaptation, ehr_r1_domain_adaptation, ehr_r1_reasoning, ehr_r1_rl, reasoning, rl"
+    stages = (
+        "curriculum, domain_adaptation, ehr_r1, ehr_r1_domain_adaptation, ehr_r1_reasoning, ehr_r1_rl, reasoning, rl"
+    )
     assert f"stage: {stages}" in help_text.stdout
     assert "hardware: cpu, ddp, deepspeed_zero3, fsdp, gpu, slurm" in help_text.stdout
     job = run_cli("--cfg", "job", "stage=reasoning", "stage.optim.lr=0.5", cwd=tmp_path)
     assert job.returncode == 0 and "name: reasoning" in job.stdout and "lr: 0.5" in job.stdout
+    job = run_cli("--cfg", "job", "+stages.rl.optim.lr=0.25", "~curriculum.reasoning", cwd=tmp_path)
+    shown = OmegaConf.create(job.stdout)  # the curriculum's stages, composed before anything runs
+    assert list(shown.curriculum) == ["domain_adaptation", "rl"] and shown.curriculum.rl.optim.lr == 1e-6
+    assert shown.stages.rl.optim.lr == 0.25 and shown.stage.optim.lr == 3e-3
 
 
 # --- data: masking, packing, order ----------------------------------------------------------------------------
@@ -248,9 +256,30 @@ def test_answer_weight_scales_the_assistant_tokens_in_the_loss(tokenizer):
     torch.testing.assert_close(loss(each), sum(means) / 2, rtol=1e-5, atol=1e-5)  # the mean of the examples'
 
 
+def test_a_curriculum_gives_each_stage_its_own_settings_and_those_set_for_every_stage():
+    cfg = compose_config("train", "stage.optim.lr=1e-3", "stage.gradient_clip=null", "+stages.rl.grpo.group_size=3")
+    stages = dict(curriculum_stages(cfg))
+    assert list(stages) == ["domain_adaptation", "reasoning", "rl"]  # in the curriculum's order
+    assert {s.optim.lr for s in stages.values()} == {1e-3} and {s.gradient_clip for s in stages.values()} == {None}
+    assert stages["rl"].grpo.group_size == 3 and stages["reasoning"].grpo.group_size == 4  # one stage's own
+    assert stages["rl"].micro_batch_size == 2  # the main job's (experiment=smoke) setting for every stage
+    assert stages["rl"].schedule.scheduler.value == "constant" and stages["reasoning"].data == cfg.synthesis.dir
+    assert stages["rl"].name == "rl" and cfg.stage.name == "curriculum"
+    assert stages["rl"].optim.lr == 1e-3 and cfg.curriculum.rl.optim.lr == 1e-6  # for every stage, over its own
+    with pytest.raises(ConfigError, match="stage=curriculum has no stages left to run"):
+        validate(compose_config("train", "~curriculum.domain_adaptation", "~curriculum.reasoning", "~curriculum.rl"))
+    with pytest.raises(ConfigError, match=r"stages.rll: no stage 'rll' runs; did you mean 'rl'\?"):
+        validate(compose_config("train", "+stages.rll.epochs=2"))
+    with pytest.raises(ConfigError, match=r"stages.rl.optim.lrr: Key 'lrr' not in 'OptimConfig'"):
+        validate(compose_config("train", "+stages.rl.optim.lrr=2"))
+    one = dict(curriculum_stages(compose_config("train", "stage=rl", "+stages.rl.epochs=2")))
+    assert list(one) == ["rl"] and one["rl"].epochs == 2
+
+
 def test_the_paper_presets_compose_the_references_recipe():
     cfg = compose_config("train", "experiment=ehr_r1_1.7b")
-    assert list(cfg.curriculum) == ["ehr_r1_domain_adaptation", "ehr_r1_reasoning", "ehr_r1_rl"]
+    assert cfg.stage.name == "ehr_r1" and list(cfg.curriculum) == ["domain_adaptation", "reasoning", "rl"]
+    assert [s.max_seq_len for s in cfg.curriculum.values()] == [8192, 12288, None]  # conf/stage/ehr_r1_*
     assert cfg.model.thinking_switch == ThinkingSwitch.suffix
     first = compose_config("train", "experiment=ehr_r1_1.7b", "stage=ehr_r1_domain_adaptation").stage
     assert (first.name, first.loss_on, first.max_seq_len, first.epochs) == ("domain_adaptation", "all", 8192, 1)
@@ -382,7 +411,7 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         from hydra import compose
 
-        results = train(compose("train", overrides=overrides), overrides)
+        results = train(compose("train", overrides=overrides))
     last_lines = capsys.readouterr().out.strip().splitlines()[-3:]  # what a person reads at the end
     assert last_lines[0].startswith("Trained ") and "domain_adaptation, reasoning, rl" in last_lines[0]
     assert last_lines[1].startswith("Scored: decision-making macro ") and "tabular" in last_lines[1]
@@ -391,8 +420,9 @@ def test_curriculum_chains_stages_and_its_stored_config_reproduces_it(small_data
     assert [r.status for r in results] == ["trained", "trained", "trained"]
     assert second.init == first.hf_dir and third.init == second.hf_dir and third.reward_first is not None
     stored = OmegaConf.load(tmp_path / "run" / "resolved_config.yaml")
-    assert stored.stages.domain_adaptation.optim.lr == stored.stages.reasoning.optim.lr == 1e-3
-    assert stored.stages.reasoning.data == str(reasoning)
+    stored_stages = dict(curriculum_stages(stored))
+    assert stored_stages["domain_adaptation"].optim.lr == stored_stages["reasoning"].optim.lr == 1e-3
+    assert stored_stages["reasoning"].data == str(reasoning)
     written = [json.loads(line) for line in (reasoning / "train.jsonl").read_text().splitlines()]
     chains = [r for r in written if r["messages"][-1]["content"].startswith("<think>")]
     assert chains and all(r["messages"][-1]["content"].startswith("<think>\n## Extraction") for r in chains)

@@ -23,6 +23,7 @@ from ehrr1.config.checks import (
     Range,
     checked,
     did_you_mean,
+    given_settings,
     known_split,
     remote_refusal,
     settings_of,
@@ -64,6 +65,7 @@ from ehrr1.config.runs import (
 )
 from ehrr1.config.stage import (
     AnswerMetric,
+    EveryStageConfig,
     GRPOConfig,
     LoraConfig,
     LossOn,
@@ -99,6 +101,7 @@ __all__ = [
     "ACCELERATORS",
     "AfterTrainingConfig",
     "AnswerMetric",
+    "EveryStageConfig",
     "ArchitectureConfig",
     "AttentionImplementation",
     "BackendConfig",
@@ -173,6 +176,7 @@ __all__ = [
     "WriterKind",
     "checked",
     "did_you_mean",
+    "given_settings",
     "known_split",
     "register_configs",
     "remote_refusal",

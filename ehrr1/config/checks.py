@@ -7,11 +7,11 @@ import contextlib
 import difflib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
+from typing import Any, TypeVar, cast, get_type_hints
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ehrr1.errors import ConfigError
@@ -80,6 +80,31 @@ def known_split(at: str, value: str | None) -> list[str]:
     if value is None or value in SPLITS:
         return []
     return [f"{at}={value}: unknown split; {did_you_mean(value, SPLITS)}"]
+
+
+def unset_by_default(cls: type[T]) -> type[T]:
+    """A subclass of the dataclass ``cls`` whose every setting, nested ones included, is unset (``???``) until
+    given: a node of it holds only what a config or an override set. Ranges and cross-field rules stay."""
+    hints = get_type_hints(cls)
+    specs: list[tuple[str, Any, Any]] = []
+    for f in fields(cast(Any, cls)):
+        kind = hints[f.name]
+        if is_dataclass(kind):
+            specs.append((f.name, kind, field(default_factory=unset_by_default(cast(type, kind)), metadata=f.metadata)))
+        else:
+            specs.append((f.name, kind, field(default=MISSING, metadata=f.metadata)))
+    return cast(type[T], make_dataclass(f"Unset{cls.__name__}", specs, bases=(cls,)))
+
+
+def given_settings(node: DictConfig) -> dict[str, Any]:
+    """The settings of ``node`` that are set (not ``???``), nested ones included, interpolations unresolved."""
+
+    def keep(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: keep(v) for k, v in value.items() if v != MISSING and keep(v) != {}}
+        return value
+
+    return keep(OmegaConf.to_container(node, resolve=False))
 
 
 def settings_of(cls: type[T], node: DictConfig) -> T:

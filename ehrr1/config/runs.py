@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ehrr1.config.backend import BackendConfig, SamplingParams
 from ehrr1.config.bench import Baseline, BenchConfig, TabularSettings
-from ehrr1.config.checks import checked, known_split
+from ehrr1.config.checks import checked, did_you_mean, known_split
 from ehrr1.config.data import DataConfig, MarkdownConfig, TimelinesConfig
 from ehrr1.config.hardware import HardwareConfig
 from ehrr1.config.logger import LoggerConfig
 from ehrr1.config.model import ModelConfig
-from ehrr1.config.stage import StageConfig
+from ehrr1.config.stage import EveryStageConfig, StageConfig
 from ehrr1.config.synthesis import SynthesisConfig
 from ehrr1.config.task_mix import ExportConfig, IndexConfig, SelectionSettings, TaskMixConfig, TasksConfig
 
@@ -75,16 +77,36 @@ class AfterTrainingConfig:
 
 @dataclass
 class TrainConfig(DataPipelineConfig):
-    stage: StageConfig = MISSING  # one stage, or ``curriculum``: the stages of ``curriculum`` in order
-    # stage=curriculum runs these in order, each from the previous one's weights, skipping those without data
-    curriculum: list[str] = field(default_factory=lambda: ["domain_adaptation", "reasoning", "rl"])
-    stages: dict[str, StageConfig] = field(default_factory=dict)  # filled at start: the curriculum's stages
+    # conf/stage/: one stage (a StageConfig), or a curriculum (an EveryStageConfig: the settings given for
+    # every stage, ??? where each stage keeps its own); each option's YAML names its schema
+    stage: Any = MISSING
+    # a curriculum's stages in the order they run, each from the previous one's weights (those without data
+    # are skipped), as their conf/stage/<name>.yaml make them: composed by the curriculum's defaults list
+    curriculum: dict[str, StageConfig] = field(default_factory=dict)
+    # one stage's own settings, over those for every stage: +stages.<name>.<key>=...
+    stages: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0
     resume: str | None = None  # an earlier run directory (outputs/train/<time>): continue it where it stopped
     run_dir: str | None = None  # where the run's stages go; None: Hydra's output directory
     evaluate: AfterTrainingConfig = field(default_factory=AfterTrainingConfig)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        if not node.curriculum and OmegaConf.is_missing(node.stage, "data"):
+            return [f"stage={node.stage.name} has no stages left to run: choose another stage or keep one of them"]
+        names = list(node.curriculum) or [node.stage.name]
+        found = []
+        for name, own in node.stages.items():
+            if name not in names:
+                found.append(f"stages.{name}: no stage '{name}' runs; {did_you_mean(str(name), names)}")
+                continue
+            try:
+                OmegaConf.merge(OmegaConf.structured(StageConfig), own)
+            except OmegaConfBaseException as exc:
+                found.append(f"stages.{name}.{exc.full_key}: {str(exc).splitlines()[0]}")  # type: ignore[attr-defined]
+        return found
 
 
 @dataclass
@@ -143,3 +165,5 @@ def register_configs(*names: str) -> None:
     cs = ConfigStore.instance()
     for name in names or SCHEMAS:
         cs.store(name=name, node=SCHEMAS[name])
+    cs.store(name="stage_schema", node=StageConfig)  # each stage's YAML names it (/stage_schema@_here_)
+    cs.store(name="every_stage_schema", node=EveryStageConfig)  # each curriculum's YAML names it

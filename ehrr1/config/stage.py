@@ -7,7 +7,7 @@ from enum import Enum
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import checked
+from ehrr1.config.checks import checked, unset_by_default
 
 
 class Objective(str, Enum):
@@ -155,3 +155,8 @@ class StageConfig:
     log_every_n_steps: int = checked(10, ge=1)
     checkpoint_every_n_steps: int = checked(500, ge=1)  # resumable Lightning checkpoints (the last one is kept)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)  # objective grpo only
+
+
+# A curriculum's ``stage`` node (conf/stage/curriculum.yaml): the settings given for every stage, each unset (???)
+# until an experiment or an override sets it; a stage keeps its own where they are unset.
+EveryStageConfig = unset_by_default(StageConfig)

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -36,8 +36,8 @@ from ehrr1.config import (
     StageConfig,
     Strategy,
     Toggle,
+    given_settings,
     settings_of,
-    validate,
 )
 from ehrr1.errors import ConfigError, MissingInputError
 from ehrr1.evaluation.report import score_text
@@ -52,8 +52,6 @@ from ehrr1.training.sft import SFTModule
 from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
-
-CURRICULUM = "curriculum"
 
 
 @dataclass
@@ -86,23 +84,19 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def compose_stages(cfg: DictConfig, overrides: list[str]) -> None:
-    """Fill ``cfg.stages`` with each curriculum stage as ``python train.py stage=<name> <overrides>`` composes it.
-
-    Done once, when the run starts; the stored config then holds them, so re-running it needs no composing.
-    """
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-
-    missing = [name for name in cfg.curriculum if name not in cfg.stages]
-    if not missing:
-        return
-    if not GlobalHydra.instance().is_initialized():
-        raise RuntimeError("composing the curriculum's stages needs Hydra (train.py, or hydra.initialize_config_dir)")
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("stage=", "resume=", "run_dir="))]
-    with open_dict(cfg.stages):
-        for name in missing:
-            cfg.stages[name] = compose(config_name="train", overrides=[*kept, f"stage={name}"]).stage
+def curriculum_stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The stages a run trains, in order, each with its settings: its own config (``stage`` alone, or a
+    curriculum's ``curriculum.<name>``), then those given for every stage (a curriculum's ``stage``), then
+    its own given ones (``stages.<name>``)."""
+    if not cfg.curriculum:
+        recipes, every = {cfg.stage.name: cfg.stage}, {}
+    else:
+        recipes = dict(cfg.curriculum.items())
+        every = {k: v for k, v in given_settings(cfg.stage).items() if k != "name"}
+    return [
+        (str(name), cast(DictConfig, OmegaConf.merge(recipe, every, cfg.stages.get(name, {}))))
+        for name, recipe in recipes.items()
+    ]
 
 
 def global_rank() -> int:
@@ -110,22 +104,23 @@ def global_rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0))
 
 
+def as_one_stage(cfg: DictConfig, stage: DictConfig) -> DictConfig:
+    """The run's config as one of its stages sees it: ``stage`` in place of the curriculum, resolved."""
+    one = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    one.stage = OmegaConf.to_container(stage, resolve=False)
+    one.curriculum, one.stages = {}, {}
+    return cast(DictConfig, OmegaConf.create(OmegaConf.to_container(one, resolve=True)))
+
+
 def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]]:
     """Each stage's full resolved config, stored in its directory (and read back from there on resume)."""
-    curriculum = cfg.stage.name == CURRICULUM
-    names = list(cfg.curriculum) if curriculum else [cfg.stage.name]
     out = []
-    for k, name in enumerate(names, 1):
+    for k, (name, stage) in enumerate(curriculum_stages(cfg), 1):
         path = run_dir / "stages" / f"{k}_{name}" / "config.yaml"
-        stage_cfg: Any
         if path.exists():
-            stage_cfg = OmegaConf.load(path)
+            stage_cfg = cast(DictConfig, OmegaConf.load(path))
         else:
-            stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-            if curriculum:
-                stage_cfg.stage = cfg.stages[name]
-            stage_cfg.stages = {}
-            stage_cfg = OmegaConf.create(OmegaConf.to_container(stage_cfg, resolve=True))
+            stage_cfg = as_one_stage(cfg, stage)
             if global_rank() == 0:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, OmegaConf.to_yaml(stage_cfg))
@@ -366,7 +361,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResult]:
+def train(cfg: DictConfig) -> list[StageResult]:
     """Run the configured stage, or the curriculum's stages in order; print and return their results."""
     resumed = bool(cfg.resume)
     if resumed:
@@ -378,15 +373,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> list[StageResu
         cfg = cast(DictConfig, OmegaConf.load(stored))
     else:
         run_dir = run_directory(cfg)
-        if cfg.stage.name == CURRICULUM:
-            compose_stages(cfg, list(overrides or []))
-            validate(cfg)  # each stage as composed
     check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
     check_task_mix(cfg)
     if not resumed and global_rank() == 0:
         save_run_config(cfg, run_dir)
     stages = stage_configs(cfg, run_dir)
-    single = cfg.stage.name != CURRICULUM
+    single = not cfg.curriculum
     results: list[StageResult] = []
     previous = None
     for k, (name, stage_cfg) in enumerate(stages, 1):
