@@ -115,6 +115,21 @@ def atomic_output(final: str | Path, fresh: bool = False) -> Iterator[Path]:
         os.replace(tmp, final)
 
 
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``: the object ``config``'s ``_target_`` builds from its settings and ``kwargs``.
+    A user's mistake raised while building it (a setting the object refuses, a missing file or install)
+    comes out as itself, not wrapped in Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, UserError | OSError | ImportError):
+            raise exc.__cause__ from None
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)

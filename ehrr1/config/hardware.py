@@ -1,20 +1,14 @@
-"""``conf/hardware/``: Lightning accelerator, devices, strategy (DDP, FSDP, DeepSpeed) and precision."""
+"""``conf/hardware/``: Lightning accelerator, devices, strategy (DDP, FSDP, DeepSpeed: built by ``_target_``) and
+precision."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from omegaconf import MISSING, DictConfig
 
 from ehrr1.config.checks import checked, did_you_mean
-
-
-class Strategy(str, Enum):
-    auto = "auto"  # one device
-    ddp = "ddp"
-    fsdp = "fsdp"
-    deepspeed_zero3 = "deepspeed_zero3"
 
 
 class FSDPSharding(str, Enum):
@@ -30,16 +24,43 @@ class FSDPStateDict(str, Enum):
 
 
 @dataclass
-class FSDPConfig:
+class StrategyConfig:
+    """A Lightning strategy over several devices: ``_target_`` is called with the settings beside it
+    (``hydra.utils.instantiate``). Each hardware option names its schema (``/ddp_schema@strategy``)."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class DDPConfig(StrategyConfig):
+    _target_: str = "lightning.pytorch.strategies.DDPStrategy"
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class FSDPConfig(StrategyConfig):
+    """Fully sharded data parallel, wrapping (and checkpointing) each decoder layer."""
+
+    _target_: str = "ehrr1.training.hardware.fsdp_strategy"
     sharding_strategy: FSDPSharding = FSDPSharding.FULL_SHARD
     cpu_offload: bool = False
     state_dict_type: FSDPStateDict = FSDPStateDict.full
 
 
 @dataclass
-class DeepSpeedConfig:
+class DeepSpeedConfig(StrategyConfig):
+    """DeepSpeed ZeRO (the paper's stage 3); needs the gpu extra."""
+
+    _target_: str = "ehrr1.training.hardware.deepspeed_strategy"
+    stage: int = checked(3, ge=1, le=3)
     offload_optimizer: bool = False
     offload_parameters: bool = False
+    # DeepSpeed's micro-batch (its throughput logs); None: the stage's micro_batch_size (our loader yields ready
+    # micro-batches, so DeepSpeed cannot read it off the loader)
+    logging_batch_size_per_gpu: int | None = checked(None, ge=1)
+
+
+STRATEGY_SCHEMAS = {"ddp_schema": DDPConfig, "fsdp_schema": FSDPConfig, "deepspeed_schema": DeepSpeedConfig}
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
@@ -56,10 +77,8 @@ class HardwareConfig:
     accelerator: str = "cpu"  # cpu, gpu, auto
     devices: int = checked(1, ge=1, also=(-1,))  # per node; -1: all visible
     num_nodes: int = checked(1, ge=1)
-    strategy: Strategy = Strategy.auto
+    strategy: StrategyConfig | None = None  # None: one device per process (Lightning's "auto")
     precision: str = "32-true"  # Lightning precision: 32-true, bf16-mixed, bf16-true, 16-mixed
-    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
-    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     dataloader_workers: int = checked(0, ge=0)
 
     @staticmethod

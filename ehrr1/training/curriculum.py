@@ -28,13 +28,13 @@ from rich.table import Table
 from ehrr1.artefacts.graph import builder_at
 from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
+    DeepSpeedConfig,
     HardwareConfig,
     LoggerConfig,
     LoggerKind,
     ModelConfig,
     Objective,
     StageConfig,
-    Strategy,
     Toggle,
     given_settings,
     settings_of,
@@ -296,8 +296,8 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
             stage.schedule,
             gradient_checkpointing=stage.gradient_checkpointing,
             liger=stage.liger,
-            cpu_offload_optimizer=hardware.strategy is Strategy.deepspeed_zero3
-            and hardware.deepspeed.offload_optimizer,
+            cpu_offload_optimizer=isinstance(hardware.strategy, DeepSpeedConfig)
+            and hardware.strategy.offload_optimizer,
         )
     rl = stage.objective is Objective.grpo
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from typing import Any
 
-from ehrr1.config import HardwareConfig, Strategy
+from ehrr1.config import DeepSpeedConfig, FSDPSharding, FSDPStateDict, HardwareConfig
 from ehrr1.errors import ConfigError
+from ehrr1.utils import instantiate
 
 
 def decoder_layer_classes() -> set[type]:
@@ -18,31 +20,40 @@ def decoder_layer_classes() -> set[type]:
 
 
 def build_strategy(hw: HardwareConfig, micro_batch_size: int = 1) -> Any:
-    """The Lightning strategy object for ``hardware.strategy`` (``"auto"`` for one device)."""
-    if hw.strategy is Strategy.auto:
+    """The Lightning strategy of ``hardware.strategy``, built by its ``_target_``; ``"auto"`` for one device.
+    DeepSpeed, unless told otherwise, is told the stage's micro-batch size."""
+    if hw.strategy is None:
         return "auto"
-    if hw.strategy is Strategy.ddp:
-        from lightning.pytorch.strategies import DDPStrategy
+    strategy = hw.strategy
+    if isinstance(strategy, DeepSpeedConfig) and strategy.logging_batch_size_per_gpu is None:
+        strategy = replace(strategy, logging_batch_size_per_gpu=micro_batch_size)
+    return instantiate(strategy)
 
-        return DDPStrategy(find_unused_parameters=False)
-    if hw.strategy is Strategy.fsdp:
-        from lightning.pytorch.strategies import FSDPStrategy
 
-        return FSDPStrategy(
-            auto_wrap_policy=decoder_layer_classes(),
-            sharding_strategy=hw.fsdp.sharding_strategy.value,  # type: ignore[arg-type]  # one of its Literal's
-            cpu_offload=hw.fsdp.cpu_offload,
-            state_dict_type=hw.fsdp.state_dict_type.value,  # type: ignore[arg-type]
-            use_orig_params=True,
-        )
+def fsdp_strategy(sharding_strategy: FSDPSharding, cpu_offload: bool, state_dict_type: FSDPStateDict) -> Any:
+    """FSDP wrapping (and checkpointing) each decoder layer, with the original parameters kept for the optimiser."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return FSDPStrategy(
+        auto_wrap_policy=decoder_layer_classes(),
+        sharding_strategy=FSDPSharding(sharding_strategy).value,  # type: ignore[arg-type]  # one of its Literal's
+        cpu_offload=cpu_offload,
+        state_dict_type=FSDPStateDict(state_dict_type).value,  # type: ignore[arg-type]
+        use_orig_params=True,
+    )
+
+
+def deepspeed_strategy(
+    stage: int, offload_optimizer: bool, offload_parameters: bool, logging_batch_size_per_gpu: int
+) -> Any:
     require_deepspeed()
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     return DeepSpeedStrategy(
-        stage=3,
-        offload_optimizer=hw.deepspeed.offload_optimizer,
-        offload_parameters=hw.deepspeed.offload_parameters,
-        logging_batch_size_per_gpu=micro_batch_size,  # our loader yields ready micro-batches (no batch_size)
+        stage=stage,
+        offload_optimizer=offload_optimizer,
+        offload_parameters=offload_parameters,
+        logging_batch_size_per_gpu=logging_batch_size_per_gpu,
     )
 
 
@@ -63,7 +74,7 @@ def check_hardware(hw: HardwareConfig) -> None:
     visible = torch.cuda.device_count() if hw.accelerator in ("gpu", "cuda") else None
     if visible is not None and hw.devices > visible:
         raise ConfigError(f"hardware.devices={hw.devices} but {visible} GPU(s) are visible on this machine")
-    if hw.strategy is Strategy.deepspeed_zero3:
+    if isinstance(hw.strategy, DeepSpeedConfig):
         require_deepspeed()
 
 
