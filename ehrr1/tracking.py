@@ -1,11 +1,92 @@
-"""Weights & Biases settings shared by training and evaluation."""
+"""Where metrics go (``logger=``): one tracker per option, built from its config by ``_target_``, serving a
+training stage (a Lightning logger) and an evaluation (its scores). Only numbers and the config are logged:
+never prompts; model outputs only when the evaluation opts in (``log_outputs=true``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ehrr1.config import WandbMode
+
+
+class NoTracker:
+    """``logger=none``: the progress bar and the console summary only."""
+
+    def stage_logger(self, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]) -> Any:
+        """The Lightning logger of one training stage (False: none)."""
+        return False
+
+    def finish_stage(self, trainer: Any) -> None:
+        """After a stage's training: close what the stage's logger opened."""
+
+    def log_evaluation(self, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool) -> None:
+        """An evaluation's scores (the report's files are written either way)."""
+
+
+class CSVTracker(NoTracker):
+    """``logger=csv``: each stage's metrics in ``<stage dir>/csv/version_<attempt>/metrics.csv``."""
+
+    def stage_logger(self, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]) -> Any:
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(stage_dir), name="csv")
+
+
+class WandbTracker(NoTracker):
+    """``logger=wandb``: each training stage a run of the group named after the training run; an evaluation a
+    run of its own, with the scores as its summary and a per-task table."""
+
+    def __init__(self, project: str, entity: str | None, mode: WandbMode, tags: list[str]):
+        self.project, self.entity, self.mode, self.tags = project, entity, WandbMode(mode), list(tags)
+
+    def stage_logger(self, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]) -> Any:
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=self.project,
+            entity=self.entity,
+            name=f"{run_name}/{stage}",
+            group=run_name,
+            save_dir=str(stage_dir),
+            mode=wandb_mode(self.mode),
+            tags=self.tags,
+        )
+        logger.log_hyperparams(config)
+        return logger
+
+    def finish_stage(self, trainer: Any) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
+            trainer.logger.experiment.finish()
+
+    def log_evaluation(self, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool) -> None:
+        """Scores as the run summary and a per-task table; per-sample outputs only when opted in. No prompts."""
+        import wandb
+
+        run = wandb.init(
+            project=self.project,
+            entity=self.entity,
+            name=f"eval/{Path(report['run']['model']).name}",
+            job_type="evaluation",
+            dir=str(out),
+            mode=wandb_mode(self.mode),  # type: ignore[arg-type]  # one of wandb's modes, or WANDB_MODE as set
+            config=report["run"],
+            tags=self.tags,
+        )
+        tasks = report["tasks"]
+        run.summary.update({f"{t['task']}/{t['metric']}": t["value"] for t in tasks if t["value"] is not None})
+        run.summary.update({f"macro/{kind}": m["value"] for kind, m in report["macro"].items()})
+        columns: list[str | int] = list(tasks[0]) if tasks else []
+        run.log({"report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in tasks])})
+        if log_outputs:
+            fields = ["id", "task", "answer", "target", "score", "p_yes", "finish_reason"]
+            data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
+            run.log({"samples": wandb.Table(columns=list[str | int](fields), data=data)})
+        run.finish()
 
 
 def wandb_mode(mode: WandbMode) -> str:

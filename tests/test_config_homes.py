@@ -241,14 +241,14 @@ def test_no_schema_default_is_always_overridden():
 def test_the_rules_catch_what_they_describe(tmp_path, monkeypatch):
     """A restated line and a default every option overrides are both found (the test can fail)."""
     folder = tmp_path / "conf"
-    (folder / "logger").mkdir(parents=True)
+    (folder / "hardware").mkdir(parents=True)
     (folder / "train.yaml").write_text("seed: 0\n")
-    (folder / "logger" / "a.yaml").write_text("kind: csv\nproject: ehrr1\nentity: one\n")
-    (folder / "logger" / "b.yaml").write_text("kind: none\nentity: two\n")
+    (folder / "hardware" / "a.yaml").write_text("name: a\naccelerator: cpu\ndevices: 2\n")
+    (folder / "hardware" / "b.yaml").write_text("name: b\ndevices: 4\n")
     monkeypatch.setattr(sys.modules[__name__], "CONF", folder)
     restates = [p for opt in _files() for p in restated(opt)]
     dead = dead_defaults()
     assert any("train.yaml: seed = 0" in p for p in restates)
-    assert any("logger/a.yaml: logger.project = 'ehrr1'" in p for p in restates)
-    assert any("every option sets logger.entity" in p for p in dead)
-    assert not any("logger.kind" in p for p in restates + dead)  # no schema default: each option states it
+    assert any("hardware/a.yaml: hardware.accelerator = 'cpu'" in p for p in restates)
+    assert any("every option sets hardware.devices" in p for p in dead)
+    assert not any("hardware.name" in p for p in restates + dead)  # no schema default: each option states it

@@ -52,7 +52,14 @@ from ehrr1.config.hardware import (
     HardwareConfig,
     StrategyConfig,
 )
-from ehrr1.config.logger import LoggerConfig, LoggerKind, WandbMode
+from ehrr1.config.logger import (
+    LOGGER_SCHEMAS,
+    CSVLoggerConfig,
+    LoggerConfig,
+    NoLoggerConfig,
+    WandbLoggerConfig,
+    WandbMode,
+)
 from ehrr1.config.model import ArchitectureConfig, AttentionImplementation, ModelConfig, ThinkingSwitch, WeightsDtype
 from ehrr1.config.runs import (
     SCHEMAS,
@@ -108,6 +115,7 @@ __all__ = [
     "Baseline",
     "BenchConfig",
     "BenchSource",
+    "CSVLoggerConfig",
     "ChainFilter",
     "ChainPrompt",
     "CooccurrenceConfig",
@@ -130,8 +138,8 @@ __all__ = [
     "IndexConfig",
     "KeepChains",
     "LOCAL_HOSTS",
+    "LOGGER_SCHEMAS",
     "LoggerConfig",
-    "LoggerKind",
     "LoraConfig",
     "LossOn",
     "LossPer",
@@ -140,6 +148,7 @@ __all__ = [
     "MarkdownStyle",
     "ModelConfig",
     "ModulesConfig",
+    "NoLoggerConfig",
     "Objective",
     "OnDuplicates",
     "OptimConfig",
@@ -172,6 +181,7 @@ __all__ = [
     "Toggle",
     "TopKPer",
     "TrainConfig",
+    "WandbLoggerConfig",
     "WandbMode",
     "WeightsDtype",
     "WriterConfig",

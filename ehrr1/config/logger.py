@@ -1,4 +1,5 @@
-"""``conf/logger/``: where metrics go (none, CSV, W&B); never EHR text."""
+"""``conf/logger/``: where metrics go (none, CSV, W&B); never EHR text. Each option names its schema, whose
+``_target_`` is the tracker that ``ehrr1.tracking`` builds for a training stage and for an evaluation."""
 
 from __future__ import annotations
 
@@ -6,12 +7,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from omegaconf import MISSING
-
-
-class LoggerKind(str, Enum):
-    none = "none"
-    csv = "csv"
-    wandb = "wandb"
 
 
 class WandbMode(str, Enum):
@@ -22,10 +17,29 @@ class WandbMode(str, Enum):
 
 @dataclass
 class LoggerConfig:
-    """Metrics logging (``conf/logger/``). Only numbers and the config are logged, never EHR text."""
+    """Metrics logging (``conf/logger/``): ``_target_`` builds the tracker. Only numbers and the config are
+    logged, never EHR text."""
 
-    kind: LoggerKind = MISSING
+    _target_: str = MISSING
+
+
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    _target_: str = "ehrr1.tracking.NoTracker"  # the progress bar and the console summary only
+
+
+@dataclass
+class CSVLoggerConfig(LoggerConfig):
+    _target_: str = "ehrr1.tracking.CSVTracker"  # csv/version_<attempt>/metrics.csv in each stage's directory
+
+
+@dataclass
+class WandbLoggerConfig(LoggerConfig):
+    _target_: str = "ehrr1.tracking.WandbTracker"
     project: str = "ehrr1"
     entity: str | None = None
     mode: WandbMode = WandbMode.auto
     tags: list[str] = field(default_factory=list)
+
+
+LOGGER_SCHEMAS = {"no_logger_schema": NoLoggerConfig, "csv_schema": CSVLoggerConfig, "wandb_schema": WandbLoggerConfig}

@@ -16,7 +16,7 @@ from ehrr1.config.bench import Baseline, BenchConfig, TabularSettings
 from ehrr1.config.checks import checked, did_you_mean, known_split
 from ehrr1.config.data import DataConfig, MarkdownConfig, TimelinesConfig
 from ehrr1.config.hardware import STRATEGY_SCHEMAS, HardwareConfig
-from ehrr1.config.logger import LoggerConfig
+from ehrr1.config.logger import LOGGER_SCHEMAS, LoggerConfig
 from ehrr1.config.model import ModelConfig
 from ehrr1.config.stage import EveryStageConfig, StageConfig
 from ehrr1.config.synthesis import SynthesisConfig
@@ -167,5 +167,5 @@ def register_configs(*names: str) -> None:
         cs.store(name=name, node=SCHEMAS[name])
     cs.store(name="stage_schema", node=StageConfig)  # each stage's YAML names it (/stage_schema@_here_)
     cs.store(name="every_stage_schema", node=EveryStageConfig)  # each curriculum's YAML names it
-    for name, schema in STRATEGY_SCHEMAS.items():  # each multi-device hardware option names one
+    for name, schema in {**STRATEGY_SCHEMAS, **LOGGER_SCHEMAS}.items():  # each hardware / logger option names one
         cs.store(name=name, node=schema)

@@ -18,9 +18,8 @@ from ehrr1.config import (
     BackendConfig,
     Baseline,
     BenchSource,
-    LoggerConfig,
-    LoggerKind,
     ModelConfig,
+    NoLoggerConfig,
     TabularSettings,
     did_you_mean,
     settings_of,
@@ -36,7 +35,7 @@ from ehrr1.models.tokenizer import missing_local
 from ehrr1.run_config import save_run_config
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import atomic_write_text, digest
+from ehrr1.utils import atomic_write_text, digest, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         {
             "bench": {"source": "built"},
             "backend": {"name": "hf", "device": "auto"},
-            "logger": {"kind": "none"},
+            "logger": NoLoggerConfig(),
             "sampling": {"max_tokens": settings.max_tokens},
             "thinking": settings.thinking,
             "batch_size": settings.batch_size,
@@ -165,35 +164,6 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         },
     )
     return evaluate(cast(DictConfig, eval_cfg))
-
-
-def log_to_wandb(
-    settings: LoggerConfig, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool
-) -> None:
-    """Scores as the run summary and a per-task table; per-sample outputs only when opted in. No prompts."""
-    import wandb
-
-    from ehrr1.tracking import wandb_mode
-
-    run = wandb.init(
-        project=settings.project,
-        entity=settings.entity,
-        name=f"eval/{Path(report['run']['model']).name}",
-        job_type="evaluation",
-        dir=str(out),
-        mode=cast(Any, wandb_mode(settings.mode)),  # one of wandb's modes, or WANDB_MODE as the user set it
-        config=report["run"],
-        tags=list(settings.tags),
-    )
-    run.summary.update({f"{t['task']}/{t['metric']}": t["value"] for t in report["tasks"] if t["value"] is not None})
-    run.summary.update({f"macro/{kind}": m["value"] for kind, m in report["macro"].items()})
-    columns: list[str | int] = list(report["tasks"][0]) if report["tasks"] else []
-    run.log({"report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in report["tasks"]])})
-    if log_outputs:
-        fields = ["id", "task", "answer", "target", "score", "p_yes", "finish_reason"]
-        data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
-        run.log({"samples": wandb.Table(columns=list[str | int](fields), data=data)})
-    run.finish()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -253,9 +223,7 @@ def finish(cfg: DictConfig, report: dict[str, Any], rows: list[dict[str, Any]], 
     paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
     title = "released" if cfg.bench.source == BenchSource.released.value else f"{cfg.task_mix.name}, {cfg.split}"
     print_report(report, f"EHR-Bench ({title}): {model}")
-    logger = settings_of(LoggerConfig, cfg.logger)
-    if logger.kind is LoggerKind.wandb:
-        log_to_wandb(logger, report, rows, out, cfg.log_outputs)
+    instantiate(cfg.logger).log_evaluation(report, rows, out, cfg.log_outputs)
     report["paths"] = {p.name: str(p) for p in paths}
     log.info("reports: %s", ", ".join(str(p) for p in paths))
     return report

@@ -30,8 +30,6 @@ from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     DeepSpeedConfig,
     HardwareConfig,
-    LoggerConfig,
-    LoggerKind,
     ModelConfig,
     Objective,
     StageConfig,
@@ -44,12 +42,11 @@ from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 from ehrr1.run_config import save_run_config
-from ehrr1.tracking import wandb_mode
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
-from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, read_json
+from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, instantiate, read_json
 
 log = logging.getLogger(__name__)
 
@@ -126,37 +123,6 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]
                 atomic_write_text(path, OmegaConf.to_yaml(stage_cfg))
         out.append((name, stage_cfg))
     return out
-
-
-def build_logger(settings: LoggerConfig, stage_dir: Path, run_name: str, stage: str, config: dict[str, Any]):
-    """The Lightning logger of ``logger=``: numbers and the config only; EHR text is never logged."""
-    if settings.kind is LoggerKind.none:
-        return False
-    if settings.kind is LoggerKind.csv:
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(stage_dir), name="csv")  # csv/version_<attempt>/metrics.csv
-    from lightning.pytorch.loggers import WandbLogger
-
-    logger = WandbLogger(
-        project=settings.project,
-        entity=settings.entity,
-        name=f"{run_name}/{stage}",
-        group=run_name,
-        save_dir=str(stage_dir),
-        mode=wandb_mode(settings.mode),
-        tags=list(settings.tags),
-    )
-    logger.log_hyperparams(config)
-    return logger
-
-
-def finish_logger(trainer: pl.Trainer) -> None:
-    """End the stage's W&B run (each stage is a run of the group named after the training run)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
-        trainer.logger.experiment.finish()
 
 
 def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
@@ -301,6 +267,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         )
     rl = stage.objective is Objective.grpo
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    tracker = instantiate(cfg.logger)
     last = stage_dir / "checkpoints" / "last.ckpt"
     resuming = last.exists()
     checkpoints = ModelCheckpoint(
@@ -321,7 +288,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         limit_val_batches=0 if rl else stage.val_max_batches if stage.val_max_batches is not None else 1.0,
         num_sanity_val_steps=0 if resuming or rl else -1,  # a full validation before training: the val loss before
         log_every_n_steps=stage.log_every_n_steps,
-        logger=build_logger(settings_of(LoggerConfig, cfg.logger), stage_dir, run_name, stage.name, config),
+        logger=tracker.stage_logger(stage_dir, run_name, stage.name, config),
         callbacks=[checkpoints],
         use_distributed_sampler=False,
         enable_progress_bar=bool(cfg.progress),
@@ -333,7 +300,7 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         trainer.fit(module, datamodule=data)
     hf_dir = stage_dir / "hf"
     export_hf(trainer, module, tokenizer, hf_dir)
-    finish_logger(trainer)
+    tracker.finish_stage(trainer)
 
     result = StageResult(
         stage=stage.name,
