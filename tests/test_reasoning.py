@@ -260,7 +260,7 @@ def test_llm_writer_resumes_after_kill_and_remote_servers_are_refused(small_data
             reasoning_config(
                 data_root,
                 *args[2:],
-                "synthesis.writer.backend.name=openai",
+                "backend@synthesis.writer.backend=openai",
                 "synthesis.writer.backend.base_url=https://api.example.com/v1",
             )
         )

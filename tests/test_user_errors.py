@@ -70,11 +70,11 @@ CONFIG_CASES = [
     ("evaluate", ["bootstrap=0"], "bootstrap must be >= 1, got 0"),
     ("evaluate", ["sampling.top_p=0"], "sampling.top_p must be > 0 and <= 1, got 0"),
     ("evaluate", ["sampling.temperature=-1"], "sampling.temperature must be >= 0, got -1"),
-    ("evaluate", ["backend.concurrency=0"], "backend.concurrency must be >= 1, got 0"),
+    ("evaluate", ["backend=openai", "backend.concurrency=0"], "backend.concurrency must be >= 1, got 0"),
     ("evaluate", ["tabular.C=0"], "tabular.C must be > 0, got 0"),
     ("evaluate", ["backend=openai", "backend.base_url=https://api.example.com/v1"],
      "https://api.example.com/v1 is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV"),
-    ("synthesize", ["pipeline=reasoning", "synthesis.writer.kind=llm", "synthesis.writer.backend.name=openai",
+    ("synthesize", ["pipeline=reasoning", "synthesis.writer.kind=llm", "backend@synthesis.writer.backend=openai",
                     "synthesis.writer.backend.base_url=http://10.1.2.3:8000/v1"],
      "http://10.1.2.3:8000/v1 is not on this machine: sending EHR text to a remote server breaks the MIMIC-IV data use "
      "agreement (no sharing with third parties) unless that server is yours to use for it; set "

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from ehrr1.config import BackendConfig, ModelConfig, SamplingParams
+from ehrr1.config import ModelConfig, SamplingParams
 from ehrr1.errors import ConfigError
 from ehrr1.think import THINK_CLOSE
+from ehrr1.utils import instantiate
 
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
 
@@ -61,42 +62,9 @@ def load_backend(name: str, **settings: Any) -> Backend:
     return backend_cls(**settings)
 
 
-def backend_settings(backend: BackendConfig, model: ModelConfig, model_id: str, seed: int = 0) -> dict[str, Any]:
-    """The keyword arguments of the chosen backend, from ``backend=`` and ``model=``."""
-    if backend.name == "hf":
-        return {
-            "model_path": model_id,
-            "dtype": model.dtype.value,
-            "attn_implementation": model.attn_implementation.value,
-            "device": backend.device,
-        }
-    if backend.name == "openai":
-        keys: tuple[str, ...] = (
-            "base_url",
-            "served_model",
-            "tokenizer",
-            "concurrency",
-            "timeout_s",
-            "max_retries",
-            "backoff_s",
-        )
-        return {
-            "model_path": model_id,
-            **{k: getattr(backend, k) for k in keys},
-            "allow_remote": backend.allow_remote,
-            "api_key_env": backend.api_key_env,
-        }
-    if backend.name == "vllm":
-        keys = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "enable_prefix_caching")
-        return {
-            "model_path": model_id,
-            "dtype": model.dtype.value,
-            "max_model_len": backend.max_model_len,
-            "enforce_eager": backend.enforce_eager,
-            "seed": seed,
-            **{k: getattr(backend, k) for k in keys},
-        }
-    return {"model_path": model_id}
+def build_backend(config: Any, model_path: str, model: ModelConfig, seed: int = 0) -> Backend:
+    """The backend a ``backend=`` node names (its ``_target_``: the class's ``for_model``), for ``model_path``."""
+    return cast(Backend, instantiate(config, _partial_=True)(model_path=model_path, model=model, seed=seed))
 
 
 def reached_answer(prompt: str, text: str) -> bool:

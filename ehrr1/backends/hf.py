@@ -15,6 +15,7 @@ from ehrr1.backends import (
     choice_token_ids,
     reached_answer,
 )
+from ehrr1.config import ModelConfig
 from ehrr1.models.factory import load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
 
@@ -43,6 +44,11 @@ class HFBackend:
         attention = resolve_attention(attn_implementation, self.device.type == "cuda")
         self.model: Any = cast(Any, load_model(model_path, dtype, attention)).to(self.device).eval()
         self.answer_ids = answer_token_ids(self.tokenizer)
+
+    @classmethod
+    def for_model(cls, model_path: str, model: ModelConfig, seed: int = 0, device: str = "auto") -> HFBackend:
+        """``backend=hf``: the model's weights in its dtype, with its attention."""
+        return cls(model_path, model.dtype.value, model.attn_implementation.value, device)
 
     @classmethod
     def around(cls, model: torch.nn.Module, tokenizer: Any) -> HFBackend:

@@ -30,7 +30,7 @@ from ehrr1.backends import (
     reached_answer,
     yes_share,
 )
-from ehrr1.config import remote_refusal
+from ehrr1.config import ModelConfig, remote_refusal
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
 
@@ -49,6 +49,11 @@ def refuse_remote(base_url: str, opt_in_key: str) -> None:
 class OpenAIBackend:
     name = "openai"
     batch_size = 64  # requests handed to the thread pool at once (``concurrency`` of them in flight)
+
+    @classmethod
+    def for_model(cls, model_path: str, model: ModelConfig, seed: int = 0, **settings: Any) -> OpenAIBackend:
+        """``backend=openai``: the server decides how the model runs; ``settings`` say how to reach it."""
+        return cls(model_path, **settings)
 
     def __init__(
         self,

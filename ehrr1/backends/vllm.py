@@ -29,6 +29,7 @@ from ehrr1.backends import (
     reached_answer,
     yes_share,
 )
+from ehrr1.config import ModelConfig
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
 
@@ -168,6 +169,11 @@ def replica_main(rank: int, gpus: str | None, model_path: str, engine_args: dict
 class VLLMBackend:
     name = "vllm"
     batch_size = 1024  # vLLM schedules within a call: hand it many prompts
+
+    @classmethod
+    def for_model(cls, model_path: str, model: ModelConfig, seed: int = 0, **settings: Any) -> VLLMBackend:
+        """``backend=vllm``: the model's weights in its dtype, the engines seeded."""
+        return cls(model_path, dtype=model.dtype.value, seed=seed, **settings)
 
     def __init__(
         self,

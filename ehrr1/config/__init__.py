@@ -15,7 +15,15 @@ every problem in one message before any work starts.
 
 from __future__ import annotations
 
-from ehrr1.config.backend import BackendConfig, SamplingParams
+from ehrr1.config.backend import (
+    BACKEND_SCHEMAS,
+    BackendConfig,
+    HFBackendConfig,
+    OpenAIBackendConfig,
+    SamplingParams,
+    TabularBackendConfig,
+    VLLMBackendConfig,
+)
 from ehrr1.config.bench import Baseline, BenchConfig, BenchSource, TabularSettings
 from ehrr1.config.checks import (
     LOCAL_HOSTS,
@@ -111,6 +119,7 @@ __all__ = [
     "AnswerMetric",
     "ArchitectureConfig",
     "AttentionImplementation",
+    "BACKEND_SCHEMAS",
     "BackendConfig",
     "Baseline",
     "BenchConfig",
@@ -134,6 +143,7 @@ __all__ = [
     "FSDPStateDict",
     "GRPOConfig",
     "GraphConfig",
+    "HFBackendConfig",
     "HardwareConfig",
     "IndexConfig",
     "KeepChains",
@@ -151,6 +161,7 @@ __all__ = [
     "NoLoggerConfig",
     "Objective",
     "OnDuplicates",
+    "OpenAIBackendConfig",
     "OptimConfig",
     "PRECISIONS",
     "Pipeline",
@@ -172,6 +183,7 @@ __all__ = [
     "SynthesisConfig",
     "SynthesizeConfig",
     "SyntheticCohortSettings",
+    "TabularBackendConfig",
     "TabularSettings",
     "TaskMixConfig",
     "TasksConfig",
@@ -181,6 +193,7 @@ __all__ = [
     "Toggle",
     "TopKPer",
     "TrainConfig",
+    "VLLMBackendConfig",
     "WandbLoggerConfig",
     "WandbMode",
     "WeightsDtype",

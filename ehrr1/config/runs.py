@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ehrr1.config.backend import BackendConfig, SamplingParams
+from ehrr1.config.backend import BACKEND_SCHEMAS, BackendConfig, SamplingParams
 from ehrr1.config.bench import Baseline, BenchConfig, TabularSettings
 from ehrr1.config.checks import checked, did_you_mean, known_split
 from ehrr1.config.data import DataConfig, MarkdownConfig, TimelinesConfig
@@ -167,5 +167,5 @@ def register_configs(*names: str) -> None:
         cs.store(name=name, node=SCHEMAS[name])
     cs.store(name="stage_schema", node=StageConfig)  # each stage's YAML names it (/stage_schema@_here_)
     cs.store(name="every_stage_schema", node=EveryStageConfig)  # each curriculum's YAML names it
-    for name, schema in {**STRATEGY_SCHEMAS, **LOGGER_SCHEMAS}.items():  # each hardware / logger option names one
+    for name, schema in {**STRATEGY_SCHEMAS, **LOGGER_SCHEMAS, **BACKEND_SCHEMAS}.items():  # an option names one
         cs.store(name=name, node=schema)

@@ -73,8 +73,9 @@ class GraphConfig:
 class WriterConfig:
     kind: WriterKind = WriterKind.template
     model_path: str | None = None  # llm: the writing model (HF dir / hub id / served name); None: model.path
-    # llm: hf, vllm or openai (backend.base_url=...; a server off this machine needs synthesis.allow_remote)
-    backend: BackendConfig = field(default_factory=lambda: BackendConfig(name="hf"))
+    # llm: a conf/backend/ option (backend@synthesis.writer.backend=openai; a server off this machine needs
+    # synthesis.allow_remote)
+    backend: BackendConfig = MISSING
     max_tokens: int = checked(1024, ge=1)
     temperature: float = checked(0.5, ge=0)  # the reference's
     top_p: float = checked(0.95, gt=0, le=1)
@@ -117,7 +118,8 @@ class SynthesisConfig:
     def problems(node: DictConfig, at: str) -> list[str]:
         found = [p for s in node.splits for p in known_split(f"{at}.splits", s)]
         writer = node.writer
-        if writer.kind == WriterKind.llm.value and writer.backend.name == "openai" and not node.allow_remote:
+        remote = "base_url" in writer.backend  # an OpenAI-compatible server
+        if writer.kind == WriterKind.llm.value and remote and not node.allow_remote:
             refusal = remote_refusal(writer.backend.base_url, f"{at}.allow_remote")
             found += [refusal] if refusal else []
         return found

@@ -13,11 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.artefacts.index import check_task_mix, task_mix_counts
 from ehrr1.artefacts.instructions import ensure_instructions
-from ehrr1.backends import SamplingParams, backend_settings, load_backend
+from ehrr1.backends import SamplingParams, build_backend
 from ehrr1.config import (
-    BackendConfig,
     Baseline,
     BenchSource,
+    HFBackendConfig,
     ModelConfig,
     NoLoggerConfig,
     TabularSettings,
@@ -151,7 +151,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         shared,
         {
             "bench": {"source": "built"},
-            "backend": {"name": "hf", "device": "auto"},
+            "backend": HFBackendConfig(),
             "logger": NoLoggerConfig(),
             "sampling": {"max_tokens": settings.max_tokens},
             "thinking": settings.thinking,
@@ -167,7 +167,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.backend.name == "tabular":
+    if cfg.backend._target_ is None:  # backend=tabular: no language model
         return evaluate_tabular(cfg)
     model_id = model_to_evaluate(cfg)
     if missing_local(model_id):  # before any data is built
@@ -182,9 +182,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         records = [with_candidates(r, candidates_for(r, pools, cfg.seed)) for r in records]
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     sampling: SamplingParams = settings_of(SamplingParams, cfg.sampling)
-    backend = load_backend(
-        cfg.backend.name, **backend_settings(settings_of(BackendConfig, cfg.backend), model, model_id, cfg.seed)
-    )
+    backend = build_backend(cfg.backend, model_id, model, cfg.seed)
     max_prompt_tokens = cfg.max_prompt_tokens
     if max_prompt_tokens is None and cfg.bench.source == BenchSource.released.value:
         max_prompt_tokens = reference_prompt_limit(model_id, sampling.max_tokens)  # released items are not cut
@@ -206,7 +204,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed, tabular)
     report["run"] = {
         "model": model_id,
-        "backend": cfg.backend.name,
+        "backend": backend.name,
         "thinking": cfg.thinking,
         "risk_one_token": cfg.risk_one_token,
         "candidates_prompt": cfg.candidates_prompt,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -158,15 +158,12 @@ def write_chunk(
     split: str,
     work: str,
     key: str,
-    settings_dict: dict,
+    settings: SynthesisConfig,
     extra_tasks: dict,
     writer=None,
 ) -> None:
     """Graphs and chains of one chunk, appended per batch to its part file; a .done marker closes it.
     A sample's row holds the records of its chains that pass the filter (``writer.keep``: the first or all)."""
-    settings = cast(
-        SynthesisConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SynthesisConfig), settings_dict))
-    )
     work_dir = Path(work)
     chains_of = Ledger(work_dir / "chains" / f"{key}.jsonl", key="id")
     done = chains_of.rows()
@@ -277,7 +274,7 @@ def _synthesize_chains(cfg: DictConfig, settings: SynthesisConfig, inputs: dict[
         log.info("co-occurrence: %d (target, history) pairs kept", kept)
 
     args = [
-        (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings_dict, extra)
+        (str(inputs[s]), off, n, s, str(work), f"{s}-{k:05d}", settings, extra)
         for s, k, off, n in claimed.pending(chunks, lambda c: f"chains/{c[0]}-{c[1]:05d}.done")
     ]
     if writer_model is not None and args:  # an LLM writer
@@ -299,17 +296,18 @@ def writer_model_path(cfg: DictConfig, settings: SynthesisConfig) -> str | None:
 
 
 def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str) -> LLMWriter:
-    from ehrr1.backends import SamplingParams, backend_settings, load_backend
+    from ehrr1.backends import SamplingParams, build_backend
     from ehrr1.backends.openai import refuse_remote
-    from ehrr1.config import ModelConfig
+    from ehrr1.config import ModelConfig, OpenAIBackendConfig
 
     backend = settings.writer.backend
-    if backend.name == "openai" and not settings.allow_remote:
-        refuse_remote(backend.base_url, "synthesis.allow_remote")
-    backend.allow_remote = settings.allow_remote
+    if isinstance(backend, OpenAIBackendConfig):  # the server receives EHR text: synthesis.allow_remote decides
+        if not settings.allow_remote:
+            refuse_remote(backend.base_url, "synthesis.allow_remote")
+        backend = replace(backend, allow_remote=settings.allow_remote)
     if settings.writer.chains_per_sample < 1:
         raise UserError(f"synthesis.writer.chains_per_sample={settings.writer.chains_per_sample}: must be >= 1")
-    chosen = backend_settings(backend, settings_of(ModelConfig, cfg.model), model_path, settings.seed)
+
     sampling = SamplingParams(
         temperature=settings.writer.temperature,
         top_p=settings.writer.top_p,
@@ -317,7 +315,10 @@ def build_llm_writer(cfg: DictConfig, settings: SynthesisConfig, model_path: str
         seed=settings.seed,
     )
     return LLMWriter(
-        load_backend(backend.name, **chosen), sampling, settings.writer.prompt, settings.writer.chains_per_sample
+        build_backend(backend, model_path, settings_of(ModelConfig, cfg.model), settings.seed),
+        sampling,
+        settings.writer.prompt,
+        settings.writer.chains_per_sample,
     )
 
 
