@@ -9,6 +9,8 @@ import ast
 import importlib
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "ehrr1"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix; it may import its own layer's
@@ -140,12 +142,31 @@ def test_the_artefact_table_matches_the_declared_graph():
     rows = {
         cells[0]: cells
         for line in text.splitlines()
-        if line.startswith("| ") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 5
+        if line.startswith("| ") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 6
     }
     names = {artefact.name for artefact in ARTEFACTS}
     for artefact in ARTEFACTS:
         assert artefact.name in rows, f"ARCHITECTURE.md has no row for {artefact.name}"
         assert f"`{artefact.producer.removeprefix('ehrr1.')}`" == rows[artefact.name][2]
+        assert ", ".join(f"`{key}`" for key in artefact.reads) == rows[artefact.name][4]
         module, function = artefact.producer.rsplit(".", 1)
         assert callable(getattr(importlib.import_module(module), function))
         assert set(artefact.inputs) <= names - {artefact.name}
+
+
+def test_a_builder_gets_only_the_config_nodes_its_artefact_and_their_inputs_declare():
+    from omegaconf.errors import ConfigAttributeError
+
+    from ehrr1.artefacts.graph import config_for, upstream
+    from tests.support import compose_config
+
+    cfg = compose_config("train")
+    assert upstream("reasoning data") == ["instructions", "sample index", "embedded tokenizer", "timelines",
+                                          "synthetic cohort"]  # fmt: skip
+    timelines = config_for("timelines", cfg)
+    assert set(timelines) == {"data", "timelines", "progress"}
+    assert timelines.timelines.dir == f"{cfg.data_root}/timelines/{cfg.data.name}"  # resolved where it points
+    with pytest.raises(ConfigAttributeError):
+        timelines.task_mix  # noqa: B018 - a node it does not declare
+    instructions = set(config_for("instructions", cfg))
+    assert {"data", "timelines", "model", "export"} <= instructions and not {"stage", "hardware"} & instructions

@@ -1,13 +1,17 @@
-"""The data artefacts, declared once: each one's producer, its inputs and where it lives.
+"""The data artefacts, declared once: each one's producer, its inputs, the config nodes it reads and where
+it lives.
 
 ``synthesize.py pipeline=<step>`` builds one (with whatever it needs that is missing); ``train.py`` and
-``evaluate.py`` ask for the instruction and reasoning data through :func:`builder_at`; ARCHITECTURE.md's
-artefact table is checked against :data:`ARTEFACTS`. Each producer records the settings that decided its
-output beside it, and is skipped while they are unchanged.
+``evaluate.py`` ask for the file they read through :func:`built`. A builder is handed only the config nodes
+it and its inputs declare (:func:`config_for`), so what decides an artefact is written here, and a builder
+that reads anything else fails. ARCHITECTURE.md's artefact table is checked against :data:`ARTEFACTS`. Each
+producer records the settings that decided its output beside it, and is skipped while they are unchanged.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,8 @@ from ehrr1.config import Pipeline
 from ehrr1.reasoning.pipeline import print_reasoning
 from ehrr1.run_config import save_run_config
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Artefact:
@@ -30,43 +36,97 @@ class Artefact:
     where: str  # the config key of its directory
     inputs: tuple[str, ...]  # the artefacts it is made from
     producer: str  # the function that writes it (dotted path: some import transformers, so not at import)
-    ensure: Callable[[DictConfig], Path] | None = None  # built on demand for a run that reads it
+    reads: tuple[str, ...]  # the config nodes its builder reads (its inputs' builders read theirs)
+    ensure: Callable[[DictConfig, str], Path] | None = None  # a split's file, built on demand for a run
 
 
 ARTEFACTS: tuple[Artefact, ...] = (
-    Artefact("synthetic cohort", "data.root", (), "ehrr1.data.synthetic.cohort.generate_cohort"),
-    Artefact("timelines", "timelines.dir", ("synthetic cohort",), "ehrr1.data.build.build_timelines"),
-    Artefact("sample index", "index.dir", ("timelines",), "ehrr1.tasks.index.build_index"),
+    Artefact("synthetic cohort", "data.root", (), "ehrr1.data.synthetic.cohort.generate_cohort", ("data", "progress")),
     Artefact(
-        "embedded tokenizer", "model.embedded_dir", ("timelines",), "ehrr1.models.tokenizer.build_embedded_tokenizer"
+        "timelines",
+        "timelines.dir",
+        ("synthetic cohort",),
+        "ehrr1.data.build.build_timelines",
+        ("data", "timelines", "progress"),
+    ),
+    Artefact(
+        "sample index",
+        "index.dir",
+        ("timelines",),
+        "ehrr1.tasks.index.build_index",
+        ("task_mix", "tasks", "index", "shards", "progress"),
+    ),
+    Artefact(
+        "embedded tokenizer",
+        "model.embedded_dir",
+        ("timelines",),
+        "ehrr1.models.tokenizer.build_embedded_tokenizer",
+        ("model", "markdown"),
     ),
     Artefact(
         "instructions",
         "export.dir",
         ("sample index", "embedded tokenizer"),
         "ehrr1.tasks.export.export_samples",
-        lambda cfg: ensure_instructions(cfg, "train"),
+        ("task_mix", "tasks", "selection", "model", "markdown", "export", "index", "shards", "progress"),
+        ensure_instructions,
     ),
     Artefact(
         "reasoning data",
         "synthesis.dir",
         ("instructions",),
         "ehrr1.reasoning.pipeline.synthesize_chains",
-        ensure_reasoning,
+        ("synthesis", "task_mix", "tasks", "data", "model", "progress"),
+        lambda cfg, split: ensure_reasoning(cfg, split),
     ),
 )
+BY_NAME = {artefact.name: artefact for artefact in ARTEFACTS}
 
 
-def builder_at(cfg: DictConfig, directory: str) -> Callable[[], Path] | None:
-    """What builds the training data at ``directory`` when it is one of the artefacts built on demand (a
-    stage's ``data`` is ``${export.dir}`` or ``${synthesis.dir}``); None for any other directory."""
+def upstream(name: str) -> list[str]:
+    """The artefacts ``name`` is made from, directly or not, nearest first."""
+    found: list[str] = []
+    frontier = list(BY_NAME[name].inputs)
+    while frontier:
+        new = [a for a in dict.fromkeys(frontier) if a not in found]
+        found += new
+        frontier = [i for a in new for i in BY_NAME[a].inputs]
+    return found
+
+
+def config_for(name: str, cfg: DictConfig) -> DictConfig:
+    """The config nodes that build artefact ``name``: those it and its inputs declare (``reads``), resolved
+    where they point in ``cfg``. Reading any other node of it fails."""
+    keys = {key for artefact in (name, *upstream(name)) for key in BY_NAME[artefact].reads}
+    keys &= set(map(str, cfg))
+    resolved = copy.deepcopy(cfg)
+    for key in keys:
+        if OmegaConf.is_config(node := resolved[key]):
+            OmegaConf.resolve(node)
+    part = OmegaConf.masked_copy(resolved, sorted(keys))
+    OmegaConf.set_struct(part, True)
+    return part
+
+
+def built(name: str, cfg: DictConfig, split: str = "train") -> Path:
+    """The ``split`` file of artefact ``name`` (one a run reads), built first, with only the config it
+    declares, when absent or made with other settings; what that may build besides is said first."""
+    artefact = BY_NAME[name]
+    if artefact.ensure is None:
+        raise ValueError(f"{name} is not built on demand")
+    if not (Path(OmegaConf.select(cfg, artefact.where)) / f"{split}.jsonl").exists():
+        log.info("%s: building it may build, where absent: %s", name, ", ".join(upstream(name)))
+    return artefact.ensure(config_for(name, cfg), split)
+
+
+def artefact_at(cfg: DictConfig, directory: str) -> str | None:
+    """The artefact built on demand whose directory is ``directory`` (a stage's ``data`` is ``${export.dir}``
+    or ``${synthesis.dir}``); None for any other directory."""
     target = Path(directory).resolve()
     for artefact in ARTEFACTS:
-        if (ensure := artefact.ensure) is None:
-            continue
         where = OmegaConf.select(cfg, artefact.where)
-        if where is not None and Path(where).resolve() == target:
-            return lambda: ensure(cfg)
+        if artefact.ensure is not None and where is not None and Path(where).resolve() == target:
+            return artefact.name
     return None
 
 
@@ -85,10 +145,10 @@ def _show_instructions(result: dict[str, Any]) -> None:
 
 
 STEPS: dict[str, Step] = {
-    "timelines": Step(prepare_timelines, print_timelines),
-    "index": Step(lambda cfg: build_sample_index(cfg)[0], print_index),
-    "instructions": Step(build_instructions, _show_instructions),
-    "reasoning": Step(synthesize_reasoning, print_reasoning),
+    "timelines": Step(lambda cfg: prepare_timelines(config_for("timelines", cfg)), print_timelines),
+    "index": Step(lambda cfg: build_sample_index(config_for("sample index", cfg))[0], print_index),
+    "instructions": Step(lambda cfg: build_instructions(config_for("instructions", cfg)), _show_instructions),
+    "reasoning": Step(lambda cfg: synthesize_reasoning(config_for("reasoning data", cfg)), print_reasoning),
 }
 
 

@@ -48,8 +48,8 @@ def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
     return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
 
 
-def ensure_reasoning(cfg: DictConfig) -> Path:
-    """``<synthesis.dir>/train.jsonl``: synthesised (template writer unless configured), or the released
+def ensure_reasoning(cfg: DictConfig, split: str = "train") -> Path:
+    """``<synthesis.dir>/<split>.jsonl``: synthesised (template writer unless configured), or the released
     reasoning items of ``synthesis.released``, when absent or made with other settings."""
-    path = Path(cfg.synthesis.dir) / "train.jsonl"
+    path = Path(cfg.synthesis.dir) / f"{split}.jsonl"
     return ensure_built(path, reasoning_settings(cfg), lambda: synthesize_reasoning(cfg), "reasoning data")

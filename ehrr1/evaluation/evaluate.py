@@ -11,8 +11,8 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from ehrr1.artefacts.graph import built
 from ehrr1.artefacts.index import check_task_mix, task_mix_counts
-from ehrr1.artefacts.instructions import ensure_instructions
 from ehrr1.backends import SamplingParams, build_backend
 from ehrr1.config import (
     Baseline,
@@ -117,7 +117,7 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[InstructionRecord], TrainR
             lambda: iter_released(train_path, registry, key="bench.train_path") if train_path else iter(()),
         )
     check_task_mix(cfg)
-    bench = ensure_instructions(cfg, cfg.split)
+    bench = built("instructions", cfg, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"
     return str(bench), read_bench(bench, only, cfg.limit), lambda: iter_bench(train) if train.exists() else iter(())
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ehrr1.artefacts.graph import builder_at
+from ehrr1.artefacts.graph import artefact_at, built
 from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     DeepSpeedConfig,
@@ -130,10 +130,10 @@ def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | Non
     built on demand); other data must be there. Returns a skip reason."""
     if (Path(stage.data) / "train.jsonl").exists():
         return None
-    build = builder_at(cfg, stage.data)
-    if build is not None:
+    artefact = artefact_at(cfg, stage.data)
+    if artefact is not None:
         if global_rank() == 0:
-            build()
+            built(artefact, cfg)
         else:
             wait_for(Path(stage.data) / "train.jsonl")
         return None

@@ -116,11 +116,13 @@ def writer_throughput(args: argparse.Namespace, model: Path) -> dict:
         import pyarrow.parquet as pq
 
         from ehrr1.config import SynthesisConfig, settings_of
+        from ehrr1.tasks.registry import TaskRegistry
 
         settings = settings_of(SynthesisConfig, cfg.synthesis)
         mentions = pq.read_table(work / "concepts" / "train-00000.parquet").to_pylist()
         graphs, shared = relation_graphs(work, settings)
-        requests = [q for _, q in chain_requests(records, mentions, graphs, shared, settings)]
+        registry = TaskRegistry(cfg.tasks.extra)
+        requests = [q for _, q in chain_requests(records, mentions, graphs, shared, settings, registry)]
         sampling = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=args.max_tokens)
         out = {}
         for concurrency in args.concurrency:
