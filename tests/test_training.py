@@ -146,6 +146,18 @@ def test_each_hardware_option_builds_its_lightning_strategy():
     assert isinstance(slurm.strategy, DDPConfig) and slurm.num_nodes == 2
 
 
+def test_a_stored_config_gives_its_settings_back_with_the_schemas_of_what_they_build(tmp_path):
+    from ehrr1.config import OpenAIBackendConfig, SynthesisConfig
+
+    composed = compose_config("train", "hardware=ddp", "backend@synthesis.writer.backend=openai")
+    OmegaConf.save(composed, tmp_path / "stored.yaml", resolve=True)
+    stored = OmegaConf.load(tmp_path / "stored.yaml")  # plain: no schema, as a run's resolved_config.yaml
+    hardware = settings_of(HardwareConfig, stored.hardware)
+    assert isinstance(hardware.strategy, DDPConfig) and hardware.strategy.find_unused_parameters is False
+    writer = settings_of(SynthesisConfig, stored.synthesis).writer.backend
+    assert isinstance(writer, OpenAIBackendConfig) and writer.base_url == "http://localhost:8000/v1"
+
+
 def test_slurm_selects_the_submitit_launcher():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         from hydra import compose

@@ -33,13 +33,31 @@ class Generation:
 
 
 class Backend(Protocol):
-    name: str
+    """What evaluation, synthesis and the inference API ask of a backend."""
+
+    name: str  # hf, openai, vllm: reported with the scores
     batch_size: int  # prompts per generate call when the evaluation does not say
     tokenizer: Any  # the model's Hugging Face tokenizer: prompts are templated and cut to length with it
 
+    @classmethod
+    def for_model(cls, model_path: str, model: ModelConfig, seed: int = 0, **settings: Any) -> Backend:
+        """Built from a ``backend=`` node (its ``_target_``): ``settings`` are the node's."""
+        ...
+
     def generate(
         self, prompts: list[str], sampling: SamplingParams, answer_scores: list[bool] | None = None
-    ) -> list[Generation]: ...
+    ) -> list[Generation]:
+        """One generation per prompt, in order; a prompt that fails is a Generation with ``error`` set."""
+        ...
+
+
+class RolloutSampler(Protocol):
+    """What GRPO's rollouts ask of a generator (the policy through HF generate, or a vLLM engine)."""
+
+    def sample_ids(self, prompts: list[str], sampling: SamplingParams, n: int) -> list[list[int]]:
+        """``n`` sampled completions of each prompt as token ids, grouped by prompt (``n * len(prompts)``
+        lists), each cut after its end of turn; one without it reached ``sampling.max_tokens``."""
+        ...
 
 
 # name -> (module, class, the install that provides it)

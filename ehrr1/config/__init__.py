@@ -35,6 +35,7 @@ from ehrr1.config.checks import (
     known_split,
     remote_refusal,
     settings_of,
+    typed,
     validate,
 )
 from ehrr1.config.data import (
@@ -206,5 +207,6 @@ __all__ = [
     "register_configs",
     "remote_refusal",
     "settings_of",
+    "typed",
     "validate",
 ]

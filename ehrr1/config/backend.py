@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import checked, remote_refusal
+from ehrr1.config.checks import builds, checked, remote_refusal
 
 
 @dataclass
@@ -85,3 +85,4 @@ BACKEND_SCHEMAS = {
     "vllm_schema": VLLMBackendConfig,
     "tabular_schema": TabularBackendConfig,
 }
+builds(HFBackendConfig, OpenAIBackendConfig, VLLMBackendConfig)

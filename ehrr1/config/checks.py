@@ -107,10 +107,38 @@ def given_settings(node: DictConfig) -> dict[str, Any]:
     return keep(OmegaConf.to_container(node, resolve=False))
 
 
+TARGET_SCHEMAS: dict[str, type] = {}  # a node's ``_target_`` -> its schema (a stored config keeps no types)
+
+
+def builds(*schemas: type) -> None:
+    """Register schemas whose nodes build an object (``_target_``), so a plain config's nodes get their type."""
+    TARGET_SCHEMAS.update({cast(Any, schema)._target_: schema for schema in schemas})
+
+
 def settings_of(cls: type[T], node: DictConfig) -> T:
-    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node."""
-    subset = {f.name: node[f.name] for f in fields(cast(Any, cls)) if f.name in node}
+    """The ``cls`` dataclass (nested ones included) from the matching keys of a config node, resolved where
+    they point. A node that builds an object (``_target_``) gets its schema back where the config has none
+    (a stored one)."""
+    subset = {f.name: typed(node[f.name]) for f in fields(cast(Any, cls)) if f.name in node}
     return cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subset)))
+
+
+def typed(value: Any) -> Any:
+    """A config value ready to merge into a schema: resolved where it points, each node that builds an object
+    given the schema of its ``_target_`` (which a plain, stored config lacks)."""
+    if not isinstance(value, DictConfig | ListConfig) or value._is_none() or value._is_missing():
+        return value
+
+    def restore(item: Any) -> Any:
+        if isinstance(item, list):
+            return [restore(v) for v in item]
+        if not isinstance(item, dict):
+            return item
+        items = {k: restore(v) for k, v in item.items()}
+        schema = TARGET_SCHEMAS.get(str(items.get("_target_")))
+        return OmegaConf.merge(OmegaConf.structured(schema), items) if schema is not None else items
+
+    return restore(OmegaConf.to_container(value, resolve=True))
 
 
 def validate(cfg: DictConfig) -> None:

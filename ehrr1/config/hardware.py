@@ -8,7 +8,7 @@ from enum import Enum
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import checked, did_you_mean
+from ehrr1.config.checks import builds, checked, did_you_mean
 
 
 class FSDPSharding(str, Enum):
@@ -61,6 +61,7 @@ class DeepSpeedConfig(StrategyConfig):
 
 
 STRATEGY_SCHEMAS = {"ddp_schema": DDPConfig, "fsdp_schema": FSDPConfig, "deepspeed_schema": DeepSpeedConfig}
+builds(*STRATEGY_SCHEMAS.values())
 
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")

@@ -8,6 +8,8 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+from ehrr1.config.checks import builds
+
 
 class WandbMode(str, Enum):
     auto = "auto"  # online with an API key (WANDB_API_KEY or a wandb login), else offline
@@ -43,3 +45,4 @@ class WandbLoggerConfig(LoggerConfig):
 
 
 LOGGER_SCHEMAS = {"no_logger_schema": NoLoggerConfig, "csv_schema": CSVLoggerConfig, "wandb_schema": WandbLoggerConfig}
+builds(*LOGGER_SCHEMAS.values())

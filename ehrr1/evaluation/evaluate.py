@@ -142,9 +142,9 @@ def tabular_rows(
 
 def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate a training run's last trained stage as ``evaluate.py train_run=<run_dir>`` would."""
-    from ehrr1.config import DataPipelineConfig, EvaluateConfig
+    from ehrr1.config import DataPipelineConfig, EvaluateConfig, typed
 
-    shared = {f: cfg[f] for f in DataPipelineConfig.__dataclass_fields__}
+    shared = {f: typed(cfg[f]) for f in DataPipelineConfig.__dataclass_fields__}
     settings = cfg.evaluate
     eval_cfg = OmegaConf.merge(  # a DictConfig: the structured schema's
         OmegaConf.structured(EvaluateConfig),

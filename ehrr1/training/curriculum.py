@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from transformers import PreTrainedModel
 
 from ehrr1.artefacts.graph import artefact_at, built
 from ehrr1.artefacts.index import check_task_mix
@@ -188,10 +190,54 @@ def export_hf(trainer: pl.Trainer, module: CausalLMModule, tokenizer: Any, out_d
     strategy.barrier("export_hf")
 
 
-def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: Any, build_model: Any):
-    """The prompt data (the stage's train split, the RL task mix) and the GRPO module of stage 3."""
+@dataclass(frozen=True)
+class StageInputs:
+    """What a stage's objective is built from: its settings, where its weights start, and how they load."""
+
+    cfg: DictConfig  # the run's config as this stage sees it
+    stage: StageConfig
+    hardware: HardwareConfig
+    init: str  # the weights it starts from
+    tokenizer: Any
+    attention: str  # the attention implementation the weights load with
+    build_model: Callable[[], PreTrainedModel]  # called where the strategy places the model (configure_model)
+
+
+def sft_objective(given: StageInputs) -> tuple[pl.LightningDataModule, CausalLMModule]:
+    """Stages 1 and 2: the chat records of the stage's data, packed or length-grouped, and the SFT module."""
+    stage, model = given.stage, settings_of(ModelConfig, given.cfg.model)
+    packing = stage.packing is Toggle.on or (stage.packing is Toggle.auto and given.attention == "flash_attention_2")
+    data = ChatDataModule(
+        stage.data,
+        given.tokenizer,
+        max_seq_len=stage.max_seq_len or model.context_length,
+        micro_batch_size=stage.micro_batch_size,
+        grad_accum=stage.grad_accum,
+        packing=packing,
+        seed=given.cfg.seed,
+        switch=model.thinking_switch,
+        num_workers=given.hardware.dataloader_workers,
+        loss_on=stage.loss_on,
+        answer_weight=stage.answer_weight,
+        loss_per=stage.loss_per,
+    )
+    strategy = given.hardware.strategy
+    module = SFTModule(
+        given.build_model,
+        stage.optim,
+        stage.schedule,
+        gradient_checkpointing=stage.gradient_checkpointing,
+        liger=stage.liger,
+        cpu_offload_optimizer=isinstance(strategy, DeepSpeedConfig) and strategy.offload_optimizer,
+    )
+    return data, module
+
+
+def grpo_objective(given: StageInputs) -> tuple[pl.LightningDataModule, CausalLMModule]:
+    """Stage 3: the prompts (the stage's train split, the RL task mix) and the GRPO module."""
     from ehrr1.training.grpo import GRPOModule, PromptDataModule
 
+    stage, seed = given.stage, given.cfg.seed
     settings = stage.grpo
     path = Path(stage.data) / "train.jsonl"
     with path.open(encoding="utf-8") as lines:
@@ -202,82 +248,52 @@ def grpo_objective(cfg: DictConfig, stage: StageConfig, init: str, tokenizer: An
             raise ConfigError(f"stage.grpo.tasks: {unknown} have no prompts in {path}")
         records = [r for r in records if r["task"] in settings.tasks]
     if settings.max_prompts is not None and len(records) > settings.max_prompts:
-        records = random.Random(cfg.seed).sample(records, settings.max_prompts)
+        records = random.Random(seed).sample(records, settings.max_prompts)
     module = GRPOModule(
-        build_model,
-        tokenizer,
+        given.build_model,
+        given.tokenizer,
         settings,
         stage.optim if settings.lr is None else replace(stage.optim, lr=settings.lr),
         stage.schedule,
         micro_batch_size=stage.micro_batch_size,
         gradient_clip=stage.gradient_clip,
         gradient_checkpointing=stage.gradient_checkpointing,
-        switch=settings_of(ModelConfig, cfg.model).thinking_switch,
-        seed=cfg.seed,
-        model_path=init,
+        switch=settings_of(ModelConfig, given.cfg.model).thinking_switch,
+        seed=seed,
+        model_path=given.init,
     )
-    return PromptDataModule(records, settings.prompts_per_step, cfg.seed), module
+    return PromptDataModule(records, settings.prompts_per_step, seed), module
 
 
-def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | None, single: bool) -> StageResult:
-    stage: StageConfig = settings_of(StageConfig, cfg.stage)
-    hardware: HardwareConfig = settings_of(HardwareConfig, cfg.hardware)
-    result = StageResult(stage=stage.name, status="skipped", directory=str(stage_dir))
-    if (stage_dir / "summary.json").exists():
-        done = StageResult(**read_json(stage_dir / "summary.json"))
-        done.status = "done"
-        return done
-    result.reason = prepare_data(cfg, stage, single) or ""
-    if result.reason:
-        return result
+OBJECTIVES: dict[Objective, Callable[[StageInputs], tuple[pl.LightningDataModule, CausalLMModule]]] = {
+    Objective.sft: sft_objective,
+    Objective.grpo: grpo_objective,
+}
 
-    started = time.perf_counter()
+
+def stage_inputs(cfg: DictConfig, stage: StageConfig, hardware: HardwareConfig, previous: str | None) -> StageInputs:
+    """Seed the stage, find its starting weights (building the embedded model if that is where it starts) and
+    say how they load."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     init = initial_weights(cfg, stage, previous)
-    tokenizer = load_tokenizer(init)
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     attention = resolve_attention(model.attn_implementation.value, on_gpu)
     build_model = partial(load_model, init, model.dtype.value, attention)
-    if stage.objective is Objective.grpo:
-        data, module = grpo_objective(cfg, stage, init, tokenizer, build_model)
-    else:
-        data = ChatDataModule(
-            stage.data,
-            tokenizer,
-            max_seq_len=stage.max_seq_len or model.context_length,
-            micro_batch_size=stage.micro_batch_size,
-            grad_accum=stage.grad_accum,
-            packing=stage.packing is Toggle.on or (stage.packing is Toggle.auto and attention == "flash_attention_2"),
-            seed=cfg.seed,
-            switch=model.thinking_switch,
-            num_workers=hardware.dataloader_workers,
-            loss_on=stage.loss_on,
-            answer_weight=stage.answer_weight,
-            loss_per=stage.loss_per,
-        )
-        module = SFTModule(
-            build_model,
-            stage.optim,
-            stage.schedule,
-            gradient_checkpointing=stage.gradient_checkpointing,
-            liger=stage.liger,
-            cpu_offload_optimizer=isinstance(hardware.strategy, DeepSpeedConfig)
-            and hardware.strategy.offload_optimizer,
-        )
-    rl = stage.objective is Objective.grpo
-    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    tracker = instantiate(cfg.logger)
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    resuming = last.exists()
+    return StageInputs(cfg, stage, hardware, init, load_tokenizer(init), attention, build_model)
+
+
+def build_trainer(given: StageInputs, stage_dir: Path, logger: Any, resuming: bool) -> pl.Trainer:
+    """The stage's Lightning trainer: its hardware, length, validation, logging and resumable checkpoints."""
+    stage, rl = given.stage, given.stage.objective is Objective.grpo
     checkpoints = ModelCheckpoint(
         dirpath=str(stage_dir / "checkpoints"),
         every_n_train_steps=stage.checkpoint_every_n_steps,
         save_top_k=0,
         save_last=True,
     )
-    trainer = pl.Trainer(
-        **trainer_kwargs(hardware, stage.micro_batch_size),
+    return pl.Trainer(
+        **trainer_kwargs(given.hardware, stage.micro_batch_size),
         default_root_dir=str(stage_dir),
         max_epochs=stage.epochs,
         max_steps=stage.max_steps,
@@ -288,25 +304,25 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         limit_val_batches=0 if rl else stage.val_max_batches if stage.val_max_batches is not None else 1.0,
         num_sanity_val_steps=0 if resuming or rl else -1,  # a full validation before training: the val loss before
         log_every_n_steps=stage.log_every_n_steps,
-        logger=tracker.stage_logger(stage_dir, run_name, stage.name, config),
+        logger=logger,
         callbacks=[checkpoints],
         use_distributed_sampler=False,
-        enable_progress_bar=bool(cfg.progress),
+        enable_progress_bar=bool(given.cfg.progress),
     )
-    if resuming:
-        log.info("stage %s: resuming from %s", stage.name, last)
-        trainer.fit(module, datamodule=data, ckpt_path=str(last))
-    else:
-        trainer.fit(module, datamodule=data)
-    hf_dir = stage_dir / "hf"
-    export_hf(trainer, module, tokenizer, hf_dir)
-    tracker.finish_stage(trainer)
 
+
+def finish_stage(
+    trainer: pl.Trainer, module: CausalLMModule, data: Any, given: StageInputs, stage_dir: Path, seconds: float
+) -> StageResult:
+    """Export the trained weights in Hugging Face format and record the stage's summary (which marks it done)."""
+    hf_dir = stage_dir / "hf"
+    export_hf(trainer, module, given.tokenizer, hf_dir)
+    rewards = getattr(module, "reward_history", [])  # GRPO's mean reward per step
     result = StageResult(
-        stage=stage.name,
+        stage=given.stage.name,
         status="trained",
         directory=str(stage_dir),
-        init=init,
+        init=given.init,
         hf_dir=str(hf_dir),
         steps=trainer.global_step,
         train_loss=_float(module.last_train_loss),
@@ -314,13 +330,40 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
         val_loss_after=module.val_history[-1][1] if module.val_history else None,
         tokens_per_s=module.mean_tokens_per_s(),
         tokens=module.tokens_seen,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(seconds, 1),
         examples_left_out=dict(getattr(data, "dropped", {})),
-        reward_first=_float(module.reward_history[0]) if rl and module.reward_history else None,
-        reward_last=_float(module.reward_history[-1]) if rl and module.reward_history else None,
+        reward_first=_float(rewards[0]) if rewards else None,
+        reward_last=_float(rewards[-1]) if rewards else None,
     )
     if trainer.is_global_zero:
         atomic_write_json(stage_dir / "summary.json", asdict(result))
+    return result
+
+
+def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | None, single: bool) -> StageResult:
+    """One stage: reused when its summary is there, skipped without data, else trained (or resumed from its
+    last checkpoint) and exported."""
+    stage: StageConfig = settings_of(StageConfig, cfg.stage)
+    if (stage_dir / "summary.json").exists():
+        return replace(StageResult(**read_json(stage_dir / "summary.json")), status="done")
+    reason = prepare_data(cfg, stage, single)
+    if reason:
+        return StageResult(stage=stage.name, status="skipped", directory=str(stage_dir), reason=reason)
+
+    started = time.perf_counter()
+    given = stage_inputs(cfg, stage, settings_of(HardwareConfig, cfg.hardware), previous)
+    data, module = OBJECTIVES[stage.objective](given)
+    tracker = instantiate(cfg.logger)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    trainer = build_trainer(
+        given, stage_dir, tracker.stage_logger(stage_dir, run_name, stage.name, config), last.exists()
+    )
+    if last.exists():
+        log.info("stage %s: resuming from %s", stage.name, last)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    result = finish_stage(trainer, module, data, given, stage_dir, time.perf_counter() - started)
+    tracker.finish_stage(trainer)
     return result
 
 

@@ -15,13 +15,14 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedModel
 
-from ehrr1.backends import SamplingParams
+from ehrr1.backends import RolloutSampler, SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
 from ehrr1.errors import ConfigError
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
@@ -80,6 +81,16 @@ class PromptDataModule(ResumableDataModule):
             order.epoch, order.start = position
         prompts = cast(Dataset, self.records)  # a list is a map-style dataset
         return DataLoader(prompts, batch_sampler=order, collate_fn=lambda batch: batch)
+
+
+@dataclass
+class RolloutBatch:
+    """The tensors of one generation batch. A row is one completion: its prompt left-padded to the longest,
+    then the completion right-padded to the longest (rows = prompts * group_size, a prompt's group together)."""
+
+    input_ids: torch.Tensor  # [rows, prompt_len + completion_len] long
+    attention_mask: torch.Tensor  # [rows, prompt_len + completion_len]: 1 on prompt and completion tokens
+    completion_mask: torch.Tensor  # [rows, completion_len]: 1 on completion tokens, the ones the loss scores
 
 
 class GRPOModule(CausalLMModule):
@@ -154,17 +165,21 @@ class GRPOModule(CausalLMModule):
             max_tokens=s.max_completion_tokens,
             seed=self.seed * 1_000_003 + step,
         )
-        if s.rollout is RolloutBackend.vllm:
-            return self.vllm_engine().sample_ids(prompts, sampling, s.group_size)
-        from ehrr1.backends.hf import HFBackend
-
         policy = self.model
         was_training = policy.training
-        policy.eval()
+        policy.eval()  # no dropout while sampling from the policy itself
         try:
-            return HFBackend.around(policy, self.tokenizer).sample_ids(prompts, sampling, s.group_size)
+            return self.rollout_sampler().sample_ids(prompts, sampling, s.group_size)
         finally:
             policy.train(was_training)
+
+    def rollout_sampler(self) -> RolloutSampler:
+        """The policy itself through HF generate, or the colocated vLLM engine holding its synced weights."""
+        if self.settings.rollout is RolloutBackend.vllm:
+            return self.vllm_engine()
+        from ehrr1.backends.hf import HFBackend
+
+        return HFBackend.around(self.model, self.tokenizer)
 
     def vllm_engine(self) -> Any:
         if self.rollout_engine is None:
@@ -207,7 +222,7 @@ class GRPOModule(CausalLMModule):
         finally:
             self.model.unmerge_adapter()
 
-    def batch_tensors(self, prompts: list[str], completions: list[list[int]]) -> dict[str, torch.Tensor]:
+    def batch_tensors(self, prompts: list[str], completions: list[list[int]]) -> RolloutBatch:
         """Left-padded prompts (each repeated group_size times) then right-padded completions."""
         pad = self.tokenizer.pad_token_id
         prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -221,16 +236,17 @@ class GRPOModule(CausalLMModule):
             if c:
                 ids[i, p_len : p_len + len(c)] = torch.tensor(c)
                 attention[i, p_len : p_len + len(c)] = 1
-        mask = attention[:, p_len:].clone()
-        return {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device), "mask": mask}
+        completion = attention[:, p_len:].clone()
+        return RolloutBatch(ids.to(self.device), attention.to(self.device), completion.to(self.device))
 
-    def logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
-        width = batch["mask"].shape[1]
-        return completion_logps(model, batch["input_ids"][rows], batch["attention_mask"][rows], width)
+    def logps(self, model: torch.nn.Module, batch: RolloutBatch, rows: slice) -> torch.Tensor:
+        """[len(rows), completion_len] log-probabilities of the completions' tokens under ``model``."""
+        width = batch.completion_mask.shape[1]
+        return completion_logps(model, batch.input_ids[rows], batch.attention_mask[rows], width)
 
     @torch.no_grad()
-    def cached_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        n = batch["input_ids"].shape[0]
+    def cached_logps(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+        n = batch.input_ids.shape[0]
         step = self.micro_batch_size
         return torch.cat([self.logps(model, batch, slice(i, i + step)) for i in range(0, n, step)])
 
@@ -246,7 +262,7 @@ class GRPOModule(CausalLMModule):
         total = torch.tensor([x["total"] for x in scored], dtype=torch.float32)
         advantages = group_advantages(total, s.group_size, s.scale_rewards).to(self.device)
         batch = self.batch_tensors(prompts, completions)
-        mask = batch["mask"].to(self.device)
+        mask = batch.completion_mask
         old = self.cached_logps(self.model, batch) if s.num_iterations > 1 else None
         ref = None
         if s.beta != 0.0:

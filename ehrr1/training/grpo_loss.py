@@ -13,7 +13,7 @@ from ehrr1.config import LossType, RewardScale
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: RewardScale = RewardScale.group) -> torch.Tensor:
     """Rewards minus their group's mean, divided by the group's (or batch's) std + 1e-4; groups with equal
-    rewards get zero advantages."""
+    rewards get zero advantages. ``rewards``: [prompts * group_size], each prompt's group together."""
     grouped = rewards.view(-1, group_size)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).view(-1)
     if scale is RewardScale.none:
@@ -42,8 +42,10 @@ def grpo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate with separate low/high epsilons, plus beta x k3 KL to the reference.
 
-    ``max_completion_length``: dr_grpo's normaliser (default T); ``num_items``: dapo's (default: the mask's
-    tokens). Returns the loss and detached statistics (kl, clip fractions).
+    ``logps``, ``old_logps``, ``ref_logps``, ``mask``: [rows, completion_len] (a row: one completion);
+    ``advantages``: [rows]. ``max_completion_length``: dr_grpo's normaliser (default completion_len);
+    ``num_items``: dapo's (default: the mask's tokens). Returns the loss and detached statistics (kl, clip
+    fractions).
     """
     mask = mask.to(logps.dtype)
     ratio = torch.exp(logps - old_logps)
