@@ -30,6 +30,7 @@ def one(con, sql: str):
     return con.execute(sql).fetchone()
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     generate_cohort(a, SyntheticCohortSettings(n_patients=25, seed=3), progress=False)
@@ -40,6 +41,7 @@ def test_same_seed_gives_identical_files(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_patients(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     generate_cohort(a, SyntheticCohortSettings(n_patients=25, seed=3), progress=False)

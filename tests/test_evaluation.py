@@ -199,6 +199,7 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     assert printed["task"] == "labevents" and printed["p_yes"] is None and isinstance(printed["answer"], str)
 
 
+@pytest.mark.slow
 def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_dir, tmp_path, wandb_offline):
     from ehrr1.evaluation.evaluate import evaluate
     from tests.support import compose_config
@@ -256,6 +257,7 @@ def openai_server(tmp_path_factory):
     server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_openai_backend_against_a_real_server_matches_hf_generate(model_dir, openai_server):
     hf = load_backend("hf", model_path=str(model_dir), device="cpu")
     served = load_backend("openai", model_path=str(model_dir), base_url=openai_server, concurrency=2)
@@ -293,6 +295,7 @@ def test_remote_server_is_refused_without_opt_in(model_dir):
         load_backend("openai", model_path=str(model_dir), base_url="https://api.example.com/v1")
 
 
+@pytest.mark.slow
 def test_evaluate_through_the_server_scores_risk_by_hard_answers(small_data_root, model_dir, openai_server, tmp_path):
     from ehrr1.evaluation.evaluate import evaluate
     from tests.support import compose_config

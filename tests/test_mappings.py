@@ -63,6 +63,7 @@ def test_defaults_map_every_diagnosis_and_icd10_procedure_but_no_icd9_procedure(
     assert not procedures[("10", False)] and not procedures[("9", True)]
 
 
+@pytest.mark.slow
 def test_the_cohorts_own_mapping_tables_map_every_code(mapped_timelines):
     for event_type in ("diagnoses_icd", "procedures_icd", "diagnosis", "medrecon"):
         coded = _coded(mapped_timelines, event_type)

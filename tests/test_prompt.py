@@ -118,6 +118,7 @@ def _lowercasing(tokenizer):
     return tok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer_kind", ["embedded", "qwen_style", "lowercasing"])
 def test_the_cut_fits_and_is_the_fewest_drops(store, registry, index_root, tokenizer, timelines_root, tokenizer_kind):
     """Counted by pieces (GPT-2's and Qwen2's splits): exactly the scan's cut. Counted whole (any other
@@ -314,6 +315,7 @@ def test_only_tokenizers_that_split_at_line_starts_are_counted_by_pieces(tokeniz
     ]
 
 
+@pytest.mark.slow
 def test_pre_token_counts_equal_the_tokenizers_own(tokenizer, timelines_root):
     """The Python split and the pre-token memo count exactly what the tokenizer encodes, for GPT-2's, Qwen2's
     and Llama 3's splits, on rendered events and on texts built to catch the splits' edge cases (runs of

@@ -152,6 +152,7 @@ def test_table_missing_in_present_optional_module(mimic):
         register(mimic)
 
 
+@pytest.mark.slow
 def test_missing_optional_module_is_reported_once_and_skipped(mimic, tmp_path, caplog):
     shutil.rmtree(mimic / "note")
     with caplog.at_level(logging.WARNING):

@@ -93,6 +93,7 @@ def test_splits_are_by_patient_and_seeded(index, registry):
     assert moved > 0
 
 
+@pytest.mark.slow
 def test_a_draw_depends_on_the_rows_not_on_how_the_index_is_read(index, registry):
     """Read in batches of 7 rows, tasks in reverse shard order, the selection is the one of the whole table:
     each row's chance is a hash of (seed, task, split, subject, anchor), kept across batches by its key."""

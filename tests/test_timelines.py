@@ -156,6 +156,7 @@ def test_excerpts_hold_exactly_the_asked_events(store, timelines):
     assert seen >= 10
 
 
+@pytest.mark.slow
 def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
     again = tmp_path / "again"
     build_timelines(
@@ -165,6 +166,7 @@ def test_rebuild_is_identical(cohort_root, timelines_root, tmp_path):
         assert a.equals(b)
 
 
+@pytest.mark.slow
 def test_changed_inputs_rebuild_and_foreign_directories_are_refused(tiny_cohort, tmp_path, caplog):
     root = tmp_path / "cohort"
     shutil.copytree(tiny_cohort, root)

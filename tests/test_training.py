@@ -81,8 +81,8 @@ def weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     [
         ("smoke", "tiny", "cpu", 3e-3),
         ("ehr_r1_1.7b", "qwen3_1.7b", "deepspeed_zero3", 2e-5),
-        ("ehr_r1_8b", "qwen3_8b", "deepspeed_zero3", 2e-5),
-        ("ehr_r1_72b", "qwen2.5_72b", "deepspeed_zero3", 2e-5),
+        pytest.param("ehr_r1_8b", "qwen3_8b", "deepspeed_zero3", 2e-5, marks=pytest.mark.slow),
+        pytest.param("ehr_r1_72b", "qwen2.5_72b", "deepspeed_zero3", 2e-5, marks=pytest.mark.slow),
     ],
 )
 def test_every_experiment_composes_with_every_stage(experiment, model, hardware, lr):
@@ -481,6 +481,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
     assert len(list((stage_dir / "csv").glob("version_*"))) == 2 and min(steps) < 39 and first_attempt
 
 
+@pytest.mark.slow
 def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, tmp_path, wandb_offline):
     result = train(train_config(small_data_root, tmp_path / "run", "stage=domain_adaptation", "logger=wandb"))[0]
     _, logged = offline_wandb_run(Path(result.directory))

@@ -101,6 +101,7 @@ def test_every_problem_is_listed_at_once():
     assert str(caught.value) == "invalid setting: stage.grad_accum must be >= 1, got 0"  # one problem, one line
 
 
+@pytest.mark.slow
 def test_the_shipped_configs_are_valid():
     for entry in ("train", "synthesize", "evaluate"):
         validate(compose_config(entry))
