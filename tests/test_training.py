@@ -158,6 +158,14 @@ def test_a_stored_config_gives_its_settings_back_with_the_schemas_of_what_they_b
     assert isinstance(writer, OpenAIBackendConfig) and writer.base_url == "http://localhost:8000/v1"
 
 
+def test_resuming_a_run_stored_by_an_earlier_layout_is_one_message(tmp_path):
+    old = OmegaConf.to_container(compose_config("train"))
+    old.update(curriculum=["domain_adaptation"], logger={"kind": "csv"})  # how such runs stored them
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "resolved_config.yaml")
+    with pytest.raises(ConfigError, match="stored by an earlier ehrr1"):
+        train(compose_config("train", f"resume={tmp_path}"))
+
+
 def test_slurm_selects_the_submitit_launcher():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         from hydra import compose

@@ -100,9 +100,10 @@ def given_settings(node: DictConfig) -> dict[str, Any]:
     """The settings of ``node`` that are set (not ``???``), nested ones included, interpolations unresolved."""
 
     def keep(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: keep(v) for k, v in value.items() if v != MISSING and keep(v) != {}}
-        return value
+        if not isinstance(value, dict):
+            return value
+        kept = {k: keep(v) for k, v in value.items() if v != MISSING}
+        return {k: v for k, v in kept.items() if v != {}}  # a nested node with nothing set adds nothing
 
     return keep(OmegaConf.to_container(node, resolve=False))
 

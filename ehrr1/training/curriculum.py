@@ -381,6 +381,11 @@ def train(cfg: DictConfig) -> list[StageResult]:
             raise MissingInputError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
         log.info("resuming %s with its stored config", run_dir)
         cfg = cast(DictConfig, OmegaConf.load(stored))
+        if "_target_" not in cfg.logger or "curriculum" not in cfg or not OmegaConf.is_dict(cfg.curriculum):
+            raise ConfigError(
+                f"resume={run_dir}: its config was stored by an earlier ehrr1 (a curriculum list, a logger "
+                "kind): finish it with that version, or start the run anew"
+            )
     else:
         run_dir = run_directory(cfg)
     check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
