@@ -23,3 +23,16 @@ def reasoning_of(text: str) -> str:
     """The text inside the first think block (the completion may or may not repeat the opening tag)."""
     head = text.split(THINK_CLOSE, 1)[0]
     return head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
+
+
+def reached_answer(prompt: str, text: str) -> bool:
+    """Whether the reasoning is closed (in the prompt or the generation), so the next words are the answer."""
+    return THINK_CLOSE in text or prompt.rstrip().endswith(THINK_CLOSE)
+
+
+def answer_prefix(text: str) -> str:
+    """What precedes the answer in a generation: the reasoning up to ``</think>`` and the blank after it."""
+    if THINK_CLOSE not in text:
+        return ""
+    head, tail = text.rsplit(THINK_CLOSE, 1)
+    return head + THINK_CLOSE + tail[: len(tail) - len(tail.lstrip())]

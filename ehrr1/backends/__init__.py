@@ -15,7 +15,6 @@ from typing import Any, Protocol, cast
 
 from ehrr1.config import ModelConfig, SamplingParams
 from ehrr1.errors import ConfigError
-from ehrr1.think import THINK_CLOSE
 from ehrr1.utils import instantiate
 
 YES_WORDS, NO_WORDS = ("yes", "Yes", "YES"), ("no", "No", "NO")  # spellings an answer may start with
@@ -83,19 +82,6 @@ def load_backend(name: str, **settings: Any) -> Backend:
 def build_backend(config: Any, model_path: str, model: ModelConfig, seed: int = 0) -> Backend:
     """The backend a ``backend=`` node names (its ``_target_``: the class's ``for_model``), for ``model_path``."""
     return cast(Backend, instantiate(config, _partial_=True)(model_path=model_path, model=model, seed=seed))
-
-
-def reached_answer(prompt: str, text: str) -> bool:
-    """Whether the reasoning is closed (in the prompt or the generation), so the next words are the answer."""
-    return THINK_CLOSE in text or prompt.rstrip().endswith(THINK_CLOSE)
-
-
-def answer_prefix(text: str) -> str:
-    """What precedes the answer in a generation: the reasoning up to ``</think>`` and the blank after it."""
-    if THINK_CLOSE not in text:
-        return ""
-    head, tail = text.rsplit(THINK_CLOSE, 1)
-    return head + THINK_CLOSE + tail[: len(tail) - len(tail.lstrip())]
 
 
 def answer_token_ids(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -10,14 +10,13 @@ import torch
 from ehrr1.backends import (
     Generation,
     SamplingParams,
-    answer_prefix,
     answer_token_ids,
     choice_token_ids,
-    reached_answer,
 )
 from ehrr1.config import ModelConfig
 from ehrr1.models.factory import load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
+from ehrr1.think import answer_prefix, reached_answer
 
 log = logging.getLogger(__name__)
 

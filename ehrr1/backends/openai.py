@@ -25,14 +25,13 @@ from ehrr1.backends import (
     YES_WORDS,
     Generation,
     SamplingParams,
-    answer_prefix,
     choice_token_ids,
-    reached_answer,
     yes_share,
 )
 from ehrr1.config import ModelConfig, remote_refusal
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
+from ehrr1.think import answer_prefix, reached_answer
 
 log = logging.getLogger(__name__)
 

@@ -23,15 +23,14 @@ from typing import Any
 from ehrr1.backends import (
     Generation,
     SamplingParams,
-    answer_prefix,
     answer_token_ids,
     choice_token_ids,
-    reached_answer,
     yes_share,
 )
 from ehrr1.config import ModelConfig
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import load_tokenizer
+from ehrr1.think import answer_prefix, reached_answer
 
 log = logging.getLogger(__name__)
 
