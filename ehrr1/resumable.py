@@ -42,7 +42,7 @@ class WorkDir:
 
     path: Path
     key: str
-    what: str  # what it holds, for messages ("timelines", "index of task labevents")
+    what: str  # what it holds, for messages ("timeline build", "index of task labevents")
     state: str = "state.json"  # the fingerprint this directory is being built for
     manifest: str = "manifest.json"  # the fingerprint it was finished for, and what the producer records
 
@@ -97,7 +97,7 @@ class WorkDir:
             log.info("%s at %s is up to date", self.what, self.path)
             return self.read_manifest()
         self._refuse_foreign(self.manifest, foreign)
-        if self.path.exists():
+        if self.path.exists() and any(self.path.iterdir()):
             log.warning("%s at %s was made with other settings: making it anew", self.what, self.path)
         with atomic_output(self.path, fresh=True) as tmp:
             tmp.mkdir(parents=True)
@@ -118,10 +118,10 @@ class WorkDir:
 
 class Ledger:
     """Rows appended a batch at a time to a JSONL file, each under its key. A line cut by a kill is cut off the
-    file when it is opened, so its row is redone; each batch is flushed (and synced) before the next begins."""
+    file when it is opened, so its row is redone; each batch is on disk (synced) before the next begins."""
 
-    def __init__(self, path: str | Path, key: str, sync: bool = True):
-        self.path, self.key, self.sync = Path(path), key, sync
+    def __init__(self, path: str | Path, key: str):
+        self.path, self.key = Path(path), key
         self._checked = False  # the file's last line was checked (and cut when a kill cut it)
 
     def rows(self) -> dict[str, dict[str, Any]]:
@@ -140,8 +140,7 @@ class Ledger:
             def append(rows: Iterable[dict[str, Any]]) -> None:
                 out.write("".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows))
                 out.flush()
-                if self.sync:
-                    os.fsync(out.fileno())
+                os.fsync(out.fileno())
 
             yield append
 

@@ -77,7 +77,7 @@ ARTEFACTS: tuple[Artefact, ...] = (
         ("instructions",),
         "ehrr1.reasoning.pipeline.synthesize_chains",
         ("synthesis", "task_mix", "tasks", "data", "model", "progress"),
-        lambda cfg, split: ensure_reasoning(cfg, split),
+        ensure_reasoning,
     ),
 )
 BY_NAME = {artefact.name: artefact for artefact in ARTEFACTS}
@@ -115,7 +115,7 @@ def built(name: str, cfg: DictConfig, split: str = "train") -> Path:
     if artefact.ensure is None:
         raise ValueError(f"{name} is not built on demand")
     if not (Path(OmegaConf.select(cfg, artefact.where)) / f"{split}.jsonl").exists():
-        log.info("%s: building it may build, where absent: %s", name, ", ".join(upstream(name)))
+        log.info("the %s are made from the %s: each is built where it is absent", name, ", ".join(upstream(name)))
     return artefact.ensure(config_for(name, cfg), split)
 
 
