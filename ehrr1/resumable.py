@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ehrr1.errors import ForeignOutputError
-from ehrr1.utils import atomic_output, atomic_write_json, read_json
+from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class WorkDir:
         final.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(final) as tmp:
             yield tmp
+
+    def commit_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
 
     def commit_json(self, name: str, payload: Any) -> None:
         atomic_write_json(self.path / name, payload)

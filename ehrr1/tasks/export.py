@@ -108,8 +108,7 @@ def export_unit(
             counts["prompt_tokens"] += prompt.n_tokens or 0
             counts[f"label:{prompt.answer}"] += 1
     for split, split_lines in lines.items():
-        with parts.commit(f"{split}-{unit}.jsonl") as tmp:
-            tmp.write_text("".join(line + "\n" for line in split_lines), encoding="utf-8")
+        parts.commit_text(f"{split}-{unit}.jsonl", "".join(line + "\n" for line in split_lines))
     parts.commit_json(_unit_stats(unit), stats)
 
 
