@@ -10,21 +10,18 @@ from ehrr1.utils import atomic_write_text
 
 
 def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path | None:
-    """Store the resolved config, and refresh Hydra's unresolved copy with what the run filled in (the
-    curriculum's stages), so re-running either one reproduces the run exactly."""
+    """Store the resolved config as ``<run_dir>/resolved_config.yaml`` (default: Hydra's output directory).
+
+    Hydra's own record of the composed config (``.hydra/config.yaml``) is never written here: a step that runs
+    inside another run (the evaluation after training) keeps its config in its own directory, so each run's
+    record stays the config it was composed from."""
     from hydra.core.hydra_config import HydraConfig
 
-    hydra_dir: Path | None = None
-    if HydraConfig.initialized():
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
-        run_dir = run_dir or output_dir
-        if (subdir := HydraConfig.get().output_subdir) is not None:
-            hydra_dir = output_dir / subdir
+    if run_dir is None and HydraConfig.initialized():
+        run_dir = HydraConfig.get().runtime.output_dir
     if run_dir is None:
         return None
     path = Path(run_dir) / "resolved_config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
-    if hydra_dir is not None and (hydra_dir / "config.yaml").exists():
-        atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     return path

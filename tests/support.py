@@ -38,6 +38,16 @@ def compose_config(name: str, *overrides: str):
         return compose(config_name=name, overrides=list(overrides))
 
 
+def backend(name: str, model_dir, **settings):
+    """The backend ``evaluate.py backend=<name>`` builds for the weights in ``model_dir`` (their settings: a
+    stage's stored config, else the schema's; ``dtype`` too), through the one construction path."""
+    from ehrr1.backends import backend_config, build_backend
+    from ehrr1.inference import model_settings
+
+    model, _ = model_settings(str(model_dir), dtype=settings.pop("dtype", None))
+    return build_backend(backend_config(name, **settings), str(model_dir), model)
+
+
 def tiny_architecture():
     """A Qwen3 shape small enough for unit tests (not the embedded model's)."""
     from ehrr1.config import ArchitectureConfig

@@ -14,16 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ehrr1.backends import SamplingParams, load_backend
+from ehrr1.backends import SamplingParams
 from ehrr1.evaluation.harness import Request, build_requests, run, score_row
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, write_reports
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
 from ehrr1.tasks.registry import TaskError
-from tests.support import REPO, SMALL_DATA, offline_wandb_run, run_entry_point
+from tests.support import REPO, SMALL_DATA, compose_config, offline_wandb_run, run_entry_point
+from tests.support import backend as support_backend
 
 
 def test_batched_greedy_generation_equals_one_by_one(model_dir):
-    backend = load_backend("hf", model_path=str(model_dir), device="cpu")
+    backend = support_backend("hf", model_dir, device="cpu")
     chat = backend.tokenizer.apply_chat_template
     prompts = [
         chat([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False)
@@ -44,8 +45,12 @@ def test_batched_greedy_generation_equals_one_by_one(model_dir):
 
 
 def test_unknown_backend_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown backend 'vlm': choose from hf"):
-        load_backend("vlm")
+    from ehrr1.backends import backend_config
+
+    with pytest.raises(ValueError, match="unknown backend 'vlm': did you mean 'vllm'\\? choose from hf, openai, vllm"):
+        backend_config("vlm")
+    with pytest.raises(ValueError, match="backend hf: Key 'devise' not in 'HFBackendConfig'"):
+        backend_config("hf", devise="cpu")
 
 
 def request(task: str, metric: str, target: list[str], key: str) -> Request:
@@ -70,7 +75,8 @@ def test_scores_and_reports_on_crafted_outputs(tmp_path):
     assert [r["score"] for r in rows[:6]] == pytest.approx([1.0, 2 / 3, 0, 0, 0, 0])
     assert [r["valid"] for r in rows[:6]] == [True, True, False, False, False, False]
     frequent = most_frequent_answers(
-        [{"task": "labevents", "target": ["Creatinine"]}] * 2 + [{"task": "labevents", "target": ["Sodium"]}]
+        [{"task": "labevents", "target": ["Creatinine"]}] * 2
+        + [{"task": "labevents", "target": ["Sodium"]}, {"task": "Inpatient_Mortality", "target": ["no"]}]
     )
     report = aggregate(rows, frequent, n_boot=200, seed=0)
     labs, mortality = report["tasks"]
@@ -165,10 +171,11 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     from ehrr1.data.markdown import render_events
     from ehrr1.data.timeline import TimelineStore
 
-    predictor = Predictor(str(model_dir), device="cpu", max_tokens=8, max_input_tokens=300)
+    predictor = Predictor(str(model_dir), device="cpu", max_tokens=8, model_config={"max_input_tokens": 300})
     timeline = TimelineStore(timelines_root).load(TimelineStore(timelines_root).subjects()[0])
     risk = predictor.predict("Inpatient_Mortality", timeline=timeline, until=len(timeline))
     assert 0 <= risk.p_yes <= 1 and risk.events_dropped > 0  # 300 tokens: the oldest events are cut
+    assert risk.answer in ("yes", "no") and risk.answer == ("yes" if risk.p_yes >= 0.5 else "no")  # one token
     with pytest.raises(TaskError, match="Did you mean labevents"):
         predictor.predict("labevent", timeline=timeline)
     markdown = tmp_path / "patient.md"
@@ -197,6 +204,37 @@ def test_predictor_answers_from_a_timeline_or_markdown(model_dir, timelines_root
     assert done.returncode == 0, done.stderr[-2000:]
     printed = json.loads(done.stdout)
     assert printed["task"] == "labevents" and printed["p_yes"] is None and isinstance(printed["answer"], str)
+
+
+def test_a_stages_weights_are_asked_as_its_run_and_evaluation_ask_them(model_dir, tmp_path):
+    """The inference API builds its backend and asks a task as evaluate.py does: a training stage's weights with
+    the run's thinking switch and dtype, a risk task with one token among yes / no and the same P(yes)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from ehrr1 import Predictor
+    from ehrr1.evaluation.harness import build_requests, run
+    from ehrr1.tasks.records import InstructionRecord
+
+    stage = tmp_path / "stages" / "3_rl"
+    shutil.copytree(model_dir, stage / "hf")
+    run_config = compose_config("train", "model.thinking_switch=suffix", "model.max_input_tokens=200")
+    OmegaConf.save(run_config, stage / "config.yaml")  # what a stage stores
+    predictor = Predictor(str(stage / "hf"), device="cpu", max_tokens=8)
+    assert predictor.model.thinking_switch is ThinkingSwitch.suffix and predictor.model.max_input_tokens == 200
+    markdown = "## Patient Demographics [None]\n- Gender: F\n\n## Admissions [2150-01-01 08:00:00]\n- EW EMER."
+    answer = predictor.predict("ED_Hospitalization", markdown=markdown)
+    spec = predictor.registry["ED_Hospitalization"]
+    record: InstructionRecord = {
+        "id": "x", "messages": predictor.builder.messages_for(markdown, spec), "task": spec.name, "kind": "risk",
+        "metric": "auroc", "subject_id": None, "hadm_id": None, "target": ["yes"], "split": "test",
+    }  # fmt: skip
+    sampling = SamplingParams(max_tokens=8)
+    requests = build_requests([record], predictor.backend.tokenizer, "m", sampling, False, ThinkingSwitch.suffix)
+    assert requests[0].prompt.rstrip().endswith("/no_think<|im_end|>\n<|im_start|>assistant")
+    (row,) = run(requests, predictor.backend, sampling, tmp_path / "results.jsonl", progress=False)
+    assert answer.answer == row["output"] and answer.p_yes == pytest.approx(row["p_yes"])
 
 
 @pytest.mark.slow
@@ -259,8 +297,8 @@ def openai_server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_openai_backend_against_a_real_server_matches_hf_generate(model_dir, openai_server):
-    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
-    served = load_backend("openai", model_path=str(model_dir), base_url=openai_server, concurrency=2)
+    hf = support_backend("hf", model_dir, device="cpu")
+    served = support_backend("openai", model_dir, base_url=openai_server, concurrency=2)
     prompts = [
         hf.tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=False
@@ -279,8 +317,8 @@ def test_openai_backend_retries_then_reports_errors_per_sample(model_dir):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    backend = load_backend(
-        "openai", model_path=str(model_dir), base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff_s=0.05
+    backend = support_backend(
+        "openai", model_dir, base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, backoff_s=0.05
     )
     started = time.monotonic()
     out = backend.generate(["a", "b"], SamplingParams(max_tokens=4))
@@ -292,7 +330,7 @@ def test_openai_backend_retries_then_reports_errors_per_sample(model_dir):
 
 def test_remote_server_is_refused_without_opt_in(model_dir):
     with pytest.raises(ValueError, match="allow_remote=true"):
-        load_backend("openai", model_path=str(model_dir), base_url="https://api.example.com/v1")
+        support_backend("openai", model_dir, base_url="https://api.example.com/v1")
 
 
 @pytest.mark.slow
@@ -319,11 +357,14 @@ def test_evaluate_through_the_server_scores_risk_by_hard_answers(small_data_root
     assert report["run"]["backend"] == "openai" and len(rows) == report["samples"] and not any(r["error"] for r in rows)
 
 
-def test_vectorised_bootstrap_equals_a_loop_over_resamples():
+def test_intervals_are_scipys_bootstrap_of_scikit_learns_metrics():
+    """One AUROC and one bootstrap: the report's intervals equal scipy.stats.bootstrap run one resample at a
+    time with scikit-learn's roc_auc_score (and the mean), on the same draws."""
     import numpy as np
+    import scipy.stats
+    from sklearn.metrics import roc_auc_score
 
     from ehrr1.evaluation.report import bootstrap
-    from ehrr1.tasks.metrics import auroc
 
     rng = np.random.default_rng(5)
     rows = [
@@ -335,19 +376,42 @@ def test_vectorised_bootstrap_equals_a_loop_over_resamples():
         }
         for _ in range(25)
     ]  # ties in the scores on purpose
-    idx = np.random.default_rng(1).integers(0, 25, (60, 25))
-    aurocs = [auroc([rows[i]["target"][0] for i in row], [rows[i]["p_yes"] for i in row]) for row in idx]
-    aurocs = [a for a in aurocs if a is not None]
-    assert bootstrap("auroc", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(aurocs, [2.5, 97.5])))
-    means = [np.mean([rows[i]["score"] for i in row]) for row in idx]
-    assert bootstrap("f1", rows, 60, seed=1) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    labels = np.array([r["target"][0] == "yes" for r in rows])
+    p_yes, scores = np.array([r["p_yes"] for r in rows]), np.array([r["score"] for r in rows])
+
+    def sklearn_auroc(idx):
+        idx = idx.astype(int)
+        return roc_auc_score(labels[idx], p_yes[idx]) if len(set(labels[idx])) == 2 else np.nan
+
+    for metric, statistic in (("auroc", sklearn_auroc), ("f1", lambda idx: scores[idx.astype(int)].mean())):
+        loop = scipy.stats.bootstrap(
+            (np.arange(25),), statistic, n_resamples=60, vectorized=False, method="percentile",
+            rng=np.random.default_rng(1),
+        ).bootstrap_distribution  # fmt: skip
+        loop = loop[~np.isnan(loop)]
+        assert bootstrap(metric, rows, 60, seed=1) == pytest.approx(tuple(np.percentile(loop, [2.5, 97.5])))
+
+
+def test_baseline_macros_are_over_the_models_tasks_or_absent():
+    from ehrr1.evaluation.report import aggregate
+
+    def rows(task, answers, target):
+        fixed = {"task": task, "kind": "decision", "metric": "f1", "target": [target], "p_yes": None, "valid": True}
+        return [{**fixed, "output": a, "score": float(a == target), "finish_reason": "stop"} for a in answers]
+
+    model = rows("a", ["x", "y"], "x") + rows("b", ["x", "x"], "x")
+    tabular = rows("a", ["x", "x"], "x")  # no tabular score on task b
+    report = aggregate(model, {"a": "y", "b": "x"}, n_boot=20, tabular=tabular)
+    macro = report["macro"]["decision"]
+    assert macro["value"] == 0.75 and macro["baseline"] == 0.5  # (0 + 1) / 2 over both tasks
+    assert macro["tabular"] is None and macro["tabular_missing"] == ["b"]  # not 1.0 over task a alone
 
 
 def test_risk_is_answered_with_one_token_among_yes_and_no(model_dir):
     """The reference's protocol: greedy over the first tokens of yes / no, P(yes) the share between them."""
     from ehrr1.backends import ONE_TOKEN_YES_NO, choice_token_ids
 
-    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    hf = support_backend("hf", model_dir, device="cpu")
     messages = [[{"role": "user", "content": text}] for text in ("Creatinine 2.4 mg/dL", "## Admissions\nEW EMER.")]
     prompts = [generation_prompt(hf.tokenizer, m, thinking=False) for m in messages]
     out = hf.generate(prompts, ONE_TOKEN_YES_NO)
@@ -363,7 +427,7 @@ def test_risk_is_answered_with_one_token_among_yes_and_no(model_dir):
 def test_requests_ask_risk_tasks_with_thinking_off_and_one_token(model_dir):
     from ehrr1.backends import SamplingParams as Sampling
 
-    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    hf = support_backend("hf", model_dir, device="cpu")
     user = [{"role": "system", "content": "s"}, {"role": "user", "content": "EHR\nquestion"}]
     records = [
         {"id": "r", "task": "Inpatient_Mortality", "kind": "risk", "metric": "auroc", "target": ["yes"],
@@ -389,7 +453,7 @@ def test_openai_backend_sends_the_references_logit_bias(model_dir):
 
     seen: list[dict] = []
     with one_token_server(seen) as url:
-        backend = load_backend("openai", model_path=str(model_dir), base_url=url)
+        backend = support_backend("openai", model_dir, base_url=url)
         prompt = generation_prompt(backend.tokenizer, [{"role": "user", "content": "EHR"}], thinking=False)
         (answer,) = backend.generate([prompt], ONE_TOKEN_YES_NO, [True])
     ids = choice_token_ids(backend.tokenizer, ("yes", "no"))
@@ -407,7 +471,7 @@ def test_error_bars_never_go_negative_when_a_value_lies_outside_its_interval():
 def test_long_prompts_keep_their_last_tokens(model_dir):
     from ehrr1.evaluation.harness import cut_left
 
-    hf = load_backend("hf", model_path=str(model_dir), device="cpu")
+    hf = support_backend("hf", model_dir, device="cpu")
     prompt = generation_prompt(hf.tokenizer, [{"role": "user", "content": "Sodium 131 mmol/L " * 40}], thinking=False)
     n = len(hf.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     kept, cut = cut_left(hf.tokenizer, prompt, 50)

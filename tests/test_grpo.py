@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import types
 from collections import defaultdict
 
@@ -11,9 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ehrr1.config import AnswerMetric, GRPOConfig, LossType, OptimConfig, RewardScale, RewardWeights, ScheduleConfig
+from ehrr1.config import (
+    AnswerMetric,
+    GRPOConfig,
+    LossType,
+    OptimConfig,
+    RewardScale,
+    RewardWeights,
+    ScheduleConfig,
+    ThinkingSwitch,
+)
 from ehrr1.models.factory import init_random_model
-from ehrr1.training.grpo import GRPOModule, rl_messages
+from ehrr1.training.grpo import GRPOModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
 from ehrr1.training.rewards import answer_reward, format_reward, rewards
 from tests.support import (
@@ -164,9 +174,76 @@ def test_rewards_follow_the_spec_and_never_raise():
     for garbage in (None, b"\xff\xfe</think>", "", "</think>" * 10_000, "<think>" + "a\n" * 100_000):
         out = rewards(garbage, decision, RewardWeights())
         assert out["answer"] == 0.0 and out["format"] == -1.0
-    assert rl_messages({"messages": [{"role": "user", "content": "EHR"}], "kind": "risk"})[-1]["content"] == (
-        "EHR\n/no_think"
+    # asked to answer at once (thinking off): the answer is scored as evaluation scores it, no format reward
+    assert rewards("yes", risk, RewardWeights(), thinking=False) == {"answer": 1.0, "format": 0.0, "total": 1.0}
+    assert rewards("<think>\n\n</think>\n\nno", risk, RewardWeights(), thinking=False)["answer"] == 0.0
+
+
+@pytest.mark.parametrize("switch", list(ThinkingSwitch))
+def test_rl_asks_each_record_as_sft_trained_it_and_evaluation_asks_it(tokenizer, switch, monkeypatch):
+    """One prompt per record and mode: RL's rollout prompt is the prefix SFT trained on and the prompt evaluation
+    sends (decision tasks reasoning first, risk tasks answering at once), for every thinking switch; a risk
+    completion answering yes at once is rewarded as evaluation would score it."""
+    from ehrr1.backends import SamplingParams
+    from ehrr1.evaluation.harness import build_requests
+    from ehrr1.training.data import encode_chats
+
+    chain = "<think>\n## Extraction\n- a\n## Reasoning\n- b\n## Final Results\nx\n</think>\n\nx"
+    decision = {**rl_prompts(1, kind="decision")[0], "id": "d", "target": ["x"]}
+    risk = {**rl_prompts(1, kind="risk")[0], "id": "r", "target": ["yes"]}
+    records = [decision, risk]
+    answers = [chain, "yes"]
+    chats = [[*r["messages"], {"role": "assistant", "content": a}] for r, a in zip(records, answers, strict=True)]
+    sft = encode_chats(tokenizer, chats, switch)
+    trained = [tokenizer.decode(e.input_ids[: e.answer_start]) for e in sft]
+    asked = build_requests(records, tokenizer, "m", SamplingParams(), thinking=True, switch=switch)
+    assert [q.one_token for q in asked] == [False, True]
+
+    seen: dict[str, list] = {}
+
+    def rollout(self, prompts, step):  # the policy's sampling, replaced by fixed completions: yes at once
+        seen["prompts"] = prompts
+        return [tokenizer("yes", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]] * (2 * len(prompts))
+
+    monkeypatch.setattr(GRPOModule, "rollout", rollout)
+    module = GRPOModule(
+        lambda: init_random_model(tiny_architecture(), tokenizer, seed=0),
+        tokenizer,
+        GRPOConfig(prompts_per_step=2, group_size=2, max_completion_tokens=4),
+        OptimConfig(lr=1e-3),
+        ScheduleConfig(),
+        switch=switch,
     )
+    fit_grpo(module, records, max_steps=1)
+    order = [0, 1] if seen["prompts"][0] == trained[0] else [1, 0]  # the prompt order is a seeded shuffle
+    assert seen["prompts"] == [trained[i] for i in order] == [asked[i].prompt for i in order]
+    assert module.reward_history == [pytest.approx(0.5 * -1 + 0.5 * 1)]  # decision: no </think>; risk: yes
+
+
+def test_the_lr_schedule_spans_every_optimiser_step_of_several_iterations(tokenizer):
+    """With num_iterations updates per generation batch, the cosine ends at the last update, not halfway."""
+    lrs: list[float] = []
+    module = GRPOModule(
+        lambda: init_random_model(tiny_architecture(), tokenizer, seed=0),
+        tokenizer,
+        GRPOConfig(prompts_per_step=2, group_size=2, max_completion_tokens=2, num_iterations=2),
+        OptimConfig(lr=1.0),
+        ScheduleConfig(scheduler="cosine", warmup_ratio=0.0),
+        reward_fn=lambda texts, records, ids: (
+            lrs.append(module.optimizers().param_groups[0]["lr"]) or [{"total": float(len(c))} for c in ids]
+        ),
+    )
+    import lightning.pytorch as pl
+
+    from ehrr1.training.grpo import PromptDataModule
+
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(module, datamodule=PromptDataModule(rl_prompts(8), 2, 0))
+    assert trainer.global_step == 8  # 4 generation batches x 2 updates
+    cosine = [0.5 * (1 + math.cos(math.pi * step / 8)) for step in (0, 2, 4, 6)]  # the lr before each batch
+    assert lrs == pytest.approx(cosine)
 
 
 def test_the_references_reward_is_the_f1_of_the_answer_lines_for_every_decision_task():

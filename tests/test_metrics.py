@@ -46,6 +46,35 @@ def test_auroc_from_scores():
     assert auroc(["yes", "yes"], [0.2, 0.4]) is None  # undefined with one label
 
 
+def test_the_one_auroc_equals_scikit_learns_on_every_resample():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from ehrr1.tasks.metrics import auroc_of
+
+    rng = np.random.default_rng(0)
+    positive = rng.random((200, 30)) < 0.3
+    scores = rng.integers(0, 6, (200, 30)) / 5  # ties on purpose
+    batched = auroc_of(positive, scores)
+    for row in range(200):
+        if len(set(positive[row])) < 2:
+            assert np.isnan(batched[row])
+        else:
+            assert batched[row] == pytest.approx(roc_auc_score(positive[row], scores[row]), abs=1e-12)
+
+
+def test_every_metric_is_registered_once_with_its_rules():
+    from ehrr1.errors import ConfigError
+    from ehrr1.tasks.metrics import METRICS, AnswerForm, metric
+    from ehrr1.tasks.registry import Metric as CatalogueMetric
+
+    assert set(METRICS) == {m.value for m in CatalogueMetric}  # every catalogue metric has its rules
+    assert [m for m in METRICS if METRICS[m].answer_lines] == ["f1", "recall"]  # what the reference's RL reward F1s
+    assert METRICS["auroc"].ranked and METRICS["rouge1"].form is AnswerForm.text
+    with pytest.raises(ConfigError, match="unknown metric 'bleu'; use f1, recall"):
+        metric("bleu")
+
+
 @pytest.mark.parametrize("garbage", [None, "", "   \n\n", b"\xff\xfe\xfa", "x" * 200_001, "</think>", 12345])
 def test_garbage_scores_zero_and_never_raises(garbage):
     for metric in ("f1", "recall", "accuracy", "auroc"):

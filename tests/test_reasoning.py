@@ -23,6 +23,7 @@ from ehrr1.reasoning.statistics import cooccurrence
 from ehrr1.reasoning.writers import ChainRequest, TemplateWriter, assistant_turn, check_chain
 from ehrr1.tasks.registry import TaskRegistry
 from tests.support import REPO, SMALL_DATA, compose_config, tiny_architecture
+from tests.support import backend as support_backend
 
 EHR = """## Patient Demographics [2130-01-01 00:00:00]
 - Age: 70
@@ -321,12 +322,12 @@ def test_the_references_chain_prompt_separates_the_record_the_answer_and_the_tas
 
 
 def test_several_chains_per_sample_are_drawn_with_their_own_seeds_and_filtered_each(model_dir):
-    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.backends import SamplingParams
     from ehrr1.config import ChainPrompt, KeepChains, SynthesisConfig
     from ehrr1.reasoning.pipeline import chain_rows
     from ehrr1.reasoning.writers import LLMWriter
 
-    backend = load_backend("hf", model_path=str(model_dir), device="cpu")
+    backend = support_backend("hf", model_dir, device="cpu")
     sampling = SamplingParams(temperature=1.0, max_tokens=6, seed=3)
     writer = LLMWriter(backend, sampling, ChainPrompt.reference, chains=3)
     requests = [request("decision", ["Sodium"]), request("decision", ["Creatinine", "Sodium"])]

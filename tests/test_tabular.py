@@ -80,6 +80,16 @@ def test_decision_tasks_predict_the_k_most_likely_answers():
     assert capped.models["prescriptions"].vectorizer.feature_names_ is not None
 
 
+def test_free_text_tasks_get_the_nearest_training_samples_answer():
+    def note(i: int, lab: str) -> dict:
+        return record(i, "discharge", "decision", "rouge1", ehr(lab, "Creatinine"), [f"discharged after {lab} care"])
+
+    train = [note(i, ("Lactate", "Troponin")[i % 2]) for i in range(10)]
+    rows = TabularBaseline().fit(train).predict([note(100, "Troponin"), note(101, "Lactate")])
+    assert [r["answer"] for r in rows] == ["discharged after Troponin care", "discharged after Lactate care"]
+    assert [r["score"] for r in rows] == [1.0, 1.0]  # rouge1 against the same text
+
+
 def test_the_report_puts_the_tabular_baseline_beside_the_model():
     test = [risk(100 + i, i % 2 == 0) for i in range(20)]
     tabular = TabularBaseline().fit([risk(i, i % 2 == 0) for i in range(40)]).predict(test)

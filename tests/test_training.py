@@ -77,25 +77,27 @@ def weights(hf_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("experiment", "model", "hardware", "lr"),
+    ("experiment", "model", "hardware", "curriculum", "lr"),
     [
-        ("smoke", "tiny", "cpu", 3e-3),
-        ("ehr_r1_1.7b", "qwen3_1.7b", "deepspeed_zero3", 2e-5),
-        pytest.param("ehr_r1_8b", "qwen3_8b", "deepspeed_zero3", 2e-5, marks=pytest.mark.slow),
-        pytest.param("ehr_r1_72b", "qwen2.5_72b", "deepspeed_zero3", 2e-5, marks=pytest.mark.slow),
+        ("main", "tiny", "cpu", "main", 3e-3),
+        ("ehr_r1_1.7b", "qwen3_1.7b", "deepspeed_zero3", "ehr_r1", 2e-5),
+        pytest.param("ehr_r1_8b", "qwen3_8b", "deepspeed_zero3", "ehr_r1", 2e-5, marks=pytest.mark.slow),
+        pytest.param("ehr_r1_72b", "qwen2.5_72b", "deepspeed_zero3", "ehr_r1", 2e-5, marks=pytest.mark.slow),
     ],
 )
-def test_every_experiment_composes_with_every_stage(experiment, model, hardware, lr):
-    for stage in ("curriculum", "domain_adaptation", "reasoning", "rl"):
+def test_every_experiment_composes_with_every_stage(experiment, model, hardware, curriculum, lr):
+    for stage in ("curriculum", "domain_adaptation", "reasoning", "rl", curriculum, f"{curriculum}_rl"):
         cfg = compose_config("train", f"experiment={experiment}", f"stage={stage}")
-        assert (cfg.model.name, cfg.hardware.name, cfg.stage.name) == (model, hardware, stage)
+        assert (cfg.model.name, cfg.hardware.name) == (model, hardware)
         for _, each in curriculum_stages(cfg):
             OmegaConf.to_container(as_one_stage(cfg, each), throw_on_missing=True)
-    cfg = compose_config("train", f"experiment={experiment}", "stage=domain_adaptation")
-    assert cfg.stage.optim.lr == lr and cfg.stage.schedule.scheduler.value == "cosine"
-    if experiment != "smoke":
-        assert cfg.stage.schedule.warmup_ratio == 0.03 and cfg.stage.epochs == 1 and cfg.hardware.devices == 8
-        assert cfg.stage.gradient_checkpointing and cfg.stage.liger.value == "on" and cfg.model.context_length == 8192
+    cfg = compose_config("train", f"experiment={experiment}")
+    assert cfg.stage.name == curriculum and list(cfg.curriculum) == ["domain_adaptation", "reasoning", "rl"]
+    first = compose_config("train", f"experiment={experiment}", f"stage={curriculum}_domain_adaptation").stage
+    assert first.optim.lr == lr and first.schedule.scheduler.value == "cosine"
+    if experiment != "main":
+        assert first.schedule.warmup_ratio == 0.03 and first.epochs == 1 and cfg.hardware.devices == 8
+        assert first.gradient_checkpointing and first.liger.value == "on" and cfg.model.context_length == 8192
 
 
 @pytest.mark.parametrize(
@@ -164,6 +166,11 @@ def test_resuming_a_run_stored_by_an_earlier_layout_is_one_message(tmp_path):
     OmegaConf.save(OmegaConf.create(old), tmp_path / "resolved_config.yaml")
     with pytest.raises(ConfigError, match="stored by an earlier ehrr1"):
         train(compose_config("train", f"resume={tmp_path}"))
+    old = OmegaConf.to_container(compose_config("train"))
+    old["curriculum"]["rl"]["grpo"]["lr"] = 1e-4  # GRPO's own step, before the RL recipe set optim.lr
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "resolved_config.yaml")
+    with pytest.raises(ConfigError, match="stored by an earlier ehrr1"):
+        train(compose_config("train", f"resume={tmp_path}"))
 
 
 def test_slurm_selects_the_submitit_launcher():
@@ -182,7 +189,8 @@ def test_cli_help_and_cfg_job(tmp_path):
     help_text = run_cli("--help", cwd=tmp_path)
     assert help_text.returncode == 0
     stages = (
-        "curriculum, domain_adaptation, ehr_r1, ehr_r1_domain_adaptation, ehr_r1_reasoning, ehr_r1_rl, reasoning, rl"
+        "curriculum, domain_adaptation, ehr_r1, ehr_r1_domain_adaptation, ehr_r1_reasoning, ehr_r1_rl, main, "
+        "main_domain_adaptation, main_reasoning, main_rl, reasoning, rl"
     )
     assert f"stage: {stages}" in help_text.stdout
     assert "hardware: cpu, ddp, deepspeed_zero3, fsdp, gpu, slurm" in help_text.stdout
@@ -190,8 +198,8 @@ def test_cli_help_and_cfg_job(tmp_path):
     assert job.returncode == 0 and "name: reasoning" in job.stdout and "lr: 0.5" in job.stdout
     job = run_cli("--cfg", "job", "+stages.rl.optim.lr=0.25", "~curriculum.reasoning", cwd=tmp_path)
     shown = OmegaConf.create(job.stdout)  # the curriculum's stages, composed before anything runs
-    assert list(shown.curriculum) == ["domain_adaptation", "rl"] and shown.curriculum.rl.optim.lr == 1e-6
-    assert shown.stages.rl.optim.lr == 0.25 and shown.stage.optim.lr == 3e-3
+    assert list(shown.curriculum) == ["domain_adaptation", "rl"] and shown.curriculum.rl.optim.lr == 1e-4
+    assert shown.stages.rl.optim.lr == 0.25 and OmegaConf.is_missing(shown.stage.optim, "lr")  # none for every stage
 
 
 # --- data: masking, packing, order ----------------------------------------------------------------------------
@@ -277,24 +285,46 @@ def test_answer_weight_scales_the_assistant_tokens_in_the_loss(tokenizer):
     torch.testing.assert_close(loss(each), sum(means) / 2, rtol=1e-5, atol=1e-5)  # the mean of the examples'
 
 
-def test_a_curriculum_gives_each_stage_its_own_settings_and_those_set_for_every_stage():
+def test_a_curriculum_gives_each_stage_its_recipe_then_every_stages_settings_then_its_own():
+    """The layers, lowest first: the stage's recipe (the experiment's choice), the settings given for every stage,
+    the stage's own; every merged stage is checked like any setting."""
+    main = dict(curriculum_stages(compose_config("train")))
+    assert list(main) == ["domain_adaptation", "reasoning", "rl"]  # in the curriculum's order
+    assert [s.optim.lr for s in main.values()] == [3e-3, 3e-3, 1e-4]  # each recipe's own (conf/stage/main_*.yaml)
+    assert main["rl"].grpo.micro_batch_size == 2 and main["rl"].schedule.scheduler.value == "constant"
+    assert main["reasoning"].data == compose_config("train").synthesis.dir and main["rl"].name == "rl"
     cfg = compose_config("train", "stage.optim.lr=1e-3", "stage.gradient_clip=null", "+stages.rl.grpo.group_size=3")
     stages = dict(curriculum_stages(cfg))
-    assert list(stages) == ["domain_adaptation", "reasoning", "rl"]  # in the curriculum's order
     assert {s.optim.lr for s in stages.values()} == {1e-3} and {s.gradient_clip for s in stages.values()} == {None}
-    assert stages["rl"].grpo.group_size == 3 and stages["reasoning"].grpo.group_size == 4  # one stage's own
-    assert stages["rl"].micro_batch_size == 2  # the main job's (experiment=smoke) setting for every stage
-    assert stages["rl"].schedule.scheduler.value == "constant" and stages["reasoning"].data == cfg.synthesis.dir
-    assert stages["rl"].name == "rl" and cfg.stage.name == "curriculum"
-    assert stages["rl"].optim.lr == 1e-3 and cfg.curriculum.rl.optim.lr == 1e-6  # for every stage, over its own
+    assert cfg.curriculum.rl.optim.lr == 1e-4  # the recipe keeps its own; the setting for every stage wins
+    assert stages["rl"].grpo.group_size == 3 and stages["reasoning"].grpo.group_size == 8  # one stage's own
+    mixed = dict(curriculum_stages(compose_config("train", "stage.optim.lr=1e-3", "+stages.rl.optim.lr=2e-5")))
+    assert [s.optim.lr for s in mixed.values()] == [1e-3, 1e-3, 2e-5]  # a stage's own wins over every stage's
+    assert cfg.stage.name == "main"
     with pytest.raises(ConfigError, match="stage=curriculum has no stages left to run"):
-        validate(compose_config("train", "~curriculum.domain_adaptation", "~curriculum.reasoning", "~curriculum.rl"))
+        validate(
+            compose_config(
+                "train", "stage=curriculum", "~curriculum.domain_adaptation", "~curriculum.reasoning", "~curriculum.rl"
+            )
+        )
     with pytest.raises(ConfigError, match=r"stages.rll: no stage 'rll' runs; did you mean 'rl'\?"):
         validate(compose_config("train", "+stages.rll.epochs=2"))
     with pytest.raises(ConfigError, match=r"stages.rl.optim.lrr: Key 'lrr' not in 'OptimConfig'"):
         validate(compose_config("train", "+stages.rl.optim.lrr=2"))
+    with pytest.raises(ConfigError, match=r"^invalid setting: stages.rl.grpo.group_size must be >= 2, got 1$"):
+        validate(compose_config("train", "+stages.rl.grpo.group_size=1"))  # one completion: no group to compare
+    with pytest.raises(ConfigError, match=r"^invalid setting: stage.grpo.group_size must be >= 2, got 1$"):
+        validate(compose_config("train", "stage.grpo.group_size=1"))  # said once, where it was set
     one = dict(curriculum_stages(compose_config("train", "stage=rl", "+stages.rl.epochs=2")))
     assert list(one) == ["rl"] and one["rl"].epochs == 2
+
+
+def test_experiments_choose_recipes_and_leave_the_settings_for_every_stage_to_the_user():
+    import yaml
+
+    for path in sorted((REPO / "conf" / "experiment").glob("*.yaml")):
+        preset = yaml.safe_load(path.read_text())
+        assert not {"stage", "stages"} & set(preset), f"{path.name} sets stage: a recipe's settings go in its YAML"
 
 
 def test_the_paper_presets_compose_the_references_recipe():
@@ -317,7 +347,7 @@ def test_the_paper_presets_compose_the_references_recipe():
     from ehrr1.config import StageConfig
 
     assert StageConfig().loss_on == "completion"  # ours stays the schema's default
-    main_job = compose_config("train").stage  # the main job trains a random model: the EHR too, answers weighted
+    main_job = compose_config("train").curriculum.domain_adaptation  # a random model: the EHR too, answers weighted
     assert (main_job.loss_on, main_job.answer_weight) == ("all", 50)
 
 
@@ -502,11 +532,19 @@ def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, 
 
 @pytest.mark.slow
 def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(small_data_root, tmp_path):
+    """Each job's Hydra record is the training config it was composed from, also after the evaluation that
+    ends the run (which keeps its own config in evaluation/), and re-running from it gives the same run."""
     args = [f"data_root={small_data_root}", *SMALL_DATA, *QUICK, "stage=domain_adaptation", "stage.max_steps=2"]
-    sweep = run_cli("-m", *args, "stage.optim.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    evaluation = ["evaluate.enabled=true", "evaluate.limit=1", "evaluate.max_tokens=4"]
+    sweep = run_cli(
+        "-m", *args, *evaluation, "stage.optim.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     jobs = [tmp_path / "sweep" / str(n) for n in (0, 1)]
-    assert [OmegaConf.load(j / ".hydra" / "config.yaml").stage.optim.lr for j in jobs] == [1e-3, 2e-3]
+    records = [OmegaConf.load(j / ".hydra" / "config.yaml") for j in jobs]
+    assert [r.stage.optim.lr for r in records] == [1e-3, 2e-3] and all("curriculum" in r for r in records)
+    assert OmegaConf.load(jobs[0] / "resolved_config.yaml").stage.optim.lr == 1e-3
+    assert OmegaConf.load(jobs[0] / "evaluation" / "resolved_config.yaml").train_run == str(jobs[0])
     curves = [losses(j / "stages" / "1_domain_adaptation") for j in jobs]
     assert all(curves) and curves[0] != curves[1]
     rerun = run_cli(
@@ -519,6 +557,35 @@ def test_multirun_sweep_gives_each_job_its_directory_and_config_that_reruns_it(s
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert losses(tmp_path / "rerun" / "stages" / "1_domain_adaptation") == curves[0]
+    reports = [json.loads((d / "evaluation" / "report.json").read_text()) for d in (jobs[0], tmp_path / "rerun")]
+    assert reports[0]["tasks"] == reports[1]["tasks"]
+
+
+@pytest.mark.slow
+def test_stale_training_data_is_rebuilt_and_scored_only_on_its_own_split(small_data_root, tmp_path):
+    """Training data goes through evaluation's settings check: another selection seed over existing data
+    rebuilds it before stage 1 trains (so no test patient of the new split is a training patient), the stage
+    records what it trained on, and evaluating a run on a split drawn otherwise is refused."""
+    data_root = tmp_path / "data"
+    shutil.copytree(small_data_root, data_root)  # built with selection.seed=0
+    export = data_root / "instructions" / "synthetic_n60_seed0" / "smoke" / "tiny"
+    first = train(train_config(data_root, tmp_path / "seed0", "stage=domain_adaptation", "stage.max_steps=1"))[0]
+    assert json.loads((export / "built_with.json").read_text())["selection"]["seed"] == 0
+    second = train(
+        train_config(data_root, tmp_path / "seed1", "stage=domain_adaptation", "stage.max_steps=1", "selection.seed=1")
+    )[0]
+    assert json.loads((export / "built_with.json").read_text())["selection"]["seed"] == 1  # rebuilt before training
+    assert second.trained_on["settings"]["selection"]["seed"] == 1
+    assert second.trained_on["fingerprint"] != first.trained_on["fingerprint"]
+    stored = json.loads((tmp_path / "seed0" / "stages" / "1_domain_adaptation" / "summary.json").read_text())
+    assert stored["trained_on"]["settings"]["selection"]["seed"] == 0
+    done = run_entry_point(
+        "evaluate.py", f"data_root={data_root}", *SMALL_DATA, "selection.seed=1", f"train_run={tmp_path / 'seed0'}",
+        f"output_dir={tmp_path / 'eval'}", "limit=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "stage domain_adaptation trained on patients split with selection.seed=0" in done.stderr
+    assert not (tmp_path / "eval" / "results.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import pytest
 from ehrr1.config import validate
 from ehrr1.errors import ConfigError, UserError, environment_message, report_user_errors
 from ehrr1.utils import locked
+from tests.support import backend as support_backend
 from tests.support import compose_config, modules_of, run_entry_point
 
 # (entry point, overrides, what the message must say)
@@ -105,7 +106,7 @@ def test_every_problem_is_listed_at_once():
 def test_the_shipped_configs_are_valid():
     for entry in ("train", "synthesize", "evaluate"):
         validate(compose_config(entry))
-    for experiment in ("smoke", "ehr_r1_1.7b", "ehr_r1_8b", "ehr_r1_72b"):
+    for experiment in ("main", "ehr_r1_1.7b", "ehr_r1_8b", "ehr_r1_72b"):
         validate(compose_config("train", f"experiment={experiment}"))
     for hardware in ("cpu", "gpu", "ddp", "fsdp", "deepspeed_zero3", "slurm"):
         validate(compose_config("train", f"hardware={hardware}"))
@@ -434,7 +435,6 @@ def test_non_finite_scores_are_counted_and_left_out_never_written_as_invalid_jso
 def test_a_model_that_outputs_nan_is_scored_without_nan_in_results(model_dir, tmp_path):
     import torch
 
-    from ehrr1.backends import load_backend
     from ehrr1.config import SamplingParams, ThinkingSwitch
     from ehrr1.evaluation.harness import build_requests, run
     from ehrr1.evaluation.report import aggregate
@@ -451,7 +451,7 @@ def test_a_model_that_outputs_nan_is_scored_without_nan_in_results(model_dir, tm
     records = [{"id": str(i), "task": "Inpatient_Mortality", "kind": "risk", "metric": "auroc",
                 "target": ["yes" if i % 2 else "no"], "messages": [{"role": "user", "content": f"EHR {i}"}]}
                for i in range(4)]  # fmt: skip
-    backend = load_backend("hf", model_path=str(broken), device="cpu")
+    backend = support_backend("hf", broken, device="cpu")
     sampling = SamplingParams(max_tokens=4)
     requests = build_requests(records, backend.tokenizer, "m", sampling, False, ThinkingSwitch.enable_thinking)
     rows = run(requests, backend, sampling, tmp_path / "results.jsonl", progress=False)
@@ -483,7 +483,8 @@ def test_small_samples_are_flagged_in_every_report(tmp_path):
 # ---- privacy: a proxy is a remote server ---------------------------------------------------------------
 def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_dir, monkeypatch):
     """HTTP(S)_PROXY pointing at a listener: the EHR text must go to the local server and never to it."""
-    from ehrr1.backends import ONE_TOKEN_YES_NO, load_backend
+    from ehrr1.backends import ONE_TOKEN_YES_NO
+    from tests.support import backend as support_backend
     from tests.support import one_token_server
 
     proxy = socket.socket()
@@ -514,11 +515,11 @@ def test_a_local_server_is_reached_directly_even_with_a_proxy_configured(model_d
     monkeypatch.delenv("no_proxy", raising=False)
     try:
         with one_token_server() as url:
-            backend = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0)
+            backend = support_backend("openai", model_dir, base_url=url, max_retries=0)
             (answer,) = backend.generate(["Patient: sodium 131"], ONE_TOKEN_YES_NO, [True])
             time.sleep(0.5)  # what reached the listener has been recorded
             assert reached == []
-            opted_in = load_backend("openai", model_path=str(model_dir), base_url=url, max_retries=0, allow_remote=True)
+            opted_in = support_backend("openai", model_dir, base_url=url, max_retries=0, allow_remote=True)
             (through_proxy,) = opted_in.generate(["x"], ONE_TOKEN_YES_NO, [True])
     finally:
         stop.set()

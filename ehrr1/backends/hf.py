@@ -12,6 +12,7 @@ from ehrr1.backends import (
     SamplingParams,
     answer_token_ids,
     choice_token_ids,
+    yes_share,
 )
 from ehrr1.config import ModelConfig
 from ehrr1.models.factory import load_model, resolve_attention
@@ -21,11 +22,11 @@ from ehrr1.think import answer_prefix, reached_answer
 log = logging.getLogger(__name__)
 
 
-def yes_share(logits: torch.Tensor, answer_ids: tuple[list[int], list[int]]) -> torch.Tensor:
-    """[B] P(yes) / (P(yes) + P(no)) from next-token logits [B, V], each word's spellings summed."""
+def answer_p_yes(logits: torch.Tensor, answer_ids: tuple[list[int], list[int]]) -> list[float | None]:
+    """P(yes) / (P(yes) + P(no)) of each row of next-token logits [B, V], each word's spellings summed."""
     probs = logits.float().softmax(-1)
-    yes, no = (probs[:, ids].sum(-1) for ids in answer_ids)
-    return yes / (yes + no).clamp(min=1e-12)
+    yes, no = (probs[:, ids].sum(-1).tolist() for ids in answer_ids)
+    return [yes_share(y, n) for y, n in zip(yes, no, strict=True)]
 
 
 class HFBackend:
@@ -134,8 +135,8 @@ class HFBackend:
         return [Generation(words[b], "stop", float(p[0])) for b, p in zip(best, probs.tolist(), strict=True)]
 
     @torch.no_grad()
-    def p_yes(self, prefixes: list[str]) -> list[float]:
+    def p_yes(self, prefixes: list[str]) -> list[float | None]:
         """P(yes) / (P(yes) + P(no)) of the next token after each prefix (summed over spellings)."""
         encoded = self.tokenizer(prefixes, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         logits = self.model(**encoded).logits[:, -1]  # [B, V], left padding: the last position
-        return yes_share(logits, self.answer_ids).tolist()
+        return answer_p_yes(logits, self.answer_ids)

@@ -33,6 +33,7 @@ from ehrr1.config.checks import (
     did_you_mean,
     given_settings,
     known_split,
+    node_problems,
     remote_refusal,
     settings_of,
     typed,
@@ -78,6 +79,8 @@ from ehrr1.config.runs import (
     Pipeline,
     SynthesizeConfig,
     TrainConfig,
+    as_stage,
+    curriculum_stages,
     register_configs,
 )
 from ehrr1.config.stage import (
@@ -194,6 +197,8 @@ __all__ = [
     "Toggle",
     "TopKPer",
     "TrainConfig",
+    "as_stage",
+    "curriculum_stages",
     "VLLMBackendConfig",
     "WandbLoggerConfig",
     "WandbMode",
@@ -203,6 +208,7 @@ __all__ = [
     "checked",
     "did_you_mean",
     "given_settings",
+    "node_problems",
     "known_split",
     "register_configs",
     "remote_refusal",

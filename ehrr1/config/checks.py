@@ -151,6 +151,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"{len(found)} invalid settings:\n  " + "\n  ".join(found))
 
 
+def node_problems(node: DictConfig, at: str = "") -> list[str]:
+    """Every problem :func:`validate` finds in ``node`` (a typed node), each named from ``at``."""
+    return list(_problems(node, at))
+
+
 def _problems(node: DictConfig, at: str) -> Iterator[str]:
     schema = OmegaConf.get_type(node)
     if is_dataclass(schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ehrr1.config.backend import BACKEND_SCHEMAS, BackendConfig, SamplingParams
 from ehrr1.config.bench import Baseline, BenchConfig, TabularSettings
-from ehrr1.config.checks import checked, did_you_mean, known_split
+from ehrr1.config.checks import checked, did_you_mean, given_settings, known_split, node_problems
 from ehrr1.config.data import DataConfig, MarkdownConfig, TimelinesConfig
 from ehrr1.config.hardware import STRATEGY_SCHEMAS, HardwareConfig
 from ehrr1.config.logger import LOGGER_SCHEMAS, LoggerConfig
@@ -96,17 +96,44 @@ class TrainConfig(DataPipelineConfig):
     def problems(node: DictConfig, at: str) -> list[str]:
         if not node.curriculum and OmegaConf.is_missing(node.stage, "data"):
             return [f"stage={node.stage.name} has no stages left to run: choose another stage or keep one of them"]
-        names = list(node.curriculum) or [node.stage.name]
+        recipes = stage_recipes(node)
         found = []
         for name, own in node.stages.items():
-            if name not in names:
-                found.append(f"stages.{name}: no stage '{name}' runs; {did_you_mean(str(name), names)}")
+            if name not in recipes:
+                found.append(f"stages.{name}: no stage '{name}' runs; {did_you_mean(str(name), list(recipes))}")
                 continue
             try:
                 OmegaConf.merge(OmegaConf.structured(StageConfig), own)
             except OmegaConfBaseException as exc:
                 found.append(f"stages.{name}.{exc.full_key}: {str(exc).splitlines()[0]}")  # type: ignore[attr-defined]
+                continue
+            # the stage's own settings are checked as they merge over the rest (the walk sees those already)
+            below = as_stage(recipes[name], node.stage if node.curriculum else None)
+            seen = set(node_problems(OmegaConf.merge(OmegaConf.structured(StageConfig), below)))
+            merged = OmegaConf.merge(OmegaConf.structured(StageConfig), below, own)
+            found += [f"stages.{name}.{p}" for p in node_problems(merged) if p not in seen]
         return found
+
+
+def stage_recipes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """Each stage a run trains, in order, with its recipe: ``stage`` alone, or a curriculum's
+    ``curriculum.<name>`` (the stage's YAML, as the experiment chose it)."""
+    return dict(cfg.curriculum.items()) if cfg.curriculum else {cfg.stage.name: cfg.stage}
+
+
+def as_stage(recipe: DictConfig, every: DictConfig | None, own: Any = None) -> DictConfig:
+    """A stage's settings: ``recipe``, then the settings ``every`` stage is given (a curriculum's ``stage``:
+    ``???`` where none is), then its ``own``; interpolations point where the recipe's do."""
+    given = {k: v for k, v in given_settings(every).items() if k != "name"} if every is not None else {}
+    return cast(DictConfig, OmegaConf.merge(recipe, given, own or {}))
+
+
+def curriculum_stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The stages a run trains, in order, each with its settings, lowest first: its recipe (its YAML, chosen by
+    the experiment), the settings given for every stage (``stage.<key>=...``), its own
+    (``+stages.<name>.<key>=...``). The command line's settings win over every recipe."""
+    every = cfg.stage if cfg.curriculum else None
+    return [(str(name), as_stage(recipe, every, cfg.stages.get(name))) for name, recipe in stage_recipes(cfg).items()]
 
 
 @dataclass

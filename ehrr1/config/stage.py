@@ -71,13 +71,13 @@ class RolloutBackend(str, Enum):
 
 class AnswerMetric(str, Enum):
     task = "task"  # each task's own metric (F1, recall, accuracy; risk: the yes/no)
-    set_f1 = "set_f1"  # the reference's GRPO reward: F1 of the answer lines for every decision task
+    set_f1 = "set_f1"  # the reference's GRPO reward: F1 of the answer lines for every set task (recall, F1)
 
 
 @dataclass
 class RewardWeights:
-    answer: float = 1.0  # the answer after </think> scored by ``answer_metric`` (0 without one)
-    format: float = 1.0  # +1 / -1: the three reasoning sections, no repeated lines
+    answer: float = 1.0  # the final answer scored by ``answer_metric`` (0 while a reasoning prompt's is unclosed)
+    format: float = 1.0  # +1 / -1: the three reasoning sections, no repeated lines (prompts asking to reason)
     answer_metric: AnswerMetric = AnswerMetric.task
 
 
@@ -97,6 +97,7 @@ class GRPOConfig:
     """Curriculum stage 3 (``stage=rl``): GRPO with verifiable rewards."""
 
     prompts_per_step: int = checked(2, ge=1)  # prompts per generation batch (each sampled group_size times)
+    micro_batch_size: int = checked(8, ge=1)  # completions (prompt + completion sequences) per forward/backward pass
     group_size: int = checked(8, ge=2)  # completions per prompt; one alone has no group to be compared with
     num_iterations: int = checked(1, ge=1)  # policy updates per generation batch (old log-probs cached)
     max_completion_tokens: int = checked(1024, ge=1)
@@ -106,7 +107,6 @@ class GRPOConfig:
     epsilon_low: float = checked(0.2, ge=0)
     epsilon_high: float = checked(0.2, ge=0)
     beta: float = checked(0.0, ge=0)  # KL (k3) to the frozen reference; 0: no reference model
-    lr: float | None = checked(None, gt=0)  # None: stage.optim.lr; GRPO usually wants a far smaller step than SFT
     loss_type: LossType = LossType.grpo
     scale_rewards: RewardScale = RewardScale.group
     rewards: RewardWeights = field(default_factory=RewardWeights)
@@ -137,7 +137,8 @@ class StageConfig:
     init: str | None = None  # weights to start from; None: the previous stage's, or the model's
     epochs: int = checked(1, ge=1)
     max_steps: int = checked(-1, ge=1, also=(-1,))  # optimiser steps; -1: as many as the epochs take
-    micro_batch_size: int = checked(1, ge=1)  # sequences per forward pass (packed: bins of max_seq_len tokens)
+    micro_batch_size: int = checked(1, ge=1)  # sft: sequences per forward pass (packed: bins of max_seq_len
+    # tokens); a grpo stage's is grpo.micro_batch_size (completions)
     grad_accum: int = checked(16, ge=1)  # micro-batches per optimiser step
     max_seq_len: int | None = checked(None, ge=1)  # None: model.context_length; longer examples are left out
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with

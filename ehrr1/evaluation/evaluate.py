@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.artefacts.graph import built
 from ehrr1.artefacts.index import check_task_mix, task_mix_counts
+from ehrr1.artefacts.instructions import patient_split
 from ehrr1.backends import SamplingParams, build_backend
 from ehrr1.config import (
     Baseline,
@@ -35,22 +36,49 @@ from ehrr1.models.tokenizer import missing_local
 from ehrr1.run_config import save_run_config
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import atomic_write_text, digest, instantiate
+from ehrr1.utils import BUILT_WITH, atomic_write_text, digest, instantiate, read_json
 
 log = logging.getLogger(__name__)
+
+
+def trained_stages(train_run: str) -> list[dict[str, Any]]:
+    """The summaries of a training run's finished stages, in order."""
+    summaries = sorted(Path(train_run).glob("stages/*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0]))
+    trained = [s for s in (json.loads(p.read_text()) for p in summaries) if s.get("hf_dir")]
+    if not trained:
+        raise MissingInputError(f"train_run={train_run}: no finished stage (stages/*/summary.json with hf_dir)")
+    return trained
+
+
+def check_unseen_patients(train_run: str, bench: Path, split: str) -> None:
+    """Refuse to score a training run on a split whose patients were assigned otherwise than those of the data
+    its stages trained on: its patients may be training patients. Other settings (tasks, prompts) may differ."""
+    evaluated = patient_split(read_json(bench.parent / BUILT_WITH))
+    for stage in trained_stages(train_run):
+        data = stage.get("trained_on") or {}
+        if data.get("settings") is None:
+            log.warning(
+                "train_run=%s: stage %s trained on %s, which %s: nothing shows that none of its patients is in "
+                "the %s split", train_run, stage["stage"], data.get("dir", "data"),
+                "ehrr1 did not build" if data else "its summary does not describe", split,
+            )  # fmt: skip
+            continue
+        trained = patient_split(data["settings"])
+        differ = [key for key in trained if trained[key] != evaluated[key]]
+        if differ:
+            had = " ".join(f"{key}={json.dumps(trained[key])}" for key in differ)
+            now = " ".join(f"{key}={json.dumps(evaluated[key])}" for key in differ)
+            raise ConfigError(
+                f"train_run={train_run}: stage {stage['stage']} trained on patients split with {had}, but the "
+                f"{split} split at {bench.parent} was split with {now}: some of its patients may be ones the "
+                f"model trained on. Evaluate with the run's settings ({had}), or train anew"
+            )
 
 
 def model_to_evaluate(cfg: DictConfig) -> str:
     """The weights: the last trained stage of ``train_run``, else ``model.path``."""
     if cfg.train_run:
-        summaries = sorted(
-            Path(cfg.train_run).glob("stages/*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0])
-        )
-        trained = [json.loads(p.read_text()) for p in summaries]
-        trained = [s for s in trained if s.get("hf_dir")]
-        if not trained:
-            raise MissingInputError(f"train_run={cfg.train_run}: no finished stage (stages/*/summary.json with hf_dir)")
-        return trained[-1]["hf_dir"]
+        return trained_stages(cfg.train_run)[-1]["hf_dir"]
     if cfg.model.path:
         return str(cfg.model.path)
     raise ConfigError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
@@ -118,6 +146,8 @@ def bench_records(cfg: DictConfig) -> tuple[str, list[InstructionRecord], TrainR
         )
     check_task_mix(cfg)
     bench = built("instructions", cfg, cfg.split)
+    if cfg.train_run:
+        check_unseen_patients(cfg.train_run, bench, cfg.split)
     train = Path(cfg.export.dir) / "train.jsonl"
     return str(bench), read_bench(bench, only, cfg.limit), lambda: iter_bench(train) if train.exists() else iter(())
 

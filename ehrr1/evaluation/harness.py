@@ -137,8 +137,8 @@ def batches(items: list[Request], size: int) -> Iterator[list[Request]]:
         yield items[start : start + size]
 
 
-def _generate(backend: Backend, batch: list[Request], sampling: SamplingParams) -> list[Generation]:
-    """The batch's generations in its order: one-token requests and generated ones in a call each."""
+def generate_answers(backend: Backend, batch: list[Request], sampling: SamplingParams) -> list[Generation]:
+    """The batch's generations in its order: one-token requests (yes / no) and generated ones in a call each."""
     out: dict[int, Generation] = {}
     for one_token, params in ((True, ONE_TOKEN_YES_NO), (False, sampling)):
         part = [i for i, q in enumerate(batch) if q.one_token is one_token]
@@ -174,7 +174,7 @@ def run(
     ):
         for batch in batches(pending, batch_size):
             try:
-                generations = _generate(backend, batch, sampling)
+                generations = generate_answers(backend, batch, sampling)
                 rows = [
                     score_row(q, g.text if not g.error else None, g.finish_reason, g.p_yes, g.error)
                     for q, g in zip(batch, generations, strict=True)

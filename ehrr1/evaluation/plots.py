@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ehrr1.evaluation.report import finite_score, risk_scores  # noqa: E402
+from ehrr1.evaluation.report import TaskSamples, finite_score  # noqa: E402
+from ehrr1.tasks.metrics import metric  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -52,18 +53,19 @@ def score_chart(report: dict[str, Any], path: Path) -> Path:
 
 
 def roc_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """One ROC curve per risk task with both labels present (probability scores, hard answers otherwise)."""
+    """One ROC curve per task of a ranked metric (AUROC) with both labels present (probability scores, hard
+    answers otherwise)."""
     from sklearn.metrics import roc_curve
 
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["metric"] == "auroc":
+        if metric(r["metric"]).ranked and finite_score(r):
             by_task[r["task"]].append(r)
     curves = []
     for task, task_rows in by_task.items():
-        labels, scores, _ = risk_scores([r for r in task_rows if finite_score(r)])
-        if len(set(labels)) == 2:
-            fpr, tpr, _ = roc_curve([label == "yes" for label in labels], scores)
+        samples = TaskSamples.of(task_rows[0]["metric"], task_rows)
+        if len(set(samples.positive)) == 2:
+            fpr, tpr, _ = roc_curve(samples.positive, samples.values)
             curves.append((task, fpr, tpr))
     if not curves:
         return None

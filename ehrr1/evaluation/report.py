@@ -2,11 +2,14 @@
 
 Two baselines stand beside the model: ``baseline``, always giving the training split's most frequent
 answer (risk: a constant, AUROC 0.5), and ``tabular``, scikit-learn models on the same samples
-(:mod:`ehrr1.evaluation.tabular`), scored with the same metric and intervals."""
+(:mod:`ehrr1.evaluation.tabular`), scored with the same metric and intervals. Each metric's rules come from
+the registry (:data:`ehrr1.tasks.metrics.METRICS`); intervals are ``scipy.stats.bootstrap`` percentile
+intervals; a baseline's macro average is over the same tasks as the model's, or there is none."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -14,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import rankdata
 
-from ehrr1.tasks.metrics import auroc, score, set_score, yes_no
+from ehrr1.tasks.metrics import AnswerForm, Metric, metric, score, set_score
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.utils import atomic_write_json, atomic_write_text
 
@@ -59,62 +62,76 @@ def finite_score(row: dict[str, Any]) -> bool:
     return not row.get("nonfinite") and (p is None or (isinstance(p, int | float) and math.isfinite(p)))
 
 
-def small_sample(kind: str, rows: list[dict[str, Any]]) -> bool:
-    if kind == "risk":
-        positives = sum(r["target"][0] == "yes" for r in rows)
+def small_sample(metric: Metric, rows: list[dict[str, Any]]) -> bool:
+    if metric.ranked:
+        positives = sum(metric.positive(r["target"]) for r in rows)
         return min(positives, len(rows) - positives) < SMALL_LABEL
     return len(rows) < SMALL_N
 
 
-def risk_scores(rows: list[dict[str, Any]]) -> tuple[list[str], list[float], int]:
-    """Labels and scores for AUROC: P(yes) where the backend gave it, else the hard answer (1 / 0 / 0.5)."""
-    labels, scores, hard = [], [], 0
-    for r in rows:
-        labels.append(r["target"][0])
-        if r.get("p_yes") is not None:
-            scores.append(float(r["p_yes"]))
-        else:
-            hard += 1
-            scores.append({"yes": 1.0, "no": 0.0}.get(yes_no(r["output"]) or "", 0.5))
-    return labels, scores, hard
+@dataclass(frozen=True)
+class TaskSamples:
+    """A task's scored rows as its metric reads them: each sample's value and label, ``[n]``."""
+
+    metric: Metric
+    values: np.ndarray
+    positive: np.ndarray
+
+    @classmethod
+    def of(cls, metric_name: str, rows: list[dict[str, Any]]) -> TaskSamples:
+        m = metric(metric_name)
+        values = np.array([m.value(r["score"], r.get("p_yes"), r["output"]) for r in rows], dtype=float)
+        return cls(m, values, np.array([m.positive(r["target"]) for r in rows], dtype=bool))
+
+    def score(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """The task's score on the samples ``idx`` (``[..., n]``: resamples as rows; None: all of them)."""
+        if idx is None:
+            return self.metric.task_score(self.values, self.positive)
+        return self.metric.task_score(self.values[idx], self.positive[idx])
 
 
-def task_value(metric: str, rows: list[dict[str, Any]]) -> float | None:
-    if metric == "auroc":
-        labels, scores, _ = risk_scores(rows)
-        return auroc(labels, scores)
-    return float(np.mean([r["score"] for r in rows])) if rows else None
+def task_value(metric_name: str, rows: list[dict[str, Any]]) -> float | None:
+    if not rows:
+        return None
+    value = float(TaskSamples.of(metric_name, rows).score())
+    return None if math.isnan(value) else value
 
 
-def resampled(metric: str, rows: list[dict[str, Any]], idx: np.ndarray) -> np.ndarray:
-    """The task's metric on each resample ``idx`` [B, n] of ``rows`` (AUROC by the rank statistic; NaN
-    for a resample with a single label)."""
-    if metric == "auroc":
-        labels, scores, _ = risk_scores(rows)
-        positive = np.array([label == "yes" for label in labels])[idx]  # [B, n]
-        ranks = rankdata(np.array(scores)[idx], axis=1)  # average ranks for ties, as the AUROC counts them
-        n_pos = positive.sum(1)
-        n_neg = len(rows) - n_pos
-        u = (ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
-    return np.array([r["score"] for r in rows], dtype=float)[idx].mean(1)
+def hard_scored(metric_name: str, rows: list[dict[str, Any]]) -> int:
+    """Samples of a ranked metric scored by their hard answer: without a P(yes)."""
+    return sum(r.get("p_yes") is None for r in rows) if metric(metric_name).ranked else 0
 
 
-def _percentiles(values: np.ndarray) -> tuple[float | None, float | None]:
-    values = values[~np.isnan(values)]
+def _interval(statistic: Any, sizes: list[int], n_boot: int, seed: int) -> tuple[float | None, float | None]:
+    """The 95 % percentile interval of ``statistic`` (indices of each sample -> a value per resample) under
+    ``scipy.stats.bootstrap``, each sample resampled on its own; resamples a metric cannot score (NaN:
+    an AUROC with one label) are left out."""
+    if not sizes or min(sizes) < 2:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.stats.DegenerateDataWarning)  # NaN resamples: left out below
+        result = scipy.stats.bootstrap(
+            tuple(np.arange(n) for n in sizes),
+            statistic,
+            n_resamples=n_boot,
+            vectorized=True,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    values = result.bootstrap_distribution[~np.isnan(result.bootstrap_distribution)]
     if values.size == 0:
         return None, None
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
-def bootstrap(metric: str, rows: list[dict[str, Any]], n_boot: int, seed: int) -> tuple[float | None, float | None]:
-    """The 2.5th and 97.5th percentiles of the task's metric over samples drawn with replacement
-    (all resamples at once; resamples with a single label left out of an AUROC's)."""
+def bootstrap(
+    metric_name: str, rows: list[dict[str, Any]], n_boot: int, seed: int
+) -> tuple[float | None, float | None]:
+    """The 95 % interval of a task's score over its samples drawn with replacement."""
     if len(rows) < 2:
         return None, None
-    idx = np.random.default_rng(seed).integers(0, len(rows), (n_boot, len(rows)))  # [B, n]
-    return _percentiles(resampled(metric, rows, idx))
+    samples = TaskSamples.of(metric_name, rows)
+    return _interval(lambda idx, axis=-1: samples.score(idx.astype(int)), [len(rows)], n_boot, seed)
 
 
 def macro_interval(
@@ -122,18 +139,15 @@ def macro_interval(
 ) -> tuple[float | None, float | None]:
     """95 % interval of the macro average over ``tasks``: each task resampled on its own, per resample the
     mean of the tasks' scores (those a resample can score)."""
-    per_task = []
-    for k, name in enumerate(tasks):
-        rows = by_task[name]
-        idx = np.random.default_rng([seed, k]).integers(0, len(rows), (n_boot, len(rows)))
-        per_task.append(resampled(rows[0]["metric"], rows, idx))
-    if not per_task:
-        return None, None
-    stacked = np.stack(per_task)  # [tasks, B]
-    scored = ~np.isnan(stacked)
-    with np.errstate(invalid="ignore"):
-        means = np.where(scored.any(0), np.nansum(stacked, 0) / scored.sum(0), np.nan)
-    return _percentiles(means)
+    samples = [TaskSamples.of(by_task[name][0]["metric"], by_task[name]) for name in tasks]
+
+    def statistic(*idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        stacked = np.stack([s.score(i.astype(int)) for s, i in zip(samples, idx, strict=True)])  # [tasks, B]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample no task can score is NaN, left out
+            return np.nanmean(stacked, 0)
+
+    return _interval(statistic, [len(by_task[name]) for name in tasks], n_boot, seed)
 
 
 def set_scores(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
@@ -154,13 +168,13 @@ def most_frequent_answers(records: Iterable[InstructionRecord]) -> dict[str, str
     return {task: c.most_common(1)[0][0] for task, c in counts.items()}
 
 
-def baseline(metric: str, rows: list[dict[str, Any]], answer: str | None) -> float | None:
-    """What a model scores by always giving ``answer`` (the most frequent one); risk: a constant score."""
-    if metric == "auroc":
-        return 0.5 if len({r["target"][0] for r in rows}) == 2 else None
+def baseline(metric_name: str, rows: list[dict[str, Any]], answer: str | None) -> float | None:
+    """What a model scores by always giving ``answer`` (the most frequent one), scored as the model's answers
+    are (a ranked metric: every sample that one answer, so a constant score)."""
     if answer is None:
         return None
-    return float(np.mean([score(metric, answer, r["target"]) for r in rows]))
+    constant = [{**r, "output": answer, "score": score(metric_name, answer, r["target"]), "p_yes": None} for r in rows]
+    return task_value(metric_name, constant)
 
 
 def aggregate(
@@ -185,34 +199,36 @@ def aggregate(
         tabular_by_task[r["task"]].append(r)
     tasks = []
     for name, task_rows in by_task.items():
-        metric, kind = task_rows[0]["metric"], task_rows[0]["kind"]
-        low, high = bootstrap(metric, task_rows, n_boot, seed)
-        precision, recall, f1 = set_scores(task_rows) if kind == "decision" and metric != "rouge1" else (None,) * 3
+        name_of_metric, kind = task_rows[0]["metric"], task_rows[0]["kind"]
+        m = metric(name_of_metric)
+        low, high = bootstrap(m.name, task_rows, n_boot, seed)
+        lines = m.form in (AnswerForm.set, AnswerForm.line)
+        precision, recall, f1 = set_scores(task_rows) if lines else (None,) * 3
         side = tabular_by_task.get(name, [])
-        side_low, side_high = bootstrap(metric, side, n_boot, seed)
+        side_low, side_high = bootstrap(m.name, side, n_boot, seed)
         tasks.append(
             TaskScore(
                 task=name,
                 kind=kind,
-                metric=metric,
+                metric=m.name,
                 n=len(task_rows),
-                value=task_value(metric, task_rows),
+                value=task_value(m.name, task_rows),
                 ci_low=low,
                 ci_high=high,
-                baseline=baseline(metric, task_rows, frequent.get(name)) if frequent is not None else None,
+                baseline=baseline(m.name, task_rows, frequent.get(name)) if frequent is not None else None,
                 invalid=sum(not r["valid"] for r in task_rows),
                 errors=sum(bool(r.get("error")) for r in task_rows),
                 truncated=sum(r["finish_reason"] == "length" for r in task_rows),
-                hard_scored=risk_scores(task_rows)[2] if metric == "auroc" else 0,
+                hard_scored=hard_scored(m.name, task_rows),
                 prompts_cut=sum(bool(r.get("prompt_tokens_cut")) for r in task_rows),
                 precision=precision,
                 recall=recall,
                 f1=f1,
-                tabular=task_value(metric, side) if side else None,
+                tabular=task_value(m.name, side),
                 tabular_ci_low=side_low,
                 tabular_ci_high=side_high,
                 nonfinite=nonfinite[name],
-                small_n=small_sample(kind, task_rows),
+                small_n=small_sample(m, task_rows),
             )
         )
     tasks.sort(key=lambda t: KINDS.index(t.kind))
@@ -221,24 +237,31 @@ def aggregate(
         scored = [t for t in tasks if t.kind == kind and t.value is not None]
         if scored:
             low, high = macro_interval(by_task, [t.task for t in scored], n_boot, seed)
-            macro[kind] = {
+            entry: dict[str, Any] = {
                 "value": float(np.mean([t.value for t in scored])),
                 "ci_low": low,
                 "ci_high": high,
-                "baseline": _mean([t.baseline for t in scored]),
-                "tabular": _mean([t.tabular for t in scored]),
                 "tasks": len(scored),
                 "small_n": sum(t.small_n for t in scored),
             }
+            for column in ("baseline", "tabular"):
+                entry[column], entry[f"{column}_missing"] = same_tasks_mean(scored, column)
+            macro[kind] = entry
     lost = sorted(set(nonfinite) - set(by_task))
     report = {"tasks": [asdict(t) for t in tasks], "macro": macro, "samples": len(rows)}
     report["nonfinite"] = {"samples": sum(nonfinite.values()), "tasks_unscored": lost}
     return report
 
 
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
+def same_tasks_mean(tasks: list[TaskScore], column: str) -> tuple[float | None, list[str]]:
+    """A baseline's macro average over the same tasks as the model's, and the tasks it has no score on: a
+    macro over fewer tasks would compare unlike with like, so then there is none."""
+    missing = [t.task for t in tasks if getattr(t, column) is None]
+    if len(missing) == len(tasks):  # the baseline was not run
+        return None, []
+    if missing:
+        return None, missing
+    return float(np.mean([getattr(t, column) for t in tasks])), []
 
 
 def score_text(value: float | None) -> str:
@@ -256,9 +279,12 @@ def macro_text(kind: str, m: dict[str, Any]) -> str:
     line = f"macro {kind}: {m['value']:.3f}" + (f" (95 % CI {ci})" if ci else "") + f" over {m['tasks']} tasks"
     if m.get("small_n"):
         line += f" ({m['small_n']} with small n, marked *)"
-    baselines = [f"most frequent {score_text(m['baseline'])}"] if m.get("baseline") is not None else []
-    if m.get("tabular") is not None:
-        baselines.append(f"tabular {score_text(m['tabular'])}")
+    baselines = []
+    for column, name in (("baseline", "most frequent"), ("tabular", "tabular")):
+        if m.get(column) is not None:
+            baselines.append(f"{name} {score_text(m[column])}")
+        elif m.get(f"{column}_missing"):
+            baselines.append(f"{name} n/a (no score on {', '.join(m[f'{column}_missing'])})")
     return line + (f"; baselines: {', '.join(baselines)}" if baselines else "")
 
 

@@ -7,7 +7,9 @@ most ``max_train_per_task``, file order, so memory stays bounded on MIMIC-IV):
 
 - risk: a logistic regression (balanced classes); its P(yes) is scored by AUROC like the LLM's;
 - decision: one logistic regression per answer of the task's vocabulary (its ``max_labels`` most frequent
-  answers); a sample's answer is its ``k`` most probable answers, ``k`` the training answers' median size.
+  answers); a sample's answer is its ``k`` most probable answers, ``k`` the training answers' median size;
+- free text (the discharge note: no vocabulary to classify): the answer of the nearest training sample
+  (cosine similarity of the concept counts), so every task the model is scored on has a tabular score too.
 
 Predictions become harness rows (``harness.score_row``), so the report scores them exactly as the LLM's.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from ehrr1.config import TabularSettings
 from ehrr1.evaluation.harness import Request, score_row
 from ehrr1.reasoning.concepts import DictionaryExtractor, normalise, sections
+from ehrr1.tasks.metrics import AnswerForm, metric
 from ehrr1.tasks.records import InstructionRecord, user_text
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class TaskModel:
     priors: list[float] = field(default_factory=list)  # the constant P of a label seen always or never
     labels: list[str] = field(default_factory=list)
     k: int = 1
+    neighbours: Any = None  # free text: the training samples' index (sklearn NearestNeighbors)
+    answers: list[str] = field(default_factory=list)  # free text: the training samples' answers, in its order
 
     def probabilities(self, rows: list[dict[str, float]]) -> np.ndarray:
         """[samples, labels] P(label) (risk: one column, P(yes))."""
@@ -80,12 +85,18 @@ def _fit_binary(x: Any, y: np.ndarray, settings: TabularSettings, balanced: bool
     return model.fit(x, y), prior
 
 
-def fit_task(kind: str, features: list[dict[str, float]], targets: list[list[str]], settings: TabularSettings):
+def fit_task(
+    kind: str, metric_name: str, features: list[dict[str, float]], targets: list[list[str]], settings: TabularSettings
+) -> TaskModel:
     """The model of one task from its training samples' features and answers."""
     from sklearn.feature_extraction import DictVectorizer
+    from sklearn.neighbors import NearestNeighbors
 
     vectorizer = DictVectorizer(sparse=True, sort=True)
     x = _int32(vectorizer.fit_transform(features))
+    if metric(metric_name).form is AnswerForm.text:
+        index = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(x)
+        return TaskModel(kind, vectorizer, neighbours=index, answers=["\n".join(t) for t in targets])
     if kind == "risk":
         model, prior = _fit_binary(x, np.array([t[0] == "yes" for t in targets], dtype=float), settings, True)
         return TaskModel(kind, vectorizer, [model], [prior], ["yes"])
@@ -108,19 +119,18 @@ class TabularBaseline:
         """Fit every task of ``records`` (only ``tasks`` when given); records are featurised as they stream."""
         features: dict[str, list[dict[str, float]]] = defaultdict(list)
         targets: dict[str, list[list[str]]] = defaultdict(list)
-        kinds: dict[str, str] = {}
+        kinds: dict[str, tuple[str, str]] = {}
         for r in records:
             task = r["task"]
             if (tasks is not None and task not in tasks) or len(features[task]) >= self.settings.max_train_per_task:
                 continue
-            if r["kind"] == "decision" and r.get("metric") == "rouge1":
-                continue  # free text (the discharge note): no answer vocabulary to classify
             features[task].append(concept_counts(user_text(r)))
             targets[task].append(list(r["target"]))
-            kinds[task] = r["kind"]
+            kinds[task] = (r["kind"], r["metric"])
         for task in sorted(features):
             if features[task]:
-                self.models[task] = fit_task(kinds[task], features[task], targets[task], self.settings)
+                kind, metric_name = kinds[task]
+                self.models[task] = fit_task(kind, metric_name, features[task], targets[task], self.settings)
         log.info("tabular baseline: fitted %d tasks on %d training samples", len(self.models),
                  sum(len(f) for f in features.values()))  # fmt: skip
         return self
@@ -134,17 +144,26 @@ class TabularBaseline:
         rows: dict[int, dict[str, Any]] = {}
         for task, indices in by_task.items():
             model = self.models[task]
-            p = model.probabilities([concept_counts(user_text(records[i])) for i in indices])
-            for i, probs in zip(indices, p, strict=True):
+            features = [concept_counts(user_text(records[i])) for i in indices]
+            if model.neighbours is not None:
+                nearest = model.neighbours.kneighbors(_int32(model.vectorizer.transform(features)))[1][:, 0]
+                for i, j in zip(indices, nearest, strict=True):
+                    rows[i] = score_row(self._request(records[i]), model.answers[j], "stop", None)
+                continue
+            for i, probs in zip(indices, model.probabilities(features), strict=True):
                 rows[i] = self._row(records[i], model, probs)
         return [rows[i] for i in sorted(rows)]
 
     @staticmethod
-    def _row(record: InstructionRecord, model: TaskModel, probs: np.ndarray) -> dict[str, Any]:
-        request = Request(
+    def _request(record: InstructionRecord) -> Request:
+        return Request(
             "tabular/" + record["id"], record["id"], record["task"], record["kind"], record["metric"],
             list(record["target"]), "",
         )  # fmt: skip
+
+    @classmethod
+    def _row(cls, record: InstructionRecord, model: TaskModel, probs: np.ndarray) -> dict[str, Any]:
+        request = cls._request(record)
         if model.kind == "risk":
             p_yes = float(probs[0])
             return score_row(request, "yes" if p_yes >= 0.5 else "no", "stop", p_yes)

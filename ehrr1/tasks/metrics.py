@@ -1,4 +1,5 @@
-"""Answer parsing and metrics: one implementation for evaluation, RL rewards and synthesis filters.
+"""Answer parsing and the metric registry: one implementation for evaluation, baselines, RL rewards and
+synthesis filters.
 
 An answer is the text after the last ``</think>`` (all of it when there is none), split into lines,
 lower-cased and stripped, empty lines dropped. Set metrics compare those lines with the target's.
@@ -7,8 +8,13 @@ Garbage (None, bytes that are not UTF-8, empty or enormous text) scores 0 and ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from scipy.stats import rankdata
 
 from ehrr1.errors import ConfigError
 from ehrr1.think import split_reasoning
@@ -81,29 +87,95 @@ def yes_no(answer: str | bytes | None) -> str | None:
     return word if word in ("yes", "no") else None
 
 
-def score(metric: str, answer: str | bytes | None, target: Sequence[str]) -> float:
-    """The per-sample score of a task's metric (risk tasks: accuracy of the yes/no answer)."""
-    if metric == "f1":
-        return set_score(answer, target).f1
-    if metric == "recall":
-        return set_score(answer, target).recall
-    if metric in ("accuracy", "auroc"):
-        if metric == "auroc":
-            return float(yes_no(answer) == target[0])
-        return accuracy(answer, target)
-    if metric == "rouge1":
-        return rouge(answer, target[0] if target else "", "rouge1")
-    raise ConfigError(f"unknown metric '{metric}'; use f1, recall, accuracy, auroc or rouge1")
+def auroc_of(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC of ``scores`` against boolean labels ``positive``, both ``[..., n]``, over the last axis (one value
+    per leading index: resamples come as rows): the Mann-Whitney U over average ranks (ties count half), NaN
+    where only one label occurs. ``tests/test_metrics.py`` checks it against scikit-learn's roc_auc_score."""
+    positive = np.asarray(positive, dtype=bool)
+    ranks = rankdata(np.asarray(scores, dtype=float), axis=-1)
+    n_pos = positive.sum(-1)
+    n_neg = positive.shape[-1] - n_pos
+    u = (ranks * positive).sum(-1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
 def auroc(labels: Sequence[str], scores: Sequence[float]) -> float | None:
     """AUROC of ``scores`` (probability of yes) against yes/no labels; None when only one label occurs."""
-    from sklearn.metrics import roc_auc_score
+    value = float(auroc_of(np.array([label == "yes" for label in labels]), np.array(scores, dtype=float)))
+    return None if math.isnan(value) else value
 
-    y = [1 if label == "yes" else 0 for label in labels]
-    if len(set(y)) < 2:
-        return None
-    return float(roc_auc_score(y, scores))
+
+class AnswerForm(str, Enum):
+    """What an answer is, which decides how it is read beside its headline metric."""
+
+    set = "set"  # lines compared as a set with the target's (precision, recall and F1 are reported)
+    line = "line"  # the first line against the one target (precision, recall and F1 of the lines reported too)
+    text = "text"  # free text against one reference text: no answer vocabulary
+    yes_no = "yes_no"  # yes or no, ranked by P(yes) where the backend gives it
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric: how one sample scores, how a task's samples make its score, and how to read it."""
+
+    name: str
+    form: AnswerForm
+    sample: Callable[[str | bytes | None, Sequence[str]], float]  # one sample's score (0 for garbage)
+    ranked: bool = False  # the task's score ranks its samples by P(yes) (AUROC) instead of averaging ``sample``
+    higher_is_better: bool = True
+
+    @property
+    def answer_lines(self) -> bool:
+        """Whether answers are sets of lines (the reference's RL reward is their F1)."""
+        return self.form is AnswerForm.set
+
+    def value(self, score: float, p_yes: float | None, output: str | None) -> float:
+        """What one sample adds to its task's score: its score; for a ranked metric its P(yes), or without one
+        its yes/no answer as 1 / 0 (anything else 0.5)."""
+        if not self.ranked:
+            return score
+        if p_yes is not None:
+            return float(p_yes)
+        return {"yes": 1.0, "no": 0.0}.get(yes_no(output) or "", 0.5)
+
+    @staticmethod
+    def positive(target: Sequence[str]) -> bool:
+        """The label a ranked metric ranks against: the target says yes."""
+        return bool(target) and target[0].strip().lower() == "yes"
+
+    def task_score(self, values: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """The task's score from its samples' ``values`` and labels, both ``[..., n]`` (resamples as rows):
+        AUROC for a ranked metric (NaN with one label), else the mean."""
+        return auroc_of(positive, values) if self.ranked else np.asarray(values, dtype=float).mean(-1)
+
+
+def _yes_no_accuracy(answer: str | bytes | None, target: Sequence[str]) -> float:
+    return float(bool(target) and yes_no(answer) == target[0])
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("f1", AnswerForm.set, lambda answer, target: set_score(answer, target).f1),
+        Metric("recall", AnswerForm.set, lambda answer, target: set_score(answer, target).recall),
+        Metric("accuracy", AnswerForm.line, accuracy),
+        Metric("auroc", AnswerForm.yes_no, _yes_no_accuracy, ranked=True),  # a sample: its yes/no is right
+        Metric("rouge1", AnswerForm.text, lambda answer, target: rouge(answer, target[0] if target else "")),
+    )
+}
+
+
+def metric(name: str) -> Metric:
+    """The registered metric ``name``; an unknown one is a config error listing them."""
+    if name not in METRICS:
+        raise ConfigError(f"unknown metric '{name}'; use {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def score(metric_name: str, answer: str | bytes | None, target: Sequence[str]) -> float:
+    """The per-sample score of a task's metric (risk tasks: accuracy of the yes/no answer)."""
+    return metric(metric_name).sample(answer, target)
 
 
 def rouge(answer: str | bytes | None, reference: str, kind: str = "rouge1") -> float:

@@ -255,7 +255,7 @@ def _newest_that_fit(
     return drop, n
 
 
-def with_thinking_suffix(messages: list[Message], thinking: bool) -> list[Message]:
+def _with_thinking_suffix(messages: list[Message], thinking: bool) -> list[Message]:
     """The messages with Qwen3's soft switch, ``/think`` or ``/no_think``, after the last turn's text."""
     *head, last = messages
     return [*head, {**last, "content": last["content"] + ("\n/think" if thinking else "\n/no_think")}]
@@ -267,10 +267,12 @@ def generation_prompt(
     thinking: bool,
     switch: ThinkingSwitch = ThinkingSwitch.enable_thinking,
 ) -> str:
-    """The text a model continues: chat template plus the model's way of turning reasoning on or off."""
+    """The text a model continues: chat template plus the model's way of turning reasoning on or off. The one
+    prompt of a record: SFT trains on it, RL samples from it and evaluation asks it, each with ``thinking`` as
+    the record is answered there (a reasoning chain: on; a direct answer, a one-token risk answer: off)."""
     if switch is ThinkingSwitch.suffix:
         return tokenizer.apply_chat_template(
-            with_thinking_suffix(messages, thinking), tokenize=False, add_generation_prompt=True
+            _with_thinking_suffix(messages, thinking), tokenize=False, add_generation_prompt=True
         )
     if switch is ThinkingSwitch.enable_thinking:
         return tokenizer.apply_chat_template(

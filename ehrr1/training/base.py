@@ -22,22 +22,24 @@ from ehrr1.config import OptimConfig, ScheduleConfig, Scheduler, Toggle
 log = logging.getLogger(__name__)
 
 
-def lr_lambda(
-    scheduler: Scheduler, total_steps: int, warmup_ratio: float, min_lr_ratio: float
-) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at each optimiser step: linear warm-up, then the decay."""
-    warmup = math.ceil(warmup_ratio * total_steps)
+def lr_schedule(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, total_steps: int) -> Any:
+    """The stage's learning-rate schedule over ``total_steps`` optimiser steps, as transformers builds it for the
+    Hugging Face Trainer (the reference's, so the curves match): ``ceil(warmup_ratio * total_steps)`` steps of
+    linear warm-up from 0, then constant, cosine or linear decay to ``min_lr_ratio`` of the peak."""
+    from transformers import optimization
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if scheduler is Scheduler.constant:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        decay = 0.5 * (1 + math.cos(math.pi * progress)) if scheduler is Scheduler.cosine else 1 - progress
-        return min_lr_ratio + (1 - min_lr_ratio) * decay
-
-    return factor
+    warmup = math.ceil(schedule.warmup_ratio * total_steps)
+    scheduler, floor = Scheduler(schedule.scheduler), schedule.min_lr_ratio
+    if scheduler is Scheduler.constant or floor >= 1:
+        return optimization.get_constant_schedule_with_warmup(optimizer, warmup)
+    if scheduler is Scheduler.cosine:
+        return optimization.get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup, total_steps, min_lr_rate=floor
+        )
+    peak = optimizer.param_groups[0]["lr"]
+    return optimization.get_polynomial_decay_schedule_with_warmup(
+        optimizer, warmup, total_steps, lr_end=floor * peak, power=1.0
+    )
 
 
 def apply_liger(model: PreTrainedModel, toggle: Toggle, on_gpu: bool) -> bool:
@@ -131,10 +133,12 @@ class CausalLMModule(pl.LightningModule):
             optimizer = DeepSpeedCPUAdam(groups, **kwargs)
         else:
             optimizer = torch.optim.AdamW(groups, **kwargs)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        factor = lr_lambda(self.schedule.scheduler, total, self.schedule.warmup_ratio, self.schedule.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = lr_schedule(optimizer, self.schedule, self.optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_steps(self) -> int:
+        """The optimiser steps the stage takes, which its schedule spans: one per Lightning stepping batch."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ehrr1"] = {"val_history": self.val_history, "data_position": self.data_position}

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
-from ehrr1.artefacts.graph import artefact_at, built
+from ehrr1.artefacts.graph import artefact_at, built, current
 from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     DeepSpeedConfig,
@@ -36,7 +36,7 @@ from ehrr1.config import (
     Objective,
     StageConfig,
     Toggle,
-    given_settings,
+    curriculum_stages,
     settings_of,
 )
 from ehrr1.errors import ConfigError, MissingInputError
@@ -48,7 +48,16 @@ from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
 from ehrr1.training.sft import SFTModule
-from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, instantiate, read_json
+from ehrr1.utils import (
+    BUILT_WITH,
+    atomic_output,
+    atomic_write_json,
+    atomic_write_text,
+    digest,
+    file_fingerprint,
+    instantiate,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,7 @@ class StageResult:
     examples_left_out: dict[str, int] = field(default_factory=dict)
     reward_first: float | None = None  # rl: mean total reward of the first and the last step
     reward_last: float | None = None
+    trained_on: dict[str, Any] | None = None  # the data: directory, settings it was built with, fingerprint
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -81,21 +91,6 @@ def run_directory(cfg: DictConfig) -> Path:
     if not HydraConfig.initialized():
         raise ValueError("set run_dir: train() runs outside a Hydra app")
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def curriculum_stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """The stages a run trains, in order, each with its settings: its own config (``stage`` alone, or a
-    curriculum's ``curriculum.<name>``), then those given for every stage (a curriculum's ``stage``), then
-    its own given ones (``stages.<name>``)."""
-    if not cfg.curriculum:
-        recipes, every = {cfg.stage.name: cfg.stage}, {}
-    else:
-        recipes = dict(cfg.curriculum.items())
-        every = {k: v for k, v in given_settings(cfg.stage).items() if k != "name"}
-    return [
-        (str(name), cast(DictConfig, OmegaConf.merge(recipe, every, cfg.stages.get(name, {}))))
-        for name, recipe in recipes.items()
-    ]
 
 
 def global_rank() -> int:
@@ -128,16 +123,18 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> list[tuple[str, DictConfig]
 
 
 def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | None:
-    """Make sure the stage's data exists: build the instruction or reasoning data when absent (the artefacts
-    built on demand); other data must be there. Returns a skip reason."""
-    if (Path(stage.data) / "train.jsonl").exists():
-        return None
+    """Make sure the stage's data is there and current. The instruction and reasoning data (the artefacts built
+    on demand) go through the settings check evaluation's data goes through: built when absent, rebuilt when
+    made with other settings, so a stage never trains on one patient split while the evaluation after it
+    scores another. Other data must be there. Returns a skip reason."""
     artefact = artefact_at(cfg, stage.data)
     if artefact is not None:
         if global_rank() == 0:
             built(artefact, cfg)
         else:
-            wait_for(Path(stage.data) / "train.jsonl")
+            wait_for(lambda: current(artefact, cfg), f"the {artefact} at {stage.data}, built with this run's settings")
+        return None
+    if (Path(stage.data) / "train.jsonl").exists():
         return None
     reason = f"no training data at {stage.data}"
     if single:
@@ -145,12 +142,23 @@ def prepare_data(cfg: DictConfig, stage: StageConfig, single: bool) -> str | Non
     return reason
 
 
-def wait_for(path: Path, timeout_s: float = 6 * 3600) -> None:
+def trained_on(data: str) -> dict[str, Any]:
+    """What a stage trains on, recorded in its summary: the data directory, the settings ehrr1 built it with
+    (None for data it did not build) and a fingerprint of them (of the file's identity without them), so an
+    evaluation can refuse a split whose patients may be among the training ones."""
+    directory = Path(data)
+    record = directory / BUILT_WITH
+    settings = read_json(record) if record.exists() else None
+    identity = settings if settings is not None else file_fingerprint([directory / "train.jsonl"])
+    return {"dir": str(directory.resolve()), "settings": settings, "fingerprint": digest(identity)}
+
+
+def wait_for(ready: Callable[[], bool], what: str, timeout_s: float = 6 * 3600) -> None:
     """Ranks other than 0 wait for what rank 0 writes."""
     deadline = time.monotonic() + timeout_s
-    while not path.exists():
+    while not ready():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"rank {global_rank()}: {path} did not appear")
+            raise TimeoutError(f"rank {global_rank()}: {what} did not appear")
         time.sleep(2)
 
 
@@ -170,7 +178,7 @@ def initial_weights(cfg: DictConfig, stage: StageConfig, previous: str | None) -
     if global_rank() == 0:
         build_embedded_model(model.architecture, load_tokenizer(tokenizer_dir), model_dir, cfg.seed)
     else:
-        wait_for(model_dir / "config.json")
+        wait_for((model_dir / "config.json").exists, f"the embedded model {model_dir}")
     return str(model_dir)
 
 
@@ -253,9 +261,9 @@ def grpo_objective(given: StageInputs) -> tuple[pl.LightningDataModule, CausalLM
         given.build_model,
         given.tokenizer,
         settings,
-        stage.optim if settings.lr is None else replace(stage.optim, lr=settings.lr),
+        stage.optim,
         stage.schedule,
-        micro_batch_size=stage.micro_batch_size,
+        micro_batch_size=settings.micro_batch_size,
         gradient_clip=stage.gradient_clip,
         gradient_checkpointing=stage.gradient_checkpointing,
         switch=settings_of(ModelConfig, given.cfg.model).thinking_switch,
@@ -293,7 +301,7 @@ def build_trainer(given: StageInputs, stage_dir: Path, logger: Any, resuming: bo
         save_last=True,
     )
     return pl.Trainer(
-        **trainer_kwargs(given.hardware, stage.micro_batch_size),
+        **trainer_kwargs(given.hardware, stage.grpo.micro_batch_size if rl else stage.micro_batch_size),
         default_root_dir=str(stage_dir),
         max_epochs=stage.epochs,
         max_steps=stage.max_steps,
@@ -334,6 +342,7 @@ def finish_stage(
         examples_left_out=dict(getattr(data, "dropped", {})),
         reward_first=_float(rewards[0]) if rewards else None,
         reward_last=_float(rewards[-1]) if rewards else None,
+        trained_on=trained_on(given.stage.data),
     )
     if trainer.is_global_zero:
         atomic_write_json(stage_dir / "summary.json", asdict(result))
@@ -381,10 +390,10 @@ def train(cfg: DictConfig) -> list[StageResult]:
             raise MissingInputError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
         log.info("resuming %s with its stored config", run_dir)
         cfg = cast(DictConfig, OmegaConf.load(stored))
-        if "_target_" not in cfg.logger or "curriculum" not in cfg or not OmegaConf.is_dict(cfg.curriculum):
+        if earlier_layout(cfg):
             raise ConfigError(
                 f"resume={run_dir}: its config was stored by an earlier ehrr1 (a curriculum list, a logger "
-                "kind): finish it with that version, or start the run anew"
+                "kind, stage.grpo.lr): finish it with that version, or start the run anew"
             )
     else:
         run_dir = run_directory(cfg)
@@ -412,6 +421,15 @@ def train(cfg: DictConfig) -> list[StageResult]:
             model = cfg.model.path or f"the embedded {cfg.model.name} model"
             print_summary(results, report, model, cfg.task_mix.name)
     return results
+
+
+def earlier_layout(cfg: DictConfig) -> bool:
+    """Whether a stored config has a layout this version cannot run: a curriculum list, a logger kind, or
+    GRPO's own learning rate (now the RL recipe's ``optim.lr``)."""
+    if "_target_" not in cfg.logger or "curriculum" not in cfg or not OmegaConf.is_dict(cfg.curriculum):
+        return True
+    stages = [cfg.stage, *cfg.curriculum.values(), *cfg.stages.values()]
+    return any(OmegaConf.is_dict(s) and "lr" in s.get("grpo", {}) for s in stages)
 
 
 def print_results(results: list[StageResult], run_dir: Path, console: Console | None = None) -> None:

@@ -11,6 +11,7 @@ advantages, caches the old (and, with beta > 0, the reference) log-probabilities
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -25,8 +26,8 @@ from transformers import PreTrainedModel
 from ehrr1.backends import RolloutSampler, SamplingParams
 from ehrr1.config import GRPOConfig, LossType, OptimConfig, RolloutBackend, ScheduleConfig
 from ehrr1.errors import ConfigError
-from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt, with_thinking_suffix
-from ehrr1.tasks.records import InstructionRecord, Message, prompt_messages
+from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
+from ehrr1.tasks.records import InstructionRecord, prompt_messages
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ResumableDataModule
 from ehrr1.training.grpo_loss import completion_logps, group_advantages, grpo_loss
@@ -37,10 +38,16 @@ log = logging.getLogger(__name__)
 RewardFn = Callable[[list[str], list[InstructionRecord], list[list[int]]], list[dict[str, float]]]
 
 
-def rl_messages(record: InstructionRecord) -> list[Message]:
-    """The record's prompt with the spec's soft switch: ``/think`` for decision tasks, ``/no_think`` for risk."""
-    messages = prompt_messages(record)
-    return with_thinking_suffix(messages, thinking=record["kind"] != "risk")
+def rl_thinks(record: InstructionRecord) -> bool:
+    """Whether RL asks the record with thinking on: decision tasks reason first, risk tasks answer at once
+    (the reference's ``/think`` and ``/no_think``)."""
+    return record["kind"] != "risk"
+
+
+def rl_prompt(tokenizer: Any, record: InstructionRecord, switch: ThinkingSwitch) -> str:
+    """The text a record is asked with in RL: the prompt SFT trained it on and evaluation asks it with
+    (:func:`~ehrr1.tasks.prompt.generation_prompt`), thinking as :func:`rl_thinks` says."""
+    return generation_prompt(tokenizer, prompt_messages(record), rl_thinks(record), switch)
 
 
 class PromptOrder(Sampler):
@@ -154,7 +161,7 @@ class GRPOModule(CausalLMModule):
     def task_rewards(
         self, texts: list[str], records: list[InstructionRecord], ids: list[list[int]]
     ) -> list[dict[str, float]]:
-        return [rewards(t, r, self.settings.rewards) for t, r in zip(texts, records, strict=True)]
+        return [rewards(t, r, self.settings.rewards, rl_thinks(r)) for t, r in zip(texts, records, strict=True)]
 
     def rollout(self, prompts: list[str], step: int) -> list[list[int]]:
         s = self.settings
@@ -253,7 +260,7 @@ class GRPOModule(CausalLMModule):
     def training_step(self, records: list[InstructionRecord], batch_idx: int) -> None:
         s = self.settings
         started = time.perf_counter()
-        prompts = [generation_prompt(self.tokenizer, rl_messages(r), True, self.switch) for r in records]
+        prompts = [rl_prompt(self.tokenizer, r, self.switch) for r in records]
         completions = self.rollout(prompts, self.trainer.global_step)
         rollout_s = time.perf_counter() - started
         grouped = [r for r in records for _ in range(s.group_size)]
@@ -347,6 +354,16 @@ class GRPOModule(CausalLMModule):
         self.last_train_loss = metrics["train/loss"]
         self.log_dict(metrics, on_step=True, on_epoch=False)
         self.log("reward", metrics["reward/total/mean"], prog_bar=True, on_step=True, on_epoch=False)
+
+    def optimizer_steps(self) -> int:
+        """``num_iterations`` optimiser steps per generation batch (each counts in ``global_step``), up to
+        ``max_steps``: the schedule spans all of them, not the batches alone."""
+        trainer = self.trainer
+        int(trainer.estimated_stepping_batches)  # sets up the data, so num_training_batches is known
+        limits = [trainer.max_steps] if trainer.max_steps > 0 else []
+        if trainer.max_epochs and trainer.max_epochs > 0 and math.isfinite(trainer.num_training_batches):
+            limits.append(int(trainer.num_training_batches) * trainer.max_epochs * self.settings.num_iterations)
+        return max(1, min(limits)) if limits else 1
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if 0 < self.trainer.max_steps <= self.trainer.global_step:

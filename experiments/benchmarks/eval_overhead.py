@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "smoke" / "tiny"
+DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 
 
 def main() -> None:
@@ -28,12 +28,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.backends import SamplingParams, backend_config, build_backend
     from ehrr1.evaluation.harness import batches, build_requests, read_bench, run
     from ehrr1.evaluation.report import aggregate
+    from ehrr1.inference import model_settings
     from ehrr1.tasks.prompt import ThinkingSwitch
 
-    backend = load_backend("hf", model_path=args.model, device="cpu")
+    backend = build_backend(backend_config("hf", device="cpu"), args.model, model_settings(args.model)[0])
     sampling = SamplingParams(max_tokens=args.max_tokens)
     records = read_bench(Path(args.data_dir) / "test.jsonl", limit=args.limit)
     requests = build_requests(

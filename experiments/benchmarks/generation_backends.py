@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "smoke" / "tiny"
+DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 
 
 def timed(backend, prompts: list[str], sampling, batch_size: int) -> dict:
@@ -55,8 +55,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
     args = parser.parse_args()
 
-    from ehrr1.backends import SamplingParams, load_backend
+    from ehrr1.backends import SamplingParams, backend_config, build_backend
     from ehrr1.evaluation.harness import build_requests, read_bench
+    from ehrr1.inference import model_settings
     from ehrr1.models.tokenizer import load_tokenizer
     from ehrr1.tasks.prompt import ThinkingSwitch
 
@@ -69,13 +70,15 @@ def main() -> None:
     result: dict = {"benchmark": "generation_backends", "prompts": len(ordered), "max_tokens": args.max_tokens}
 
     if "hf" in args.backends:
-        hf = load_backend("hf", model_path=args.model, dtype=args.dtype, device=args.device)
+        model = model_settings(args.model, dtype=args.dtype)[0]
+        hf = build_backend(backend_config("hf", device=args.device), args.model, model)
         hf.generate(ordered[:2], sampling)
         result["hf"] = timed(hf, ordered, sampling, args.hf_batch_size)
         result["hf"]["batch_size"] = args.hf_batch_size
         del hf
     if "vllm" in args.backends:
-        vllm = load_backend("vllm", model_path=args.model, dtype=args.dtype, max_model_len=args.max_model_len)
+        model = model_settings(args.model, dtype=args.dtype)[0]
+        vllm = build_backend(backend_config("vllm", max_model_len=args.max_model_len), args.model, model)
         vllm.generate(shuffled[-2:], sampling)
         vllm.engine.llm.reset_prefix_cache()
         result["vllm_shuffled"] = timed(vllm, shuffled, sampling, len(shuffled))

@@ -1,7 +1,7 @@
 """Benchmark: time per GRPO step, our Lightning module vs TRL's GRPOTrainer, in the same run.
 
 Prints one JSON line. Both start from the same model (the embedded tiny model by default), take the same
-chat-templated prompts of the smoke training split (``/think`` or ``/no_think`` appended), sample the same
+chat-templated prompts of the main mix's training split (as RL asks them: ``rl_prompt``), sample the same
 group size and completion length with HF generate (temperature 0.7, top-p 0.95, top-k 20), use the same
 reward function, one policy update per generation batch, loss ``grpo``, beta 0, gradient checkpointing on
 both sides or neither (``--gradient-checkpointing``).
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "smoke" / "tiny"
+DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 MODEL = REPO / "data" / "models" / "tiny" / "synthetic_n2000_seed0" / "model_seed0"
 
 
@@ -97,11 +97,11 @@ def run_trl(args: argparse.Namespace) -> dict:
 
     from ehrr1.models.factory import load_model
     from ehrr1.models.tokenizer import load_tokenizer
-    from ehrr1.tasks.prompt import generation_prompt
-    from ehrr1.training.grpo import rl_messages
+    from ehrr1.config import ThinkingSwitch
+    from ehrr1.training.grpo import rl_prompt
 
     tokenizer = load_tokenizer(args.model)
-    prompts = [generation_prompt(tokenizer, rl_messages(r), True) for r in records(args)]
+    prompts = [rl_prompt(tokenizer, r, ThinkingSwitch.enable_thinking) for r in records(args)]
     times: list[float] = []
 
     class Clock(TrainerCallback):

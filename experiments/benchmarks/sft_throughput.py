@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "smoke" / "tiny"
+DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 TOKENIZER = REPO / "data" / "models" / "tiny" / "synthetic_n2000_seed0" / "tokenizer"
 LR = 1e-3
 

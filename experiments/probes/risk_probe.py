@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from ehrr1.backends.hf import HFBackend, yes_share
+from ehrr1.backends.hf import HFBackend, answer_p_yes
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.tasks.metrics import auroc
 from ehrr1.tasks.prompt import ThinkingSwitch, generation_prompt
@@ -49,7 +49,7 @@ def hidden_states(backend: HFBackend, records: list[InstructionRecord], switch: 
         mask = encoded["attention_mask"].unsqueeze(-1).float()
         last.append(states[:, -1].numpy())
         mean.append(((states * mask).sum(1) / mask.sum(1)).numpy())
-        p_yes.append(yes_share(out.logits[:, -1], backend.answer_ids).numpy())
+        p_yes.append(np.array(answer_p_yes(out.logits[:, -1], backend.answer_ids), dtype=float))
     return np.concatenate(last), np.concatenate(mean), np.concatenate(p_yes)
 
 
