@@ -15,9 +15,9 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ehrr1.backends import SamplingParams, backend_config, build_backend
 from ehrr1.config import MarkdownStyle, ModelConfig, ThinkingSwitch, settings_of
@@ -54,7 +54,9 @@ def model_settings(model_path: str, **given: Any) -> tuple[ModelConfig, Markdown
     else:
         base = OmegaConf.create({"name": path.name or model_path, "max_input_tokens": DEFAULT_INPUT_TOKENS})
         style = MarkdownStyle.reference
-    node = OmegaConf.merge(base, {"path": model_path}, {k: v for k, v in given.items() if v is not None})
+    node = cast(
+        DictConfig, OmegaConf.merge(base, {"path": model_path}, {k: v for k, v in given.items() if v is not None})
+    )
     if "context_length" not in node or OmegaConf.is_missing(node, "context_length"):
         node.context_length = node.max_input_tokens
     return settings_of(ModelConfig, node), style

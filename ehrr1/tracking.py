@@ -22,8 +22,17 @@ class NoTracker:
     def finish_stage(self, trainer: Any) -> None:
         """After a stage's training: close what the stage's logger opened."""
 
-    def log_evaluation(self, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool) -> None:
-        """An evaluation's scores (the report's files are written either way)."""
+    def log_evaluation(
+        self,
+        report: dict[str, Any],
+        rows: list[dict[str, Any]],
+        out: Path,
+        log_outputs: bool,
+        plots: list[Path],
+        group: str | None = None,
+    ) -> None:
+        """An evaluation's scores (the report's files are written either way); ``group``: the training run it
+        ends, whose dashboard it belongs on."""
 
 
 class CSVTracker(NoTracker):
@@ -63,30 +72,61 @@ class WandbTracker(NoTracker):
         if isinstance(trainer.logger, WandbLogger) and trainer.is_global_zero:
             trainer.logger.experiment.finish()
 
-    def log_evaluation(self, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, log_outputs: bool) -> None:
-        """Scores as the run summary and a per-task table; per-sample outputs only when opted in. No prompts."""
+    def log_evaluation(
+        self,
+        report: dict[str, Any],
+        rows: list[dict[str, Any]],
+        out: Path,
+        log_outputs: bool,
+        plots: list[Path],
+        group: str | None = None,
+    ) -> None:
+        """Every score with its interval and both baselines as the run summary, the per-task and macro tables,
+        the plots; per-sample outputs only when opted in. No prompts. The evaluation after training is a run of
+        the training run's group (``<run>/evaluation``), beside its stages."""
         import wandb
 
         run = wandb.init(
             project=self.project,
             entity=self.entity,
-            name=f"eval/{Path(report['run']['model']).name}",
+            name=f"{group}/evaluation" if group else f"eval/{Path(report['run']['model']).name}",
+            group=group,
             job_type="evaluation",
             dir=str(out),
             mode=wandb_mode(self.mode),  # type: ignore[arg-type]  # one of wandb's modes, or WANDB_MODE as set
             config=report["run"],
             tags=self.tags,
         )
+        run.summary.update(summary_scores(report))
         tasks = report["tasks"]
-        run.summary.update({f"{t['task']}/{t['metric']}": t["value"] for t in tasks if t["value"] is not None})
-        run.summary.update({f"macro/{kind}": m["value"] for kind, m in report["macro"].items()})
         columns: list[str | int] = list(tasks[0]) if tasks else []
-        run.log({"report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in tasks])})
+        macro_columns: list[str | int] = ["kind", "value", "ci_low", "ci_high", "baseline", "tabular", "tasks"]
+        macro = [[kind, *(m.get(str(c)) for c in macro_columns[1:])] for kind, m in report["macro"].items()]
+        run.log(
+            {
+                "report": wandb.Table(columns=columns, data=[[t[c] for c in columns] for t in tasks]),
+                "macro": wandb.Table(columns=macro_columns, data=macro),
+                **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots},
+            }
+        )
         if log_outputs:
             fields = ["id", "task", "answer", "target", "score", "p_yes", "finish_reason"]
             data = [[json.dumps(r[f]) if isinstance(r[f], list) else r[f] for f in fields] for r in rows]
             run.log({"samples": wandb.Table(columns=list[str | int](fields), data=data)})
         run.finish()
+
+
+def summary_scores(report: dict[str, Any]) -> dict[str, float]:
+    """An evaluation's numbers by name: each task's score (``<task>/<metric>``), its 95 % interval, the
+    most-frequent and tabular baselines (with the tabular one's interval), and the same per kind (``macro/*``)."""
+    columns = {"": "value", "/ci_low": "ci_low", "/ci_high": "ci_high", "/most_frequent": "baseline"}
+    columns.update({"/tabular": "tabular", "/tabular_ci_low": "tabular_ci_low", "/tabular_ci_high": "tabular_ci_high"})
+    found: dict[str, Any] = {}
+    for t in report["tasks"]:
+        found.update({f"{t['task']}/{t['metric']}{suffix}": t.get(column) for suffix, column in columns.items()})
+    for kind, m in report["macro"].items():
+        found.update({f"macro/{kind}{suffix}": m.get(column) for suffix, column in columns.items()})
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def wandb_mode(mode: WandbMode) -> str:

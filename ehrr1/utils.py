@@ -32,11 +32,38 @@ def temporary_path(final: str | Path) -> Path:
 
 def fresh_temporary(final: str | Path) -> Path:
     """:func:`temporary_path` of ``final``, with the temporaries that killed runs left beside it removed
-    (call it holding :func:`locked`, so none of them is being written)."""
+    (call it holding :func:`locked`, so none of them is being written). A previous ``final`` set aside by a
+    replacement that was killed half-way is put back first."""
     final = Path(final)
-    for stale in final.parent.glob(f"{final.name}.*.tmp"):
+    for stale in sorted(final.parent.glob(f"{final.name}.*.tmp")):
+        if stale.name.endswith(SET_ASIDE) and not final.exists():
+            os.replace(stale, final)
+            continue
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     return temporary_path(final)
+
+
+SET_ASIDE = ".old.tmp"  # where a replaced directory waits while its replacement moves in (no atomic swap)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so neither name is ever
+    missing; False where the system or its file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 @contextmanager
@@ -57,62 +84,65 @@ def removed_on_failure(tmp: Path, final: str | Path | None = None) -> Iterator[P
 
 @contextmanager
 def locked(output: str | Path) -> Iterator[None]:
-    """Hold ``<output>.lock`` while building ``output``, so two runs never build one output at once: a second
-    run waits, saying who holds it, then finds the output complete. The kernel frees the lock when its
-    holder dies, even by kill -9, so a crashed run never blocks the next."""
-    import fcntl
+    """Hold ``<output>.lock`` (``filelock``) while building ``output``, so two runs never build one output at
+    once: a second run waits, saying who holds it, then finds the output complete. The kernel frees the lock
+    when its holder dies, even by kill -9, so a crashed run never blocks the next."""
+    from filelock import FileLock, Timeout
 
     output = Path(output).absolute()
     if output in _HELD:
         yield
         return
-    lock = output.with_name(output.name + ".lock")
+    path = output.with_name(output.name + ".lock")
+    lock = FileLock(path)
     try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = path.read_text(encoding="utf-8").strip() or "another process"
+            log.warning("%s is being built by %s; waiting for it to finish (lock: %s)", output, holder, path)
+            lock.acquire()
     except PermissionError:  # a read-only folder: nobody can write the output there, so none to exclude
-        log.debug("no lock for %s: %s cannot be written", output, lock)
+        log.debug("no lock for %s: %s cannot be written", output, path)
         yield
         return
     except FileNotFoundError:
-        if not lock.parent.is_dir():
+        if not path.parent.is_dir():
             raise
         raise UserError(  # the folder is there but takes no files (/proc, /sys)
-            f"cannot create files in {lock.parent} (for {output}): choose a writable location "
+            f"cannot create files in {path.parent} (for {output}): choose a writable location "
             "(data_root, run_dir, output_dir or the step's dir setting)"
         ) from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            log.warning("%s is being built by %s; waiting for it to finish (lock: %s)", output, holder, lock)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n")
-        handle.flush()
+    try:
+        path.write_text(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n", "utf-8")
         _HELD.add(output)
-        try:
-            yield
-        finally:
-            _HELD.discard(output)
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        _HELD.discard(output)
+        path.write_text("", encoding="utf-8")
+        lock.release()
 
 
 @contextmanager
 def atomic_output(final: str | Path, fresh: bool = False) -> Iterator[Path]:
     """A temporary path to write ``final`` (a file or a directory) at: moved into place, replacing what was
-    there, when the block ends; removed if the block fails. ``fresh``: first remove the temporaries that
-    killed runs left beside it (only while holding :func:`locked`, so none of them is being written)."""
+    there, when the block ends; removed if the block fails. A directory replaces the old one in one atomic
+    swap where the system has it, else the old one is set aside first and put back by the next
+    :func:`fresh_temporary` if a kill comes between: ``final`` is never lost. ``fresh``: first remove the
+    temporaries that killed runs left beside it (only while holding :func:`locked`)."""
     final = Path(final)
     with removed_on_failure(fresh_temporary(final) if fresh else temporary_path(final), final) as tmp:
         yield tmp
-        if tmp.is_dir() and final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if not (tmp.is_dir() and final.exists()):
+            os.replace(tmp, final)
+        elif exchange(tmp, final):
+            shutil.rmtree(tmp)  # the old directory, now under the temporary name
+        else:
+            aside = final.with_name(f"{final.name}.{os.getpid()}{SET_ASIDE}")
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside)
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:

@@ -261,7 +261,7 @@ def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_di
     )
     assert record["messages"][1]["content"].split("\n\n")[1].encode() not in logged
     tables = {p.name.split("_")[0] for p in run.rglob("*.table.json")}
-    assert tables == {"report"}  # per-sample outputs ("samples") only with log_outputs=true
+    assert tables == {"report", "macro"}  # per-sample outputs ("samples") only with log_outputs=true
 
 
 @pytest.fixture(scope="module")

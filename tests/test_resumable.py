@@ -3,11 +3,13 @@ beside the job; these pin the shared rules on their own)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,37 @@ def test_a_killed_ledger_keeps_its_whole_rows_and_resumes_without_duplicates(tmp
         append([{"id": "c", "text": "é"}])
     assert [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()] == ["a", "b", "c"]
     assert Ledger(path, key="id").rows()["c"]["text"] == "é"
+
+
+def _directory(path, text: str):
+    path.mkdir()
+    (path / "weights").write_text(text)
+
+
+@pytest.mark.parametrize("swap", [True, False], ids=["atomic swap", "set aside"])
+def test_a_directory_being_replaced_is_never_lost_to_a_kill(tmp_path, monkeypatch, swap):
+    """A kill (here: an interrupt) at the step that moves a new directory into place leaves the old one or the
+    new one whole, never neither; without an atomic swap the next run puts the old one back."""
+    import os
+
+    from ehrr1 import utils
+
+    final = tmp_path / "hf"
+    _directory(final, "old")
+    if not swap:
+        monkeypatch.setattr(utils, "exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # the kill comes when the new directory is about to take the name
+        calls.append((src, dst))
+        if Path(dst) == final:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(utils.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt) if not swap else contextlib.nullcontext(), utils.atomic_output(final) as tmp:
+        _directory(tmp, "new")
+    monkeypatch.setattr(utils.os, "replace", real_replace)
+    utils.fresh_temporary(final)  # what the next run does first
+    assert (final / "weights").read_text() == ("new" if swap else "old")
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary left

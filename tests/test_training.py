@@ -521,13 +521,27 @@ def test_killed_run_resumes_from_its_last_checkpoint(small_data_root, tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_logs_numbers_and_config_but_no_ehr_text(small_data_root, tmp_path, wandb_offline):
-    result = train(train_config(small_data_root, tmp_path / "run", "stage=domain_adaptation", "logger=wandb"))[0]
+    """A stage's curves and the scores of the evaluation after training reach the run's W&B group: every score
+    with its interval and both baselines, the macro lines, the tables and the plots; never EHR text."""
+    overrides = ["stage=domain_adaptation", "logger=wandb", "evaluate.enabled=true", "evaluate.limit=4"]
+    result = train(train_config(small_data_root, tmp_path / "run", *overrides, "evaluate.max_tokens=4"))[0]
     _, logged = offline_wandb_run(Path(result.directory))
     assert b"train/loss" in logged and b"val/loss" in logged and b"domain_adaptation" in logged
+    run, scored = offline_wandb_run(tmp_path / "run" / "evaluation")
+    report = json.loads((tmp_path / "run" / "evaluation" / "report.json").read_text())
+    task = next(t for t in report["tasks"] if t["kind"] == "risk" and None not in (t["ci_low"], t["tabular"]))
+    for key in ("", "/ci_low", "/most_frequent", "/tabular"):
+        assert f"{task['task']}/auroc{key}".encode() in scored
+    assert b"macro/risk/ci_high" in scored and b"macro/decision/tabular" in scored and b"run/evaluation" in scored
+    assert {p.name.split("_")[0] for p in run.rglob("*.table.json")} == {"report", "macro"}
+    assert sorted(p.name.split("_")[0] for p in (run / "files" / "media" / "images" / "plots").glob("*.png")) == [
+        "roc",
+        "scores",
+    ]
     export = next((small_data_root / "instructions").glob("*/smoke/tiny"))
     record = json.loads((export / "train.jsonl").read_text().splitlines()[0])
     for text in (record["messages"][1]["content"].split("\n\n")[1], record["target"][0]):
-        assert text.encode() not in logged
+        assert text.encode() not in logged and text.encode() not in scored
 
 
 @pytest.mark.slow

@@ -65,7 +65,7 @@ class RolloutSampler(Protocol):
 def backend_config(name: str, **settings: Any) -> DictConfig:
     """The ``backend=<name>`` option's node with ``settings`` over its defaults, as ``evaluate.py`` composes it:
     what :func:`build_backend` builds from, so the Python API and the command line build a backend alike."""
-    choices = [n.removesuffix("_schema") for n, s in BACKEND_SCHEMAS.items() if s._target_ is not None]
+    choices = [n.removesuffix("_schema") for n, s in BACKEND_SCHEMAS.items() if getattr(s, "_target_", None)]
     if name not in choices:
         raise ConfigError(f"unknown backend '{name}': {did_you_mean(name, choices)}")
     try:

@@ -109,9 +109,8 @@ class TrainConfig(DataPipelineConfig):
                 continue
             # the stage's own settings are checked as they merge over the rest (the walk sees those already)
             below = as_stage(recipes[name], node.stage if node.curriculum else None)
-            seen = set(node_problems(OmegaConf.merge(OmegaConf.structured(StageConfig), below)))
-            merged = OmegaConf.merge(OmegaConf.structured(StageConfig), below, own)
-            found += [f"stages.{name}.{p}" for p in node_problems(merged) if p not in seen]
+            seen = set(node_problems(typed_stage(below)))
+            found += [f"stages.{name}.{p}" for p in node_problems(typed_stage(below, own)) if p not in seen]
         return found
 
 
@@ -126,6 +125,11 @@ def as_stage(recipe: DictConfig, every: DictConfig | None, own: Any = None) -> D
     ``???`` where none is), then its ``own``; interpolations point where the recipe's do."""
     given = {k: v for k, v in given_settings(every).items() if k != "name"} if every is not None else {}
     return cast(DictConfig, OmegaConf.merge(recipe, given, own or {}))
+
+
+def typed_stage(*nodes: Any) -> DictConfig:
+    """``nodes`` merged over the StageConfig schema (a stored config's are plain), so its checks apply."""
+    return cast(DictConfig, OmegaConf.merge(OmegaConf.structured(StageConfig), *nodes))
 
 
 def curriculum_stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:

@@ -20,7 +20,6 @@ from ehrr1.config import (
     BenchSource,
     HFBackendConfig,
     ModelConfig,
-    NoLoggerConfig,
     TabularSettings,
     did_you_mean,
     settings_of,
@@ -182,7 +181,7 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         {
             "bench": {"source": "built"},
             "backend": HFBackendConfig(),
-            "logger": NoLoggerConfig(),
+            "logger": typed(cfg.logger),  # the run's tracker: the scores go where its stages' curves went
             "sampling": {"max_tokens": settings.max_tokens},
             "thinking": settings.thinking,
             "batch_size": settings.batch_size,
@@ -248,10 +247,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def finish(cfg: DictConfig, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, model: str) -> dict:
     """Report files, plots, the console table and W&B: the same for every backend."""
-    paths = [*write_reports(report, out).values(), *write_plots(report, rows, out)]
+    plots = write_plots(report, rows, out)
+    paths = [*write_reports(report, out).values(), *plots]
     title = "released" if cfg.bench.source == BenchSource.released.value else f"{cfg.task_mix.name}, {cfg.split}"
     print_report(report, f"EHR-Bench ({title}): {model}")
-    instantiate(cfg.logger).log_evaluation(report, rows, out, cfg.log_outputs)
+    group = Path(cfg.train_run).name if cfg.train_run else None
+    instantiate(cfg.logger).log_evaluation(report, rows, out, cfg.log_outputs, plots, group)
     report["paths"] = {p.name: str(p) for p in paths}
     log.info("reports: %s", ", ".join(str(p) for p in paths))
     return report

@@ -95,9 +95,9 @@ def run_trl(args: argparse.Namespace) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from ehrr1.config import ThinkingSwitch
     from ehrr1.models.factory import load_model
     from ehrr1.models.tokenizer import load_tokenizer
-    from ehrr1.config import ThinkingSwitch
     from ehrr1.training.grpo import rl_prompt
 
     tokenizer = load_tokenizer(args.model)
