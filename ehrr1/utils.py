@@ -253,13 +253,14 @@ def changed_settings(directory: Path, settings: dict[str, Any]) -> list[str]:
     record = directory / BUILT_WITH
     if not record.exists():
         return ["(unrecorded)"]
-    return _differences(read_json(record), settings)
+    return differences(read_json(record), settings)
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys in which two nested dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [d for k in keys for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [prefix.rstrip(".")]
 
 

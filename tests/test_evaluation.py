@@ -357,6 +357,35 @@ def test_evaluate_through_the_server_scores_risk_by_hard_answers(small_data_root
     assert report["run"]["backend"] == "openai" and len(rows) == report["samples"] and not any(r["error"] for r in rows)
 
 
+def test_results_are_reused_only_for_the_same_model_run_the_same_way_and_scored_the_same_way(model_dir):
+    """A result row's resume key holds what decides it: the sample, its prompt and sampling, the target and
+    metric it is scored by, and the model as it generates (weights, backend, dtype)."""
+    from ehrr1.backends import backend_config
+    from ehrr1.evaluation.evaluate import model_identity
+    from ehrr1.inference import model_settings
+    from ehrr1.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    record = {"id": "a", "task": "labevents", "kind": "decision", "metric": "f1", "target": ["Sodium"],
+              "messages": [{"role": "user", "content": "EHR"}]}  # fmt: skip
+
+    def key(model: str = "m", **changed) -> str:
+        switch = ThinkingSwitch.suffix
+        return build_requests([{**record, **changed}], tokenizer, model, SamplingParams(), False, switch)[0].key
+
+    assert key() == key() and len({key(), key(target=["Potassium"]), key(metric="recall"), key("other")}) == 4
+    model = model_settings(str(model_dir))[0]
+    bf16 = model_settings(str(model_dir), dtype="bfloat16")[0]
+    identities = {
+        model_identity("m", backend_config("hf"), model),
+        model_identity("m", backend_config("hf", device="cpu"), model),  # where it runs: the same results
+        model_identity("m", backend_config("hf"), bf16),
+        model_identity("m", backend_config("vllm"), model),
+        model_identity("m", backend_config("openai", served_model="other"), model),
+    }
+    assert len(identities) == 4
+
+
 def test_intervals_are_scipys_bootstrap_of_scikit_learns_metrics():
     """One AUROC and one bootstrap: the report's intervals equal scipy.stats.bootstrap run one resample at a
     time with scikit-learn's roc_auc_score (and the mean), on the same draws."""

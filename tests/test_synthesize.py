@@ -146,6 +146,44 @@ def test_data_built_with_other_settings_is_rebuilt_naming_what_changed(small_dat
     assert labevents_train()[0] == first and "((unrecorded)): rebuilding it" in caplog.text
 
 
+@pytest.mark.slow
+def test_a_rebuild_leaves_no_split_file_of_an_earlier_build(small_data_root, tmp_path):
+    """Splits a rebuild does not write are removed, never served as if built with its settings; a split the
+    settings do not build is refused by name."""
+    from ehrr1.artefacts.instructions import ensure_instructions
+    from ehrr1.errors import ConfigError
+
+    def config(*overrides: str):
+        return compose_synthesize(f"data_root={small_data_root}", *SMALL_DATA, f"export.dir={tmp_path}", *overrides)
+
+    ensure_instructions(config(), "test")
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["test.jsonl", "train.jsonl", "val.jsonl"]
+    fewer = config("task_mix.splits=[train,val]", "selection.seed=1")
+    ensure_instructions(fewer, "train")
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["train.jsonl", "val.jsonl"]  # test: seed 0's
+    with pytest.raises(ConfigError, match=r"split test: not among task_mix.splits=\['train', 'val'\]"):
+        ensure_instructions(fewer, "test")
+
+
+@pytest.mark.slow
+def test_a_task_mix_file_edited_in_place_rebuilds_the_data(small_data_root, tmp_path):
+    """What a path names decides the data too: a task-mix file edited in place (same size, same second)."""
+    from ehrr1.artefacts.instructions import ensure_instructions
+
+    counts = tmp_path / "mix.json"
+    counts.write_text('{"labevents": 2, "Inpatient_Mortality": 2}')
+    cfg = compose_synthesize(
+        f"data_root={small_data_root}", *SMALL_DATA, f"export.dir={tmp_path / 'out'}", f"task_mix.file={counts}"
+    )
+
+    def labevents() -> int:
+        return sum(json.loads(line)["task"] == "labevents" for line in ensure_instructions(cfg, "train").open())
+
+    assert labevents() == 2
+    counts.write_text('{"labevents": 1, "Inpatient_Mortality": 2}')
+    assert labevents() == 1
+
+
 def test_unknown_task_in_a_mix_fails_before_any_work(tmp_path):
     cfg = compose_synthesize(f"data_root={tmp_path}", "+task_mix.tasks.lab_events=3")
     with pytest.raises(Exception, match=r"unknown task 'lab_events'.*Did you mean labevents"):
@@ -222,3 +260,25 @@ def test_shard_range_jobs_and_a_join_equal_one_job(tmp_path):
     bad = run_entry_point("synthesize.py", f"data_root={jobs}", *common, "shards=[2,9]", cwd=tmp_path)
     assert bad.returncode == 1 and "shards=[2, 9]: expected [first, stop) with 0 <= first < stop <= 3" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_export_parts_of_other_task_definitions_or_another_tokenizer_are_not_resumed(tokenizer):
+    """An interrupted export's parts are kept only for the same tasks as defined then and the same tokenizer."""
+    from dataclasses import replace
+
+    import pyarrow as pa
+
+    from ehrr1.tasks.export import _export_key
+    from ehrr1.tasks.prompt import PromptBuilder
+    from ehrr1.tasks.registry import TaskRegistry
+
+    selected = pa.table({"subject_id": [1, 2], "event": [3, 4]})
+    registry, edited = TaskRegistry(), TaskRegistry()
+    edited.tasks["labevents"] = replace(edited["labevents"], instruction="Which labs next?")
+    with_budget = PromptBuilder(tokenizer, 300)
+    key = _export_key(selected, 100, ["labevents"], with_budget, registry)
+    assert key == _export_key(selected, 100, ["labevents"], PromptBuilder(tokenizer, 300), TaskRegistry())
+    assert key != _export_key(selected, 100, ["labevents"], with_budget, edited)
+    other = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    other.add_tokens(["<extra>"])
+    assert key != _export_key(selected, 100, ["labevents"], PromptBuilder(other, 300), registry)

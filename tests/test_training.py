@@ -202,6 +202,30 @@ def test_cli_help_and_cfg_job(tmp_path):
     assert shown.stages.rl.optim.lr == 0.25 and OmegaConf.is_missing(shown.stage.optim, "lr")  # none for every stage
 
 
+def test_the_embedded_tokenizer_and_model_are_rebuilt_when_what_decides_them_changes(tmp_path):
+    """Another vocabulary, other texts or another shape: the embedded tokenizer and model at the same place are
+    built anew (never reused silently); the same settings reuse them."""
+    from dataclasses import replace
+
+    from ehrr1.models.factory import build_embedded_model
+    from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
+
+    texts = ["## Labotary Test Events\n| Sodium | 131 | mmol/L |", "## Admissions\n- EW EMER."] * 20
+    where = tmp_path / "tokenizer"
+    build_embedded_tokenizer(iter(texts), where, 300, {"patients": 2})
+    small = (where / "tokenizer.json").read_bytes()
+    build_embedded_tokenizer(iter(texts), where, 300, {"patients": 2})
+    assert (where / "tokenizer.json").read_bytes() == small  # reused
+    build_embedded_tokenizer(iter(texts), where, 320, {"patients": 2})
+    vocabulary = lambda raw: len(json.loads(raw)["model"]["vocab"])  # noqa: E731
+    assert vocabulary((where / "tokenizer.json").read_bytes()) > vocabulary(small)  # retrained
+    model_dir = tmp_path / "model_seed0"
+    build_embedded_model(TINY, load_tokenizer(where), model_dir, seed=0)
+    assert OmegaConf.load(model_dir / "config.json").num_hidden_layers == 2
+    build_embedded_model(replace(TINY, num_hidden_layers=3), load_tokenizer(where), model_dir, seed=0)
+    assert OmegaConf.load(model_dir / "config.json").num_hidden_layers == 3
+
+
 # --- data: masking, packing, order ----------------------------------------------------------------------------
 
 
@@ -442,6 +466,59 @@ def test_stage_trains_reproducibly_and_saves_checkpoints(small_data_root, tmp_pa
     )
     stored = OmegaConf.load(stage_dir / "config.yaml")
     assert stored.stage.name == "domain_adaptation" and stored.run_dir == str(tmp_path / "a")
+
+
+def test_the_evaluation_after_training_is_composed_as_evaluate_py_would_compose_it(tmp_path, monkeypatch):
+    """The evaluation after ``train.py seed=3`` is ``evaluate.py train_run=<run>`` with the run's data settings
+    (the same bootstrap draws and candidate lists), and keeps its record in the run's evaluation/ folder."""
+    from ehrr1.evaluation import evaluate as evaluation
+
+    taken = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda cfg: taken.append(cfg) or {})
+    trained = compose_config("train", "seed=3", "selection.seed=2", "logger=none")
+    evaluation.after_training(trained, tmp_path)
+    alone = compose_config(
+        "evaluate", f"train_run={tmp_path}", "selection.seed=2", f"output_dir={tmp_path / 'evaluation'}"
+    )
+    for key in ("seed", "bootstrap", "selection", "model", "task_mix", "split", "baselines", "logger", "output_dir"):
+        assert OmegaConf.to_container(taken[0], resolve=True)[key] == OmegaConf.to_container(alone, resolve=True)[key]
+
+
+@pytest.mark.slow
+def test_a_stage_records_the_data_it_read_not_what_is_there_when_it_ends(small_data_root, tmp_path, monkeypatch):
+    """Another run may rebuild the shared data while a stage trains: the stage's record is what it read."""
+    from ehrr1.training.sft import SFTModule
+
+    data_root = tmp_path / "data"
+    shutil.copytree(small_data_root, data_root)
+    record = next((data_root / "instructions").glob("*/smoke/tiny")) / "built_with.json"
+
+    starts = SFTModule.on_train_start
+
+    def rebuilt_meanwhile(module):
+        settings = json.loads(record.read_text())
+        record.write_text(json.dumps({**settings, "selection": {**settings["selection"], "seed": 99}}))
+        starts(module)
+
+    monkeypatch.setattr(SFTModule, "on_train_start", rebuilt_meanwhile)
+    result = train(train_config(data_root, tmp_path / "run", "stage=domain_adaptation", "stage.max_steps=1"))[0]
+    assert json.loads(record.read_text())["selection"]["seed"] == 99
+    assert result.trained_on["settings"]["selection"]["seed"] == 0
+
+
+@pytest.mark.slow
+def test_a_run_dir_holds_one_run(small_data_root, tmp_path):
+    """Started again with its own config, a run continues (its finished stage reused); with another config it is
+    refused, since its record would then describe stages trained otherwise."""
+    first = train(train_config(small_data_root, tmp_path, "stage=domain_adaptation", "stage.max_steps=1"))[0]
+    again = train(train_config(small_data_root, tmp_path, "stage=domain_adaptation", "stage.max_steps=1"))[0]
+    assert (first.status, again.status) == ("trained", "done")
+    other = train_config(
+        small_data_root, tmp_path, "stage=domain_adaptation", "stage.max_steps=1", "stage.optim.lr=0.1"
+    )
+    with pytest.raises(ConfigError, match=r"holds a run started with other settings \(stage.optim.lr\): continue it"):
+        train(other)
+    assert OmegaConf.load(tmp_path / "resolved_config.yaml").stage.optim.lr != 1  # the record is untouched
 
 
 @pytest.mark.slow

@@ -167,6 +167,25 @@ def test_a_missing_model_directory_is_named_before_any_data_is_built(tmp_path):
     assert_one_message(result, f"resume={missing}: no resolved_config.yaml there")
 
 
+@pytest.mark.slow
+def test_a_run_evaluated_with_other_model_settings_is_one_message(tmp_path, model_dir):
+    """evaluate.py train_run=<run> asks the run's weights as the run trained them, or refuses: another prompt
+    budget or thinking switch would score another model than the run's."""
+    from omegaconf import OmegaConf
+
+    trained = compose_config("train", "model.max_input_tokens=384", "model.thinking_switch=suffix")
+    OmegaConf.save(trained, tmp_path / "resolved_config.yaml", resolve=True)
+    (tmp_path / "stages" / "1_rl").mkdir(parents=True)
+    (tmp_path / "stages" / "1_rl" / "summary.json").write_text(f'{{"stage": "rl", "hf_dir": "{model_dir}"}}')
+    result = run_entry_point("evaluate.py", f"train_run={tmp_path}", f"data_root={tmp_path}", cwd=tmp_path)
+    assert_one_message(
+        result,
+        f"train_run={tmp_path} was trained with model.thinking_switch=suffix, model.max_input_tokens=384, not "
+        "enable_thinking, 512: evaluate it with the settings it was trained with (model=tiny and the same overrides)",
+    )
+    assert not (tmp_path / "instructions").exists()  # refused before any data is built
+
+
 def test_a_model_or_tokenizer_that_cannot_be_loaded_is_one_message(tmp_path):
     from ehrr1.errors import MissingInputError, ModelLoadError
     from ehrr1.models.factory import load_model

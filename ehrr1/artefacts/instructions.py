@@ -5,6 +5,7 @@ tokenizer the prompts are counted with."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from ehrr1.artefacts.index import build_sample_index
 from ehrr1.artefacts.timelines import shard_range
-from ehrr1.config import settings_of
+from ehrr1.config import SPLITS, settings_of
 from ehrr1.data.markdown import render_events
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import ConfigError, UserError
@@ -27,7 +28,15 @@ from ehrr1.tasks.prompt import PromptBuilder
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SelectionSettings, SplitRatios, select, subject_split
-from ehrr1.utils import atomic_write_json, atomic_write_text, ensure_built, record_settings
+from ehrr1.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    digest,
+    ensure_built,
+    file_fingerprint,
+    read_json,
+    record_settings,
+)
 
 
 def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
@@ -46,7 +55,14 @@ def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
                 return
             yield render_events(timeline.events, cfg.markdown.style)
 
-    directory = build_embedded_tokenizer(texts(), Path(model.embedded_dir) / "tokenizer", model.tokenizer_vocab_size)
+    learnt_from = {
+        "patients": model.tokenizer_patients,
+        "markdown": str(cfg.markdown.style),
+        "timelines": store.manifest.get("fingerprint"),
+    }
+    directory = build_embedded_tokenizer(
+        texts(), Path(model.embedded_dir) / "tokenizer", model.tokenizer_vocab_size, learnt_from
+    )
     return load_tokenizer(directory)
 
 
@@ -104,6 +120,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     an array); a run without it joins them."""
     if cfg.task_mix.released:
         result = export_released(cfg)
+        keep_only_splits(Path(cfg.export.dir), cfg.task_mix.splits, result["instructions"]["totals"])
         record_settings(Path(cfg.export.dir), instruction_settings(cfg))
         return result
     result, registry, counts = build_sample_index(cfg)
@@ -135,18 +152,38 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     )
     key = "instructions" if "totals" in report else "export_units"
     if key == "instructions":
+        keep_only_splits(Path(cfg.export.dir), cfg.task_mix.splits, report["totals"])
         record_settings(Path(cfg.export.dir), instruction_settings(cfg))
     result.update({key: report, "export_dir": str(Path(cfg.export.dir).resolve())})
     return result
 
 
+def keep_only_splits(directory: Path, splits: Iterable[str], written: Mapping[str, Any]) -> None:
+    """After a whole build: each of ``splits`` that got no rows is an empty file, and every other split's file
+    is removed, so no file of an earlier build (another seed, other splits) passes for this build's."""
+    for split in SPLITS:
+        path = directory / f"{split}.jsonl"
+        if split not in splits:
+            path.unlink(missing_ok=True)
+        elif split not in written:
+            atomic_write_text(path, "")
+
+
+def check_split(split: str, built: Iterable[str], key: str) -> None:
+    """A run asks for a split its data is built with (``key``: the setting that lists them)."""
+    if split not in built:
+        raise ConfigError(f"split {split}: not among {key}={list(built)}, so it is not built; add it there")
+
+
 def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that decide the instruction data: the source, the events and their text, the tasks, the
-    selection and the prompts (not where things live, nor how many workers build them)."""
+    selection and the prompts (not where things live, nor how many workers build them), and what lies at the
+    paths they name: the timelines built (their fingerprint), a task-mix file's and released items' files."""
 
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True) if isinstance(node, Container) else node
 
+    manifest = Path(cfg.timelines.dir) / "manifest.json"
     return {
         "data": plain(cfg.data),
         "timelines": {k: plain(cfg.timelines[k]) for k in ("grouping", "mapping_dir")},
@@ -158,7 +195,25 @@ def instruction_settings(cfg: DictConfig) -> dict[str, Any]:
             k: plain(cfg.model.get(k))
             for k in ("name", "path", "max_input_tokens", "tokenizer_vocab_size", "tokenizer_patients")
         },
+        "inputs": {
+            "timelines": read_json(manifest).get("fingerprint") if manifest.exists() else None,
+            "task_mix.file": content_digest(cfg.task_mix.file),
+            "task_mix.released": path_fingerprint(cfg.task_mix.released),
+        },
     }
+
+
+def content_digest(path: str | None) -> str | None:
+    """A digest of a small file's contents (a task-mix file: edited in place within a second, its size the same)."""
+    return digest(Path(path).read_text(encoding="utf-8")) if path is not None and Path(path).is_file() else None
+
+
+def path_fingerprint(path: str | None) -> list[list[Any]] | None:
+    """The identity (path, size, modification time) of a file, or of every file under a folder."""
+    if path is None or not Path(path).exists():
+        return None
+    root = Path(path)
+    return file_fingerprint([root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()])
 
 
 def patient_split(settings: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +230,7 @@ def patient_split(settings: dict[str, Any]) -> dict[str, Any]:
 def ensure_instructions(cfg: DictConfig, split: str) -> Path:
     """``<export.dir>/<split>.jsonl``, built (the whole instructions pipeline) when absent or made with other
     settings (``instruction_settings``)."""
+    check_split(split, cfg.task_mix.splits, "task_mix.splits")
     path = Path(cfg.export.dir) / f"{split}.jsonl"
     return ensure_built(path, instruction_settings(cfg), lambda: build_instructions(cfg), f"{split} instruction data")
 

@@ -8,7 +8,14 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.artefacts.instructions import ensure_instructions, instruction_settings, write_by_patient
+from ehrr1.artefacts.instructions import (
+    check_split,
+    ensure_instructions,
+    instruction_settings,
+    keep_only_splits,
+    path_fingerprint,
+    write_by_patient,
+)
 from ehrr1.evaluation.released import ReleasedBenchError, read_released
 from ehrr1.reasoning.pipeline import synthesize_chains
 from ehrr1.tasks.registry import TaskRegistry
@@ -22,6 +29,7 @@ def synthesize_reasoning(cfg: DictConfig) -> dict[str, Any]:
         report = released_reasoning(cfg)
     else:
         report = synthesize_chains(cfg, {split: ensure_instructions(cfg, split) for split in cfg.synthesis.splits})
+    keep_only_splits(Path(cfg.synthesis.dir), cfg.synthesis.splits, report["totals"])
     record_settings(Path(cfg.synthesis.dir), reasoning_settings(cfg))
     return report
 
@@ -45,11 +53,13 @@ def reasoning_settings(cfg: DictConfig) -> dict[str, Any]:
     """What decides the reasoning data: the instruction data it reads and the synthesis settings."""
     node = cast(dict[str, Any], OmegaConf.to_container(cfg.synthesis, resolve=True))
     synthesis = {k: v for k, v in node.items() if k != "dir"}
-    return {"instructions": instruction_settings(cfg), "synthesis": synthesis}
+    released = {"synthesis.released": path_fingerprint(cfg.synthesis.released)}
+    return {"instructions": instruction_settings(cfg), "synthesis": synthesis, "inputs": released}
 
 
 def ensure_reasoning(cfg: DictConfig, split: str = "train") -> Path:
     """``<synthesis.dir>/<split>.jsonl``: synthesised (template writer unless configured), or the released
     reasoning items of ``synthesis.released``, when absent or made with other settings."""
+    check_split(split, cfg.synthesis.splits, "synthesis.splits")
     path = Path(cfg.synthesis.dir) / f"{split}.jsonl"
     return ensure_built(path, reasoning_settings(cfg), lambda: synthesize_reasoning(cfg), "reasoning data")

@@ -74,6 +74,27 @@ def check_unseen_patients(train_run: str, bench: Path, split: str) -> None:
             )
 
 
+RUN_MODEL_KEYS = ("name", "dtype", "thinking_switch", "max_input_tokens")  # how a run's weights load and are asked
+
+
+def check_run_model(cfg: DictConfig) -> None:
+    """Refuse to evaluate a training run's weights with model settings other than those it trained with (another
+    prompt budget, thinking switch or dtype would score another model than the run's): name the run's."""
+    stored = Path(cfg.train_run) / "resolved_config.yaml"
+    if not stored.exists():
+        return
+    trained = OmegaConf.load(stored).model
+    ours = cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True))
+    differ = [k for k in RUN_MODEL_KEYS if trained.get(k) != ours.get(k)]
+    if differ:
+        was = ", ".join(f"model.{k}={trained.get(k)}" for k in differ)
+        now = ", ".join(f"{ours.get(k)}" for k in differ)
+        raise ConfigError(
+            f"train_run={cfg.train_run} was trained with {was}, not {now}: evaluate it with the settings it "
+            f"was trained with (model={trained.get('name')} and the same overrides)"
+        )
+
+
 def model_to_evaluate(cfg: DictConfig) -> str:
     """The weights: the last trained stage of ``train_run``, else ``model.path``."""
     if cfg.train_run:
@@ -81,6 +102,14 @@ def model_to_evaluate(cfg: DictConfig) -> str:
     if cfg.model.path:
         return str(cfg.model.path)
     raise ConfigError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
+
+
+def model_identity(model_id: str, backend: DictConfig, model: ModelConfig) -> str:
+    """The model as it generates, for the results' resume keys: its weights, the backend that runs them and
+    how they load (dtype, attention), so results of another backend or dtype are never taken for these."""
+    runs = {"backend": backend._target_, "served_model": backend.get("served_model")}
+    loads = {"dtype": model.dtype.value, "attention": model.attn_implementation.value}
+    return f"{model_id}#{digest([runs, loads])}"
 
 
 def output_directory(cfg: DictConfig, model_id: str) -> Path:
@@ -170,7 +199,9 @@ def tabular_rows(
 
 
 def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate a training run's last trained stage as ``evaluate.py train_run=<run_dir>`` would."""
+    """Evaluate a training run's last trained stage as ``evaluate.py train_run=<run_dir>`` would, with the run's
+    data and model settings, its tracker and ``cfg.evaluate``'s settings (the rest, the seed included, are
+    evaluate.py's defaults)."""
     from ehrr1.config import DataPipelineConfig, EvaluateConfig, typed
 
     shared = {f: typed(cfg[f]) for f in DataPipelineConfig.__dataclass_fields__}
@@ -189,7 +220,6 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "split": settings.split,
             "train_run": str(run_dir),
             "output_dir": str(run_dir / "evaluation"),
-            "seed": cfg.seed,
         },
     )
     return evaluate(cast(DictConfig, eval_cfg))
@@ -199,6 +229,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.backend._target_ is None:  # backend=tabular: no language model
         return evaluate_tabular(cfg)
     model_id = model_to_evaluate(cfg)
+    if cfg.train_run:
+        check_run_model(cfg)
     if missing_local(model_id):  # before any data is built
         key = "train_run" if cfg.train_run else "model.path"
         raise MissingInputError(f"{key}: the model directory {model_id} does not exist")
@@ -218,7 +250,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     requests = build_requests(
         records,
         backend.tokenizer,
-        model_id,
+        model_identity(model_id, cfg.backend, model),
         sampling,
         cfg.thinking,
         model.thinking_switch,

@@ -1,8 +1,9 @@
 """The evaluation harness: EHR-Bench records -> prompts -> generations -> per-sample scores, resumable.
 
 Each finished sample is appended (and flushed) to ``results.jsonl`` under a key hashed from the sample id,
-the model, the prompt and the sampling settings; a re-run skips every key already there, so a killed evaluation resumes
-without duplicates. Requests are generated in prompt order, so samples sharing a patient context run
+the model (with the backend and dtype it runs with), the prompt, the sampling settings and the target and
+metric it is scored by; a re-run skips every key already there, so a killed evaluation resumes without
+duplicates. Requests are generated in prompt order, so samples sharing a patient context run
 together (prefix caches see them back to back); results come back in request order.
 """
 
@@ -79,6 +80,7 @@ def build_requests(
     max_prompt_tokens: int | None = None,
 ) -> list[Request]:
     """One request per record (in record order), prompted as training saw it, without the assistant's answer.
+    ``model_id`` names the model as it generates (its weights, and where it matters how they load and run).
 
     With ``risk_one_token`` (the reference's protocol) risk tasks are asked with thinking off and answered
     with one token among yes / no; otherwise they are generated like the decision tasks. A prompt longer
@@ -91,7 +93,9 @@ def build_requests(
         prompt = generation_prompt(tokenizer, messages, thinking and not one_token, switch)
         prompt, cut = cut_left(tokenizer, prompt, max_prompt_tokens)
         settings = asdict(ONE_TOKEN_YES_NO if one_token else sampling)
-        key = digest([r["id"], model_id, prompt, settings])  # the resume key: sample, model, prompt, sampling
+        # the resume key: what decides the row (the sample, the model as loaded, the prompt, the sampling, what
+        # it is scored against)
+        key = digest([r["id"], model_id, prompt, settings, list(r["target"]), r["metric"]])
         target = list(r["target"])
         out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], target, prompt, one_token, cut))
     return out

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from ehrr1.config import ArchitectureConfig
 from ehrr1.errors import ConfigError
-from ehrr1.models.tokenizer import unloadable
-from ehrr1.utils import atomic_output, locked
+from ehrr1.models.tokenizer import tokenizer_identity, unloadable
+from ehrr1.utils import atomic_output, changed_settings, locked, record_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,20 @@ def init_random_model(arch: ArchitectureConfig | Any, tokenizer: PreTrainedToken
 def build_embedded_model(
     arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, seed: int
 ) -> Path:
-    """Initialise and save the embedded model (with its tokenizer) atomically; reuse it when already there."""
+    """Initialise and save the embedded model (with its tokenizer) atomically, with what decides it (its
+    shape, seed and tokenizer) recorded beside it; reused while that is unchanged, built anew when it differs."""
     out = Path(out_dir)
+    shape = OmegaConf.to_container(arch, resolve=True) if OmegaConf.is_config(arch) else asdict(arch)
+    with tempfile.TemporaryDirectory() as saved:
+        tokenizer.save_pretrained(saved)
+        settings = {"architecture": shape, "seed": seed, "tokenizer": tokenizer_identity(saved)}
     with locked(out):
         if (out / "config.json").exists():
-            return out
+            changed = changed_settings(out, settings)
+            if not changed:
+                return out
+            log.info("the embedded model at %s was built with other settings (%s): building it anew", out,
+                     ", ".join(changed))  # fmt: skip
         with atomic_output(out, fresh=True) as tmp:
             model = init_random_model(arch, tokenizer, seed)
             n_params = sum(p.numel() for p in model.parameters())
@@ -70,6 +82,7 @@ def build_embedded_model(
             )
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            record_settings(tmp, settings)
     return out
 
 

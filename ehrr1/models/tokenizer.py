@@ -7,10 +7,12 @@ loads it. ``<think>`` and ``</think>`` are ordinary added tokens, as in Qwen3.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -18,7 +20,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
 from ehrr1.tasks.token_count import QWEN2_SPLIT
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
-from ehrr1.utils import atomic_output, locked
+from ehrr1.utils import BUILT_WITH, atomic_output, changed_settings, digest, locked, record_settings
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +78,31 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, split: str = "
     return fast
 
 
-def build_embedded_tokenizer(texts: Iterator[str], out_dir: str | Path, vocab_size: int = 4096) -> Path:
-    """Train and save the embedded tokenizer atomically; reuse it when already there."""
+def build_embedded_tokenizer(
+    texts: Iterator[str], out_dir: str | Path, vocab_size: int = 4096, settings: dict[str, Any] | None = None
+) -> Path:
+    """Train and save the embedded tokenizer atomically, with the ``settings`` that decide it (its vocabulary,
+    the texts it learns from) recorded beside it; reused while they are unchanged, retrained when they differ."""
     out = Path(out_dir)
+    settings = {"vocab_size": vocab_size, **(settings or {})}
     with locked(out):
         if (out / "tokenizer.json").exists():
-            return out
+            changed = changed_settings(out, settings)
+            if not changed:
+                return out
+            log.info("the embedded tokenizer at %s was built with other settings (%s): retraining it", out,
+                     ", ".join(changed))  # fmt: skip
         with atomic_output(out, fresh=True) as tmp:
             log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
             train_tokenizer(texts, vocab_size).save_pretrained(tmp)
+            record_settings(tmp, settings)
     return out
+
+
+def tokenizer_identity(path: str | Path) -> str:
+    """A digest of a saved tokenizer's files: what a model built for it depends on."""
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.name != BUILT_WITH)
+    return digest([[p.name, hashlib.sha256(p.read_bytes()).hexdigest()] for p in files])
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

@@ -19,6 +19,7 @@ import logging
 import shutil
 from collections import Counter, defaultdict
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,8 @@ def export_samples(
     out = Path(out_dir)
     with locked(out) if shards is None else nullcontext():
         units = work_units(selected, store, unit_patients)
-        parts = WorkDir(out / PARTS, _export_key(selected, unit_patients, task_order, builder), "export parts")
+        key = _export_key(selected, unit_patients, task_order, builder, registry)
+        parts = WorkDir(out / PARTS, key, "export parts")
         with locked(out):  # the jobs of one array run at once: only a run of all shards removes temporaries
             parts.claim(clean=shards is None)
         mine = [name for name, (shard, _) in units.items() if shards is None or shard in shards]
@@ -174,22 +176,31 @@ def _unit_stats(unit: str) -> str:
     return f"stats-{unit}.json"
 
 
-def _export_key(selected: pa.Table, unit_patients: int, task_order: list[str], builder: PromptBuilder) -> str:
-    """What the parts depend on: the selection, the unit size, the task order and the prompt builder."""
+def _export_key(
+    selected: pa.Table, unit_patients: int, task_order: list[str], builder: PromptBuilder, registry: TaskRegistry
+) -> str:
+    """What the parts depend on: the selection, the unit size, the tasks (their definitions: instruction,
+    forbidden events, ...) and the prompt builder (its budget, system prompt, markdown and tokenizer)."""
     return digest(
         {
             "rows": selected.num_rows,
             "unit_patients": unit_patients,
             "ids": _table_digest(selected),
             "tasks": task_order,
-            "builder": [
-                builder.max_input_tokens,
-                builder.system,
-                getattr(builder.tokenizer, "name_or_path", None),
-                builder.style.value,
-            ],
+            "definitions": [asdict(registry[t]) for t in task_order],
+            "builder": [builder.max_input_tokens, builder.system, builder.style.value],
+            "tokenizer": _tokenizer_digest(builder.tokenizer),
         }
     )
+
+
+def _tokenizer_digest(tokenizer: Any) -> str | None:
+    """What a tokenizer counts and templates with: its vocabulary and merges, and its chat template."""
+    if tokenizer is None:
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model = backend.to_str() if backend is not None else str(getattr(tokenizer, "name_or_path", ""))
+    return digest([hashlib.sha256(model.encode()).hexdigest(), getattr(tokenizer, "chat_template", None)])
 
 
 def _table_digest(table: pa.Table) -> str:

@@ -53,6 +53,7 @@ from ehrr1.utils import (
     atomic_output,
     atomic_write_json,
     atomic_write_text,
+    differences,
     digest,
     file_fingerprint,
     instantiate,
@@ -209,6 +210,7 @@ class StageInputs:
     tokenizer: Any
     attention: str  # the attention implementation the weights load with
     build_model: Callable[[], PreTrainedModel]  # called where the strategy places the model (configure_model)
+    data: dict[str, Any]  # what it trains on (:func:`trained_on`), read before training starts
 
 
 def sft_objective(given: StageInputs) -> tuple[pl.LightningDataModule, CausalLMModule]:
@@ -288,7 +290,7 @@ def stage_inputs(cfg: DictConfig, stage: StageConfig, hardware: HardwareConfig, 
     on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     attention = resolve_attention(model.attn_implementation.value, on_gpu)
     build_model = partial(load_model, init, model.dtype.value, attention)
-    return StageInputs(cfg, stage, hardware, init, load_tokenizer(init), attention, build_model)
+    return StageInputs(cfg, stage, hardware, init, load_tokenizer(init), attention, build_model, trained_on(stage.data))
 
 
 def build_trainer(given: StageInputs, stage_dir: Path, logger: Any, resuming: bool) -> pl.Trainer:
@@ -342,7 +344,7 @@ def finish_stage(
         examples_left_out=dict(getattr(data, "dropped", {})),
         reward_first=_float(rewards[0]) if rewards else None,
         reward_last=_float(rewards[-1]) if rewards else None,
-        trained_on=trained_on(given.stage.data),
+        trained_on=given.data,
     )
     if trainer.is_global_zero:
         atomic_write_json(stage_dir / "summary.json", asdict(result))
@@ -397,6 +399,7 @@ def train(cfg: DictConfig) -> list[StageResult]:
             )
     else:
         run_dir = run_directory(cfg)
+        check_same_run(cfg, run_dir)
     check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
     check_task_mix(cfg)
     if not resumed and global_rank() == 0:
@@ -421,6 +424,24 @@ def train(cfg: DictConfig) -> list[StageResult]:
             model = cfg.model.path or f"the embedded {cfg.model.name} model"
             print_summary(results, report, model, cfg.task_mix.name)
     return results
+
+
+def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A run directory holds one run: starting again in it (without ``resume=``) is allowed with the config it
+    was started with, which then continues it, and refused with another one, whose record would describe stages
+    trained with other settings."""
+    stored = run_dir / "resolved_config.yaml"
+    if not stored.exists():
+        return
+    before = OmegaConf.to_container(OmegaConf.load(stored), resolve=True)
+    now = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)), resolve=True)
+    changed = differences(before, now)
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise ConfigError(
+            f"run_dir={run_dir} holds a run started with other settings ({shown}): continue it with "
+            f"resume={run_dir}, or give this run another run_dir"
+        )
 
 
 def earlier_layout(cfg: DictConfig) -> bool:
