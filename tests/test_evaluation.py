@@ -433,7 +433,10 @@ def test_baseline_macros_are_over_the_models_tasks_or_absent():
     report = aggregate(model, {"a": "y", "b": "x"}, n_boot=20, tabular=tabular)
     macro = report["macro"]["decision"]
     assert macro["value"] == 0.75 and macro["baseline"] == 0.5  # (0 + 1) / 2 over both tasks
+    assert macro["ci_low"] == 0.5 and macro["ci_high"] == 1.0
     assert macro["tabular"] is None and macro["tabular_missing"] == ["b"]  # not 1.0 over task a alone
+    alone = aggregate(model + rows("c", ["x"], "x"), n_boot=20)["macro"]["decision"]  # a task of one sample
+    assert alone["value"] == pytest.approx(2.5 / 3) and alone["ci_low"] is not None
 
 
 def test_risk_is_answered_with_one_token_among_yes_and_no(model_dir):

@@ -102,6 +102,10 @@ def test_a_killed_ledger_keeps_its_whole_rows_and_resumes_without_duplicates(tmp
     assert Ledger(path, key="id").rows()["c"]["text"] == "é"
 
 
+class Killed(BaseException):
+    """A kill, as the code sees one: not an Exception, so nothing catches it on the way."""
+
+
 def _directory(path, text: str):
     path.mkdir()
     (path / "weights").write_text(text)
@@ -109,8 +113,8 @@ def _directory(path, text: str):
 
 @pytest.mark.parametrize("swap", [True, False], ids=["atomic swap", "set aside"])
 def test_a_directory_being_replaced_is_never_lost_to_a_kill(tmp_path, monkeypatch, swap):
-    """A kill (here: an interrupt) at the step that moves a new directory into place leaves the old one or the
-    new one whole, never neither; without an atomic swap the next run puts the old one back."""
+    """A kill at the step that moves a new directory into place leaves the old one or the new one whole, never
+    neither; without an atomic swap the next run puts the old one back."""
     import os
 
     from ehrr1 import utils
@@ -124,11 +128,11 @@ def test_a_directory_being_replaced_is_never_lost_to_a_kill(tmp_path, monkeypatc
     def replace(src, dst):  # the kill comes when the new directory is about to take the name
         calls.append((src, dst))
         if Path(dst) == final:
-            raise KeyboardInterrupt
+            raise Killed
         real_replace(src, dst)
 
     monkeypatch.setattr(utils.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt) if not swap else contextlib.nullcontext(), utils.atomic_output(final) as tmp:
+    with pytest.raises(Killed) if not swap else contextlib.nullcontext(), utils.atomic_output(final) as tmp:
         _directory(tmp, "new")
     monkeypatch.setattr(utils.os, "replace", real_replace)
     utils.fresh_temporary(final)  # what the next run does first

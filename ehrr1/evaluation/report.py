@@ -138,16 +138,21 @@ def macro_interval(
     by_task: dict[str, list[dict[str, Any]]], tasks: list[str], n_boot: int, seed: int
 ) -> tuple[float | None, float | None]:
     """95 % interval of the macro average over ``tasks``: each task resampled on its own, per resample the
-    mean of the tasks' scores (those a resample can score)."""
+    mean of the tasks' scores (those a resample can score); a task of one sample adds its one score to each."""
     samples = [TaskSamples.of(by_task[name][0]["metric"], by_task[name]) for name in tasks]
+    drawn = [s for s, name in zip(samples, tasks, strict=True) if len(by_task[name]) > 1]
+    fixed = [float(s.score()) for s, name in zip(samples, tasks, strict=True) if len(by_task[name]) == 1]
 
     def statistic(*idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        stacked = np.stack([s.score(i.astype(int)) for s, i in zip(samples, idx, strict=True)])  # [tasks, B]
+        scores = [s.score(i.astype(int)) for s, i in zip(drawn, idx, strict=True)]  # each [B]
+        stacked = np.stack([*scores, *(np.full_like(scores[0], v) for v in fixed)])  # [tasks, B]
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a resample no task can score is NaN, left out
             return np.nanmean(stacked, 0)
 
-    return _interval(statistic, [len(by_task[name]) for name in tasks], n_boot, seed)
+    if not drawn:
+        return None, None
+    return _interval(statistic, [len(by_task[name]) for name in tasks if len(by_task[name]) > 1], n_boot, seed)
 
 
 def set_scores(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
