@@ -46,6 +46,7 @@ from tests.support import (
 TINY = tiny_architecture()
 QUICK = (
     "stage.max_steps=4",
+    "stage.grad_accum=1",  # a step per micro-batch (the base recipes accumulate 16)
     "stage.val_max_batches=2",
     "stage.micro_batch_size=2",
     "model.context_length=512",
