@@ -79,7 +79,6 @@ from ehrr1.config.runs import (
     Pipeline,
     SynthesizeConfig,
     TrainConfig,
-    as_stage,
     curriculum_stages,
     register_configs,
 )
@@ -197,7 +196,6 @@ __all__ = [
     "Toggle",
     "TopKPer",
     "TrainConfig",
-    "as_stage",
     "curriculum_stages",
     "VLLMBackendConfig",
     "WandbLoggerConfig",
