@@ -69,7 +69,7 @@ def test_every_metric_is_registered_once_with_its_rules():
     from ehrr1.tasks.registry import Metric as CatalogueMetric
 
     assert set(METRICS) == {m.value for m in CatalogueMetric}  # every catalogue metric has its rules
-    assert [m for m in METRICS if METRICS[m].answer_lines] == ["f1", "recall"]  # what the reference's RL reward F1s
+    assert [m for m in METRICS if METRICS[m].set_valued] == ["f1", "recall"]  # what the reference's RL reward F1s
     assert METRICS["auroc"].ranked and METRICS["rouge1"].form is AnswerForm.text
     with pytest.raises(ConfigError, match="unknown metric 'bleu'; use f1, recall"):
         metric("bleu")

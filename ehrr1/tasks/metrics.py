@@ -126,7 +126,7 @@ class Metric:
     higher_is_better: bool = True
 
     @property
-    def answer_lines(self) -> bool:
+    def set_valued(self) -> bool:
         """Whether answers are sets of lines (the reference's RL reward is their F1)."""
         return self.form is AnswerForm.set
 

@@ -44,7 +44,7 @@ def rewards(
     """Each component and the weighted total for one completion of ``record``'s prompt, which asked the model
     to reason first (``thinking``) or to answer at once."""
     metric = record["metric"]
-    if AnswerMetric(weights.answer_metric) is AnswerMetric.set_f1 and METRICS[metric].answer_lines:
+    if AnswerMetric(weights.answer_metric) is AnswerMetric.set_f1 and METRICS[metric].set_valued:
         metric = "f1"
     answer = answer_reward(completion, metric, list(record["target"]), thinking)
     form = format_reward(completion, thinking)
