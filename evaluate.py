@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from ehrr1.config import register_configs, validate
 from ehrr1.errors import report_user_errors
+from ehrr1.utils import keep_files_private
 
 register_configs("evaluate_schema")
 
@@ -13,6 +14,7 @@ register_configs("evaluate_schema")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # every setting in its range before any work
+    keep_files_private(cfg.private_files)
     from ehrr1.evaluation.evaluate import evaluate  # here, not at the top: --help and --cfg job stay fast
 
     evaluate(cfg)

@@ -4,6 +4,10 @@ An exception that subclasses :class:`UserError` names the key, file, column or r
 expected; the entry points print it alone. A full disk or a path the user may not write is the user's to
 fix too, and is reported the same way with the path named. Anything else is our bug and keeps its
 traceback, as does a user error when ``HYDRA_FULL_ERROR=1`` or ``debug=true`` is set.
+
+A stop asked for from outside (SIGTERM from a scheduler, SIGINT from Ctrl-C) is not a failure of ours either: it
+ends with one line saying where the work was (:func:`note_progress`) and how to resume it (:func:`resume_with`),
+and the exit status a shell gives a process that signal ended (128 + its number), never 0.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import shlex
+import signal
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,12 +41,72 @@ class ForeignOutputError(UserError, FileExistsError):
     """An output directory that holds something else: ehrr1 never overwrites what it did not write."""
 
 
+class BusyOutputError(UserError):
+    """An output folder another running process is writing (one writer per folder)."""
+
+
 class ModelLoadError(UserError, OSError):
     """A model or tokenizer that cannot be loaded from where the config points."""
 
 
 class DataError(UserError, ValueError):
     """A file whose content is not what was expected (named with its line or column)."""
+
+
+class FailedWorkError(UserError):
+    """Work finished with parts that failed (recorded as failures, retried by a re-run): the run is not a success."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived: raised where the main thread is, as SIGINT raises KeyboardInterrupt, so every write in
+    progress is undone by the same ``finally`` blocks."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def shown(text: str) -> str:
+    """``text`` for a message, with characters a reader cannot see (controls, zero-width and other format
+    characters, separators other than a space) written as escapes: ``'a\\u200bb'``."""
+    out = []
+    for char in str(text):
+        visible = char == " " or unicodedata.category(char)[0] not in "CZ"
+        out.append(char if visible else char.encode("unicode_escape").decode("ascii"))
+    return "'" + "".join(out) + "'"
+
+
+_PROGRESS: list[str] = []  # where the work is, for the line an interruption ends with
+_RESUME: list[str] = []  # the command that resumes it (default: the same command again)
+
+
+def note_progress(where: str) -> None:
+    """Say where the work is ("stage reasoning, step 40"): an interruption names it."""
+    _PROGRESS[:] = [where]
+
+
+def resume_with(command: str) -> None:
+    """The command that resumes this run, when it is not the same command again (``train.py resume=<run>``)."""
+    _RESUME[:] = [command]
+
+
+def _same_command() -> str:
+    return " ".join(["python", *map(shlex.quote, [os.path.basename(sys.argv[0]), *sys.argv[1:]])])
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def interruption_message(exc: BaseException) -> tuple[str, int]:
+    """The line an interrupted run ends with, and its exit status (128 + the signal's number)."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    where = f" at {_PROGRESS[0]}" if _PROGRESS else ""
+    command = _RESUME[0] if _RESUME else _same_command()
+    return (
+        f"interrupted by {signal.Signals(signum).name}{where}; nothing half-written was kept. Resume with: {command}",
+        128 + signum,
+    )
 
 
 # errno values whose fix is the user's (space, permissions), with what to say about them
@@ -83,8 +150,17 @@ def report_user_errors(main: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        _PROGRESS.clear()
+        _RESUME.clear()
+        signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             return main(*args, **kwargs)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            if _debugging(args):
+                raise
+            message, status = interruption_message(exc)
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(status) from None
         except UserError as exc:
             if _debugging(args):
                 raise

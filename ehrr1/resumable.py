@@ -24,11 +24,12 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ehrr1.errors import ForeignOutputError
-from ehrr1.utils import atomic_output, atomic_write_json, atomic_write_text, read_json
+from ehrr1.utils import BUILT_WITH, atomic_output, atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class WorkDir:
     what: str  # what it holds, for messages ("timeline build", "index of task labevents")
     state: str = "state.json"  # the fingerprint this directory is being built for
     manifest: str = "manifest.json"  # the fingerprint it was finished for, and what the producer records
+    # the names (glob patterns) of what the producer writes at the top of the directory, besides its records
+    # and temporaries: a rebuild refuses to remove anything else. None: it is all the producer's (a folder of
+    # its own, like ``_parts``)
+    owns: tuple[str, ...] | None = None
 
     def is_done(self) -> bool:
         """Finished for these inputs."""
@@ -61,6 +66,7 @@ class WorkDir:
             if foreign is not None:
                 self._refuse_foreign(self.state, foreign)
             if (self._recorded(self.state) or self._recorded(self.manifest)) != self.key:
+                self._refuse_strangers("its inputs or settings changed")
                 log.warning("the inputs or settings of the %s in %s changed: rebuilding it", self.what, self.path)
                 shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,7 @@ class WorkDir:
             return self.read_manifest()
         self._refuse_foreign(self.manifest, foreign)
         if self.path.exists() and any(self.path.iterdir()):
+            self._refuse_strangers("it was made with other settings")
             log.warning("%s at %s was made with other settings: making it anew", self.what, self.path)
         with atomic_output(self.path, fresh=True) as tmp:
             tmp.mkdir(parents=True)
@@ -113,6 +120,23 @@ class WorkDir:
         ours = (self.path / self.state).exists() or (self.path / self.manifest).exists()
         if not ours and self.path.exists() and any(self.path.iterdir()):
             raise ForeignOutputError(f"{self.path} is not empty and holds no {self.what} ({record} missing): {foreign}")
+
+    def strangers(self) -> list[Path]:
+        """What the top of the directory holds that its producer does not write (a run folder put there, a file
+        of the user's): a rebuild would delete it with the rest."""
+        if self.owns is None or not self.path.is_dir():
+            return []
+        ours = (self.state, self.manifest, BUILT_WITH, "*.tmp", "*.lock", *self.owns)
+        return [p for p in sorted(self.path.iterdir()) if not any(fnmatch(p.name, name) for name in ours)]
+
+    def _refuse_strangers(self, why: str) -> None:
+        found = self.strangers()
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise ForeignOutputError(
+                f"the {self.what} in {self.path} must be rebuilt ({why}), which replaces the folder, but it holds "
+                f"{found[0]}{more}, which the {self.what} did not write: move that out of {self.path}, then run again"
+            )
 
     def _recorded(self, name: str) -> str | None:
         path = self.path / name

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.utils import atomic_write_text
+from ehrr1.errors import DataError
+from ehrr1.utils import atomic_write_text, read_user_text
 
 
 def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path | None:
@@ -25,3 +26,19 @@ def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def load_run_config(path: str | Path, key: str) -> DictConfig:
+    """A run's stored config (``resolved_config.yaml``), read as a file a setting (``key``) points at: a regular,
+    bounded YAML file holding a mapping, else one message naming it and the parser's reason."""
+    import yaml
+
+    text = read_user_text(path, key)
+    try:
+        loaded = OmegaConf.create(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{key}: {path} is not a stored config ({reason})") from None
+    if not isinstance(loaded, DictConfig):
+        raise DataError(f"{key}: {path} is not a stored config (expected a mapping of settings)")
+    return loaded

@@ -17,10 +17,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ehrr1.errors import UserError
+from ehrr1.errors import BusyOutputError, DataError, MissingInputError, UserError
 
 log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # outputs this process holds the lock of (a producer may call another)
+
+
+def keep_files_private(private: bool) -> None:
+    """Create every file and folder of this process readable by its user alone (0600 / 0700: they hold patient
+    text under a data use agreement), or, with ``private=False``, as the process's umask says."""
+    if private:
+        os.umask(0o077)
 
 
 def temporary_path(final: str | Path) -> Path:
@@ -83,10 +90,12 @@ def removed_on_failure(tmp: Path, final: str | Path | None = None) -> Iterator[P
 
 
 @contextmanager
-def locked(output: str | Path) -> Iterator[None]:
+def locked(output: str | Path, wait: bool = True, key: str | None = None) -> Iterator[None]:
     """Hold ``<output>.lock`` (``filelock``) while building ``output``, so two runs never build one output at
-    once: a second run waits, saying who holds it, then finds the output complete. The kernel frees the lock
-    when its holder dies, even by kill -9, so a crashed run never blocks the next."""
+    once: a second run waits, saying who holds it, then finds the output complete; with ``wait=False`` (a run
+    folder, which a second run must not continue under the first) it is refused at once, naming the holder
+    and the setting ``key`` that chose the folder. The kernel frees the lock when its holder dies, even by
+    kill -9, so a crashed run never blocks the next."""
     from filelock import FileLock, Timeout
 
     output = Path(output).absolute()
@@ -101,6 +110,11 @@ def locked(output: str | Path) -> Iterator[None]:
             lock.acquire(timeout=0)
         except Timeout:
             holder = path.read_text(encoding="utf-8").strip() or "another process"
+            if not wait:
+                raise BusyOutputError(
+                    f"{key or 'the output'}={output} is being written by {holder} (lock: {path}): wait for that "
+                    f"run to end, or give this one another {key or 'output folder'}"
+                ) from None
             log.warning("%s is being built by %s; waiting for it to finish (lock: %s)", output, holder, path)
             lock.acquire()
     except PermissionError:  # a read-only folder: nobody can write the output there, so none to exclude
@@ -174,6 +188,34 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+MAX_CONFIG_BYTES = 64 * 2**20  # a config, a task mix or a summary is kilobytes; this bounds a wrong path
+
+
+def regular_file(path: str | Path, key: str) -> Path:
+    """``path``, checked to be a regular file (not a folder, a device like /dev/zero or a pipe, which a read
+    would never finish), else a MissingInputError naming ``key``."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{key}: {path} does not exist")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, a pipe or a socket)"
+        raise MissingInputError(f"{key}: {path} is {kind}; expected a file")
+    return path
+
+
+def read_user_text(path: str | Path, key: str, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a small file a setting (``key``) points at: a regular file, at most ``limit`` bytes, UTF-8;
+    each failure one message naming the file and the reason."""
+    path = regular_file(path, key)
+    size = path.stat().st_size
+    if size > limit:
+        raise DataError(f"{key}: {path} is {size:,} bytes, more than the {limit:,} such a file may have")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{key}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def read_json(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
@@ -196,8 +238,12 @@ _SHARED: tuple = ()  # a worker process's copy of run_jobs' shared arguments
 
 
 def _start_worker(shared: tuple) -> None:
+    import signal
+
     global _SHARED
     _SHARED = shared
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent answers it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
 
 
@@ -234,10 +280,17 @@ def run_jobs(
     with tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs) as bar:
         if num_workers > 1 and len(jobs) > 1:
             workers = min(num_workers, len(jobs))
-            with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(shared,)) as pool:
+            pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(shared,))
+            try:
                 for future in [pool.submit(_call_with_shared, job, args) for args in jobs]:
                     future.result()
                     bar.update()
+            except BaseException:  # a failed job, Ctrl-C, SIGTERM: stop the others now, not after their jobs
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         else:
             for args in jobs:
                 job(*shared, *args)

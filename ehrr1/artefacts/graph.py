@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ehrr1.artefacts.index import build_sample_index, check_task_mix, print_index
 from ehrr1.artefacts.instructions import (
@@ -29,6 +30,7 @@ from ehrr1.artefacts.instructions import (
 from ehrr1.artefacts.reasoning import ensure_reasoning, reasoning_settings, synthesize_reasoning
 from ehrr1.artefacts.timelines import prepare_timelines, print_timelines
 from ehrr1.config import Pipeline
+from ehrr1.errors import ConfigError
 from ehrr1.reasoning.pipeline import print_reasoning
 from ehrr1.run_config import save_run_config
 from ehrr1.utils import changed_settings
@@ -149,6 +151,26 @@ def artefact_at(cfg: DictConfig, directory: str) -> str | None:
         if artefact.ensure is not None and where is not None and Path(where).resolve() == target:
             return artefact.name
     return None
+
+
+def check_outside_artefacts(cfg: DictConfig, folder: str | Path, key: str) -> None:
+    """Refuse a run's output folder (``run_dir``, ``output_dir``) that is, or is inside, an artefact's folder:
+    rebuilding that artefact replaces its folder, and with it the weights or results written there."""
+    target = Path(folder).resolve()
+    for artefact in ARTEFACTS:
+        try:
+            where = OmegaConf.select(cfg, artefact.where, throw_on_missing=False)
+        except OmegaConfBaseException:  # unresolvable here (a real data.root left unset): not in use
+            continue
+        if not where:
+            continue
+        home = Path(where).resolve()
+        if target == home or home in target.parents:
+            raise ConfigError(
+                f"{key}={folder} is inside the {artefact.name} folder {home} ({artefact.where}): rebuilding the "
+                f"{artefact.name} replaces that folder and would delete what this run writes there; choose a "
+                f"{key} outside it"
+            )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ehrr1.errors import ConfigError
+from ehrr1.errors import ConfigError, shown
 
 SPLITS = ("train", "val", "test")
 
@@ -67,6 +67,36 @@ class Range:
 def checked(default: Any, **bounds: Any) -> Any:
     """A dataclass field whose value :func:`validate` checks against ``Range(**bounds)`` (None always passes)."""
     return field(default=default, metadata={"range": Range(**bounds)})
+
+
+def path_name(default: Any = MISSING) -> Any:
+    """A dataclass field whose value names a folder or file (``model.name`` in ``instructions/<mix>/<model>``):
+    :func:`validate` refuses one that would reach outside it (:func:`path_name_problem`)."""
+    return field(default=default, metadata={"path_name": True})
+
+
+MAX_NAME_BYTES = 200  # file systems take 255 bytes per path component; suffixes are added to some
+
+
+def path_name_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be one component of a path (a separator, ``.`` / ``..``, a character nobody can see,
+    too long), shown with escapes; None for a plain name."""
+    if value is None:
+        return None
+    text = str(value)
+    if not text.strip():
+        why = "it is empty"
+    elif text in (".", ".."):
+        why = f"'{text}' is the folder itself or its parent"
+    elif "/" in text or "\\" in text:
+        why = "it holds a path separator (/ or \\)"
+    elif shown(text) != f"'{text}'":
+        why = "it holds a character that cannot be seen (a control, zero-width or format character)"
+    elif len(text.encode()) > MAX_NAME_BYTES:
+        why = f"it is longer than {MAX_NAME_BYTES} bytes"
+    else:
+        return None
+    return f"{key}={shown(text)} names a folder, so it must be one plain name: {why}"
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
@@ -164,6 +194,10 @@ def _problems(node: DictConfig, at: str) -> Iterator[str]:
             value = _value(node, f.name)
             if bounds is not None and isinstance(value, int | float) and not bounds.holds(value):
                 yield f"{at}{f.name} must be {bounds.expected()}, got {value}"
+            if f.metadata.get("path_name") and isinstance(value, str):
+                problem = path_name_problem(f"{at}{f.name}", value)
+                if problem:
+                    yield problem
         cross = getattr(schema, "problems", None)
         if cross is not None:
             with contextlib.suppress(OmegaConfBaseException):  # unresolved or missing: checked where it is used

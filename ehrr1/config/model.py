@@ -7,7 +7,7 @@ from enum import Enum
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import checked
+from ehrr1.config.checks import checked, path_name
 
 
 class ThinkingSwitch(str, Enum):
@@ -58,7 +58,7 @@ class ArchitectureConfig:
 class ModelConfig:
     """The model: where its weights come from, how it is loaded, and how prompts are built for it."""
 
-    name: str = MISSING
+    name: str = path_name()
     path: str | None = None  # local directory or hub id; None: random init of ``architecture`` (the embedded model)
     embedded_dir: str | None = None  # where the embedded model and its tokenizer are written
     architecture: ArchitectureConfig | None = None

@@ -49,6 +49,9 @@ class DataPipelineConfig:
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     progress: bool = True
     debug: bool = False  # user errors show their traceback too (as HYDRA_FULL_ERROR=1 does)
+    # files and folders the run writes (patient text among them) are its user's alone (umask 077); false: the
+    # process's umask decides (a group-shared data folder)
+    private_files: bool = True
 
 
 @dataclass
@@ -161,6 +164,9 @@ class EvaluateConfig(DataPipelineConfig):
     seed: int = 0
     logger: LoggerConfig = MISSING
     log_outputs: bool = False  # per-sample model outputs to W&B: they may quote patient data, so opt in
+    # samples whose generation failed (after the backend's retries) are scored 0 and end the run with an error
+    # (exit 1; a re-run asks them again); true: the run succeeds with them
+    allow_failures: bool = False
     baselines: list[Baseline] = field(default_factory=lambda: [Baseline.most_frequent, Baseline.tabular])
     tabular: TabularSettings = field(default_factory=TabularSettings)  # the tabular baseline's models
 

@@ -7,7 +7,7 @@ from enum import Enum
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import checked, unset_by_default
+from ehrr1.config.checks import checked, path_name, unset_by_default
 
 
 class Objective(str, Enum):
@@ -131,7 +131,7 @@ class LossPer(str, Enum):
 class StageConfig:
     """One curriculum stage: its data, objective, optimiser and schedule (``conf/stage/``)."""
 
-    name: str = MISSING
+    name: str = path_name()
     objective: Objective = Objective.sft
     data: str = MISSING  # directory holding train.jsonl and val.jsonl (chat records)
     init: str | None = None  # weights to start from; None: the previous stage's, or the model's

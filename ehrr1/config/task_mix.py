@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig
 
-from ehrr1.config.checks import SPLITS, checked, did_you_mean, known_split
+from ehrr1.config.checks import SPLITS, checked, did_you_mean, known_split, path_name
 
 
 @dataclass
@@ -50,7 +50,7 @@ class SelectionSettings:
 class TaskMixConfig:
     """A data config: how many samples of which task (-1 or 0: all), from which splits."""
 
-    name: str = MISSING
+    name: str = path_name()
     tasks: dict[str, int] = MISSING  # {task: count}; {} with ``file`` or ``released``
     file: str | None = None  # a JSON data config {"<task>": n}; replaces ``tasks`` when set
     released: str | None = None  # released EHR-Ins items (file or folder): the instruction data, split by patient

@@ -140,6 +140,12 @@ class TimelineStore:
             )
         self.manifest = read_json(manifest)
         self.num_shards: int = self.manifest["num_shards"]
+        lost = [shard_path(self.root, k).name for k in range(self.num_shards) if not shard_path(self.root, k).exists()]
+        if lost:
+            raise MissingInputError(
+                f"the timelines at {self.root} lack {', '.join(lost[:5])} (deleted?): build them again with "
+                "`python synthesize.py pipeline=timelines` and this run's data settings"
+            )
 
     def shard_of(self, subject_id: Any) -> Any:
         """The shard of a subject id (or, element-wise, of an array of them)."""

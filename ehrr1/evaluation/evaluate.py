@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from ehrr1.artefacts.graph import built
+from ehrr1.artefacts.graph import built, check_outside_artefacts
 from ehrr1.artefacts.index import check_task_mix, task_mix_counts
 from ehrr1.artefacts.instructions import patient_split
 from ehrr1.backends import SamplingParams, build_backend
@@ -24,28 +24,40 @@ from ehrr1.config import (
     did_you_mean,
     settings_of,
 )
-from ehrr1.errors import ConfigError, MissingInputError, UserError
+from ehrr1.errors import ConfigError, FailedWorkError, MissingInputError, UserError, note_progress, shown
 from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
-from ehrr1.evaluation.harness import build_requests, iter_bench, read_bench, run
+from ehrr1.evaluation.harness import build_requests, failed, iter_bench, read_bench, run
 from ehrr1.evaluation.plots import write_plots
 from ehrr1.evaluation.released import iter_released, read_released
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
-from ehrr1.run_config import save_run_config
+from ehrr1.run_config import load_run_config, save_run_config
 from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
-from ehrr1.utils import BUILT_WITH, atomic_write_text, digest, instantiate, read_json
+from ehrr1.utils import BUILT_WITH, atomic_write_text, digest, instantiate, locked, read_json, read_user_text
 
 log = logging.getLogger(__name__)
 
 
 def trained_stages(train_run: str) -> list[dict[str, Any]]:
-    """The summaries of a training run's finished stages, in order."""
+    """The summaries of a training run's finished stages, in order, each ``hf_dir`` the weights in this run's
+    own folder (a copied or moved run's, not those of the folder it was trained in)."""
     summaries = sorted(Path(train_run).glob("stages/*/summary.json"), key=lambda p: int(p.parent.name.split("_")[0]))
-    trained = [s for s in (json.loads(p.read_text()) for p in summaries) if s.get("hf_dir")]
+    trained = []
+    for path in summaries:
+        summary = json.loads(read_user_text(path, "train_run"))
+        if summary.get("hf_dir"):
+            trained.append({**summary, "hf_dir": str(path.parent / "hf")})
     if not trained:
         raise MissingInputError(f"train_run={train_run}: no finished stage (stages/*/summary.json with hf_dir)")
+    weights = Path(trained[-1]["hf_dir"])
+    if not (weights / "config.json").is_file():
+        raise MissingInputError(
+            f"train_run={train_run}: stage {trained[-1]['stage']} is marked finished but its weights are not in "
+            f"{weights} (config.json missing): copy the run with its stages/*/hf folders, or train the stage again "
+            f"(remove {weights.parent / 'summary.json'} and resume={train_run})"
+        )
     return trained
 
 
@@ -83,7 +95,7 @@ def check_run_model(cfg: DictConfig) -> None:
     stored = Path(cfg.train_run) / "resolved_config.yaml"
     if not stored.exists():
         return
-    trained = OmegaConf.load(stored).model
+    trained = load_run_config(stored, "train_run").model
     ours = cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True))
     differ = [k for k in RUN_MODEL_KEYS if trained.get(k) != ours.get(k)]
     if differ:
@@ -104,12 +116,24 @@ def model_to_evaluate(cfg: DictConfig) -> str:
     raise ConfigError("which model? set model.path=<HF directory or hub id> or train_run=<train.py run directory>")
 
 
+def weights_fingerprint(model_id: str) -> str | None:
+    """What identifies the weights at a local path: each file's name, size and modification time (hashing
+    gigabytes would take minutes), so weights written again at the same path are other weights. None for a
+    hub id or a served name (no local files)."""
+    path = Path(model_id)
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return digest([[str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+
+
 def model_identity(model_id: str, backend: DictConfig, model: ModelConfig) -> str:
-    """The model as it generates, for the results' resume keys: its weights, the backend that runs them and
-    how they load (dtype, attention), so results of another backend or dtype are never taken for these."""
+    """The model as it generates, for the results' resume keys: its weights (their fingerprint where they are
+    local files), the backend that runs them and how they load (dtype, attention), so results of other weights
+    at the same path, another backend or dtype are never taken for these."""
     runs = {"backend": backend._target_, "served_model": backend.get("served_model")}
     loads = {"dtype": model.dtype.value, "attention": model.attn_implementation.value}
-    return f"{model_id}#{digest([runs, loads])}"
+    return f"{model_id}#{digest([runs, loads, weights_fingerprint(model_id)])}"
 
 
 def output_directory(cfg: DictConfig, model_id: str) -> Path:
@@ -150,10 +174,10 @@ def check_only_tasks(cfg: DictConfig, only: list[str]) -> None:
     )
     for task in only:
         if task not in names:
-            raise ConfigError(f"only_tasks: no task '{task}'; {did_you_mean(task, names)}")
+            raise ConfigError(f"only_tasks: no task {shown(task)}; {did_you_mean(task, names)}")
         if task not in in_mix:
             raise ConfigError(
-                f"only_tasks: '{task}' is not in task_mix {cfg.task_mix.name}; {did_you_mean(task, in_mix)}"
+                f"only_tasks: {shown(task)} is not in task_mix {cfg.task_mix.name}; {did_you_mean(task, in_mix)}"
             )
 
 
@@ -258,14 +282,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         max_prompt_tokens,
     )
     out = output_directory(cfg, model_id)
-    save_run_config(cfg, out)
-    batch_size = cfg.batch_size or backend.batch_size
-    rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
-    tabular = tabular_rows(cfg, originals, train, out) if Baseline.tabular in baselines else None
+    check_outside_artefacts(cfg, out, "output_dir")
+    with locked(out, wait=False, key="output_dir"):
+        save_run_config(cfg, out)
+        batch_size = cfg.batch_size or backend.batch_size
+        note_progress(f"the evaluation of {len(requests)} samples (answered ones are kept in {out / 'results.jsonl'})")
+        rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
+        tabular = tabular_rows(cfg, originals, train, out) if Baseline.tabular in baselines else None
+        return report_run(cfg, model_id, backend.name, bench, max_prompt_tokens, rows, frequent, tabular, out)
+
+
+def report_run(
+    cfg: DictConfig,
+    model_id: str,
+    backend: str,
+    bench: str,
+    max_prompt_tokens: int | None,
+    rows: list[dict[str, Any]],
+    frequent: dict[str, str] | None,
+    tabular: list[dict[str, Any]] | None,
+    out: Path,
+) -> dict[str, Any]:
+    """The reports of a model's rows; a run with failed samples then ends with an error unless
+    ``allow_failures`` (the reports say how many, and a re-run asks them again)."""
     report = aggregate(rows, frequent, cfg.bootstrap, cfg.seed, tabular)
     report["run"] = {
         "model": model_id,
-        "backend": backend.name,
+        "backend": backend,
         "thinking": cfg.thinking,
         "risk_one_token": cfg.risk_one_token,
         "candidates_prompt": cfg.candidates_prompt,
@@ -274,7 +317,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data": bench,
         "bench": cfg.bench.source,
     }
-    return finish(cfg, report, rows, out, model_id)
+    report = finish(cfg, report, rows, out, model_id)
+    failures = [r for r in rows if failed(r)]
+    if failures and not cfg.allow_failures:
+        raise FailedWorkError(
+            f"{len(failures)} of {len(rows)} samples failed (first: {failures[0]['error'][:200]}); they are "
+            f"recorded as failures in {out / 'results.jsonl'} and scored 0 in the reports. Run the same command "
+            "again to ask them again (answered samples are kept), or set allow_failures=true to accept the run"
+        )
+    return report
 
 
 def finish(cfg: DictConfig, report: dict[str, Any], rows: list[dict[str, Any]], out: Path, model: str) -> dict:
@@ -294,6 +345,14 @@ def evaluate_tabular(cfg: DictConfig) -> dict[str, Any]:
     """``backend=tabular``: the tabular baseline alone, scored and reported as a model would be."""
     bench, records, train = bench_records(cfg)
     out = output_directory(cfg, "tabular")
+    check_outside_artefacts(cfg, out, "output_dir")
+    with locked(out, wait=False, key="output_dir"):
+        return tabular_report(cfg, bench, records, train, out)
+
+
+def tabular_report(
+    cfg: DictConfig, bench: str, records: list[InstructionRecord], train: TrainRecords, out: Path
+) -> dict[str, Any]:
     save_run_config(cfg, out)
     frequent = frequent_answers({Baseline(b) for b in cfg.baselines}, train)
     rows = tabular_rows(cfg, records, train, out)

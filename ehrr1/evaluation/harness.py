@@ -1,10 +1,12 @@
 """The evaluation harness: EHR-Bench records -> prompts -> generations -> per-sample scores, resumable.
 
-Each finished sample is appended (and flushed) to ``results.jsonl`` under a key hashed from the sample id,
-the model (with the backend and dtype it runs with), the prompt, the sampling settings and the target and
-metric it is scored by; a re-run skips every key already there, so a killed evaluation resumes without
-duplicates. Requests are generated in prompt order, so samples sharing a patient context run
-together (prefix caches see them back to back); results come back in request order.
+Each finished sample is appended (and flushed) to ``results.jsonl`` under a key hashed from what produced its
+answer: the sample id, the model (a fingerprint of its weights, the backend and dtype it runs with), the
+prompt and the sampling settings. A re-run skips every key already there, so a killed evaluation resumes
+without duplicates, and re-scores the stored answers against the targets and metrics of now. A sample whose
+generation failed (a server error after retries) is stored as a failure and asked again by the next run.
+Requests are generated in prompt order, so samples sharing a patient context run together (prefix caches see
+them back to back); results come back in request order.
 """
 
 from __future__ import annotations
@@ -93,9 +95,9 @@ def build_requests(
         prompt = generation_prompt(tokenizer, messages, thinking and not one_token, switch)
         prompt, cut = cut_left(tokenizer, prompt, max_prompt_tokens)
         settings = asdict(ONE_TOKEN_YES_NO if one_token else sampling)
-        # the resume key: what decides the row (the sample, the model as loaded, the prompt, the sampling, what
-        # it is scored against)
-        key = digest([r["id"], model_id, prompt, settings, list(r["target"]), r["metric"]])
+        # the resume key: what decides the answer (the sample, the model as loaded, the prompt, the sampling);
+        # the score is recomputed from the stored answer, so a corrected target or metric needs no generation
+        key = digest([r["id"], model_id, prompt, settings])
         target = list(r["target"])
         out.append(Request(key, r["id"], r["task"], r["kind"], r["metric"], target, prompt, one_token, cut))
     return out
@@ -136,6 +138,17 @@ def score_row(request: Request, text: str | None, finish_reason: str, p_yes: flo
     }
 
 
+def rescored(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row scored again as ``request`` is scored now (its target and metric), from its stored answer."""
+    p_yes = math.nan if row.get("nonfinite") else row.get("p_yes")
+    return score_row(request, row.get("output") or None, row["finish_reason"], p_yes, row.get("error", ""))
+
+
+def failed(row: dict[str, Any]) -> bool:
+    """A row whose generation failed (no answer to score): asked again when the evaluation runs again."""
+    return bool(row.get("error"))
+
+
 def batches(items: list[Request], size: int) -> Iterator[list[Request]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -160,17 +173,22 @@ def run(
     batch_size: int = 8,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Generate and score every request not yet in ``results``; returns all rows of these requests."""
+    """Generate and score every request not yet answered in ``results`` (failed ones again); returns all rows
+    of these requests, the stored ones scored again."""
     ledger = Ledger(results, key="key")
     done = ledger.rows()
-    pending = sorted((q for q in requests if q.key not in done), key=lambda q: q.prompt)  # shared contexts adjacent
-    if len(pending) < len(requests):
+    retried = sum(q.key in done and failed(done[q.key]) for q in requests)
+    pending = sorted(  # shared contexts adjacent
+        (q for q in requests if q.key not in done or failed(done[q.key])), key=lambda q: q.prompt
+    )
+    if len(pending) < len(requests) or retried:
         log.info(
-            "%s: %d of %d samples already done, %d to go",
+            "%s: %d of %d samples already answered; %d to go%s",
             results,
             len(requests) - len(pending),
             len(requests),
             len(pending),
+            f", {retried} of them failed before and asked again" if retried else "",
         )
     with (
         ledger.appending() as append,
@@ -189,4 +207,4 @@ def run(
             append(rows)
             done.update((row["key"], row) for row in rows)
             bar.update(len(batch))
-    return [done[q.key] for q in requests]
+    return [rescored(q, done[q.key]) for q in requests]

@@ -49,6 +49,8 @@ def _files(path: Path, key: str) -> list[Path]:
         if found:
             return found
         raise ReleasedBenchError(f"{key}: {path} holds no {KINDS} file")
+    if path.exists():  # /dev/zero, a pipe: a read would never end
+        raise ReleasedBenchError(f"{key}: {path} is not a regular file or folder (a device, a pipe or a socket)")
     raise ReleasedBenchError(f"{key}: {path} does not exist (a released EHR-Bench / EHR-Ins file or folder)")
 
 

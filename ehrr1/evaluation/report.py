@@ -320,8 +320,14 @@ def task_name(t: dict[str, Any]) -> str:
 
 
 def notes(report: dict[str, Any]) -> list[str]:
-    """What a reader must know before trusting the table: small samples, non-finite scores."""
+    """What a reader must know before trusting the table: failed samples, small samples, non-finite scores."""
     found = []
+    failures = sum(t.get("errors", 0) for t in report["tasks"])
+    if failures:
+        found.append(
+            f"{failures} samples failed to generate (server errors after retries) and are scored 0: the scores are "
+            "not final; running the same evaluation again asks them again"
+        )
     if any(t.get("small_n") for t in report["tasks"]):
         found.append(
             f"* small n: a risk task with fewer than {SMALL_LABEL} positive or negative samples, or a decision task "

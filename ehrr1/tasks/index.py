@@ -58,7 +58,7 @@ def index_shard_path(root: Path, task: str, shard: int) -> Path:
 def task_work(out: Path, store: TimelineStore, task: TaskSpec) -> WorkDir:
     """A task's index directory, keyed by the timelines and the task's definition."""
     key = digest({"version": INDEX_VERSION, "timelines": store.manifest["fingerprint"], "task": asdict(task)})
-    return WorkDir(out / task.name, key, f"index of task {task.name}", state="build.json")
+    return WorkDir(out / task.name, key, f"index of task {task.name}", state="build.json", owns=("index-*.parquet",))
 
 
 def build_shard(timelines_dir: str, shard: int, tasks: list[WorkDir], specs: list[TaskSpec]) -> None:

@@ -20,9 +20,10 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from ehrr1.config.checks import path_name_problem
 from ehrr1.data.events import EVENT_TYPES
 from ehrr1.data.markdown import REFERENCE_TITLES
-from ehrr1.errors import UserError
+from ehrr1.errors import UserError, shown
 
 ANY_EVENT = "*"
 INSTRUCTION_PREFIX = "Given the sequence of events that have occurred in a hospital, please"
@@ -163,6 +164,9 @@ def _from_sections(sections: Mapping[str, Any]) -> dict[str, TaskSpec]:
         if kind not in (TaskKind.decision.value, TaskKind.risk.value):
             raise TaskError(f"task section '{kind}' is unknown; use 'decision' or 'risk'")
         for name, fields in (defs or {}).items():
+            problem = path_name_problem(f"tasks.extra.{kind}.<name>", name)  # it names the task's index folder
+            if problem:
+                raise TaskError(problem)
             tasks[name] = make_task(name, kind, fields)
     return tasks
 
@@ -199,7 +203,7 @@ class TaskRegistry:
         except KeyError:
             close = difflib.get_close_matches(name, self.names, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise TaskError(f"unknown task '{name}'.{hint} Valid tasks: {', '.join(self.names)}") from None
+            raise TaskError(f"unknown task {shown(name)}.{hint} Valid tasks: {', '.join(self.names)}") from None
 
     def select(self, names: Iterable[str]) -> list[TaskSpec]:
         return [self[n] for n in names]

@@ -37,18 +37,23 @@ from ehrr1.config import SPLITS, SelectionSettings, SplitRatios
 from ehrr1.errors import ConfigError
 from ehrr1.tasks.index import SCHEMA
 from ehrr1.tasks.registry import TaskRegistry, TaskSpec
+from ehrr1.utils import read_user_text
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65_536  # index rows read at a time
 
 
+MAX_MIX_BYTES = 2**20  # a task mix names at most a few hundred tasks: kilobytes
+
+
 def load_data_config(path: str | Path) -> dict[str, int]:
     """A data config file: a JSON object ``{"<task name>": <number of samples>}``."""
     path = Path(path)
+    text = read_user_text(path, "task_mix.file", limit=MAX_MIX_BYTES)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"data config {path}: not a readable JSON file ({exc})") from exc
     if not isinstance(config, dict) or not all(isinstance(v, int) for v in config.values()):
         raise ConfigError(f'data config {path}: expected a JSON object {{"<task name>": <number of samples>}}')

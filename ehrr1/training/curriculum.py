@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shlex
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -23,11 +25,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
-from ehrr1.artefacts.graph import artefact_at, built, current
+from ehrr1.artefacts.graph import artefact_at, built, check_outside_artefacts, current
 from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     DeepSpeedConfig,
@@ -39,11 +42,11 @@ from ehrr1.config import (
     curriculum_stages,
     settings_of,
 )
-from ehrr1.errors import ConfigError, MissingInputError
+from ehrr1.errors import ConfigError, MissingInputError, note_progress, resume_with
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.run_config import save_run_config
+from ehrr1.run_config import load_run_config, save_run_config
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
@@ -57,6 +60,7 @@ from ehrr1.utils import (
     digest,
     file_fingerprint,
     instantiate,
+    locked,
     read_json,
 )
 
@@ -293,9 +297,21 @@ def stage_inputs(cfg: DictConfig, stage: StageConfig, hardware: HardwareConfig, 
     return StageInputs(cfg, stage, hardware, init, load_tokenizer(init), attention, build_model, trained_on(stage.data))
 
 
+class ProgressNote(pl.Callback):
+    """Keeps the step a stage is at, for the line an interruption ends with (and the checkpoint it resumes from)."""
+
+    def __init__(self, stage: str, every: int):
+        self.stage, self.every = stage, every
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        note_progress(f"stage {self.stage}, step {step} (resumes from step {step - step % self.every})")
+
+
 def build_trainer(given: StageInputs, stage_dir: Path, logger: Any, resuming: bool) -> pl.Trainer:
     """The stage's Lightning trainer: its hardware, length, validation, logging and resumable checkpoints."""
     stage, rl = given.stage, given.stage.objective is Objective.grpo
+    progress = ProgressNote(stage.name, stage.checkpoint_every_n_steps)
     checkpoints = ModelCheckpoint(
         dirpath=str(stage_dir / "checkpoints"),
         every_n_train_steps=stage.checkpoint_every_n_steps,
@@ -315,7 +331,7 @@ def build_trainer(given: StageInputs, stage_dir: Path, logger: Any, resuming: bo
         num_sanity_val_steps=0 if resuming or rl else -1,  # a full validation before training: the val loss before
         log_every_n_steps=stage.log_every_n_steps,
         logger=logger,
-        callbacks=[checkpoints],
+        callbacks=[checkpoints, progress],
         use_distributed_sampler=False,
         enable_progress_bar=bool(given.cfg.progress),
     )
@@ -355,8 +371,11 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
     """One stage: reused when its summary is there, skipped without data, else trained (or resumed from its
     last checkpoint) and exported."""
     stage: StageConfig = settings_of(StageConfig, cfg.stage)
-    if (stage_dir / "summary.json").exists():
-        return replace(StageResult(**read_json(stage_dir / "summary.json")), status="done")
+    if (stage_dir / "summary.json").exists():  # its weights are the ones in this run's folder (a copy's own)
+        done = StageResult(**read_json(stage_dir / "summary.json"))
+        return replace(
+            done, status="done", directory=str(stage_dir), hf_dir=str(stage_dir / "hf") if done.hf_dir else None
+        )
     reason = prepare_data(cfg, stage, single)
     if reason:
         return StageResult(stage=stage.name, status="skipped", directory=str(stage_dir), reason=reason)
@@ -372,7 +391,12 @@ def run_stage(cfg: DictConfig, stage_dir: Path, run_name: str, previous: str | N
     )
     if last.exists():
         log.info("stage %s: resuming from %s", stage.name, last)
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.exists() else None)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning ends a Ctrl-C with sys.exit(1): the entry point says how to resume
+            raise KeyboardInterrupt from None
+        raise
     result = finish_stage(trainer, module, data, given, stage_dir, time.perf_counter() - started)
     tracker.finish_stage(trainer)
     return result
@@ -387,19 +411,19 @@ def train(cfg: DictConfig) -> list[StageResult]:
     resumed = bool(cfg.resume)
     if resumed:
         run_dir = Path(cfg.resume)
-        stored = run_dir / "resolved_config.yaml"
-        if not stored.exists():
-            raise MissingInputError(f"resume={cfg.resume}: no resolved_config.yaml there (not a train.py run)")
-        log.info("resuming %s with its stored config", run_dir)
-        cfg = cast(DictConfig, OmegaConf.load(stored))
-        if earlier_layout(cfg):
-            raise ConfigError(
-                f"resume={run_dir}: its config was stored by an earlier ehrr1 (a curriculum list, a logger "
-                "kind, stage.grpo.lr): finish it with that version, or start the run anew"
-            )
+        cfg = stored_run_config(cfg, run_dir)
     else:
         run_dir = run_directory(cfg)
-        check_same_run(cfg, run_dir)
+    check_outside_artefacts(cfg, run_dir, "resume" if resumed else "run_dir")
+    resume_with(f"python train.py resume={shlex.quote(str(run_dir))}")
+    with locked(run_dir, wait=False, key="resume" if resumed else "run_dir") if global_rank() == 0 else nullcontext():
+        if not resumed:
+            check_same_run(cfg, run_dir)
+        return train_in(cfg, run_dir, resumed)
+
+
+def train_in(cfg: DictConfig, run_dir: Path, resumed: bool) -> list[StageResult]:
+    """The stages of the run in ``run_dir``, which this process alone writes."""
     check_hardware(settings_of(HardwareConfig, cfg.hardware))  # the run's own (a resumed run's stored) settings
     check_task_mix(cfg)
     if not resumed and global_rank() == 0:
@@ -420,10 +444,79 @@ def train(cfg: DictConfig) -> list[StageResult]:
         if cfg.evaluate.enabled and any(r.hf_dir for r in results):
             from ehrr1.evaluation.evaluate import after_training
 
+            note_progress("the evaluation after training")
             report = after_training(cfg, run_dir)
             model = cfg.model.path or f"the embedded {cfg.model.name} model"
             print_summary(results, report, model, cfg.task_mix.name)
     return results
+
+
+# settings that change how a run reports, never what it computes: they may differ when it is resumed
+RESUME_MAY_CHANGE = ("progress", "debug", "private_files")
+
+
+def stored_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The config ``resume=<run_dir>`` continues with: the one the run stored. Overrides given with ``resume=``
+    that would change it are refused, listed (the stages already trained used the stored values); those that
+    only change how it reports (``progress``, ``debug``) are taken."""
+    stored_path = run_dir / "resolved_config.yaml"
+    if not stored_path.exists():
+        raise MissingInputError(f"resume={run_dir}: no resolved_config.yaml there (not a train.py run)")
+    log.info("resuming %s with its stored config", run_dir)
+    stored = load_run_config(stored_path, "resume")
+    if earlier_layout(stored):
+        raise ConfigError(
+            f"resume={run_dir}: its config was stored by an earlier ehrr1 (a curriculum list, a logger "
+            "kind, stage.grpo.lr): finish it with that version, or start the run anew"
+        )
+    differ = []
+    for key in given_overrides():
+        if key.split(".")[0] in RESUME_MAY_CHANGE:
+            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
+            continue
+        if key == "experiment":  # a package-global group may set any key: every one it changes is listed
+            whole = differences(_resolved(stored, ""), _resolved(cfg, ""))
+            differ += [f"{k} (set by experiment=...)" for k in whole if k.split(".")[0] not in ("resume", "run_dir")]
+            continue
+        was, now = _resolved(stored, key), _resolved(cfg, key)
+        if was != now:
+            differ.append(f"{key} (the run's: {_short(was)}, given: {_short(now)})")
+    if differ:
+        raise ConfigError(
+            f"resume={run_dir} continues the run with the settings it was started with, and these overrides "
+            f"differ from them: {'; '.join(differ)}. Resume without them, or start a new run (another run_dir) "
+            "with the settings you want"
+        )
+    return stored
+
+
+def given_overrides() -> list[str]:
+    """The config keys this command's overrides set (``resume`` and Hydra's own left out); a group choice
+    (``model=qwen3_8b``) names its node, an experiment every key."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    keys = []
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~").split("@")[0].strip()
+        if key and key != "resume" and not key.startswith("hydra"):
+            keys.append(key)
+    return keys
+
+
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    """The value at ``key`` (the whole config for ``""``), resolved, as plain data."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=False) if key else cfg
+    except OmegaConfBaseException:
+        return "(cannot be resolved)"
+    return OmegaConf.to_container(value, resolve=True, enum_to_str=True) if OmegaConf.is_config(value) else value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_same_run(cfg: DictConfig, run_dir: Path) -> None:

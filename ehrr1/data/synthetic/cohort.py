@@ -341,7 +341,8 @@ def procedures_used() -> set[str]:
 def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
     """Write (or reuse) the synthetic cohort at ``root``; return its manifest with row counts per table."""
     wanted = {"version": COHORT_VERSION, **asdict(settings)}
-    work = WorkDir(Path(root), digest(wanted), "synthetic cohort", manifest=MANIFEST)
+    owns = (*{module for module, _ in COLUMNS.values()}, MAPPINGS)
+    work = WorkDir(Path(root), digest(wanted), "synthetic cohort", manifest=MANIFEST, owns=tuple(sorted(owns)))
     with locked(root):
         return work.build_whole(
             lambda tmp: _write_cohort(tmp, settings, progress), foreign="choose another data.root or empty it"
