@@ -1,10 +1,12 @@
 """EHR-Bench evaluation of a model through a generation backend (``python evaluate.py --help``)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from ehrr1.config import register_configs, validate
-from ehrr1.errors import report_user_errors
+from ehrr1.errors import check_output_folder, report_user_errors
 from ehrr1.utils import keep_files_private
 
 register_configs("evaluate_schema")
@@ -21,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_output_folder(sys.argv[1:], "outputs/evaluate")
     main()

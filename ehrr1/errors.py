@@ -20,6 +20,7 @@ import signal
 import sys
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -143,6 +144,28 @@ def _debugging(args: tuple[Any, ...]) -> bool:
         return bool(cfg.get("debug", False))  # type: ignore[union-attr]
     except Exception:  # not a config: no debug switch
         return False
+
+
+def check_output_folder(argv: list[str], default: str) -> None:
+    """Hydra makes the run's folder (``hydra.run.dir``, default ``default``) before any code of ours runs, and
+    reports a file in its way or a folder it may not write with a traceback: say it in one line first."""
+    if any(arg.startswith("-") for arg in argv):  # --help, --cfg job, --multirun: Hydra's own (a sweep is checked
+        return  # by Hydra)
+    given = {k: v for k, _, v in (arg.partition("=") for arg in argv) if k in ("hydra.run.dir", "hydra.sweep.dir")}
+    for key, value in (given or {"hydra.run.dir": default}).items():
+        folder = Path(value.split("${")[0] or ".")
+        for part in [folder, *folder.parents]:
+            if not part.exists():
+                continue
+            if not part.is_dir():
+                problem = f"{part} is a file, not a folder"
+            elif not os.access(part, os.W_OK | os.X_OK):
+                problem = f"{part} cannot be written"
+            else:
+                break
+            print(f"error: {key}={value}: {problem}; Hydra keeps each run's config and log there: choose another "
+                  f"{key}", file=sys.stderr)  # fmt: skip
+            raise SystemExit(1)
 
 
 def report_user_errors(main: Callable[..., T]) -> Callable[..., T]:

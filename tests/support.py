@@ -135,18 +135,30 @@ def kill_after_first_checkpoint(args: list[str], cwd: Path, stage_dir: Path, set
 
 
 @contextmanager
-def one_token_server(seen: list[dict] | None = None) -> Iterator[str]:
+def one_token_server(seen: list[dict] | None = None, mode: dict | None = None) -> Iterator[str]:
     """A real local HTTP server answering ``/v1/completions`` like vLLM's one-token yes/no reply ("no", with
-    its top log-probabilities); each request's JSON body is appended to ``seen``. Yields the base URL."""
+    its top log-probabilities); each request's JSON body is appended to ``seen``. Yields the base URL.
+    ``mode`` (changed while it serves): ``{"redirect": True}`` answers 302 to another host, ``{"delay_s": x}``
+    waits before answering."""
     import http.server
     import json
     import threading
+    import time
+
+    mode = {} if mode is None else mode
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - the stdlib's name
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if seen is not None:
                 seen.append(body)
+            time.sleep(mode.get("delay_s", 0))
+            if mode.get("redirect"):
+                self.send_response(302)
+                self.send_header("Location", "http://example.com/v1/completions")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             logprobs = {"top_logprobs": [{"no": -0.2, "yes": -2.0, "maybe": -5.0}]}
             reply = json.dumps({"choices": [{"text": "no", "finish_reason": "length", "logprobs": logprobs}]}).encode()
             self.send_response(200)

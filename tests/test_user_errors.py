@@ -176,6 +176,7 @@ def test_a_run_evaluated_with_other_model_settings_is_one_message(tmp_path, mode
     trained = compose_config("train", "model.max_input_tokens=384", "model.thinking_switch=suffix")
     OmegaConf.save(trained, tmp_path / "resolved_config.yaml", resolve=True)
     (tmp_path / "stages" / "1_rl").mkdir(parents=True)
+    (tmp_path / "stages" / "1_rl" / "hf").symlink_to(model_dir)  # the run's weights, in its folder
     (tmp_path / "stages" / "1_rl" / "summary.json").write_text(f'{{"stage": "rl", "hf_dir": "{model_dir}"}}')
     result = run_entry_point("evaluate.py", f"train_run={tmp_path}", f"data_root={tmp_path}", cwd=tmp_path)
     assert_one_message(

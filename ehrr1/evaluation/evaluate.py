@@ -250,14 +250,27 @@ def after_training(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """``evaluate.py``: the model (or the tabular baseline) scored into its output folder, which this process
+    alone writes while it runs."""
     if cfg.backend._target_ is None:  # backend=tabular: no language model
-        return evaluate_tabular(cfg)
+        out = output_directory(cfg, "tabular")
+        check_outside_artefacts(cfg, out, "output_dir")
+        with locked(out, wait=False, key="output_dir"):
+            return evaluate_tabular(cfg, out)
     model_id = model_to_evaluate(cfg)
     if cfg.train_run:
         check_run_model(cfg)
     if missing_local(model_id):  # before any data is built
         key = "train_run" if cfg.train_run else "model.path"
         raise MissingInputError(f"{key}: the model directory {model_id} does not exist")
+    out = output_directory(cfg, model_id)
+    check_outside_artefacts(cfg, out, "output_dir")
+    with locked(out, wait=False, key="output_dir"):
+        return evaluate_model(cfg, model_id, out)
+
+
+def evaluate_model(cfg: DictConfig, model_id: str, out: Path) -> dict[str, Any]:
+    """Generate (what ``results.jsonl`` does not hold yet), score and report the model ``model_id`` into ``out``."""
     bench, records, train = bench_records(cfg)
     baselines = {Baseline(b) for b in cfg.baselines}
     frequent = frequent_answers(baselines, train)
@@ -281,15 +294,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.risk_one_token,
         max_prompt_tokens,
     )
-    out = output_directory(cfg, model_id)
-    check_outside_artefacts(cfg, out, "output_dir")
-    with locked(out, wait=False, key="output_dir"):
-        save_run_config(cfg, out)
-        batch_size = cfg.batch_size or backend.batch_size
-        note_progress(f"the evaluation of {len(requests)} samples (answered ones are kept in {out / 'results.jsonl'})")
-        rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
-        tabular = tabular_rows(cfg, originals, train, out) if Baseline.tabular in baselines else None
-        return report_run(cfg, model_id, backend.name, bench, max_prompt_tokens, rows, frequent, tabular, out)
+    save_run_config(cfg, out)
+    batch_size = cfg.batch_size or backend.batch_size
+    note_progress(f"the evaluation of {len(requests)} samples (answered ones are kept in {out / 'results.jsonl'})")
+    rows = run(requests, backend, sampling, out / "results.jsonl", batch_size, progress=cfg.progress)
+    tabular = tabular_rows(cfg, originals, train, out) if Baseline.tabular in baselines else None
+    return report_run(cfg, model_id, backend.name, bench, max_prompt_tokens, rows, frequent, tabular, out)
 
 
 def report_run(
@@ -341,18 +351,9 @@ def finish(cfg: DictConfig, report: dict[str, Any], rows: list[dict[str, Any]], 
     return report
 
 
-def evaluate_tabular(cfg: DictConfig) -> dict[str, Any]:
+def evaluate_tabular(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """``backend=tabular``: the tabular baseline alone, scored and reported as a model would be."""
     bench, records, train = bench_records(cfg)
-    out = output_directory(cfg, "tabular")
-    check_outside_artefacts(cfg, out, "output_dir")
-    with locked(out, wait=False, key="output_dir"):
-        return tabular_report(cfg, bench, records, train, out)
-
-
-def tabular_report(
-    cfg: DictConfig, bench: str, records: list[InstructionRecord], train: TrainRecords, out: Path
-) -> dict[str, Any]:
     save_run_config(cfg, out)
     frequent = frequent_answers({Baseline(b) for b in cfg.baselines}, train)
     rows = tabular_rows(cfg, records, train, out)

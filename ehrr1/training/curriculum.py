@@ -455,10 +455,11 @@ def train_in(cfg: DictConfig, run_dir: Path, resumed: bool) -> list[StageResult]
 RESUME_MAY_CHANGE = ("progress", "debug", "private_files")
 
 
-def stored_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+def stored_run_config(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
     """The config ``resume=<run_dir>`` continues with: the one the run stored. Overrides given with ``resume=``
-    that would change it are refused, listed (the stages already trained used the stored values); those that
-    only change how it reports (``progress``, ``debug``) are taken."""
+    (``overrides``: the keys they set; None: this command's) that would change it are refused, listed (the
+    stages already trained used the stored values); those that only change how it reports (``progress``,
+    ``debug``) are taken."""
     stored_path = run_dir / "resolved_config.yaml"
     if not stored_path.exists():
         raise MissingInputError(f"resume={run_dir}: no resolved_config.yaml there (not a train.py run)")
@@ -470,7 +471,7 @@ def stored_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
             "kind, stage.grpo.lr): finish it with that version, or start the run anew"
         )
     differ = []
-    for key in given_overrides():
+    for key in given_overrides() if overrides is None else overrides:
         if key.split(".")[0] in RESUME_MAY_CHANGE:
             OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
             continue
