@@ -31,7 +31,7 @@ def save_run_config(cfg: DictConfig, run_dir: str | Path | None = None) -> Path 
 def load_run_config(path: str | Path, key: str) -> DictConfig:
     """A run's stored config (``resolved_config.yaml``), read as a file a setting (``key``) points at: a regular,
     bounded YAML file holding a mapping, else one message naming it and the parser's reason."""
-    import yaml
+    import yaml  # type: ignore[import-untyped]  # PyYAML, which OmegaConf parses with
 
     text = read_user_text(path, key)
     try:

@@ -441,7 +441,8 @@ def test_failed_requests_fail_the_run_are_asked_again_and_allow_failures_accepts
         asked = len(seen)
         fixed = run_entry_point("evaluate.py", *args, cwd=tmp_path)
         assert fixed.returncode == 0, fixed.stderr[-2000:]
-        assert "0 of 2 samples already answered; 2 to go, 2 of them failed before and asked again" in fixed.stdout + fixed.stderr
+        logged = fixed.stdout + fixed.stderr
+        assert "0 of 2 samples already answered; 2 to go, 2 of them failed before and asked again" in logged
         assert len(seen) > asked and "failed to generate" not in (out / "report.md").read_text()
         report = json.loads((out / "report.json").read_text())
         assert sum(t["errors"] for t in report["tasks"]) == 0

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ehrr1.config import EmptyTables, OnDuplicates, settings_of
+from ehrr1.config.data import DataSanity
 from ehrr1.data.build import TimelineBuildSettings, build_timelines
 from ehrr1.data.markdown import REFERENCE_TITLES
 from ehrr1.data.reader import MimicReader
@@ -26,10 +27,12 @@ def prepare_timelines(cfg: DictConfig) -> dict[str, Any]:
     if data.synthetic is not None:
         cohort = generate_cohort(data.root, settings_of(SyntheticCohortSettings, data.synthetic), progress=cfg.progress)
     modules = {name: path for name, path in data.modules.items() if path is not None}
+    sanity = data.get("sanity")  # absent from a config stored before data.sanity existed: the defaults
     reader = MimicReader(  # a stored config holds the names, a composed one the enums
         modules,
         on_duplicates=OnDuplicates(data.on_duplicates).value,
         empty_tables=EmptyTables(data.empty_tables).value,
+        sanity=None if sanity is None else settings_of(DataSanity, sanity),
     )
     settings = settings_of(TimelineBuildSettings, cfg.timelines)
     manifest = build_timelines(reader, cfg.timelines.dir, settings, progress=cfg.progress)
@@ -76,4 +79,9 @@ def print_timelines(result: dict[str, Any], console: Console | None = None) -> N
     if repeated.get("rows"):
         rows = ", ".join(f"{table} {n}" for table, n in repeated["rows"].items())
         console.print(f"rows repeating a primary key ({'dropped' if repeated['policy'] == 'drop' else 'kept'}): {rows}")
+    for family, found in manifest.get("sanity", {}).items():
+        if found["rows"]:  # under policy error the build stops instead
+            rows = ", ".join(f"{table} {n}" for table, n in found["rows"].items())
+            action = "left out" if found["policy"] == "drop" else "kept"
+            console.print(f"rows that cannot be true, {family} ({action}, data.sanity.{family}): {rows}")
     console.print(f"timelines: {result['timelines_dir']}")

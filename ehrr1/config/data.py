@@ -7,7 +7,7 @@ from enum import Enum
 
 from omegaconf import MISSING
 
-from ehrr1.config.checks import checked
+from ehrr1.config.checks import checked, path_name
 
 
 class MarkdownStyle(str, Enum):
@@ -62,14 +62,38 @@ class EmptyTables(str, Enum):
     warn = "warn"  # its events are absent (a small synthetic cohort may have no procedures)
 
 
+class OnImplausibleRows(str, Enum):
+    """Rows that cannot be true (``data.sanity.*``): an end before its start, an event long after death, ..."""
+
+    error = "error"  # stop, naming the file, line, column, value and the setting that changes it
+    drop = "drop"  # leave them out of the timelines (counted in the manifest, warned with their lines)
+    keep = "keep"  # use them as they are (counted in the manifest, warned with their lines)
+
+
+@dataclass
+class DataSanity:
+    """What the timeline build does with each family of rows that cannot be true (docs/data-sanity.md)."""
+
+    end_before_start: OnImplausibleRows = OnImplausibleRows.drop  # dischtime < admittime, outtime < intime, ...
+    after_death: OnImplausibleRows = OnImplausibleRows.keep  # an event later than death + the tolerance
+    death_tolerance_hours: int = checked(24, ge=0)  # from the date of death (dod, read as 00:00) or deathtime
+    age_out_of_range: OnImplausibleRows = OnImplausibleRows.error  # patients.anchor_age < 0 or > max_age
+    max_age: int = checked(120, ge=0)
+    repeated_rows: OnImplausibleRows = OnImplausibleRows.keep  # event rows identical in every column
+    timestamp_offset: OnImplausibleRows = OnImplausibleRows.error  # '2150-01-01 10:00:00+02:00', '...Z'
+    long_text: OnImplausibleRows = OnImplausibleRows.error  # a text value over max_text_chars characters
+    max_text_chars: int = checked(1_000_000, ge=1)
+
+
 @dataclass
 class DataConfig:
-    name: str = MISSING  # names the derived artefacts (timelines, ...) of this data source
+    name: str = path_name()  # names the derived artefacts (timelines, ...) of this data source
     root: str = MISSING
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     synthetic: SyntheticCohortSettings | None = None  # set: generate the cohort at ``root`` first
     on_duplicates: OnDuplicates = OnDuplicates.error
     empty_tables: EmptyTables = EmptyTables.error
+    sanity: DataSanity = field(default_factory=DataSanity)
 
 
 @dataclass

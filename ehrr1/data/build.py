@@ -53,6 +53,7 @@ BUILDER_VERSION = 2
 MANIFEST = "manifest.json"
 BUILD_STATE = "build.json"
 STAGING = "_staging"
+SPILL = "_spill"  # DuckDB's spill files while building
 # pandas 1.5 (the reference's pin) reads these cells as missing
 NA_VALUES = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
@@ -417,13 +418,15 @@ class TimelineBuilder:
                 "grouping": EventGrouping(self.settings.grouping).value,
                 "mapping_dir": self.settings.mapping_dir,
                 "on_duplicates": self.reader.on_duplicates,
+                "sanity": self.reader.sanity_settings(),
             }
         )
 
     @cached_property
     def work(self) -> WorkDir:
         """The output directory, keyed by the fingerprint of the tables and the settings."""
-        return WorkDir(self.out, self.fingerprint(), "timeline build", state=BUILD_STATE, manifest=MANIFEST)
+        owns = ("shard-*.parquet", STAGING, SPILL)
+        return WorkDir(self.out, self.fingerprint(), "timeline build", BUILD_STATE, MANIFEST, owns)
 
     # ---- pass 1: stage each event table partitioned by shard --------------------------------------------
     def _stage(self, con: duckdb.DuckDBPyConnection, name: str, query: str, num_shards: int) -> int:
@@ -471,14 +474,20 @@ class TimelineBuilder:
     def _build(self, progress: bool) -> dict:
         work = self.work
         if work.is_done():
-            log.info("timelines in %s are up to date", self.out)
-            return work.read_manifest()
+            lost = [
+                shard_name(k) for k in range(work.read_manifest()["num_shards"]) if not shard_path(self.out, k).exists()
+            ]
+            if not lost:
+                log.info("timelines in %s are up to date", self.out)
+                return work.read_manifest()
+            log.warning("timelines in %s lack %s (deleted?): building them again", self.out, ", ".join(lost[:5]))
+            (self.out / MANIFEST).unlink()
         if self.settings.mapping_dir:  # checked before anything in the output is replaced
             for name in MAPPING_COLUMNS:
                 mapping_file(self.settings.mapping_dir, name)
         work.claim(foreign="choose another directory (timelines.dir) or empty it")
         started = time.time()
-        con = _connect(self.settings, self.out / "_spill")
+        con = _connect(self.settings, self.out / SPILL)
         self.reader.register(con)
         tables = _Tables(con, self.reader)
         n_patients = con.execute("SELECT count(DISTINCT subject_id) FROM patients").fetchall()[0][0]
@@ -526,6 +535,7 @@ class TimelineBuilder:
                 "rows": {k: v for k, v in self.reader.duplicates.items() if v},
             },
             "empty_tables": self.reader.empty,
+            "sanity": self.reader.sanity_report(),  # rows that cannot be true, per family: policy, counts, lines
             "settings": asdict(self.settings),
             "build_seconds": round(time.time() - started, 2),
             **stats,
@@ -533,7 +543,7 @@ class TimelineBuilder:
         manifest = work.finish(manifest)
         if not self.settings.keep_staging:
             shutil.rmtree(self.staging, ignore_errors=True)
-        shutil.rmtree(self.out / "_spill", ignore_errors=True)
+        shutil.rmtree(self.out / SPILL, ignore_errors=True)
         return manifest
 
     def _statistics(self, con: duckdb.DuckDBPyConnection, num_shards: int) -> dict:
