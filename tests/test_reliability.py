@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrr1.config.checks import path_name_problem
-from ehrr1.errors import ForeignOutputError, MissingInputError, shown
+from ehrr1.errors import ForeignOutputError, MissingInputError
 from ehrr1.resumable import WorkDir
 from ehrr1.run_config import save_run_config
 from tests.support import REPO, SMALL_DATA, compose_config, one_token_server, run_entry_point
@@ -64,6 +63,9 @@ QUICK = (
     ids=repr,
 )
 def test_a_name_that_is_not_one_plain_path_component_is_refused_with_escapes(value, why):
+    from ehrr1.config.checks import path_name_problem
+    from ehrr1.errors import shown
+
     problem = path_name_problem("model.name", value)
     assert problem is not None and why in problem and problem.startswith(f"model.name={shown(value)} names a folder")
     assert "\u200b" not in problem and "\x07" not in problem and "\n" not in problem  # shown, never hidden
@@ -71,6 +73,8 @@ def test_a_name_that_is_not_one_plain_path_component_is_refused_with_escapes(val
 
 @pytest.mark.parametrize("value", ["qwen3_8b", "Qwen2.5-72B", "modèle", "a..b", "synthetic_n60_seed0", "x" * 200])
 def test_plain_names_pass(value):
+    from ehrr1.config.checks import path_name_problem
+
     assert path_name_problem("model.name", value) is None
 
 
