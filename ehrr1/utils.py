@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ehrr1.errors import BusyOutputError, DataError, MissingInputError, UserError
+from ehrr1.errors import BusyOutputError, DataError, MissingInputError, UserError, note_progress
 
 log = logging.getLogger(__name__)
 _HELD: set[Path] = set()  # outputs this process holds the lock of (a producer may call another)
@@ -278,6 +278,7 @@ def run_jobs(
 
     Each job writes its own output atomically, so a killed run keeps what finished; workers die with it."""
     with tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs) as bar:
+        note_progress(f"{desc}, 0 of {len(jobs)} done")
         if num_workers > 1 and len(jobs) > 1:
             workers = min(num_workers, len(jobs))
             pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(shared,))
@@ -285,6 +286,7 @@ def run_jobs(
                 for future in [pool.submit(_call_with_shared, job, args) for args in jobs]:
                     future.result()
                     bar.update()
+                    note_progress(f"{desc}, {bar.n} of {len(jobs)} done")
             except BaseException:  # a failed job, Ctrl-C, SIGTERM: stop the others now, not after their jobs
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
@@ -295,6 +297,7 @@ def run_jobs(
             for args in jobs:
                 job(*shared, *args)
                 bar.update()
+                note_progress(f"{desc}, {bar.n} of {len(jobs)} done")
 
 
 BUILT_WITH = "built_with.json"  # the settings a directory's data was built with

@@ -143,6 +143,7 @@ def test_an_end_before_its_start_is_left_out_by_default_counted_and_warned(cohor
     assert warned[0].endswith("left out of the timelines (data.sanity.end_before_start=drop)")
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 def test_an_end_before_its_start_is_kept_or_refused_when_asked(cohort, clean, tmp_path):
     admit, discharge = end_before_start(cohort)
     kept = build(cohort, tmp_path / "kept", end_before_start="keep")
@@ -206,6 +207,7 @@ def test_events_after_death_are_kept_by_default_counted_and_warned(cohort, clean
     )
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 def test_events_after_death_are_left_out_or_refused_when_asked(cohort, clean, tmp_path):
     late = after_death(cohort)
     dropped = build(cohort, tmp_path / "dropped", after_death="drop")
@@ -243,6 +245,7 @@ def test_an_age_out_of_range_is_refused_by_default_naming_file_line_and_setting(
     )
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 @pytest.mark.parametrize("policy", ["drop", "keep"])
 def test_an_age_out_of_range_is_left_out_or_kept_when_asked(cohort, tmp_path, policy):
     edit(cohort / "hosp" / "patients.csv.gz", impossible_ages)
@@ -281,6 +284,7 @@ def test_repeated_rows_are_kept_by_default_counted_and_warned(cohort, clean, tmp
     )
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 def test_repeated_rows_are_left_out_or_refused_when_asked(cohort, clean, tmp_path):
     lines = repeat_rows(cohort)
     dropped = build(cohort, tmp_path / "dropped", repeated_rows="drop")
@@ -345,6 +349,7 @@ def test_a_timestamp_with_an_offset_is_refused_by_default(cohort, tmp_path):
     )
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 @pytest.mark.parametrize("policy", ["drop", "keep"])
 def test_a_timestamp_with_an_offset_is_left_out_or_kept_when_asked(cohort, clean, tmp_path, policy):
     offsets(cohort)
@@ -384,6 +389,7 @@ def test_an_over_long_text_is_refused_by_default_naming_the_limit_setting(cohort
     )
 
 
+@pytest.mark.slow  # a build per policy; the default policy's test stays in the quick suite
 @pytest.mark.parametrize("policy", ["drop", "keep"])
 def test_an_over_long_text_is_left_out_or_kept_when_asked(cohort, clean, tmp_path, policy):
     edit(cohort / "note" / "radiology.csv.gz", long_report)

@@ -28,7 +28,7 @@ from ehrr1.errors import ConfigError, FailedWorkError, MissingInputError, UserEr
 from ehrr1.evaluation.candidates import candidate_pools, candidates_for, with_candidates
 from ehrr1.evaluation.harness import build_requests, failed, iter_bench, read_bench, run
 from ehrr1.evaluation.plots import write_plots
-from ehrr1.evaluation.released import iter_released, read_released
+from ehrr1.evaluation.released import iter_released, read_released, released_path
 from ehrr1.evaluation.report import aggregate, most_frequent_answers, print_report, write_reports
 from ehrr1.evaluation.tabular import TabularBaseline
 from ehrr1.models.tokenizer import missing_local
@@ -142,7 +142,7 @@ def output_directory(cfg: DictConfig, model_id: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.strip("/"))[-60:]
     root = Path("outputs") / "evaluate" / f"{slug}-{digest(model_id)[:8]}"
     if cfg.bench.source == BenchSource.released.value:
-        path = Path(cfg.bench.path).resolve()
+        path = released_path(cfg.bench.path).resolve()
         return root / f"released-{path.stem}-{digest(str(path))[:8]}"
     return root / cfg.task_mix.name / cfg.split
 

@@ -224,6 +224,13 @@ def released_record(item: Any, registry: TaskRegistry, where: str) -> Instructio
     }
 
 
+def released_path(path: str | Path | None, key: str = "bench.path") -> Path:
+    """The released files' path a setting (``key``) gives, refused when unset."""
+    if not path:
+        raise ReleasedBenchError(f"{key} is not set: {key}=<the released EHR-Bench / EHR-Ins file or folder>")
+    return Path(path)
+
+
 def iter_released(
     path: str | Path | None,
     registry: TaskRegistry,
@@ -233,13 +240,12 @@ def iter_released(
 ) -> Iterator[InstructionRecord]:
     """Records of the released files at ``path``, an item at a time, optionally only some tasks, at most
     ``limit`` per task; ids made unique (the resume key). ``key``: the setting that named ``path``."""
-    if not path:
-        raise ReleasedBenchError(f"{key} is not set: {key}=<the released EHR-Bench / EHR-Ins file or folder>")
+    path = released_path(path, key)
     if tasks:
         registry.select(tasks)  # unknown names fail here, listing the valid ones
     taken: dict[str, int] = {}
     seen: set[str] = set()
-    for where, item in _items(Path(path), key):
+    for where, item in _items(path, key):
         record = released_record(item, registry, where)
         task = record["task"]
         if (tasks and task not in tasks) or (limit is not None and taken.get(task, 0) >= limit):
