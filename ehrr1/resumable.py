@@ -121,26 +121,34 @@ class WorkDir:
         if not ours and self.path.exists() and any(self.path.iterdir()):
             raise ForeignOutputError(f"{self.path} is not empty and holds no {self.what} ({record} missing): {foreign}")
 
-    def strangers(self) -> list[Path]:
-        """What the top of the directory holds that its producer does not write (a run folder put there, a file
-        of the user's): a rebuild would delete it with the rest."""
-        if self.owns is None or not self.path.is_dir():
-            return []
-        ours = (self.state, self.manifest, BUILT_WITH, "*.tmp", "*.lock", *self.owns)
-        return [p for p in sorted(self.path.iterdir()) if not any(fnmatch(p.name, name) for name in ours)]
-
     def _refuse_strangers(self, why: str) -> None:
-        found = self.strangers()
-        if found:
-            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-            raise ForeignOutputError(
-                f"the {self.what} in {self.path} must be rebuilt ({why}), which replaces the folder, but it holds "
-                f"{found[0]}{more}, which the {self.what} did not write: move that out of {self.path}, then run again"
-            )
+        if self.owns is not None:
+            refuse_strangers(self.path, (self.state, self.manifest, *self.owns), self.what, why)
 
     def _recorded(self, name: str) -> str | None:
         path = self.path / name
         return read_json(path).get("fingerprint") if path.exists() else None
+
+
+def strangers(folder: Path, owns: tuple[str, ...]) -> list[Path]:
+    """What the top of ``folder`` holds besides the names (glob patterns) ``owns``, the settings record and
+    temporaries: what a producer that writes those did not write (a run folder put there, a file of the user's)."""
+    if not folder.is_dir():
+        return []
+    ours = (*owns, BUILT_WITH, "*.tmp", "*.lock")
+    return [p for p in sorted(folder.iterdir()) if not any(fnmatch(p.name, name) for name in ours)]
+
+
+def refuse_strangers(folder: Path, owns: tuple[str, ...], what: str, why: str) -> None:
+    """Before a rebuild replaces ``folder``: stop, naming it, when it holds anything its producer (``what``, which
+    writes ``owns``) did not write; a rebuild would delete it with the rest."""
+    found = strangers(folder, owns)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ForeignOutputError(
+            f"the {what} in {folder} must be rebuilt ({why}), which replaces the folder, but it holds "
+            f"{found[0]}{more}, which the {what} did not write: move that out of {folder}, then run again"
+        )
 
 
 class Ledger:

@@ -67,7 +67,8 @@ def test_a_name_that_is_not_one_plain_path_component_is_refused_with_escapes(val
     from ehrr1.errors import shown
 
     problem = path_name_problem("model.name", value)
-    assert problem is not None and why in problem and problem.startswith(f"model.name={shown(value)} names a folder")
+    assert problem is not None and why in problem and " names a folder, so it must be one plain name: " in problem
+    assert problem.startswith(f"model.name={shown(value)[:40]}")  # a long name is shown cut, with its length
     assert "\u200b" not in problem and "\x07" not in problem and "\n" not in problem  # shown, never hidden
 
 
@@ -314,6 +315,26 @@ def test_a_synthetic_cohort_made_anew_keeps_a_foreign_file_in_its_folder(tmp_pat
     assert json.loads((root / "cohort.json").read_text())["settings"]["n_patients"] == 2
 
 
+def test_the_embedded_tokenizer_and_model_rebuilt_keep_a_foreign_file_in_their_folders(tmp_path):
+    """Their folders are replaced whole by a rebuild (other settings): one holding anything but a saved tokenizer
+    or model is refused, named, the file and the earlier build kept."""
+    from ehrr1.models.factory import build_embedded_model
+    from ehrr1.models.tokenizer import build_embedded_tokenizer, load_tokenizer
+    from tests.support import tiny_architecture
+
+    texts = ["Sodium 131 mmol/L, creatinine 2.4 mg/dL, lactate 3.1"] * 40
+    tokenizer = build_embedded_tokenizer(iter(texts), tmp_path / "tokenizer", 400)
+    (tokenizer / "my_notes.md").write_text("mine")
+    with pytest.raises(ForeignOutputError, match="my_notes.md, which the embedded tokenizer did not write"):
+        build_embedded_tokenizer(iter(texts), tmp_path / "tokenizer", 500)
+    assert (tokenizer / "my_notes.md").read_text() == "mine" and len(load_tokenizer(tokenizer)) <= 400
+    model = build_embedded_model(tiny_architecture(), load_tokenizer(tokenizer), tmp_path / "model", seed=0)
+    (model / "run").mkdir()
+    with pytest.raises(ForeignOutputError, match=f"holds {model / 'run'}, which the embedded model did not write"):
+        build_embedded_model(tiny_architecture(), load_tokenizer(tokenizer), tmp_path / "model", seed=1)
+    assert (model / "run").is_dir() and (model / "model.safetensors").exists()
+
+
 def test_a_deleted_timeline_shard_is_named_and_built_again(tiny_cohort, tmp_path, caplog):
     """Not "up to date" then a worker's traceback: the reader names the missing shard, and the builder makes it
     again (the same bytes)."""
@@ -553,8 +574,9 @@ def test_one_writer_per_evaluation_folder_and_sigterm_keeps_whole_rows(small_dat
                 "only_tasks=[Inpatient_Mortality,labevents]"]  # fmt: skip
         first = _start("evaluate.py", *args, cwd=tmp_path)
         _wait_for(lambda: (out / "results.jsonl").exists() and (out / "results.jsonl").stat().st_size, process=first)
+        first.send_signal(signal.SIGSTOP)  # held still (its lock too) while the second asks for its folder
         second = run_entry_point("evaluate.py", *args, cwd=tmp_path)
-        assert first.poll() is None, "the first evaluation ended before the second asked for its folder"
+        first.send_signal(signal.SIGCONT)
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=120)
         kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

@@ -168,8 +168,8 @@ def check_outside_artefacts(cfg: DictConfig, folder: str | Path, key: str) -> No
         if target == home or home in target.parents:
             raise ConfigError(
                 f"{key}={folder} is inside the {artefact.name} folder {home} ({artefact.where}): rebuilding the "
-                f"{artefact.name} replaces that folder and would delete what this run writes there; choose a "
-                f"{key} outside it"
+                f"{artefact.name} replaces that folder and would delete what this run writes there; set {key} to a "
+                "folder outside it"
             )
 
 

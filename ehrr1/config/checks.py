@@ -96,7 +96,8 @@ def path_name_problem(key: str, value: Any) -> str | None:
         why = f"it is longer than {MAX_NAME_BYTES} bytes"
     else:
         return None
-    return f"{key}={shown(text)} names a folder, so it must be one plain name: {why}"
+    name = shown(text) if len(text) <= 80 else f"{shown(text[:60])[:-1]}...' ({len(text.encode())} bytes)"
+    return f"{key}={name} names a folder, so it must be one plain name: {why}"
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

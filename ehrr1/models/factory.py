@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from ehrr1.config import ArchitectureConfig
 from ehrr1.errors import ConfigError
-from ehrr1.models.tokenizer import tokenizer_identity, unloadable
+from ehrr1.models.tokenizer import TOKENIZER_FILES, tokenizer_identity, unloadable
+from ehrr1.resumable import refuse_strangers
 from ehrr1.utils import atomic_output, changed_settings, locked, record_settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ def init_random_model(arch: ArchitectureConfig | Any, tokenizer: PreTrainedToken
         return Qwen3ForCausalLM(qwen3_config(arch, tokenizer))
 
 
+# what a saved Hugging Face model (with its tokenizer) consists of
+MODEL_FILES = (*TOKENIZER_FILES, "config.json", "generation_config.json", "model*.safetensors*", "pytorch_model*")
+
+
 def build_embedded_model(
     arch: ArchitectureConfig | Any, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, seed: int
 ) -> Path:
@@ -74,6 +79,7 @@ def build_embedded_model(
                 return out
             log.info("the embedded model at %s was built with other settings (%s): building it anew", out,
                      ", ".join(changed))  # fmt: skip
+            refuse_strangers(out, MODEL_FILES, "embedded model", "it was built with other settings")
         with atomic_output(out, fresh=True) as tmp:
             model = init_random_model(arch, tokenizer, seed)
             n_params = sum(p.numel() for p in model.parameters())

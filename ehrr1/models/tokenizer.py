@@ -18,6 +18,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
+from ehrr1.resumable import refuse_strangers
 from ehrr1.tasks.token_count import QWEN2_SPLIT
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
 from ehrr1.utils import BUILT_WITH, atomic_output, changed_settings, digest, locked, record_settings
@@ -78,6 +79,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, split: str = "
     return fast
 
 
+# what a saved Hugging Face tokenizer consists of (a rebuild refuses to replace a folder holding anything else)
+TOKENIZER_FILES = (
+    "tokenizer*", "special_tokens_map.json", "chat_template.*", "vocab.*", "merges.txt", "added_tokens.json",
+)  # fmt: skip
+
+
 def build_embedded_tokenizer(
     texts: Iterator[str], out_dir: str | Path, vocab_size: int = 4096, settings: dict[str, Any] | None = None
 ) -> Path:
@@ -92,6 +99,7 @@ def build_embedded_tokenizer(
                 return out
             log.info("the embedded tokenizer at %s was built with other settings (%s): retraining it", out,
                      ", ".join(changed))  # fmt: skip
+            refuse_strangers(out, TOKENIZER_FILES, "embedded tokenizer", "it was built with other settings")
         with atomic_output(out, fresh=True) as tmp:
             log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
             train_tokenizer(texts, vocab_size).save_pretrained(tmp)
