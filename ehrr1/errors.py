@@ -149,8 +149,8 @@ def _debugging(args: tuple[Any, ...]) -> bool:
 def check_output_folder(argv: list[str], default: str) -> None:
     """Hydra makes the run's folder (``hydra.run.dir``, default ``default``) before any code of ours runs, and
     reports a file in its way or a folder it may not write with a traceback: say it in one line first."""
-    if any(arg.startswith("-") for arg in argv):  # --help, --cfg job, --multirun: Hydra's own (a sweep is checked
-        return  # by Hydra)
+    if any(arg.startswith("-") for arg in argv):  # --help, --cfg job, --multirun: Hydra's own ways
+        return
     given = {k: v for k, _, v in (arg.partition("=") for arg in argv) if k in ("hydra.run.dir", "hydra.sweep.dir")}
     for key, value in (given or {"hydra.run.dir": default}).items():
         folder = Path(value.split("${")[0] or ".")
@@ -169,13 +169,14 @@ def check_output_folder(argv: list[str], default: str) -> None:
 
 
 def report_user_errors(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap an entry point's task function: a user's mistake ends it with ``error: <message>``, exit 1."""
+    """Wrap an entry point's task function: a user's mistake ends it with ``error: <message>``, exit 1; SIGTERM
+    or SIGINT with one line saying where the work was and how to resume it, exit 128 + the signal's number."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         _PROGRESS.clear()
         _RESUME.clear()
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+        before = signal.signal(signal.SIGTERM, _raise_interrupted)
         try:
             return main(*args, **kwargs)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -195,5 +196,7 @@ def report_user_errors(main: Callable[..., T]) -> Callable[..., T]:
                 raise
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(1) from None
+        finally:
+            signal.signal(signal.SIGTERM, before)
 
     return wrapper
