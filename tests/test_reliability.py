@@ -129,6 +129,10 @@ def entry_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], str]]:
     (tmp / "big.json").write_text(json.dumps({f"t{i}": 1 for i in range(120_000)}))
     (tmp / "latin1.json").write_bytes('{"Pr\xe9vu": 1}'.encode("latin-1"))
     (tmp / "a_file").write_text("")
+    os.mkfifo(tmp / "mix.fifo")  # a read would wait for a writer forever
+    zero = tmp / "zero_summary" / "stages" / "1_rl"
+    zero.mkdir(parents=True)
+    (zero / "summary.json").symlink_to("/dev/zero")
     copy = tmp / "copied_run" / "stages" / "1_rl"
     copy.mkdir(parents=True)
     (copy / "summary.json").write_text(json.dumps({"stage": "rl", "hf_dir": str(model_dir)}))  # weights not copied
@@ -150,6 +154,7 @@ def entry_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], str]]:
         ("train", [*synthetic, *QUICK, f"run_dir={data}/timelines/{NAME}/my_run"], inside.format("timelines")),
         ("evaluate", [*synthetic, model, f"output_dir={data}/index/{NAME}/scores"], inside.format("sample index")),
         ("evaluate", [*synthetic, "backend=tabular", f"output_dir={data}/timelines/{NAME}"], inside.format("timeline")),
+        ("evaluate", [*synthetic, model, f"output_dir={data}/reasoning/{NAME}/smoke/tiny/x"], inside.format("reason")),
         ("train", [*synthetic, f"resume={tmp / 'folder_config'}"], "resolved_config.yaml is a folder; expected a file"),
         ("train", [f"resume={run}", "stage.optim.lr=0.5"],
          "continues the run with the settings it was started with, and these overrides differ from them: "
@@ -160,6 +165,8 @@ def entry_cases(tmp: Path, model_dir: Path) -> list[tuple[str, list[str], str]]:
         ("synthesize", [*synthetic, f"task_mix.file={tmp / 'big.json'}"], "bytes, more than the 1,048,576 such a file"),
         ("synthesize", [*synthetic, f"task_mix.file={tmp / 'latin1.json'}"], "latin1.json is not UTF-8 text (invalid"),
         ("synthesize", [*synthetic, f"task_mix.file={tmp / 'none.json'}"], "task_mix.file: " + str(tmp / "none.json")),
+        ("synthesize", [*synthetic, f"task_mix.file={tmp / 'mix.fifo'}"], "mix.fifo is not a regular file (a device"),
+        ("evaluate", [*synthetic, f"train_run={tmp / 'zero_summary'}"], "summary.json is not a regular file (a device"),
         ("evaluate", [*synthetic, model, "bench=released", "bench.path=/dev/zero"],
          "bench.path: /dev/zero is not a regular file or folder (a device, a pipe or a socket)"),
         ("train", [*synthetic, f"hydra.run.dir={tmp / 'a_file'}"], "a_file is a file, not a folder; Hydra keeps"),
@@ -194,7 +201,7 @@ def test_each_refusal_is_one_message_before_any_work_in_a_fresh_process(tmp_path
     assert not (tmp_path / "data").exists()  # every refusal came before any data was built
     assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "escaped").exists()
     assert (run / "resolved_config.yaml").read_bytes() == stored and not list(run.glob("*.lock"))
-    assert len(cases) >= 20
+    assert len(cases) >= 27
 
 
 @pytest.mark.parametrize(
