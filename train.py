@@ -17,9 +17,12 @@ register_configs("train_schema")
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # every setting in its range before any work
     keep_files_private(cfg.private_files)
-    from ehrr1.training.curriculum import train  # here, not at the top: --help and --cfg job stay fast
+    from ehrr1.training.run_folder import open_run  # here, not at the top: --help and --cfg job stay fast
 
-    train(cfg)
+    run = open_run(cfg)  # a refused run folder is said before torch and Lightning are imported
+    from ehrr1.training.curriculum import train
+
+    train(cfg, run)
 
 
 if __name__ == "__main__":

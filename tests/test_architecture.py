@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("ehrr1.models", "ehrr1.backends"),  # tokenizers, models, generation backends
     ("ehrr1.reasoning", "ehrr1.training", "ehrr1.evaluation"),  # the components of the three pipelines
     ("ehrr1.artefacts",),  # data artefacts built on demand (timelines, index, instructions, reasoning)
-    ("ehrr1.evaluation.evaluate", "ehrr1.training.curriculum", "ehrr1.inference"),  # what entry points call
+    # what entry points call
+    ("ehrr1.evaluation.evaluate", "ehrr1.training.curriculum", "ehrr1.training.run_folder", "ehrr1.inference"),
     ("ehrr1",),  # the package's public names
 ]
 

@@ -229,7 +229,7 @@ def test_a_run_or_output_folder_inside_an_artefact_folder_is_refused(tmp_path, w
 
 def test_resume_refuses_overrides_that_differ_from_the_run_and_names_each(tmp_path):
     from ehrr1.errors import ConfigError, DataError
-    from ehrr1.training.curriculum import stored_run_config
+    from ehrr1.training.run_folder import stored_run_config
 
     run = _stored_run(tmp_path, tmp_path / "data")
     cases = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shlex
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,12 +24,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
-from ehrr1.artefacts.graph import artefact_at, built, check_outside_artefacts, current
+from ehrr1.artefacts.graph import artefact_at, built, current
 from ehrr1.artefacts.index import check_task_mix
 from ehrr1.config import (
     DeepSpeedConfig,
@@ -42,21 +40,21 @@ from ehrr1.config import (
     curriculum_stages,
     settings_of,
 )
-from ehrr1.errors import ConfigError, MissingInputError, note_progress, resume_with
+from ehrr1.errors import ConfigError, MissingInputError, note_progress
 from ehrr1.evaluation.report import score_text
 from ehrr1.models.factory import build_embedded_model, load_model, resolve_attention
 from ehrr1.models.tokenizer import load_tokenizer
-from ehrr1.run_config import load_run_config, save_run_config
+from ehrr1.run_config import save_run_config
 from ehrr1.training.base import CausalLMModule
 from ehrr1.training.data import ChatDataModule
 from ehrr1.training.hardware import check_hardware, trainer_kwargs
+from ehrr1.training.run_folder import OpenedRun, check_same_run, open_run
 from ehrr1.training.sft import SFTModule
 from ehrr1.utils import (
     BUILT_WITH,
     atomic_output,
     atomic_write_json,
     atomic_write_text,
-    differences,
     digest,
     file_fingerprint,
     instantiate,
@@ -86,16 +84,6 @@ class StageResult:
     reward_first: float | None = None  # rl: mean total reward of the first and the last step
     reward_last: float | None = None
     trained_on: dict[str, Any] | None = None  # the data: directory, settings it was built with, fingerprint
-
-
-def run_directory(cfg: DictConfig) -> Path:
-    if cfg.run_dir:
-        return Path(cfg.run_dir)
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        raise ValueError("set run_dir: train() runs outside a Hydra app")
-    return Path(HydraConfig.get().runtime.output_dir)
 
 
 def global_rank() -> int:
@@ -406,16 +394,11 @@ def _float(value: Any) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-def train(cfg: DictConfig) -> list[StageResult]:
-    """Run the configured stage, or the curriculum's stages in order; print and return their results."""
-    resumed = bool(cfg.resume)
-    if resumed:
-        run_dir = Path(cfg.resume)
-        cfg = stored_run_config(cfg, run_dir)
-    else:
-        run_dir = run_directory(cfg)
-    check_outside_artefacts(cfg, run_dir, "resume" if resumed else "run_dir")
-    resume_with(f"python train.py resume={shlex.quote(str(run_dir))}")
+def train(cfg: DictConfig, run: OpenedRun | None = None) -> list[StageResult]:
+    """Run the configured stage, or the curriculum's stages in order; print and return their results. ``run``:
+    the run folder already opened for ``cfg`` (:func:`open_run`, which the entry point calls before the heavy
+    imports, so a refused folder is said at once)."""
+    cfg, run_dir, resumed = run or open_run(cfg)
     with locked(run_dir, wait=False, key="resume" if resumed else "run_dir") if global_rank() == 0 else nullcontext():
         if not resumed:
             check_same_run(cfg, run_dir)
@@ -449,102 +432,6 @@ def train_in(cfg: DictConfig, run_dir: Path, resumed: bool) -> list[StageResult]
             model = cfg.model.path or f"the embedded {cfg.model.name} model"
             print_summary(results, report, model, cfg.task_mix.name)
     return results
-
-
-# settings that change how a run reports, never what it computes: they may differ when it is resumed
-RESUME_MAY_CHANGE = ("progress", "debug", "private_files")
-
-
-def stored_run_config(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    """The config ``resume=<run_dir>`` continues with: the one the run stored. Overrides given with ``resume=``
-    (``overrides``: the keys they set; None: this command's) that would change it are refused, listed (the
-    stages already trained used the stored values); those that only change how it reports (``progress``,
-    ``debug``) are taken."""
-    stored_path = run_dir / "resolved_config.yaml"
-    if not stored_path.exists():
-        raise MissingInputError(f"resume={run_dir}: no resolved_config.yaml there (not a train.py run)")
-    log.info("resuming %s with its stored config", run_dir)
-    stored = load_run_config(stored_path, "resume")
-    if earlier_layout(stored):
-        raise ConfigError(
-            f"resume={run_dir}: its config was stored by an earlier ehrr1 (a curriculum list, a logger "
-            "kind, stage.grpo.lr): finish it with that version, or start the run anew"
-        )
-    differ = []
-    for key in given_overrides() if overrides is None else overrides:
-        if key.split(".")[0] in RESUME_MAY_CHANGE:
-            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
-            continue
-        if key == "experiment":  # a package-global group may set any key: every one it changes is listed
-            whole = differences(_resolved(stored, ""), _resolved(cfg, ""))
-            differ += [f"{k} (set by experiment=...)" for k in whole if k.split(".")[0] not in ("resume", "run_dir")]
-            continue
-        was, now = _resolved(stored, key), _resolved(cfg, key)
-        if was != now:
-            differ.append(f"{key} (the run's: {_short(was)}, given: {_short(now)})")
-    if differ:
-        raise ConfigError(
-            f"resume={run_dir} continues the run with the settings it was started with, and these overrides "
-            f"differ from them: {'; '.join(differ)}. Resume without them, or start a new run (another run_dir) "
-            "with the settings you want"
-        )
-    return stored
-
-
-def given_overrides() -> list[str]:
-    """The config keys this command's overrides set (``resume`` and Hydra's own left out); a group choice
-    (``model=qwen3_8b``) names its node, an experiment every key."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    keys = []
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~").split("@")[0].strip()
-        if key and key != "resume" and not key.startswith("hydra"):
-            keys.append(key)
-    return keys
-
-
-def _resolved(cfg: DictConfig, key: str) -> Any:
-    """The value at ``key`` (the whole config for ``""``), resolved, as plain data."""
-    try:
-        value = OmegaConf.select(cfg, key, throw_on_missing=False) if key else cfg
-    except OmegaConfBaseException:
-        return "(cannot be resolved)"
-    return OmegaConf.to_container(value, resolve=True, enum_to_str=True) if OmegaConf.is_config(value) else value
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
-    """A run directory holds one run: starting again in it (without ``resume=``) is allowed with the config it
-    was started with, which then continues it, and refused with another one, whose record would describe stages
-    trained with other settings."""
-    stored = run_dir / "resolved_config.yaml"
-    if not stored.exists():
-        return
-    before = OmegaConf.to_container(OmegaConf.load(stored), resolve=True)
-    now = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)), resolve=True)
-    changed = differences(before, now)
-    if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise ConfigError(
-            f"run_dir={run_dir} holds a run started with other settings ({shown}): continue it with "
-            f"resume={run_dir}, or give this run another run_dir"
-        )
-
-
-def earlier_layout(cfg: DictConfig) -> bool:
-    """Whether a stored config has a layout this version cannot run: a curriculum list, a logger kind, or
-    GRPO's own learning rate (now the RL recipe's ``optim.lr``)."""
-    if "_target_" not in cfg.logger or "curriculum" not in cfg or not OmegaConf.is_dict(cfg.curriculum):
-        return True
-    stages = [cfg.stage, *cfg.curriculum.values(), *cfg.stages.values()]
-    return any(OmegaConf.is_dict(s) and "lr" in s.get("grpo", {}) for s in stages)
 
 
 def print_results(results: list[StageResult], run_dir: Path, console: Console | None = None) -> None:
