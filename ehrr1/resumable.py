@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ehrr1.errors import ForeignOutputError
-from ehrr1.utils import BUILT_WITH, atomic_output, atomic_write_json, atomic_write_text, read_json
+from ehrr1.utils import BUILT_WITH, atomic_output, atomic_write_json, atomic_write_text, changed_settings, read_json
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,20 @@ def refuse_strangers(folder: Path, owns: tuple[str, ...], what: str, why: str) -
             f"the {what} in {folder} must be rebuilt ({why}), which replaces the folder, but it holds "
             f"{found[0]}{more}, which the {what} did not write: move that out of {folder}, then run again"
         )
+
+
+def reusable(folder: Path, marker: str, settings: dict[str, Any], what: str, owns: tuple[str, ...]) -> bool:
+    """Whether ``folder`` (made whole by one producer, ``marker`` its sign) was built with ``settings`` and can be
+    reused; when it was built with others, the keys that differ are logged and a folder holding anything its
+    producer does not write (``owns``) is refused before the rebuild replaces it."""
+    if not (folder / marker).exists():
+        return False
+    changed = changed_settings(folder, settings)
+    if not changed:
+        return True
+    log.info("the %s at %s was built with other settings (%s): building it anew", what, folder, ", ".join(changed))
+    refuse_strangers(folder, owns, what, "it was built with other settings")
+    return False
 
 
 class Ledger:

@@ -517,17 +517,24 @@ def _start(script: str, *args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def _training_past_its_first_checkpoint(data_root: Path, tmp_path: Path, max_steps: int):
+    """A train.py process of one stage (its run folder, stage folder and arguments) once its first checkpoint is
+    written: interrupted from then on, it has something to resume from."""
+    run = tmp_path / "run"
+    stage = run / "stages" / "1_domain_adaptation"
+    args = [f"data_root={data_root}", *SMALL_DATA, *QUICK, "stage.micro_batch_size=1", f"stage.max_steps={max_steps}",
+            "stage.checkpoint_every_n_steps=2", "progress=false", f"run_dir={run}"]  # fmt: skip
+    process = _start("train.py", *args, cwd=tmp_path)
+    _wait_for(lambda: (stage / "checkpoints" / "last.ckpt").exists(), process=process)
+    return run, stage, args, process
+
+
 @pytest.mark.slow
 def test_one_writer_per_run_folder_and_sigterm_ends_with_how_to_resume(small_data_root, tmp_path):
     """While a training runs, a second train.py into its run folder and a resume of it are refused, naming it.
     SIGTERM (a scheduler's stop) then ends it with 143, not 0: one line naming the stage and step and the resume
     command, the stage unfinished and the lock released; that command finishes the stage."""
-    run = tmp_path / "run"
-    stage = run / "stages" / "1_domain_adaptation"
-    args = [f"data_root={small_data_root}", *SMALL_DATA, *QUICK, "stage.micro_batch_size=1", "stage.max_steps=12",
-            "stage.checkpoint_every_n_steps=2", "progress=false", f"run_dir={run}"]  # fmt: skip
-    first = _start("train.py", *args, cwd=tmp_path)
-    _wait_for(lambda: (stage / "checkpoints" / "last.ckpt").exists(), process=first)
+    run, stage, args, first = _training_past_its_first_checkpoint(small_data_root, tmp_path, max_steps=12)
     first.send_signal(signal.SIGSTOP)  # held still (its lock too) while the others ask for its folder
     with ThreadPoolExecutor(2) as pool:
         second, resumed = pool.map(lambda a: run_entry_point("train.py", *a, cwd=tmp_path), [args, [f"resume={run}"]])
@@ -553,12 +560,7 @@ def test_one_writer_per_run_folder_and_sigterm_ends_with_how_to_resume(small_dat
 @pytest.mark.slow
 def test_ctrl_c_during_training_ends_with_one_line_and_130(small_data_root, tmp_path):
     """Lightning answers Ctrl-C with its own sys.exit(1): the entry point still says where and how to resume."""
-    run = tmp_path / "run"
-    stage = run / "stages" / "1_domain_adaptation"
-    args = [f"data_root={small_data_root}", *SMALL_DATA, *QUICK, "stage.micro_batch_size=1", "stage.max_steps=40",
-            "stage.checkpoint_every_n_steps=2", "progress=false", f"run_dir={run}"]  # fmt: skip
-    process = _start("train.py", *args, cwd=tmp_path)
-    _wait_for(lambda: (stage / "checkpoints" / "last.ckpt").exists(), process=process)
+    run, stage, _, process = _training_past_its_first_checkpoint(small_data_root, tmp_path, max_steps=40)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]

@@ -69,6 +69,11 @@ def shard_path(root: Path, shard: int) -> Path:
     return root / shard_name(shard)
 
 
+def missing_shards(root: Path, num_shards: int) -> list[str]:
+    """The names of the shards a finished build lists that are not in ``root`` (deleted since)."""
+    return [shard_name(k) for k in range(num_shards) if not shard_path(root, k).exists()]
+
+
 def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -474,9 +479,7 @@ class TimelineBuilder:
     def _build(self, progress: bool) -> dict:
         work = self.work
         if work.is_done():
-            lost = [
-                shard_name(k) for k in range(work.read_manifest()["num_shards"]) if not shard_path(self.out, k).exists()
-            ]
+            lost = missing_shards(self.out, work.read_manifest()["num_shards"])
             if not lost:
                 log.info("timelines in %s are up to date", self.out)
                 return work.read_manifest()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ehrr1.data.build import MANIFEST, shard_path
+from ehrr1.data.build import MANIFEST, missing_shards, shard_path
 from ehrr1.errors import MissingInputError
 from ehrr1.utils import read_json
 
@@ -140,7 +140,7 @@ class TimelineStore:
             )
         self.manifest = read_json(manifest)
         self.num_shards: int = self.manifest["num_shards"]
-        lost = [shard_path(self.root, k).name for k in range(self.num_shards) if not shard_path(self.root, k).exists()]
+        lost = missing_shards(self.root, self.num_shards)
         if lost:
             raise MissingInputError(
                 f"the timelines at {self.root} lack {', '.join(lost[:5])} (deleted?): build them again with "

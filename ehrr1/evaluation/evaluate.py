@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -253,9 +254,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """``evaluate.py``: the model (or the tabular baseline) scored into its output folder, which this process
     alone writes while it runs."""
     if cfg.backend._target_ is None:  # backend=tabular: no language model
-        out = output_directory(cfg, "tabular")
-        check_outside_artefacts(cfg, out, "output_dir")
-        with locked(out, wait=False, key="output_dir"):
+        with output_folder(cfg, "tabular") as out:
             return evaluate_tabular(cfg, out)
     model_id = model_to_evaluate(cfg)
     if cfg.train_run:
@@ -263,10 +262,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if missing_local(model_id):  # before any data is built
         key = "train_run" if cfg.train_run else "model.path"
         raise MissingInputError(f"{key}: the model directory {model_id} does not exist")
+    with output_folder(cfg, model_id) as out:
+        return evaluate_model(cfg, model_id, out)
+
+
+@contextmanager
+def output_folder(cfg: DictConfig, model_id: str) -> Iterator[Path]:
+    """The evaluation's output folder (:func:`output_directory`), refused inside an artefact's folder and held by
+    this process while the block runs."""
     out = output_directory(cfg, model_id)
     check_outside_artefacts(cfg, out, "output_dir")
     with locked(out, wait=False, key="output_dir"):
-        return evaluate_model(cfg, model_id, out)
+        yield out
 
 
 def evaluate_model(cfg: DictConfig, model_id: str, out: Path) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from ehrr1.config import ArchitectureConfig
 from ehrr1.errors import ConfigError
 from ehrr1.models.tokenizer import TOKENIZER_FILES, tokenizer_identity, unloadable
-from ehrr1.resumable import refuse_strangers
-from ehrr1.utils import atomic_output, changed_settings, locked, record_settings
+from ehrr1.resumable import reusable
+from ehrr1.utils import atomic_output, locked, record_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,8 @@ def build_embedded_model(
         tokenizer.save_pretrained(saved)
         settings = {"architecture": shape, "seed": seed, "tokenizer": tokenizer_identity(saved)}
     with locked(out):
-        if (out / "config.json").exists():
-            changed = changed_settings(out, settings)
-            if not changed:
-                return out
-            log.info("the embedded model at %s was built with other settings (%s): building it anew", out,
-                     ", ".join(changed))  # fmt: skip
-            refuse_strangers(out, MODEL_FILES, "embedded model", "it was built with other settings")
+        if reusable(out, "config.json", settings, "embedded model", MODEL_FILES):
+            return out
         with atomic_output(out, fresh=True) as tmp:
             model = init_random_model(arch, tokenizer, seed)
             n_params = sum(p.numel() for p in model.parameters())

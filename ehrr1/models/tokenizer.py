@@ -18,10 +18,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from ehrr1.errors import MissingInputError, ModelLoadError, UserError
-from ehrr1.resumable import refuse_strangers
+from ehrr1.resumable import reusable
 from ehrr1.tasks.token_count import QWEN2_SPLIT
 from ehrr1.think import THINK_CLOSE, THINK_OPEN
-from ehrr1.utils import BUILT_WITH, atomic_output, changed_settings, digest, locked, record_settings
+from ehrr1.utils import BUILT_WITH, atomic_output, digest, locked, record_settings
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,8 @@ def build_embedded_tokenizer(
     out = Path(out_dir)
     settings = {"vocab_size": vocab_size, **(settings or {})}
     with locked(out):
-        if (out / "tokenizer.json").exists():
-            changed = changed_settings(out, settings)
-            if not changed:
-                return out
-            log.info("the embedded tokenizer at %s was built with other settings (%s): retraining it", out,
-                     ", ".join(changed))  # fmt: skip
-            refuse_strangers(out, TOKENIZER_FILES, "embedded tokenizer", "it was built with other settings")
+        if reusable(out, "tokenizer.json", settings, "embedded tokenizer", TOKENIZER_FILES):
+            return out
         with atomic_output(out, fresh=True) as tmp:
             log.info("training the embedded %d-token BPE tokenizer -> %s", vocab_size, out)
             train_tokenizer(texts, vocab_size).save_pretrained(tmp)
