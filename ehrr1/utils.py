@@ -290,7 +290,9 @@ def run_jobs(
             except BaseException:  # a failed job, Ctrl-C, SIGTERM: stop the others now, not after their jobs
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
-                pool.shutdown(wait=False, cancel_futures=True)
+                # wait for the pool's manager thread: left running, it races the interpreter's exit hook,
+                # which then prints a traceback of its own after the user's one-line error
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
             pool.shutdown()
         else:

@@ -63,3 +63,20 @@ def test_workers_die_when_their_parent_is_killed(tmp_path):
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers), "a worker outlived its killed parent"
+
+
+def _fail(name: str) -> None:
+    raise ValueError(name)
+
+
+def test_a_failed_job_leaves_no_pool_thread_behind():
+    """The pool is fully shut down before the error propagates: its manager thread left running races the
+    interpreter's exit hook, which then prints a TypeError traceback after the user's one-line error."""
+    import threading
+
+    try:
+        run_jobs(_fail, [("a",), ("b",), ("c",), ("d",)], 2, "test", False)
+    except ValueError:
+        pass
+    managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+    assert not [t for t in managers if t.is_alive()], managers
