@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ehrr1.utils import run_jobs
 
 
@@ -74,9 +76,7 @@ def test_a_failed_job_leaves_no_pool_thread_behind():
     interpreter's exit hook, which then prints a TypeError traceback after the user's one-line error."""
     import threading
 
-    try:
+    with pytest.raises(ValueError):
         run_jobs(_fail, [("a",), ("b",), ("c",), ("d",)], 2, "test", False)
-    except ValueError:
-        pass
     managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
     assert not [t for t in managers if t.is_alive()], managers

@@ -5,7 +5,9 @@ tokenizer the prompts are counted with."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -21,7 +23,7 @@ from ehrr1.config import SPLITS, settings_of
 from ehrr1.data.markdown import render_events
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import ConfigError, UserError
-from ehrr1.evaluation.released import read_released
+from ehrr1.evaluation.released import ReleasedBenchError, iter_released
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import iter_index
 from ehrr1.tasks.prompt import PromptBuilder
@@ -29,6 +31,7 @@ from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.tasks.select import SelectionSettings, SplitRatios, select, subject_split
 from ehrr1.utils import (
+    atomic_output,
     atomic_write_json,
     atomic_write_text,
     digest,
@@ -37,6 +40,8 @@ from ehrr1.utils import (
     read_json,
     record_settings,
 )
+
+log = logging.getLogger(__name__)
 
 
 def prepare_tokenizer(cfg: DictConfig, store: TimelineStore):
@@ -81,35 +86,53 @@ def export_released(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins items of ``task_mix.released`` as the instruction data: split by patient (the
     mix's split ratios and seed), written as ``<export.dir>/<split>.jsonl`` (only ``task_mix.splits``)."""
     registry = TaskRegistry(cfg.tasks.extra)
-    records = read_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None, key="task_mix.released")
-    report = write_by_patient(records, Path(cfg.export.dir), list(cfg.task_mix.splits), cfg, cfg.task_mix.released)
-    return {"instructions": report, "export_dir": str(Path(cfg.export.dir).resolve())}
+    key = "task_mix.released"
+    records = iter_released(cfg.task_mix.released, registry, list(cfg.task_mix.tasks) or None, key=key)
+    out = Path(cfg.export.dir)
+    report = write_by_patient(records, out, list(cfg.task_mix.splits), cfg, cfg.task_mix.released, key)
+    return {"instructions": report, "export_dir": str(out.resolve())}
 
 
 def write_by_patient(
-    records: list[InstructionRecord], out: Path, splits: list[str], cfg: DictConfig, source: str
+    records: Iterable[InstructionRecord], out: Path, splits: list[str], cfg: DictConfig, source: str, key: str
 ) -> dict[str, Any]:
     """Released records split by patient (the mix's split ratios and seed) into ``<out>/<split>.jsonl``,
-    with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them."""
+    with ``stats.json`` naming their ``source`` so data built otherwise is never taken for them. Records are
+    written as they come (EHR-Ins is millions of items); each file appears whole or not at all."""
     settings = mix_selection(cfg)
-    by_split: dict[str, list[str]] = {split: [] for split in splits}
-    report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in by_split}
-    for record in records:
-        patient = record["subject_id"] if record["subject_id"] is not None else record["id"]
-        split = subject_split(patient, settings.split, settings.seed)
-        if split not in by_split:
-            continue
-        by_split[split].append(json.dumps({**record, "split": split}, ensure_ascii=False))
-        entry = report[split].setdefault(
-            record["task"], {"samples": 0, "mean_context_events": "", "mean_prompt_tokens": ""}
-        )
-        entry["samples"] += 1
-        if record["kind"] == "risk":
-            label = record["target"][0]
-            entry.update({side: entry.get(side, 0) + (side == label) for side in ("yes", "no")})
-    for split, lines in by_split.items():
-        atomic_write_text(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
-    totals = {split: len(lines) for split, lines in by_split.items()}
+    report: dict[str, dict[str, dict[str, Any]]] = {split: {} for split in splits}
+    totals = dict.fromkeys(splits, 0)
+    read = anonymous = 0
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        files = {}
+        for split in splits:
+            tmp = stack.enter_context(atomic_output(out / f"{split}.jsonl"))
+            files[split] = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        for record in records:
+            read += 1
+            anonymous += record["subject_id"] is None
+            patient = record["subject_id"] if record["subject_id"] is not None else record["id"]
+            split = subject_split(patient, settings.split, settings.seed)
+            if split not in files:
+                continue
+            files[split].write(json.dumps({**record, "split": split}, ensure_ascii=False) + "\n")
+            totals[split] += 1
+            entry = report[split].setdefault(
+                record["task"], {"samples": 0, "mean_context_events": "", "mean_prompt_tokens": ""}
+            )
+            entry["samples"] += 1
+            if record["kind"] == "risk":
+                label = record["target"][0]
+                entry.update({side: entry.get(side, 0) + (side == label) for side in ("yes", "no")})
+        if not read:
+            raise ReleasedBenchError(f"{key}: {source} holds no item")
+    if anonymous:
+        log.warning(
+            "%s: %d of %d items carry no subject_id (the Hub's files have none): they are split item by item, "
+            "so one patient's items can be in training and in test (see docs/released-files.md)",
+            source, anonymous, read,
+        )  # fmt: skip
     atomic_write_json(out / "stats.json", {"source": str(source), "totals": totals, "splits": report})
     return {"totals": totals, "splits": report}
 

@@ -3,6 +3,7 @@ records (``synthesize.py pipeline=reasoning``), or the released EHR-Ins reasonin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,8 +17,9 @@ from ehrr1.artefacts.instructions import (
     path_fingerprint,
     write_by_patient,
 )
-from ehrr1.evaluation.released import ReleasedBenchError, read_released
+from ehrr1.evaluation.released import ReleasedBenchError, iter_released
 from ehrr1.reasoning.pipeline import synthesize_chains
+from ehrr1.tasks.records import InstructionRecord
 from ehrr1.tasks.registry import TaskRegistry
 from ehrr1.utils import ensure_built, record_settings
 
@@ -38,14 +40,17 @@ def released_reasoning(cfg: DictConfig) -> dict[str, Any]:
     """The released EHR-Ins reasoning items of ``synthesis.released`` (``ehr_ins_reasoning``: chains the
     reference wrote with GPT-4o) as the reasoning data, split by patient like the instruction data."""
     registry = TaskRegistry(cfg.tasks.extra)
-    records = read_released(
-        cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None, key="synthesis.released"
-    )
-    without = next((r["source"] for r in records if not r["reasoning"]), None)
-    if without:
-        raise ReleasedBenchError(f"synthesis.released: {without} has no task_info.reasoning (EHR-Ins reasoning data)")
+    key = "synthesis.released"
+
+    def with_chains() -> Iterator[InstructionRecord]:
+        for record in iter_released(cfg.synthesis.released, registry, list(cfg.task_mix.tasks) or None, key=key):
+            if not record["reasoning"]:
+                where = record["source"]
+                raise ReleasedBenchError(f"{key}: {where} has no task_info.reasoning (EHR-Ins reasoning data)")
+            yield record
+
     out = Path(cfg.synthesis.dir)
-    report = write_by_patient(records, out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released)
+    report = write_by_patient(with_chains(), out, list(cfg.synthesis.splits), cfg, cfg.synthesis.released, key)
     return {"dir": str(out.resolve()), "totals": report["totals"], "released": True}
 
 
