@@ -236,3 +236,15 @@ def test_evaluate_names_a_packed_release_in_one_line(model_dir, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: bench.path: {release}/patients_ehr.tar.gz is still packed: extract it first"), last
+
+
+def test_a_release_identity_is_small_and_sees_a_changed_trajectory(tmp_path):
+    from ehrr1.artefacts.instructions import path_fingerprint
+
+    release = copy_release(tmp_path)
+    before = path_fingerprint(str(release))
+    assert before is not None and before[-1][1:3] == [3, sum(p.stat().st_size for p in RELEASE.glob("patients_ehr/*"))]
+    assert not [entry for entry in before[:-1] if "/patients_ehr/" in entry[0]]  # one entry for all trajectories
+    assert path_fingerprint(str(release / "ehr_bench" / "ehr_bench_oracle.csv"))[-1] == before[-1]  # type: ignore[index]
+    shutil.copyfile(release / "patients_ehr" / "10000000.parquet", release / "patients_ehr" / "10000099.parquet")
+    assert path_fingerprint(str(release)) != before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
@@ -23,7 +24,7 @@ from ehrr1.config import SPLITS, settings_of
 from ehrr1.data.markdown import render_events
 from ehrr1.data.timeline import TimelineStore
 from ehrr1.errors import ConfigError, UserError
-from ehrr1.evaluation.released import ReleasedBenchError, iter_released
+from ehrr1.evaluation.released import TRAJECTORIES, ReleasedBenchError, iter_released, release_of
 from ehrr1.tasks.export import export_samples
 from ehrr1.tasks.index import iter_index
 from ehrr1.tasks.prompt import PromptBuilder
@@ -232,11 +233,27 @@ def content_digest(path: str | None) -> str | None:
 
 
 def path_fingerprint(path: str | None) -> list[list[Any]] | None:
-    """The identity (path, size, modification time) of a file, or of every file under a folder."""
+    """The identity (path, size, modification time) of a file, or of every file under a folder. For a release
+    folder (or one of its index files) that is also its dictionaries and candidate files, and its hundreds of
+    thousands of trajectories as one entry (their number, total size, latest modification), which keeps the
+    identity small."""
     if path is None or not Path(path).exists():
         return None
     root = Path(path)
-    return file_fingerprint([root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()])
+    release = release_of(root)
+    if release is None:
+        return file_fingerprint([root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()])
+    bulk = release / TRAJECTORIES
+    named = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and bulk not in p.parents]
+    shared = [p for folder in ("index_mapping", "cache") for p in (release / folder).rglob("*") if p.is_file()]
+    stats = [entry.stat() for entry in os.scandir(bulk) if entry.is_file()] if bulk.is_dir() else []
+    summary = [
+        str(bulk.resolve()),
+        len(stats),
+        sum(s.st_size for s in stats),
+        max((int(s.st_mtime) for s in stats), default=0),
+    ]
+    return [*file_fingerprint(set(named) | set(shared)), summary]
 
 
 def patient_split(settings: dict[str, Any]) -> dict[str, Any]:

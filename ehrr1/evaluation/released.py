@@ -22,6 +22,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from ehrr1.errors import UserError
 from ehrr1.tasks.export import sample_id
 from ehrr1.tasks.prompt import SYSTEM_PROMPT, PromptBuilder
 from ehrr1.tasks.records import InstructionRecord
-from ehrr1.tasks.registry import TaskError, TaskRegistry, TaskSpec
+from ehrr1.tasks.registry import ContextRule, TaskError, TaskRegistry, TaskSpec
 from ehrr1.tasks.samples import Sample
 from ehrr1.think import with_reasoning
 from ehrr1.utils import digest
@@ -343,6 +344,8 @@ def _index_batches(path: Path, tasks: list[str] | None, limit: int | None) -> It
         raise ReleasedBenchError(f"{path}: missing column(s) {', '.join(missing)} (an index file of the release "
                                  f"has {', '.join(INDEX_COLUMNS)}, admissions_id, last_discharge_id)")  # fmt: skip
     con = duckdb.connect()
+    spill = tempfile.TemporaryDirectory(prefix="ehrr1-index-sort-")  # a large index sorts out of core here
+    con.execute(f"SET temp_directory = '{spill.name}'")
     scan = f"read_csv('{str(path).replace(chr(39), chr(39) * 2)}', all_varchar=true, header=true)"
     where = f"WHERE task IN ({', '.join('?' for _ in tasks)})" if tasks else ""
     keep = f"QUALIFY row_number() OVER (PARTITION BY task ORDER BY _row) <= {int(limit)}" if limit is not None else ""
@@ -354,6 +357,9 @@ def _index_batches(path: Path, tasks: list[str] | None, limit: int | None) -> It
             yield batch.to_pylist()
     except duckdb.Error as exc:
         raise ReleasedBenchError(f"{path}: not a readable CSV file ({exc})") from None
+    finally:
+        con.close()
+        spill.cleanup()
 
 
 def _position(row: dict[str, Any], name: str, where: str) -> int | None:
@@ -430,7 +436,7 @@ class _Release:
         # the anchor as the index builds it: a decision task's answer event, a risk window's first event,
         # the discharge note closing a readmission window
         event = begin if task.is_risk else end
-        if task.is_risk and task.anchor == "discharge":
+        if task.is_risk and task.context is ContextRule.through_anchor:
             event = end - 1
         if not 0 <= event < len(timeline):
             raise ReleasedBenchError(f"{where}: the anchor, event {event}, is outside the {len(timeline)} events "
