@@ -100,6 +100,8 @@ def test_candidates_come_from_the_similar_item_files(registry, tmp_path):
         (lambda r: shutil.rmtree(r / "index_mapping"), r"release/index_mapping not found"),
         (lambda r: (r / "index_mapping" / "hosp" / "d_labitems.csv").unlink(),
          r"index_mapping/hosp/d_labitems.csv not found: the release's index_mapping/hosp/ needs d_labitems.csv"),
+        (lambda r: (r / "index_mapping" / "icu" / "d_items.csv").write_text("itemid,name\n1,x\n"),
+         r"index_mapping/icu/d_items.csv: missing column\(s\) label \(the release's d_items.csv has itemid, label\)"),
         (lambda r: (r / "patients_ehr" / "10000001.parquet").unlink(),
          r"oracle.csv, row \d+: .*patients_ehr/10000001.parquet not found: the trajectory of subject 10000001"),
         (lambda r: shutil.rmtree(r / "ehr_bench"), r"bench.path: .*release/ehr_bench not found or holds no .csv"),

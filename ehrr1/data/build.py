@@ -74,7 +74,8 @@ def missing_shards(root: Path, num_shards: int) -> list[str]:
     return [shard_name(k) for k in range(num_shards) if not shard_path(root, k).exists()]
 
 
-def _quote(path: Path | str) -> str:
+def sql_text(path: Path | str) -> str:
+    """A path or setting as a SQL string literal."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -84,8 +85,8 @@ def _ident(name: str) -> str:
 
 def _connect(settings: TimelineBuildSettings, spill_dir: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"SET memory_limit = {_quote(settings.memory_limit)}")
-    con.execute(f"SET temp_directory = {_quote(spill_dir)}")
+    con.execute(f"SET memory_limit = {sql_text(settings.memory_limit)}")
+    con.execute(f"SET temp_directory = {sql_text(spill_dir)}")
     if settings.threads > 0:
         con.execute(f"SET threads = {int(settings.threads)}")
     return con
@@ -93,7 +94,7 @@ def _connect(settings: TimelineBuildSettings, spill_dir: Path) -> duckdb.DuckDBP
 
 # ---- values as pandas reads them ----------------------------------------------------------------------
 def _missing(col: str) -> str:
-    values = ", ".join(_quote(v) for v in NA_VALUES)
+    values = ", ".join(sql_text(v) for v in NA_VALUES)
     return f"({col} IS NULL OR {col} IN ({values}))"
 
 
@@ -236,7 +237,7 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
     for name in ("d_ccs_diagnoses", "d_ccs_procedures"):
         if mapping_dir:
             path = mapping_file(mapping_dir, name)
-            scan = f"read_csv({_quote(path)}, all_varchar=true, header=true)"
+            scan = f"read_csv({sql_text(path)}, all_varchar=true, header=true)"
             kinds = infer_kinds(con, scan, list(MAPPING_COLUMNS[name]))
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {as_text('t.icd_version', kinds['icd_version'])} "
@@ -254,7 +255,7 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
         con.execute(
             "CREATE OR REPLACE TEMP TABLE map_d_atc_prescriptions AS SELECT k1, any_value(v) AS v FROM (SELECT "
             "lpad(split_part(trim(t.ndc_code), '.', 1), 11, '0') AS k1, t.atc_name AS v FROM "
-            f"read_csv({_quote(path)}, all_varchar=true, header=true) t) GROUP BY k1"
+            f"read_csv({sql_text(path)}, all_varchar=true, header=true) t) GROUP BY k1"
         )
         notes["d_atc_prescriptions"] = str(path)
     else:
@@ -442,14 +443,14 @@ class TimelineBuilder:
         with self.work.commit(f"{STAGING}/{name}") as tmp:
             con.execute(
                 f"COPY (SELECT *, subject_id % {num_shards} AS shard FROM ({query}) WHERE subject_id IS NOT NULL) "
-                f"TO {_quote(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
+                f"TO {sql_text(tmp)} (FORMAT parquet, PARTITION_BY (shard), OVERWRITE_OR_IGNORE)"
             )
             if not tmp.exists():  # no rows at all
                 tmp.mkdir(parents=True)
         untimed = 0
         if name != DEMOGRAPHICS and name not in UNTIMED and any(final.iterdir()):
             untimed = con.execute(
-                f"SELECT count(*) FROM read_parquet({_quote(final / '*' / '*.parquet')}) WHERE time IS NULL"
+                f"SELECT count(*) FROM read_parquet({sql_text(final / '*' / '*.parquet')}) WHERE time IS NULL"
             ).fetchall()[0][0]
         self.work.commit_json(f"{STAGING}/{name}.done.json", {"rows_without_time": untimed})
         return untimed
@@ -458,18 +459,18 @@ class TimelineBuilder:
     def _build_shard(self, con: duckdb.DuckDBPyConnection, shard: int) -> None:
         names = [DEMOGRAPHICS, *(s.event_type for s in self.sources)]
         parts = [self.staging / n / f"shard={shard}" for n in names]
-        files = [_quote(p / "*.parquet") for p in parts if p.exists()]
+        files = [sql_text(p / "*.parquet") for p in parts if p.exists()]
         with self.work.commit(shard_name(shard)) as tmp:
             if not (self.staging / DEMOGRAPHICS / f"shard={shard}").exists():
                 con.execute(
                     "COPY (SELECT NULL::BIGINT AS subject_id, NULL::INTEGER AS event_idx, NULL::TIMESTAMP AS time, "
                     "NULL::TIMESTAMP AS endtime, NULL::VARCHAR AS event_type, NULL::BIGINT AS hadm_id, "
                     "NULL::BIGINT AS stay_id, NULL::INTEGER AS n_records, NULL::VARCHAR AS records LIMIT 0) "
-                    f"TO {_quote(tmp)} (FORMAT parquet)"
+                    f"TO {sql_text(tmp)} (FORMAT parquet)"
                 )
             else:
                 query = shard_query(f"[{', '.join(files)}]", EventGrouping(self.settings.grouping))
-                con.execute(f"COPY ({query}) TO {_quote(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
+                con.execute(f"COPY ({query}) TO {sql_text(tmp)} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
 
     # ---- driver -----------------------------------------------------------------------------------
     def build(self, progress: bool = True) -> dict:
@@ -550,7 +551,7 @@ class TimelineBuilder:
         return manifest
 
     def _statistics(self, con: duckdb.DuckDBPyConnection, num_shards: int) -> dict:
-        files = ", ".join(_quote(shard_path(self.out, s)) for s in range(num_shards))
+        files = ", ".join(sql_text(shard_path(self.out, s)) for s in range(num_shards))
         rows = con.execute(
             f"SELECT event_type, count(*), sum(n_records), count(DISTINCT subject_id) FROM read_parquet([{files}]) "
             "GROUP BY event_type ORDER BY event_type"

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrr1.data.build import _quote, as_text, infer_kinds
+from ehrr1.data.build import as_text, infer_kinds, sql_text
 from ehrr1.data.events import SOURCES, Mapping
 from ehrr1.data.mappings import MAPPING_COLUMNS, pad_ndc
 from ehrr1.data.timeline import Event, Timeline
@@ -39,8 +39,12 @@ class TrajectoryError(UserError, ValueError):
 def _lookup(path: Path, kind: str) -> dict[Any, Any]:
     """One dictionary of ``index_mapping`` as a lookup keyed as the timeline build's joins key it (pandas'
     text of the key columns; NDCs padded to 11 digits; exam names sorted per note)."""
-    con = duckdb.connect()
-    scan = f"read_csv({_quote(path)}, all_varchar=true, header=true)"
+    with duckdb.connect() as con:
+        return _read_lookup(con, path, kind)
+
+
+def _read_lookup(con: duckdb.DuckDBPyConnection, path: Path, kind: str) -> dict[Any, Any]:
+    scan = f"read_csv({sql_text(path)}, all_varchar=true, header=true)"
     try:
         header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
     except duckdb.Error as exc:

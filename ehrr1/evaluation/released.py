@@ -339,14 +339,16 @@ def _index_batches(path: Path, tasks: list[str] | None, limit: int | None) -> It
     ``_row`` in the file; only ``tasks``, at most ``limit`` rows per task (the first in the file)."""
     import duckdb
 
+    from ehrr1.data.build import sql_text
+
     missing = [c for c in INDEX_COLUMNS if c not in _csv_header(path)]
     if missing:
         raise ReleasedBenchError(f"{path}: missing column(s) {', '.join(missing)} (an index file of the release "
                                  f"has {', '.join(INDEX_COLUMNS)}, admissions_id, last_discharge_id)")  # fmt: skip
     con = duckdb.connect()
     spill = tempfile.TemporaryDirectory(prefix="ehrr1-index-sort-")  # a large index sorts out of core here
-    con.execute(f"SET temp_directory = '{spill.name}'")
-    scan = f"read_csv('{str(path).replace(chr(39), chr(39) * 2)}', all_varchar=true, header=true)"
+    con.execute(f"SET temp_directory = {sql_text(spill.name)}")
+    scan = f"read_csv({sql_text(path)}, all_varchar=true, header=true)"
     where = f"WHERE task IN ({', '.join('?' for _ in tasks)})" if tasks else ""
     keep = f"QUALIFY row_number() OVER (PARTITION BY task ORDER BY _row) <= {int(limit)}" if limit is not None else ""
     query = (f"SELECT * FROM (SELECT row_number() OVER () AS _row, * FROM {scan}) {where} {keep} "
