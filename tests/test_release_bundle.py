@@ -25,6 +25,7 @@ from tests.support import REPO, run_entry_point
 
 RELEASE = REPO / "tests" / "fixtures" / "release"
 INDEX = RELEASE / "ehr_bench" / "ehr_bench_oracle.csv"
+PAIR = ("ED_Inpatient_Mortality", "Inpatient_Mortality")  # the tasks that share one instruction
 
 
 def expected() -> list[dict]:
@@ -177,27 +178,27 @@ def test_hub_items_without_task_or_identifiers_find_their_task(registry, tmp_pat
         assert [r["task"] for r in hub] == [r["task"] for r in records]  # the shared instruction told apart
         assert [user_turn(r) for r in hub] == [user_turn(r) for r in records]
         assert all(r["subject_id"] is None and r["id"] == f"{r['task']}/item/{i}" for i, r in enumerate(hub))
-    pair = Counter(r["task"] for r in records if r["task"] in ("ED_Inpatient_Mortality", "Inpatient_Mortality"))
+    pair = Counter(r["task"] for r in records if r["task"] in PAIR)
     assert len(pair) == 2
 
 
 @pytest.mark.slow
 def test_a_release_and_its_hub_items_evaluate_to_the_same_report(model_dir, tmp_path, registry):
+    from ehrr1.evaluation.evaluate import evaluate
+    from tests.support import compose_config
+
     records = read_released(RELEASE, registry)
     hub = write_jsonl(tmp_path / "hub.jsonl", hub_items(records))
     reports = {}
     for name, path in (("release", RELEASE), ("hub", hub)):
-        out = tmp_path / name
-        done = run_entry_point(
-            "evaluate.py", "bench=released", f"bench.path={path}", f"model.path={model_dir}", f"output_dir={out}",
-            f"data_root={tmp_path / 'nothing'}", "sampling.max_tokens=4", "bootstrap=20", "limit=2",
-            "only_tasks=[ED_Inpatient_Mortality,Inpatient_Mortality,labevents,diagnoses_icd]", cwd=tmp_path,
+        cfg = compose_config(
+            "evaluate", "bench=released", f"bench.path={path}", f"model.path={model_dir}",
+            f"output_dir={tmp_path / name}", f"data_root={tmp_path / 'nothing'}", "sampling.max_tokens=4",
+            "bootstrap=20", "limit=2", f"only_tasks=[{','.join(PAIR)},labevents,diagnoses_icd]",
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        reports[name] = json.loads((out / "report.json").read_text())
-    strip = lambda report: [{k: v for k, v in t.items()} for t in report["tasks"]]  # noqa: E731
-    assert strip(reports["release"]) == strip(reports["hub"]) and len(reports["hub"]["tasks"]) == 4
-    assert not (tmp_path / "nothing").exists()
+        reports[name] = evaluate(cfg)
+    assert reports["release"]["tasks"] == reports["hub"]["tasks"] and len(reports["hub"]["tasks"]) == 4
+    assert reports["hub"]["samples"] == 8 and not (tmp_path / "nothing").exists()
 
 
 @pytest.mark.slow
