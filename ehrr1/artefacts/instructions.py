@@ -151,7 +151,7 @@ def build_instructions(cfg: DictConfig) -> dict[str, Any]:
     if not result["index_complete"]:
         raise UserError(
             f"the sample index at {result['index_dir']} is not complete: run `synthesize.py pipeline=index` "
-            "over every shard range first (see README, 'More than one machine')"
+            "over every shard range first (see docs/performance.md, 'Every core, then several machines')"
         )
     store = TimelineStore(result["timelines_dir"])
     settings = mix_selection(cfg)

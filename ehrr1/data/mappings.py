@@ -1,7 +1,7 @@
 """Code mapping tables the timelines join: CCS for ICD diagnoses and procedures, ATC for NDC drug codes.
 
 The reference reads three tables that ship with the PhysioNet release of its preprocessed data, not with
-its code. A credentialed user who has them points ``groupings.mapping_dir`` at a folder holding:
+its code. A credentialed user who has them points ``timelines.mapping_dir`` at a folder holding:
 
 - ``d_ccs_diagnoses.csv``: ``icd_code, icd_version, long_title`` (CCS category of an ICD-9 / ICD-10-CM code)
 - ``d_ccs_procedures.csv``: ``icd_code, icd_version, long_title`` (CCS category of an ICD-9 / ICD-10-PCS code)
