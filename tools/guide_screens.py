@@ -22,16 +22,19 @@ TAIL_LINES = 3  # the main job ends with three lines: what was trained, how it s
 
 
 def run_main_job(work: Path) -> tuple[Path, str]:
-    """``python train.py`` in ``work`` (its data under ``work/data``); the run folder and the job's output."""
+    """``python train.py`` in ``work`` (its data under ``work/data``; a run already there is continued, and a
+    finished one only prints its summary again); the run folder and what the job printed."""
     work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "run"
     done = subprocess.run(
         [sys.executable, str(REPO / "train.py"), f"data_root={work / 'data'}", f"run_dir={run_dir}", "progress=false"],
         cwd=work, capture_output=True, text=True,
     )  # fmt: skip
+    (work / "main-job.out").write_text(done.stdout, encoding="utf-8")
+    (work / "main-job.err").write_text(done.stderr, encoding="utf-8")
     if done.returncode != 0:
         raise SystemExit(f"the main job failed:\n{done.stderr[-3000:]}")
-    return run_dir, done.stdout + done.stderr
+    return run_dir, done.stdout  # what it prints; its log and progress bars go to stderr
 
 
 def copy_screens(run_dir: Path, output: str | None) -> list[Path]:
