@@ -27,6 +27,7 @@ from tests.support import compose_config, modules_of, run_entry_point
 # (entry point, overrides, what the message must say)
 CONFIG_CASES = [
     ("train", ["stage.micro_batch_size=0"], "stage.micro_batch_size must be >= 1, got 0"),
+    ("synthesize", ["data=mimic_iv"], "data.root is not set: data=mimic_iv reads its tables from data.root=<the"),
     ("train", ["stage.grad_accum=0"], "stage.grad_accum must be >= 1, got 0"),
     ("train", ["stage.optim.lr=-0.001"], "stage.optim.lr must be > 0, got -0.001"),
     ("train", ["stage.max_steps=0"], "stage.max_steps must be >= 1 or -1, got 0"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ehrr1.config.checks import checked, path_name
 
@@ -94,6 +94,13 @@ class DataConfig:
     on_duplicates: OnDuplicates = OnDuplicates.error
     empty_tables: EmptyTables = EmptyTables.error
     sanity: DataSanity = field(default_factory=DataSanity)
+
+    @staticmethod
+    def problems(node: DictConfig, at: str) -> list[str]:
+        if OmegaConf.is_missing(node, "root"):
+            return [f"{at}.root is not set: {at}={node.name} reads its tables from {at}.root=<the folder holding "
+                    "hosp/ and icu/>"]  # fmt: skip
+        return []
 
 
 @dataclass
