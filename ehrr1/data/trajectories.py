@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ehrr1.data.build import as_text, infer_kinds, sql_text
+from ehrr1.data.build import DICTIONARY_TEXTS, dictionary_query, infer_kinds, sql_text
 from ehrr1.data.events import SOURCES, Mapping
 from ehrr1.data.mappings import MAPPING_COLUMNS, pad_ndc
 from ehrr1.data.timeline import Event, Timeline
@@ -37,8 +37,8 @@ class TrajectoryError(UserError, ValueError):
 
 
 def _lookup(path: Path, kind: str) -> dict[Any, Any]:
-    """One dictionary of ``index_mapping`` as a lookup keyed as the timeline build's joins key it (pandas'
-    text of the key columns; NDCs padded to 11 digits; exam names sorted per note)."""
+    """One dictionary of ``index_mapping`` as a lookup keyed as the timeline build's joins key it
+    (:func:`ehrr1.data.build.dictionary_query`)."""
     with duckdb.connect() as con:
         return _read_lookup(con, path, kind)
 
@@ -56,25 +56,9 @@ def _read_lookup(con: duckdb.DuckDBPyConnection, path: Path, kind: str) -> dict[
     if missing:
         raise TrajectoryError(f"{path}: missing column(s) {', '.join(missing)} (the release's {path.name} has "
                               f"{', '.join(needed)})")  # fmt: skip
-    if kind == "ndc":
-        rows = con.execute(f"SELECT ndc_code, atc_name FROM {scan} WHERE ndc_code IS NOT NULL").fetchall()
-        lookup: dict[Any, Any] = {}
-        for code, name in rows:
-            lookup.setdefault(pad_ndc(code), name)
-        return lookup
-    if kind == "exam_names":
-        kinds = infer_kinds(con, scan, ["note_id"])
-        query = (f"SELECT {as_text('note_id', kinds['note_id'])}, list_sort(list_distinct(list(field_value))) "
-                 f"FROM {scan} WHERE field_name = 'exam_name' GROUP BY 1")  # fmt: skip
-        return dict(con.execute(query).fetchall())
-    keys = list(needed[:-1])
-    kinds = infer_kinds(con, scan, [*keys, "label"] if kind == "item" else keys)
-    value = as_text("label", kinds["label"]) if kind == "item" else "long_title"
-    texts = ", ".join(as_text(column, kinds[column]) for column in keys)
-    lookup = {}
-    for *key, name in con.execute(f"SELECT {texts}, {value} FROM {scan}").fetchall():
-        lookup.setdefault(key[0] if len(key) == 1 else tuple(key), name)
-    return lookup
+    kinds = infer_kinds(con, scan, list(DICTIONARY_TEXTS[kind]))
+    rows = con.execute(dictionary_query(kind, scan, kinds)).fetchall()
+    return {tuple(key) if len(key) > 1 else key[0]: value for *key, value in rows}
 
 
 @dataclass
