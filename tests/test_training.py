@@ -394,7 +394,7 @@ def test_padded_rows_group_similar_lengths_within_windows():
         assert window == sorted(window) and {r[0] for r in rows[start : start + 20]} == set(order[start : start + 20])
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)])
 def test_packed_loss_equals_unpacked_loss(tokenizer, attention):
     model = init_random_model(TINY, tokenizer, seed=0).eval()
     model.config._attn_implementation = attention

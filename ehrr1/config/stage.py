@@ -142,7 +142,8 @@ class StageConfig:
     grad_accum: int = checked(16, ge=1)  # micro-batches per optimiser step
     max_seq_len: int | None = checked(None, ge=1)  # None: model.context_length; longer examples are left out
     packing: Toggle = Toggle.auto  # several examples per sequence, each attending only to itself; auto: with
-    # varlen attention (flash_attention_2), where it saves compute; else length-grouped padding
+    # document-sparse attention (flash_attention_2, flex_attention), where it saves compute; else length-grouped
+    # padding
     loss_on: LossOn = LossOn.completion  # sft: which tokens are trained (the reference's SFT: all)
     answer_weight: float = checked(1.0, gt=0)  # sft, loss_on=all: an assistant token's loss weight (prompt: 1)
     loss_per: LossPer = LossPer.token  # sft: answers weigh per token, or per example (answer_weight each)

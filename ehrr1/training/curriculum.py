@@ -205,17 +205,26 @@ class StageInputs:
     data: dict[str, Any]  # what it trains on (:func:`trained_on`), read before training starts
 
 
+# Attention that skips the masked-out blocks of packed documents (varlen kernels, a document BlockMask);
+# SDPA and eager compute a packed sequence's block-diagonal mask densely, so packing costs them compute.
+DOCUMENT_SPARSE_ATTENTION = ("flash_attention_2", "flex_attention")
+
+
+def packs(packing: Toggle, attention: str) -> bool:
+    """``stage.packing``: on, off, or auto (on where the attention skips other documents' blocks)."""
+    return packing is Toggle.on or (packing is Toggle.auto and attention in DOCUMENT_SPARSE_ATTENTION)
+
+
 def sft_objective(given: StageInputs) -> tuple[pl.LightningDataModule, CausalLMModule]:
     """Stages 1 and 2: the chat records of the stage's data, packed or length-grouped, and the SFT module."""
     stage, model = given.stage, settings_of(ModelConfig, given.cfg.model)
-    packing = stage.packing is Toggle.on or (stage.packing is Toggle.auto and given.attention == "flash_attention_2")
     data = ChatDataModule(
         stage.data,
         given.tokenizer,
         max_seq_len=stage.max_seq_len or model.context_length,
         micro_batch_size=stage.micro_batch_size,
         grad_accum=stage.grad_accum,
-        packing=packing,
+        packing=packs(stage.packing, given.attention),
         seed=given.cfg.seed,
         switch=model.thinking_switch,
         num_workers=given.hardware.dataloader_workers,

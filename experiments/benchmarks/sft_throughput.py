@@ -40,13 +40,6 @@ def architecture(name: str):
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
 
 
-def flops_per_token(model, mean_len: float) -> float:
-    """6 N (weights, forward + backward) + causal attention 6 L d_attn S (S: mean example length)."""
-    cfg = model.config
-    n = sum(p.numel() for p in model.parameters())
-    return 6 * n + 6 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * mean_len
-
-
 def rate(times: list[float], tokens: list[int]) -> float:
     return sum(tokens[1:]) / (times[-1] - times[0])
 
@@ -112,11 +105,13 @@ def run_ours(args: argparse.Namespace, packed: bool) -> dict:
 
 
 def device_figures(args: argparse.Namespace, model, examples) -> dict:
-    """Model FLOPs per token and, on a GPU, peak memory."""
+    """The MFU formula's inputs (ehrr1.training.flops) and, on a GPU, peak memory."""
     import torch
 
-    mean_len = sum(len(e.input_ids) for e in examples) / len(examples)
-    out = {"flops_per_token": flops_per_token(model, mean_len)}
+    from ehrr1.training.flops import attended_span, flops_inputs
+
+    span = attended_span([len(e.input_ids) for e in examples])
+    out = {"flops": flops_inputs(model.config, span).as_dict()}
     if args.device == "cuda":
         out["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     return out
@@ -255,8 +250,11 @@ def main(argv: list[str]) -> None:
             results["ours_packed"]["tokens_per_s"] / results["ours_padded"]["tokens_per_s"], 2
         )
     if args.device == "cuda":
+        from ehrr1.training.flops import mfu
+
+        report["peak_tflops"] = args.peak_tflops
         for r in results.values():
-            r["mfu"] = round(r["tokens_per_s"] * r["flops_per_token"] / (args.peak_tflops * 1e12), 4)
+            r["mfu"] = round(mfu(r["tokens_per_s"], r["flops"]["flops_per_token"], args.peak_tflops), 4)
     if {"hf_trainer_padded", "ours_padded", "ours_packed"} <= set(results):
         hf = results["hf_trainer_padded"]["tokens_per_s"]
         report["ours_padded_vs_hf_trainer"] = round(results["ours_padded"]["tokens_per_s"] / hf, 2)

@@ -1,0 +1,58 @@
+"""The MFU formula (PaLM's, attention counted) and what decides packing."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from ehrr1.config import ArchitectureConfig, Toggle
+from ehrr1.models.factory import init_random_model, qwen3_config
+from ehrr1.training.curriculum import packs
+from ehrr1.training.flops import attended_span, flops_inputs, matmul_params, mfu
+from tests.support import REPO, tiny_architecture
+
+
+def architecture(name: str) -> ArchitectureConfig:
+    node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml").architecture
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
+
+
+def test_qwen3_1_7b_at_8k_tokens_costs_16_gflop_per_token_and_40_percent_mfu_is_24_800_tokens_per_s(tokenizer):
+    inputs = flops_inputs(qwen3_config(architecture("qwen3_1.7b"), tokenizer), attended=8192)
+    hidden, layers, inter, vocab = 2048, 28, 6144, 151936
+    per_layer = hidden * 16 * 128 * 2 + hidden * 8 * 128 * 2 + 3 * hidden * inter  # q, o; k, v; gate, up, down
+    assert inputs.matmul_params == layers * per_layer + hidden * vocab  # the LM head counts, the embedding not
+    assert (inputs.layers, inputs.heads, inputs.head_dim) == (28, 16, 128)
+    assert inputs.per_token == pytest.approx(6 * inputs.matmul_params + 12 * 28 * 16 * 128 * 8192)
+    assert inputs.per_token / 1e9 == pytest.approx(15.96, abs=0.01)
+    assert mfu(9615, inputs.per_token, 989) == pytest.approx(0.155, abs=0.001)  # the issue's H200 measurement
+    assert 0.4 * 989e12 / inputs.per_token == pytest.approx(24_800, rel=0.01)
+
+
+def test_a_tied_lm_head_still_counts_once_and_the_meta_model_matches_a_real_one(tokenizer):
+    model = init_random_model(tiny_architecture(), tokenizer, seed=0)
+    assert model.config.tie_word_embeddings  # the embedded model ties its LM head to the embedding
+    real = matmul_params(model)
+    assert real == flops_inputs(model.config, attended=1).matmul_params
+    assert real < sum(p.numel() for p in model.parameters()) + model.lm_head.weight.numel()
+    assert real >= model.lm_head.weight.numel()
+
+
+def test_the_attended_span_is_the_token_weighted_document_length():
+    assert attended_span([8192]) == 8192
+    assert attended_span([100, 300]) == pytest.approx((100**2 + 300**2) / 400)  # 250, not the mean 200
+
+
+@pytest.mark.parametrize(
+    ("packing", "attention", "expected"),
+    [
+        (Toggle.auto, "flash_attention_2", True),
+        (Toggle.auto, "flex_attention", True),
+        (Toggle.auto, "sdpa", False),
+        (Toggle.auto, "eager", False),
+        (Toggle.on, "sdpa", True),
+        (Toggle.off, "flex_attention", False),
+    ],
+)
+def test_packing_auto_follows_document_sparse_attention(packing, attention, expected):
+    assert packs(packing, attention) is expected
