@@ -1,13 +1,18 @@
-"""The MFU formula (PaLM's, attention counted) and what decides packing."""
+"""GPU-side choices tested on CPU: the MFU formula (PaLM's, attention counted), packing, attention, fused AdamW."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from ehrr1.config import ArchitectureConfig, Toggle
+from ehrr1.errors import ConfigError
 from ehrr1.models.factory import init_random_model, qwen3_config
-from ehrr1.training.curriculum import packs
+from ehrr1.training.base import fused_adamw
+from ehrr1.training.curriculum import packs, training_attention
 from ehrr1.training.flops import attended_span, flops_inputs, matmul_params, mfu
 from tests.support import REPO, tiny_architecture
 
@@ -56,3 +61,16 @@ def test_the_attended_span_is_the_token_weighted_document_length():
 )
 def test_packing_auto_follows_document_sparse_attention(packing, attention, expected):
     assert packs(packing, attention) is expected
+
+
+def test_flex_attention_trains_only_on_a_gpu_and_says_so_in_one_line():
+    assert training_attention("flex_attention", on_gpu=True) == "flex_attention"
+    assert training_attention("auto", on_gpu=False) == "sdpa"
+    with pytest.raises(ConfigError, match="flex_attention cannot train on CPU: PyTorch's FlexAttention has no back"):
+        training_attention("flex_attention", on_gpu=False)
+
+
+def test_adamw_fuses_only_where_every_parameter_is_on_a_gpu():
+    cpu = torch.zeros(2)
+    on = [types.SimpleNamespace(device=torch.device("cuda", 0))] * 2  # a GPU's parameters, as the predicate sees them
+    assert fused_adamw(on) and not fused_adamw([cpu]) and not fused_adamw([*on, cpu]) and not fused_adamw([])

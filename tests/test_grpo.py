@@ -157,6 +157,49 @@ def test_completion_logps_ignore_prompt_padding(tokenizer):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_rollouts_prefill_each_prompt_once_and_sample_what_one_prefill_per_sample_would(
+    tokenizer, gradient_checkpointing
+):
+    from ehrr1.backends import SamplingParams
+    from ehrr1.backends.hf import HFBackend
+
+    model = init_random_model(tiny_architecture(), tokenizer, seed=0)
+    if gradient_checkpointing:  # as a training stage leaves the policy; the rollout puts it in eval mode
+        model.gradient_checkpointing_enable()
+    model.eval()
+    prompts = ["## Patient\nAge: 71\n" * 6, "short prompt", "## Labs\nCreatinine 2.3 mg/dL\n" * 3]
+    sampling = SamplingParams(temperature=1.0, top_p=0.9, top_k=20, max_tokens=8, seed=3)
+    shapes: list[tuple[int, int]] = []
+    hook = model.model.register_forward_pre_hook(
+        lambda _, args, kwargs: shapes.append(tuple((kwargs.get("input_ids") if not args else args[0]).shape)),
+        with_kwargs=True,
+    )
+    try:
+        ours = HFBackend.around(model, tokenizer).sample_ids(prompts, sampling, n=4)
+    finally:
+        hook.remove()
+    assert [s for s in shapes if s[1] > 1] == [(3, shapes[0][1])]  # one prefill, of the 3 prompts, not 12
+    assert all(s == (12, 1) for s in shapes[1:])  # then one token at a time for every sample
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(3)
+    with torch.no_grad():  # the same seeded draws, with one prefill per sample
+        plain = model.generate(
+            **encoded,
+            do_sample=True,
+            temperature=1.0,
+            top_p=0.9,
+            top_k=20,
+            max_new_tokens=8,
+            num_return_sequences=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    eos = tokenizer.eos_token_id
+    expected = [r[: r.index(eos) + 1] if eos in r else r for r in plain[:, encoded["input_ids"].shape[1] :].tolist()]
+    assert ours == expected
+
+
 def test_rewards_follow_the_spec_and_never_raise():
     decision = {"metric": "f1", "target": ["Creatinine", "Sodium"], "kind": "decision"}
     chain = "<think>\n## Extraction\n- AKI\n## Reasoning\n- kidneys\n## Final Results\nCreatinine\n</think>\n\n"

@@ -14,8 +14,10 @@ import pytest
 import torch
 from hydra import initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from lightning_utilities.core.apply_func import apply_to_collection
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from torch.utils.data import DataLoader
 
 from ehrr1.config import DDPConfig, DeepSpeedConfig, HardwareConfig, LossOn, LossPer, settings_of, validate
 from ehrr1.errors import ConfigError
@@ -421,6 +423,15 @@ def test_packed_loss_equals_unpacked_loss(tokenizer, attention):
     torch.testing.assert_close(
         packed_logits[0, start : start + len(examples[1].input_ids)], alone[1][1][0], rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_batchs_bookkeeping_stays_on_the_host_so_reading_it_never_waits_for_the_gpu():
+    examples = [Encoded([1] * (i + 2), [IGNORE] + [1] * (i + 1)) for i in range(4)]
+    data = MicroBatches(examples, [[i] for i in range(4)], micro_batch_size=2, pad_id=0, packed=False)
+    batch = DataLoader(data, batch_size=None, sampler=[(1, 3, 7, 9)]).__iter__().__next__()
+    moved = apply_to_collection(batch, torch.Tensor, lambda t: t.to("meta"))  # as Lightning moves it to a device
+    assert (moved["epoch"], moved["position"], moved["n_tokens"]) == (3, 7, 4 + 5)  # ints: no .item() on a GPU
+    assert moved["input_ids"].device.type == "meta" and moved["step_label_tokens"].device.type == "meta"
 
 
 def test_epoch_order_is_seeded_sharded_and_resumable():

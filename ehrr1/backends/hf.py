@@ -65,24 +65,41 @@ class HFBackend:
         """``n`` sampled completions per prompt as token ids (grouped by prompt), each cut after its end of
         turn; one without it reached ``max_tokens``."""
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        shared = self.shared_prefill(ids, mask, n) if ids.shape[1] > 1 else None
         torch.manual_seed(sampling.seed)
         out = self.model.generate(
-            **encoded,
+            input_ids=ids.repeat_interleave(n, 0),
+            attention_mask=mask.repeat_interleave(n, 0),
+            past_key_values=shared,
             do_sample=sampling.temperature > 0,
             temperature=sampling.temperature or None,
             top_p=sampling.top_p,
             top_k=sampling.top_k or None,
             max_new_tokens=sampling.max_tokens,
-            num_return_sequences=n,
             use_cache=True,  # also when training turned it off in the model's config
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
         completions = []
-        for row in out[:, encoded["input_ids"].shape[1] :].tolist():
+        for row in out[:, ids.shape[1] :].tolist():
             end = row.index(self.tokenizer.eos_token_id) + 1 if self.tokenizer.eos_token_id in row else len(row)
             completions.append(row[:end])
         return completions
+
+    def shared_prefill(self, ids: torch.Tensor, mask: torch.Tensor, n: int) -> Any:
+        """The KV cache of each left-padded prompt but its last token, computed once and repeated for its ``n``
+        samples: generate then runs only the last token and the completions (not ``n`` prefills per prompt)."""
+        from transformers import DynamicCache
+
+        head, head_mask = ids[:, :-1], mask[:, :-1]
+        positions = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 1)  # as generate counts them
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            input_ids=head, attention_mask=head_mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        cache.batch_repeat_interleave(n)
+        return cache
 
     @torch.no_grad()
     def generate(

@@ -54,6 +54,12 @@ def apply_liger(model: PreTrainedModel, toggle: Toggle, on_gpu: bool) -> bool:
     return True
 
 
+def fused_adamw(params: list[torch.Tensor]) -> bool:
+    """AdamW's fused kernel where every parameter is on a GPU: one launch per step and no host read of the step
+    counts (the default path reads each parameter's step to the host); elsewhere PyTorch's default path."""
+    return bool(params) and all(p.device.type == "cuda" for p in params)
+
+
 class CausalLMModule(pl.LightningModule):
     """A stage's model, optimiser and bookkeeping; the objective (``training_step``) is the subclass's."""
 
@@ -80,7 +86,12 @@ class CausalLMModule(pl.LightningModule):
         self.val_history: list[tuple[int, float]] = []  # (optimiser step, val loss), when the objective validates
         self.tokens_per_s: list[float] = []
         self.tokens_seen = 0  # real (non-padding) tokens of the training batches, this process
-        self.last_train_loss: float | None = None  # loss of the last optimiser step (this rank)
+        self._last_loss: torch.Tensor | float | None = None  # the last optimiser step's loss (this rank)
+
+    @property
+    def last_train_loss(self) -> float | None:
+        """The last optimiser step's loss on this rank, read to the host only when asked (not every step)."""
+        return None if self._last_loss is None else float(self._last_loss)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -132,7 +143,7 @@ class CausalLMModule(pl.LightningModule):
 
             optimizer = DeepSpeedCPUAdam(groups, **kwargs)
         else:
-            optimizer = torch.optim.AdamW(groups, **kwargs)
+            optimizer = torch.optim.AdamW(groups, **kwargs, fused=fused_adamw(params))
         scheduler = lr_schedule(optimizer, self.schedule, self.optimizer_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -282,6 +282,17 @@ OBJECTIVES: dict[Objective, Callable[[StageInputs], tuple[pl.LightningDataModule
 }
 
 
+def training_attention(requested: str, on_gpu: bool) -> str:
+    """The attention a stage trains with; FlexAttention only on a GPU (PyTorch has no backward for it on CPU)."""
+    attention = resolve_attention(requested, on_gpu)
+    if attention == "flex_attention" and not on_gpu:
+        raise ConfigError(
+            "model.attn_implementation=flex_attention cannot train on CPU: PyTorch's FlexAttention has no backward "
+            "pass there (train with sdpa on CPU; flex_attention still evaluates there)"
+        )
+    return attention
+
+
 def stage_inputs(cfg: DictConfig, stage: StageConfig, hardware: HardwareConfig, previous: str | None) -> StageInputs:
     """Seed the stage, find its starting weights (building the embedded model if that is where it starts) and
     say how they load."""
@@ -289,7 +300,7 @@ def stage_inputs(cfg: DictConfig, stage: StageConfig, hardware: HardwareConfig, 
     init = initial_weights(cfg, stage, previous)
     model: ModelConfig = settings_of(ModelConfig, cfg.model)
     on_gpu = hardware.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    attention = resolve_attention(model.attn_implementation.value, on_gpu)
+    attention = training_attention(model.attn_implementation.value, on_gpu)
     build_model = partial(load_model, init, model.dtype.value, attention)
     return StageInputs(cfg, stage, hardware, init, load_tokenizer(init), attention, build_model, trained_on(stage.data))
 

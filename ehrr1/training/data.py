@@ -132,9 +132,9 @@ def group_by_length(lengths: list[int], order: list[int], micro_batch_size: int,
     return rows
 
 
-def collate(examples: list[list[Encoded]], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
+def collate(examples: list[list[Encoded]], pad_id: int, packed: bool) -> dict[str, Any]:
     """Rows of examples -> ``input_ids``, ``labels``, ``position_ids`` [B, T] (+ ``attention_mask`` if padded)
-    and ``n_tokens``, the count of real (non-padding) tokens.
+    and ``n_tokens``, the count of real (non-padding) tokens (a host int: reading it never waits for a GPU).
 
     Positions restart at 0 for every example; the padding after a row's last example gets positions of its
     own, so under packing it forms a separate (fully ignored) segment.
@@ -154,8 +154,8 @@ def collate(examples: list[list[Encoded]], pad_id: int, packed: bool) -> dict[st
             start = end
         mask[r, :start] = 1
         positions[r, start:] = torch.arange(width - start)
-    n_tokens = torch.tensor(int(mask.sum()))
-    batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions, "n_tokens": n_tokens}
+    n_tokens = int(mask.sum())
+    batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": positions, "n_tokens": n_tokens}
     if any(e.answer_weight != 1.0 for row in examples for e in row):
         batch["label_weights"] = label_weights(examples, width)
     if not packed:
@@ -191,12 +191,11 @@ class MicroBatches(Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, item: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int, int, int]) -> dict[str, Any]:
         index, epoch, position, step_label_tokens = item
         rows = [[self.examples[i] for i in row] for row in self.batches[index]]
         batch = collate(rows, self.pad_id, self.packed)
-        batch["epoch"] = torch.tensor(epoch)
-        batch["position"] = torch.tensor(position)
+        batch["epoch"], batch["position"] = epoch, position  # host ints, left on the host by Lightning
         batch["step_label_tokens"] = torch.tensor(step_label_tokens)
         return batch
 

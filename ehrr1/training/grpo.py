@@ -351,7 +351,7 @@ class GRPOModule(CausalLMModule):
         )
         self.reward_history.append(metrics["reward/total/mean"])
         self.tokens_per_s.append(metrics["train/tokens_per_s"])
-        self.last_train_loss = metrics["train/loss"]
+        self._last_loss = metrics["train/loss"]
         self.log_dict(metrics, on_step=True, on_epoch=False)
         self.log("reward", metrics["reward/total/mean"], prog_bar=True, on_step=True, on_epoch=False)
 

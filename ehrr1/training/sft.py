@@ -52,25 +52,25 @@ class SFTModule(CausalLMModule):
         weights = batch["label_weights"][:, 1:].reshape(-1).to(losses.dtype)
         return (losses * weights).sum() / batch["step_label_tokens"].to(losses.dtype)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.forward_loss(batch)  # share of the step's token-mean loss
         self._step_loss = self._step_loss.to(loss.device) + loss.detach()
-        self.data_position = (int(batch["epoch"]), int(batch["position"]) + 1)
+        self.data_position = (batch["epoch"], batch["position"] + 1)  # host ints: no device sync
         return loss * self.trainer.accumulate_grad_batches  # Lightning divides by it again
 
-    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, Any], batch_idx: int) -> None:
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True  # stopping mid-epoch: Lightning then validates once more, in fit
         now = time.perf_counter()
-        self.tokens_seen += int(batch["n_tokens"])
+        self.tokens_seen += batch["n_tokens"]
         if self._last_batch_end is not None:
-            rate = float(batch["n_tokens"]) / (now - self._last_batch_end)
+            rate = batch["n_tokens"] / (now - self._last_batch_end)
             self.tokens_per_s.append(rate)
             self.log("train/tokens_per_s", rate, on_step=True, on_epoch=False)
         self._last_batch_end = now
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.last_train_loss = float(self._step_loss)
+        self._last_loss = self._step_loss
         self.log("train/loss", self._step_loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         self._step_loss = torch.zeros((), device=self._step_loss.device)
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, prog_bar=True)

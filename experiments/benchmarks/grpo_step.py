@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 MODEL = REPO / "data" / "models" / "tiny" / "synthetic_n2000_seed0" / "model_seed0"
+TOKENIZER = REPO / "data" / "models" / "tiny" / "synthetic_n2000_seed0" / "tokenizer"
 
 
 def reward_value(text: str) -> float:
@@ -175,10 +176,11 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16-mixed", help="ours on cuda: Lightning precision")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="on both sides (large models)")
     parser.add_argument("--shape", help="a model config name (e.g. qwen3_1.7b): random weights of its shape instead")
+    parser.add_argument("--tokenizer", default=str(TOKENIZER), help="with --shape: the tokenizer it is built for")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as shaped:
         if args.shape:
-            args.model = random_model(args.shape, args.model, Path(shaped))
+            args.model = random_model(args.shape, args.tokenizer, Path(shaped))
         ours, trl = run_ours(args), run_trl(args)
     print(
         json.dumps(

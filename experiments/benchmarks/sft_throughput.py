@@ -7,7 +7,10 @@ the end of the last. Ratios: ours (padded) / HF Trainer (padded) is the loop's o
 ours packed / ours padded is what packing buys. Padded micro-batches group examples of similar length
 (ours: sorted within windows of 64 micro-batches; the HF Trainer: its ``group_by_length`` sampler). With
 ``--device cuda`` the model can be Qwen3-1.7B-shaped (``--model qwen3_1.7b``), trained in bf16 mixed
-precision, and MFU is reported against ``--peak-tflops``.
+precision, and MFU (``ehrr1.training.flops``, its inputs in ``flops``) is reported against ``--peak-tflops``.
+``--attn flex_attention`` packs with a document BlockMask instead of SDPA's dense mask. ``--profile`` runs our
+variants' steps after the first under the PyTorch profiler and adds their top kernels (or CPU operators),
+host syncs and, on CUDA, the device's busy share.
 
     python experiments/benchmarks/sft_throughput.py [--steps 20] [--micro-batch-size 4] [--max-seq-len 2560]
     python experiments/benchmarks/sft_throughput.py --device cuda --model qwen3_1.7b --max-seq-len 8192 \\
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measure  # noqa: E402
+from common import measure, profile_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
@@ -38,6 +41,13 @@ def architecture(name: str):
 
     node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml").architecture
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
+
+
+def profiled_activities(args: argparse.Namespace) -> list:
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    return activities + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
 
 
 def rate(times: list[float], tokens: list[int]) -> float:
@@ -72,6 +82,7 @@ def run_ours(args: argparse.Namespace, packed: bool) -> dict:
         Toggle.on if args.liger else Toggle.off,
     )
     marks: dict[str, list] = {"t": [], "n": []}
+    profiler = torch.profiler.profile(activities=profiled_activities(args)) if args.profile else None
 
     class Clock(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -79,6 +90,12 @@ def run_ours(args: argparse.Namespace, packed: bool) -> dict:
                 torch.cuda.synchronize()
             marks["t"].append(time.perf_counter())
             marks["n"].append(int(batch["n_tokens"]))
+            if profiler is not None and len(marks["t"]) == 1:  # every step after the first (warm-up)
+                profiler.start()
+
+        def on_train_end(self, trainer, pl_module):
+            if profiler is not None:
+                profiler.stop()
 
     trainer = pl.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu",
@@ -96,6 +113,11 @@ def run_ours(args: argparse.Namespace, packed: bool) -> dict:
     )
     trainer.fit(module, datamodule=data)
     result = {
+        **(
+            {"profile": profile_summary(profiler, marks["t"][-1] - marks["t"][0], args.device == "cuda")}
+            if profiler
+            else {}
+        ),
         "tokens_per_s": round(rate(marks["t"], marks["n"]), 1),
         "steps": len(marks["t"]),
         "micro_batch_size": mbs,
@@ -210,6 +232,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--liger", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="our variants' steps after the first under the PyTorch profiler: top kernels, host syncs, device "
+        "busy share (tokens/s then include the profiler's overhead)",
+    )
     parser.add_argument("--only", choices=["ours_packed", "ours_padded", "hf_trainer_padded"], default=None)
     parser.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -243,6 +271,7 @@ def main(argv: list[str]) -> None:
         "attn": args.attn,
         "steps": args.steps,
         "max_seq_len": args.max_seq_len,
+        "profiled": args.profile,
         **results,
     }
     if {"ours_packed", "ours_padded"} <= set(results):
