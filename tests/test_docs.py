@@ -96,6 +96,32 @@ def test_the_configuration_reference_is_current():
     assert done.returncode == 0, done.stderr
 
 
+def test_the_cohort_anchor_table_is_current():
+    """docs/assets/cohort/anchors.md is what cohort_realism.py renders from cohort_anchors.yaml, and every anchor
+    has its source (a published figure) or its reason (an aimed range)."""
+    import importlib.util
+
+    import yaml
+
+    path = REPO / "experiments" / "benchmarks" / "cohort_realism.py"
+    spec = importlib.util.spec_from_file_location("cohort_realism", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    anchors = yaml.safe_load(module.ANCHORS.read_text())
+    rendered = module.anchors_markdown(anchors)
+    assert (REPO / "docs" / "assets" / "cohort" / "anchors.md").read_text() == rendered, (
+        "run python experiments/benchmarks/cohort_realism.py --docs"
+    )
+    for name, anchor in anchors["risk_tasks"].items():
+        for figure in ("prevalence", "auroc"):
+            node = anchor[figure]
+            assert node.get("source") if node.get("value") is not None else node.get("reason") and node.get("aim"), (
+                name,
+                figure,
+            )
+
+
 def _split_top_level(text: str) -> list[str]:
     """``a,b`` -> [a, b], leaving commas inside brackets and quotes alone (a Hydra sweep's choices)."""
     parts, depth, current, quote = [], 0, "", None

@@ -92,8 +92,10 @@ def main() -> None:
         for i, event in enumerate(timeline):
             name = event.event_type + ("-rows" if len(event.records) > 1 else "")
             chosen.setdefault(name, (event, reference[(str(timeline.subject_id), i)]))
-    (GOLDEN / "reference").mkdir(parents=True, exist_ok=True)
-    (GOLDEN / "clean").mkdir(parents=True, exist_ok=True)
+    for style in ("reference", "clean"):  # a cohort without an event of some shape leaves no stale file behind
+        (GOLDEN / style).mkdir(parents=True, exist_ok=True)
+        for old in (GOLDEN / style).glob("*.md"):
+            old.unlink()
     events = {}
     for name, (event, text) in sorted(chosen.items()):
         events[name] = _event_json(event)

@@ -29,6 +29,7 @@ from ehrr1.config import SyntheticCohortSettings
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, icd9_titles
 from ehrr1.data.synthetic.knowledge import (
     CHRONIC,
+    COMMON_HOME_MEDS,
     CONDITIONS,
     DRUGS,
     ICD9_DIAGNOSES,
@@ -47,7 +48,7 @@ from ehrr1.utils import digest, locked
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 5  # bump when the simulator's output changes
+COHORT_VERSION = 6  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
 MAPPINGS = "mappings"  # the cohort's code mapping tables (timelines.mapping_dir=<root>/mappings)
 
@@ -314,7 +315,7 @@ def mapping_rows() -> dict[str, list[tuple]]:
         rows = [(code, 10, ccs[code, "10"]) for code in sorted(icd10[table])]
         rows += [(code, 9, ccs.get((code, "9"), ccs[ten, "10"])) for code, ten in sorted(icd9[table].items())]
         tables[table] = rows
-    drugs = set(DRUGS) | {name for c in CHRONIC.values() for name, _ in c.home_meds}
+    drugs = set(DRUGS) | {name for c in CHRONIC.values() for name, _ in c.home_meds} | {m[0] for m in COMMON_HOME_MEDS}
     tables["d_atc_prescriptions"] = sorted((ndc_of(d), atc_class(d)) for d in drugs if atc_class(d))
     return tables
 

@@ -22,9 +22,12 @@ from ehrr1.data.synthetic.knowledge import (
     ADMISSION_LOCATIONS,
     ARRIVAL,
     CHRONIC,
+    COMMON_HOME_MEDS,
     COMMON_INPATIENT_DRUGS,
     CONDITIONS,
+    DAILY_ORDERS,
     DRUGS,
+    ESCALATION,
     ICD9_DIAGNOSES,
     ICD9_PROCEDURES,
     ICD9_YEAR_GROUPS,
@@ -138,6 +141,7 @@ class _Patient:
         obese = 1.5 if any(c.name in ("diabetes", "hypertension") for c in chronic) else 0.0
         self.bmi = rng.gauss(27 + 2 * obese, 4)
         self.counters: dict[str, int] = defaultdict(int)
+        self.clinic_days: set[str | None] = set()
 
     def diagnoses(self, codes: list[str]) -> list[str]:
         """ICD-10-CM codes in the patient's ICD version (duplicates of a shared ICD-9 code dropped)."""
@@ -166,9 +170,11 @@ class _Patient:
                 if rng.random() < p_post:
                     dod = end + timedelta(days=rng.uniform(2, 300), hours=rng.uniform(0, 23))
             burden = len(self.chronic) / 3
-            p_return = 0.06 + 0.1 * burden + 0.2 * severity + 0.5 * self.frailty
+            p_return = 0.1 + 0.15 * burden + 0.1 * severity + 0.8 * self.frailty
             if not admitted:  # ED discharge: bounce-backs happen within days
-                p_bounce = 0.03 + 0.25 * severity
+                p_bounce = 0.035 + 0.08 * severity + 0.04 * burden
+                if rng.random() < 0.15:  # seen in clinic the next day (weight, blood pressure in the OMR)
+                    self.outpatient((end + DAY).replace(hour=rng.randint(8, 16)))
                 if rng.random() < p_bounce:
                     gap = timedelta(hours=rng.uniform(6, 70))
                 elif rng.random() < 0.5:
@@ -176,7 +182,7 @@ class _Patient:
                 else:
                     gap = timedelta(days=rng.expovariate(1 / 250) + 5)
             elif rng.random() < min(0.8, p_return):
-                gap = timedelta(days=rng.uniform(2, 55))
+                gap = timedelta(days=rng.expovariate(1 / 18) + 1)  # readmissions cluster in the first weeks
             elif rng.random() < 0.55:
                 break
             else:
@@ -184,8 +190,8 @@ class _Patient:
             t = end + gap
             if dod is not None and t >= dod:
                 break
-            if rng.random() < 0.5:
-                self.outpatient(end + gap / 2)
+            for visit in range(rng.randint(0, 3)):  # clinic visits between encounters
+                self.outpatient(end + gap * (visit + 1) / 4)
         return dod
 
     def choose_condition(self, k: int) -> Condition:
@@ -202,6 +208,9 @@ class _Patient:
     # ---- outpatient ---------------------------------------------------------------------------
     def outpatient(self, t: datetime) -> None:
         rng, date = self.rng, day(t)
+        if date in self.clinic_days:  # one visit a day: its measurements are charted once
+            return
+        self.clinic_days.add(date)
         htn = any(c.name == "hypertension" for c in self.chronic)
         sbp = int(rng.gauss(138 if htn else 122, 12))
         weight = self.bmi * (self.height**2) / 703 * rng.uniform(0.98, 1.02)
@@ -220,6 +229,8 @@ class _Patient:
     def lab_value(self, label: str, condition: Condition, acuity: float) -> float:
         lab = LABS[label]
         shift = condition.labs.get(label, 0.0) * acuity + sum(c.labs.get(label, 0.0) for c in self.chronic) * 0.5
+        if label == "Lactate":  # hypoperfusion raises it whatever the cause
+            shift += 6.0 * max(0.0, acuity - 0.6)
         value = lab.mean + lab.sd * (shift + self.rng.gauss(0, 0.8))
         return round(max(value, lab.sd * 0.1 if lab.low > 0 else 0.0), lab.decimals)
 
@@ -244,7 +255,9 @@ class _Patient:
         )
         hadm = 20_000_000 + self.index * 10 + k
         via_ed = rng.random() < condition.via_ed
-        admitted = not via_ed or rng.random() >= condition.ed_only * (1.4 - severity)
+        # the ED sends home what it can; the old and frail it admits more readily
+        p_home = min(0.95, condition.ed_only * (1.4 - severity) + 0.05) * (0.8 if self.age > 75 else 1.0)
+        admitted = not via_ed or rng.random() >= p_home
         if condition.elective:
             t = t.replace(hour=7, minute=rng.randrange(0, 60), second=0)
         if via_ed:
@@ -287,13 +300,10 @@ class _Patient:
                 condition.chief_complaint,
             )
         )
-        # vitals about hourly, medication reconciliation after the first work-up, and a second dispense of
-        # ED medications a few hours in, as MIMIC-IV-ED charts them
-        checks = 1 + int((out - t) / timedelta(hours=1))
-        for i in range(checks):
-            when = t + timedelta(minutes=20 + 55 * i + rng.randint(0, 10))
-            if when >= out:
-                break
+        # vitals every 1-2 hours (more often the sicker the patient), medication reconciliation after the first
+        # work-up, each ED medication dispensed when it is ordered, labs repeated a few hours in
+        when = t + timedelta(minutes=rng.randint(15, 35))
+        while when < out:
             v = {n: self.vital(n, condition, severity) for n in VITAL_NORMAL}
             rhythm = "Atrial fibrillation" if any(c.name == "atrial_fibrillation" for c in self.chronic) else None
             self.rows["vitalsign"].append(
@@ -306,29 +316,41 @@ class _Patient:
                     str(rng.randint(0, 8)),
                 )
             )
-        medrecon_at = t + timedelta(minutes=rng.randint(90, 300))
+            when += timedelta(minutes=(30 + 90 * (1 - severity)) * rng.uniform(0.7, 1.3))
+        medrecon_at = t + (out - t) * rng.uniform(0.3, 0.9)  # once the pharmacist gets to the patient
         if medrecon_at < out:
-            for chronic in self.chronic:
-                for name, etc in chronic.home_meds:
-                    self.rows["medrecon"].append(
-                        (sid, stay, ts(medrecon_at), name, None, ndc_of(name), None, None, etc)
-                    )
-        first_dose = t + timedelta(minutes=rng.randint(40, 90))
+            home = [m for c in self.chronic for m in c.home_meds]
+            home += [
+                (name, etc)
+                for name, etc, base, per_year in COMMON_HOME_MEDS
+                if rng.random() < base + per_year * max(0, self.age - 40)
+            ]
+            for name, etc in dict.fromkeys(home):
+                self.rows["medrecon"].append((sid, stay, ts(medrecon_at), name, None, ndc_of(name), None, None, etc))
+        dose_at = t + timedelta(minutes=rng.randint(30, 90))
         given = [name for name in condition.ed_meds if rng.random() < 0.85]
         for name in given:
-            self.rows["pyxis"].append((sid, stay, ts(first_dose), None, name, None, None))
-        repeat = first_dose + timedelta(minutes=rng.randint(100, 180))
+            if dose_at < out:
+                self.rows["pyxis"].append((sid, stay, ts(dose_at), None, name, None, None))
+            dose_at += timedelta(minutes=rng.randint(15, 100))
+        if rng.random() < _sigmoid(10 * (severity - 0.8)):  # a pressor started in the ED
+            self.rows["pyxis"].append(
+                (sid, stay, ts(min(dose_at, out - timedelta(minutes=5))), None, "Norepinephrine", None, None)
+            )
+        repeat = dose_at + timedelta(minutes=rng.randint(60, 180))
         if given and repeat < out:
             for name in given[: rng.randint(1, len(given))]:
                 self.rows["pyxis"].append((sid, stay, ts(repeat), None, name, None, None))
-        self.labs(
-            hadm,
-            t + timedelta(minutes=rng.randint(20, 45)),
-            condition,
-            severity,
-            ("cbc", "bmp", *condition.panels),
-            extra=tuple(condition.labs),
+        # the sicker get a lactate and a blood gas with the first draw, and everyone still in the ED hours later a
+        # repeat chemistry (with the condition's markers: a second troponin, a lactate)
+        severe = (("Lactate",) if rng.random() < _sigmoid(8 * (severity - 0.5)) else ()) + (
+            ("pH", "pO2", "pCO2") if rng.random() < _sigmoid(8 * (severity - 0.6)) else ()
         )
+        first_draw = t + timedelta(minutes=rng.randint(20, 45))
+        self.labs(hadm, first_draw, condition, severity, ("cbc", "bmp", *condition.panels), (*condition.labs, *severe))
+        second_draw = first_draw + timedelta(hours=rng.uniform(2.5, 4.5))
+        if second_draw < out:
+            self.labs(hadm, second_draw, condition, severity, ("bmp",), (*list(condition.labs)[:2], *severe[:1]))
         codes = self.diagnoses([condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.4])
         for seq, code in enumerate(codes, start=1):
             self.rows["diagnosis"].append((sid, stay, seq, code, self.icd_version, self.titles[code]))
@@ -343,7 +365,11 @@ class _Patient:
                 ts(out),
             )
         )
-        if rng.random() < 0.35 and condition.imaging:
+        if condition.cultures and rng.random() < _sigmoid(8 * (severity - 0.6)):  # cultures before antibiotics
+            specimen, test, organism, p_pos = condition.cultures[0]
+            drawn = first_draw + timedelta(minutes=rng.randint(5, 30))
+            self.culture(None, drawn, specimen, test, organism if rng.random() < p_pos else None)
+        if rng.random() < 0.15 + 0.5 * severity and condition.imaging:
             exam, finding = condition.imaging[0]
             self.radiology(hadm, t + timedelta(minutes=rng.randint(60, 120)), exam, finding, condition)
         return out
@@ -351,19 +377,22 @@ class _Patient:
     def admission(self, hadm: int, admit: datetime, condition: Condition, severity: float, via_ed: bool):
         rng, sid = self.rng, self.sid
         spread = severity - condition.severity
-        p_death = _sigmoid(_logit(condition.mortality) + 4.5 * spread + 2.0 * self.frailty)
+        p_death = _sigmoid(_logit(condition.mortality) + 4.5 * spread + 1.2 * self.frailty)
         dies = rng.random() < p_death
         p_icu = _sigmoid(_logit(condition.icu) + 4.0 * spread)
         icu = rng.random() < (max(p_icu, 0.75) if dies else p_icu)
-        los = condition.los_days * math.exp(rng.gauss(0, 0.4)) * (1 + 1.5 * max(0.0, spread) + self.frailty)
-        los = max(0.4 if severity < 0.3 else 1.0, los)
+        # a mild case from the ED stays under observation for a day or so (MIMIC-IV: about 4 admissions in 10
+        # are observation stays)
+        observation = via_ed and not dies and not icu and severity < 0.45 and rng.random() < 0.8
+        los = 0.85 * condition.los_days * math.exp(rng.gauss(0, 0.5)) * (1 + 1.5 * max(0.0, spread) + self.frailty)
+        los = rng.uniform(0.3, 1.6) if observation else max(0.4 if severity < 0.3 else 1.0, los)
         icu_stays: list[tuple[datetime, datetime]] = []
         if icu:
             icu_in = admit + timedelta(hours=rng.uniform(0.5, 20 if severity < 0.7 else 6))
-            icu_days = math.exp(rng.gauss(math.log(1.8 + 4.0 * severity), 0.6))
+            icu_days = math.exp(rng.gauss(math.log(0.8 + 5.2 * severity), 0.7))
             icu_stays.append((icu_in, icu_in + timedelta(days=icu_days)))
             los = max(los, (icu_stays[0][1] - admit) / DAY + (0 if dies else rng.uniform(1, 4)))
-            if not dies and rng.random() < 0.05 + 0.2 * severity:
+            if not dies and rng.random() < 0.02 + 0.12 * severity + 0.3 * self.frailty:
                 back_in = icu_stays[0][1] + timedelta(days=rng.uniform(0.5, 2.5))
                 icu_stays.append((back_in, back_in + timedelta(days=rng.uniform(1, 5))))
                 los = max(los, (icu_stays[1][1] - admit) / DAY + rng.uniform(1, 3))
@@ -377,8 +406,8 @@ class _Patient:
             location = ADMISSION_LOCATIONS["elective"]
         elif via_ed:
             admission_type = (
-                _pick(rng, (("EU OBSERVATION", 0.5), ("OBSERVATION ADMIT", 0.5)))
-                if severity < 0.3
+                _pick(rng, (("EU OBSERVATION", 0.6), ("OBSERVATION ADMIT", 0.4)))
+                if observation
                 else _pick(rng, (("EW EMER.", 0.8), ("URGENT", 0.2)))
             )
             location = ADMISSION_LOCATIONS["ed"]
@@ -465,15 +494,20 @@ class _Patient:
         if not dies:
             self.rows["transfers"].append((sid, hadm, transfer(), "discharge", None, ts(disch), None))
         self.medications(hadm, admit, disch, condition, severity, icu_stays)
+        self.daily_orders(hadm, admit, disch, condition, severity, dies)
         # daily labs, drawn in the early morning, with their orders the night before
         draw = admit + timedelta(minutes=rng.randint(60, 150))
         first = True
         while draw < disch:
             acuity = self.acuity(draw, admit, disch, severity, dies)
-            panels = ("cbc", "bmp", *(condition.panels if first else ()))
+            panels = ("cbc", "bmp", "lytes", *(condition.panels if first else ()))
             extra = tuple(condition.labs) if first else tuple(list(condition.labs)[:2])
             self.poe(hadm, draw - timedelta(minutes=rng.randint(20, 90)), [("Lab", None)])
-            self.labs(hadm, draw, condition, acuity, panels, extra)
+            severe = ("Lactate", "pH", "pO2", "pCO2") if acuity > 0.55 else ()
+            self.labs(hadm, draw, condition, acuity, panels, (*extra, *severe))
+            afternoon = draw.replace(hour=rng.randint(13, 18), minute=rng.randint(0, 59))
+            if acuity > 0.3 and afternoon < disch:  # the acutely ill are checked again later in the day
+                self.labs(hadm, afternoon, condition, acuity, ("bmp",), (*list(condition.labs)[:1], *severe[:1]))
             first = False
             nxt = (draw + DAY).replace(hour=5, minute=rng.randint(0, 59))
             draw = nxt if nxt > draw + timedelta(hours=8) else nxt + DAY
@@ -501,6 +535,24 @@ class _Patient:
         if not dies:
             self.poe(hadm, disch - timedelta(hours=rng.uniform(1, 4)), [("ADT orders", "Discharge")])
             self.discharge_note(hadm, admit, disch, condition, icu_stays, codes)
+
+    def daily_orders(self, hadm, admit, disch, condition, severity, dies) -> None:
+        """Orders written through each hospital day, more of them while the patient is acutely ill."""
+        rng = self.rng
+        choices = DAILY_ORDERS + condition.orders
+        if not dies:  # discharge planning: the frailer and the more comorbid, the more of it
+            planning = min(0.95, 0.05 + 2.5 * self.frailty + 0.15 * len(self.chronic))
+            for order in (("Consults", "Social Work"), ("Consults", "Case Management"), ("Nursing", "Teaching")):
+                if rng.random() < planning:
+                    self.poe(hadm, disch - timedelta(hours=rng.uniform(2, 20)), [order])
+        start = admit
+        while start < disch:
+            acuity = self.acuity(start, admit, disch, severity, dies)
+            for _ in range(5 + round(5 * acuity) + rng.randint(0, 5)):
+                when = start + timedelta(minutes=rng.randint(30, 24 * 60))
+                if when < disch:
+                    self.poe(hadm, when, [rng.choice(choices)])
+            start += DAY
 
     def poe(self, hadm: int, t: datetime, orders) -> None:
         for order_type, subtype in orders:
@@ -562,7 +614,6 @@ class _Patient:
 
     def medications(self, hadm, admit, disch, condition, severity, icu_stays) -> None:
         rng = self.rng
-        start = admit + timedelta(minutes=rng.randint(40, 120))
         drugs = [d for d in condition.drugs if d != "Norepinephrine" or icu_stays]
         drugs += [d for c in self.chronic for d in c.inpatient_drugs]
         drugs += list(COMMON_INPATIENT_DRUGS)
@@ -571,6 +622,7 @@ class _Patient:
         drugs = list(dict.fromkeys(drugs))
         for name in drugs:
             drug = DRUGS[name]
+            start = admit + timedelta(minutes=rng.randint(40, 360))  # each verified when ordered
             stop = disch if name != "Norepinephrine" else min(disch, icu_stays[0][1])
             self.rows["prescriptions"].append(
                 (
@@ -598,7 +650,7 @@ class _Patient:
                 )
             )
             every = timedelta(hours=drug.every_hours)
-            when = start.replace(minute=0, second=0) + HOUR
+            when = start.replace(minute=0, second=0) + HOUR + timedelta(minutes=rng.randint(0, 45))
             as_needed = name in AS_NEEDED
             while when < stop:
                 if as_needed and rng.random() > 0.3:
@@ -629,7 +681,9 @@ class _Patient:
         self.rows["icustays"].append(
             (sid, hadm, stay, condition.icu_unit, condition.icu_unit, ts(icu_in), ts(icu_out), round(los, 4))
         )
+        # vitals charted hourly while unstable, every 2 h otherwise; blood gases and lactate every 6 h while unstable
         t = icu_in + timedelta(minutes=rng.randint(5, 30))
+        next_gas = t + timedelta(minutes=rng.randint(30, 90))
         while t < icu_out:
             acuity = self.acuity(t, admit, disch, severity, dies)
             for itemid, unit, vital in ICU_CHART.values():
@@ -637,9 +691,15 @@ class _Patient:
                 self.rows["chartevents"].append(
                     (sid, hadm, stay, None, ts(t), ts(t + timedelta(minutes=20)), itemid, f"{value:g}", value, unit, 0)
                 )
-            t += timedelta(hours=2)
-        inputs = [i for i in condition.icu_items if i in ICU_INPUTS]
-        procedures = [p for p in condition.icu_items if p in ICU_PROCEDURES]
+            if acuity > 0.5 and t >= next_gas:
+                self.labs(hadm, t + timedelta(minutes=rng.randint(5, 40)), condition, acuity, ("abg",), ("Lactate",))
+                next_gas = t + timedelta(hours=6)
+            t += timedelta(hours=1 if acuity > 0.55 else 2)
+        # escalation (pressors, ventilation, dialysis, lines) as likelier the sicker the patient
+        peak = self.acuity(icu_in + timedelta(hours=12), admit, disch, severity, dies)
+        items = [i for i in condition.icu_items if i not in ESCALATION or rng.random() < _sigmoid(8 * (peak - 0.6))]
+        inputs = [i for i in items if i in ICU_INPUTS]
+        procedures = [p for p in items if p in ICU_PROCEDURES]
         for name in inputs:
             itemid, amount_unit, rate_unit = ICU_INPUTS[name]
             t = icu_in + timedelta(minutes=rng.randint(20, 90))
