@@ -97,7 +97,7 @@ def test_splits_are_by_patient_and_seeded(index, registry):
 def test_a_draw_depends_on_the_rows_not_on_how_the_index_is_read(index, registry):
     """Read in batches of 7 rows, tasks in reverse shard order, the selection is the one of the whole table:
     each row's chance is a hash of (seed, task, split, subject, anchor), kept across batches by its key."""
-    mix = {"labevents": 12, "next_event": 9, "ED_Hospitalization": 6, "Inpatient_Mortality": 4, "poe": -1}
+    mix = {"labevents": 12, "next_event": 9, "ED_Hospitalization": 6, "LengthOfStay_3day": 4, "poe": -1}
     settings = SelectionSettings(min_events=0, max_events=10_000)
     whole = select(index, mix, registry, settings)
 
@@ -107,7 +107,7 @@ def test_a_draw_depends_on_the_rows_not_on_how_the_index_is_read(index, registry
 
     assert select(reversed_small_batches, mix, registry, settings).equals(whole)
     assert counts(whole) == {"labevents": 12 * 3, "next_event": 9 * 3, "ED_Hospitalization": 6 * 3,
-                             "Inpatient_Mortality": 4 * 3, "poe": counts(whole)["poe"]}  # fmt: skip
+                             "LengthOfStay_3day": 4 * 3, "poe": counts(whole)["poe"]}  # fmt: skip
     reseeded = select(index, mix, registry, SelectionSettings(min_events=0, max_events=10_000, seed=1))
     assert not reseeded.equals(whole)
 
