@@ -6,24 +6,19 @@ import types
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from ehrr1.config import ArchitectureConfig, Toggle
+from ehrr1.config import ModelConfig, Toggle, settings_of
 from ehrr1.errors import ConfigError
 from ehrr1.models.factory import init_random_model, qwen3_config
 from ehrr1.training.base import fused_adamw
 from ehrr1.training.curriculum import packs, training_attention
 from ehrr1.training.flops import attended_span, flops_inputs, matmul_params, mfu
-from tests.support import REPO, tiny_architecture
-
-
-def architecture(name: str) -> ArchitectureConfig:
-    node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml").architecture
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
+from tests.support import compose_config, tiny_architecture
 
 
 def test_qwen3_1_7b_at_8k_tokens_costs_16_gflop_per_token_and_40_percent_mfu_is_24_800_tokens_per_s(tokenizer):
-    inputs = flops_inputs(qwen3_config(architecture("qwen3_1.7b"), tokenizer), attended=8192)
+    model = settings_of(ModelConfig, compose_config("train", "model=qwen3_1.7b").model)
+    inputs = flops_inputs(qwen3_config(model.architecture, tokenizer), attended=8192)
     hidden, layers, inter, vocab = 2048, 28, 6144, 151936
     per_layer = hidden * 16 * 128 * 2 + hidden * 8 * 128 * 2 + 3 * hidden * inter  # q, o; k, v; gate, up, down
     assert inputs.matmul_params == layers * per_layer + hidden * vocab  # the LM head counts, the embedding not

@@ -60,13 +60,12 @@ def task_counts(index_dir: Path, registry: Any) -> dict[str, dict[str, Any]]:
     import pyarrow.compute as pc
 
     from ehrr1.config import SelectionSettings
+    from ehrr1.tasks.index import iter_index
     from ehrr1.tasks.select import select
 
     settings = SelectionSettings(balance=False)
     out: dict[str, dict[str, Any]] = {}
     for task in registry.tasks.values():
-        from ehrr1.tasks.index import iter_index
-
         indexed = positives = 0
         for batch in iter_index(index_dir, task.name):
             indexed += batch.num_rows

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: fresh-process measurement and peak RSS."""
+"""Helpers shared by the benchmarks: fresh-process measurement, peak RSS, profiles, model shapes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,25 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory in MiB of this process or any of its finished worker processes, whichever is
     larger (Linux reports ru_maxrss in KiB; for children it is the largest single child)."""
     return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+
+
+def architecture(name: str):
+    """The ``ArchitectureConfig`` of ``conf/model/<name>.yaml`` (a model shape to initialise at random)."""
+    from omegaconf import OmegaConf
+
+    from ehrr1.config import ArchitectureConfig
+
+    node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml").architecture
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
 
 
 def measure(script: str, *args: str) -> dict:

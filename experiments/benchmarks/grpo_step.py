@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import architecture  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
@@ -149,16 +153,11 @@ def run_trl(args: argparse.Namespace) -> dict:
 
 def random_model(shape: str, tokenizer_from: str, out: Path) -> str:
     """A randomly initialised model of ``conf/model/<shape>.yaml``'s architecture with the given tokenizer."""
-    from omegaconf import OmegaConf
-
-    from ehrr1.config import ArchitectureConfig
     from ehrr1.models.factory import init_random_model
     from ehrr1.models.tokenizer import load_tokenizer
 
-    node = OmegaConf.load(REPO / "conf" / "model" / f"{shape}.yaml").architecture
-    arch = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
     tokenizer = load_tokenizer(tokenizer_from)
-    init_random_model(arch, tokenizer, seed=0).save_pretrained(out)
+    init_random_model(architecture(shape), tokenizer, seed=0).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
 

@@ -26,21 +26,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measure, profile_summary  # noqa: E402
+from common import architecture, measure, profile_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "instructions" / "synthetic_n2000_seed0" / "main" / "tiny"
 TOKENIZER = REPO / "data" / "models" / "tiny" / "synthetic_n2000_seed0" / "tokenizer"
 LR = 1e-3
-
-
-def architecture(name: str):
-    from omegaconf import OmegaConf
-
-    from ehrr1.config import ArchitectureConfig
-
-    node = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml").architecture
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchitectureConfig), node))
 
 
 def profiled_activities(args: argparse.Namespace) -> list:
