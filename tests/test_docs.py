@@ -113,6 +113,10 @@ def test_the_cohort_anchor_table_is_current():
     assert (REPO / "docs" / "assets" / "cohort" / "anchors.md").read_text() == rendered, (
         "run python experiments/benchmarks/cohort_realism.py --docs"
     )
+    readme = (REPO / "README.md").read_text()
+    assert module.with_summary(readme, module.anchors_summary(anchors)) == readme, (
+        "README's anchor table: run python experiments/benchmarks/cohort_realism.py --docs"
+    )
     for name, anchor in anchors["risk_tasks"].items():
         for figure in ("prevalence", "auroc"):
             node = anchor[figure]

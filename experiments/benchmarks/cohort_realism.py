@@ -240,6 +240,44 @@ def anchors_markdown(anchors: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SOURCES = {  # the abbreviations cohort_anchors.yaml's sources use, as the README names them
+    "XIE2022": "[Xie 2022](https://github.com/nliulab/mimic4ed-benchmark)",
+    "MEDSTAB": "[MEDS-Tab](https://github.com/mmcdermott/MEDS_Tabular_AutoML)",
+    "Diagnostics 2022": "[Diagnostics 2022](https://doi.org/10.3390/diagnostics12051068)",
+    "model card": "[a model card](https://huggingface.co/IsaacT1992/hospital-readmission-xgboost)",
+}
+README = REPO / "README.md"
+README_MARKERS = ("<!-- anchors:begin (cohort_realism.py --docs) -->", "<!-- anchors:end -->")
+
+
+def anchors_summary(anchors: dict[str, Any]) -> str:
+    """The README's short anchor table: per risk task the published figure (or the aimed range) and its source."""
+
+    def cell(node: dict[str, Any]) -> str:
+        if node.get("value") is not None:
+            low, high = node.get("range") or (None, None)
+            return f"{node['value']:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None else "")
+        low, high = node["aim"]
+        return f"aim {low:g}–{high:g}"
+
+    def cited(*nodes: dict[str, Any]) -> str:
+        text = " ".join(f"{n.get('source') or ''} {n.get('reason') or ''}" for n in nodes)
+        return ", ".join(link for key, link in SOURCES.items() if key in text) or "clinical reasoning"
+
+    lines = ["| task | MIMIC-IV prevalence | tabular AUROC | from |", "| --- | --- | --- | --- |"]
+    for name, anchor in anchors["risk_tasks"].items():
+        prevalence, auroc = anchor["prevalence"], anchor["auroc"]
+        lines.append(f"| {name} | {cell(prevalence)} | {cell(auroc)} | {cited(prevalence, auroc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_summary(readme: str, summary: str) -> str:
+    """The README with its anchor table replaced by ``summary``."""
+    begin, end = README_MARKERS
+    head, rest = readme.split(begin, 1)
+    return f"{head}{begin}\n{summary}{end}{rest.split(end, 1)[1]}"
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--patients", type=int, default=2000)
@@ -309,6 +347,7 @@ def main(argv: list[str]) -> None:
     if args.docs:
         DOCS.mkdir(parents=True, exist_ok=True)
         (DOCS / "anchors.md").write_text(anchors_markdown(anchors))
+        README.write_text(with_summary(README.read_text(), anchors_summary(anchors)))
         (DOCS / f"realism_n{args.patients}_seed{args.seed}.md").write_text(markdown(result))
     print(json.dumps(result))
 
