@@ -246,6 +246,7 @@ def test_the_realism_benchmark_judges_every_task_and_table(tmp_path):
     import json
     import subprocess
     import sys
+    from collections import Counter
 
     from ehrr1.tasks.registry import TaskRegistry
 
@@ -261,10 +262,16 @@ def test_the_realism_benchmark_judges_every_task_and_table(tmp_path):
     assert set(result["tasks"]) == set(registry.tasks)
     risk = [name for name, row in result["tasks"].items() if row["kind"] == "risk"]
     assert len(risk) == 18
+    export = next((tmp_path / "instructions" / "synthetic_n200_seed0" / "realism_risk").iterdir())
+    exported = Counter(json.loads(line)["task"] for f in export.glob("*.jsonl") for line in f.open())
     for name in risk:
         row = result["tasks"][name]
         assert 0 <= row["prevalence"] <= 1 and row["prevalence_range"][0] < row["prevalence_range"][1]
         assert isinstance(row["prevalence_pass"], bool) and row["auroc_range"][0] < row["auroc_range"][1]
+        if row["auroc"] is not None:  # cross-fitted: every exported sample of the task is scored once
+            assert row["auroc_test"] == exported[name]
+            assert (row["auroc_pass"] is None) == (row["auroc_minority"] < 20)
+    assert any(row.get("auroc_pass") is None and row.get("auroc") is not None for row in result["tasks"].values())
     assert result["tables"]["labevents"]["ratio"] > 0 and result["tables"]["pharmacy"]["ours"] is None
     assert 0 < result["passed"] <= result["judged"]
     table = (tmp_path / "cohort_realism.md").read_text()

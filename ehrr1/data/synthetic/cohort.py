@@ -28,18 +28,25 @@ from tqdm.auto import tqdm
 from ehrr1.config import SyntheticCohortSettings
 from ehrr1.data.mappings import MAPPING_COLUMNS, atc_class, default_ccs, icd9_titles
 from ehrr1.data.synthetic.knowledge import (
+    ACUTE_CODES,
+    BACKGROUND_CODES,
     CHRONIC,
     COMMON_HOME_MEDS,
     CONDITIONS,
     DRUGS,
+    GENERAL_PROCEDURES,
     ICD9_DIAGNOSES,
     ICD9_PROCEDURES,
+    ICU_ASSESSMENT,
     ICU_CHART,
     ICU_DATETIMES,
     ICU_INGREDIENTS,
     ICU_INPUTS,
     ICU_OUTPUTS,
+    ICU_OXYGEN,
     ICU_PROCEDURES,
+    ICU_ROUND,
+    ICU_VENTILATOR,
     LABS,
 )
 from ehrr1.data.synthetic.simulator import PatientSimulator, ndc_of
@@ -48,7 +55,7 @@ from ehrr1.utils import digest, locked
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 6  # bump when the simulator's output changes
+COHORT_VERSION = 7  # bump when the simulator's output changes
 MANIFEST = "cohort.json"
 MAPPINGS = "mappings"  # the cohort's code mapping tables (timelines.mapping_dir=<root>/mappings)
 
@@ -280,6 +287,14 @@ def _dictionary_rows(dx_titles: dict[str, str]) -> dict[str, list[tuple]]:
         items.append((itemid, label, label, "chartevents", "Routine Vital Signs", unit, "Numeric", None, None))
     for label, (itemid, unit, _) in ICU_INPUTS.items():
         items.append((itemid, label, label, "inputevents", "Medications", unit, "Solution", None, None))
+    for label, (itemid, unit) in ICU_ASSESSMENT.items():
+        items.append((itemid, label, label, "chartevents", "Assessment", unit or None, "Numeric", None, None))
+    for label, (itemid, _, _) in ICU_ROUND.items():
+        items.append((itemid, label, label, "chartevents", "Assessment", None, "Text", None, None))
+    for label, (itemid, unit) in ICU_OXYGEN.items():
+        items.append((itemid, label, label, "chartevents", "Respiratory", unit or None, "Numeric", None, None))
+    for label, (itemid, unit, _, _) in ICU_VENTILATOR.items():
+        items.append((itemid, label, label, "chartevents", "Respiratory", unit or None, "Numeric", None, None))
     for label, (itemid, unit) in ICU_INGREDIENTS.items():
         items.append((itemid, label, label, "ingredientevents", "Ingredients", unit, "Ingredient", None, None))
     for label, (itemid, unit) in ICU_OUTPUTS.items():
@@ -331,12 +346,16 @@ def _write_mapping_tables(directory: Path) -> None:
 
 def codes_used() -> set[str]:
     """Every ICD-10-CM code the simulator can write (all must have a title)."""
-    return {c for k in CONDITIONS.values() for c in k.icd} | {c.icd for c in CHRONIC.values()}
+    return (
+        {c for k in CONDITIONS.values() for c in k.icd}
+        | {c.icd for c in CHRONIC.values()}
+        | {code for code, _, _ in (*BACKGROUND_CODES, *ACUTE_CODES)}
+    )
 
 
 def procedures_used() -> set[str]:
     """Every ICD-10-PCS code the simulator can write."""
-    return {code for k in CONDITIONS.values() for code, _ in k.procedures}
+    return {code for k in CONDITIONS.values() for code, _ in k.procedures} | {c for c, _, _ in GENERAL_PROCEDURES}
 
 
 def generate_cohort(root: str | Path, settings: SyntheticCohortSettings, progress: bool = True) -> dict:
@@ -363,7 +382,7 @@ def _write_cohort(tmp: Path, settings: SyntheticCohortSettings, progress: bool) 
         # mtime=0 keeps the gzip header, and so the file bytes, identical across runs with one seed
         files.append(open(path, "wb"))  # noqa: SIM115 - closed in the finally below
         raw = gzip.GzipFile(filename="", mode="wb", compresslevel=4, fileobj=files[-1], mtime=0)
-        handles[table] = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        handles[table] = io.TextIOWrapper(io.BufferedWriter(raw, 1 << 20), encoding="utf-8", newline="")
         writers[table] = csv.writer(handles[table], lineterminator="\n")
         writers[table].writerow(columns)
     counts: Counter[str] = Counter()

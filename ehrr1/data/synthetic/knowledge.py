@@ -175,6 +175,8 @@ ICU_CHART = {  # label: (itemid, unit, vital name driving it)
 }
 ICU_INPUTS = {  # label: (itemid, amount unit, rate unit)
     "Norepinephrine": (221906, "mg", "mcg/kg/min"),
+    "Vasopressin": (222315, "units", "units/min"),
+    "Sodium Bicarbonate 8.4%": (220995, "mEq", ""),
     "NaCl 0.9%": (225158, "mL", "mL/hour"),
     "Propofol": (222168, "mg", "mcg/kg/min"),
     "Insulin - Regular": (223258, "units", "units/hour"),
@@ -184,7 +186,142 @@ ICU_INPUTS = {  # label: (itemid, amount unit, rate unit)
     "Furosemide (Lasix)": (221794, "mg", ""),
     "Piperacillin/Tazobactam (Zosyn)": (225893, "dose", ""),
     "Vancomycin": (225798, "dose", ""),
+    "Fentanyl (Concentrate)": (225942, "mg", "mcg/hour"),
+    "Morphine Sulfate": (225154, "mg", "mg/hour"),
+    "Potassium Chloride": (225166, "mEq", ""),
+    "Magnesium Sulfate": (222011, "grams", ""),
 }
+# ICU inputs added as shock deepens: (input, acuity above which it runs)
+SHOCK_ESCALATION = (("Vasopressin", 0.9), ("Sodium Bicarbonate 8.4%", 1.0))
+# Radiology exams: (exam code, CPT code), charted with the exam name in radiology_detail
+EXAM_CODES = {
+    "CHEST (PORTABLE AP)": ("C11", "71045"),
+    "CHEST (PA AND LAT)": ("C13", "71046"),
+    "RENAL U.S.": ("U314", "76770"),
+    "CT ABD & PELVIS WITH CONTRAST": ("CTAPC", "74177"),
+    "CT HEAD W/O CONTRAST": ("CHNC", "70450"),
+    "MR HEAD W/O CONTRAST": ("MRHN", "70551"),
+    "HIP 2 VIEWS": ("H2V", "73502"),
+}
+# The line each ICU procedure places, charted again (its insertion date) at each nursing assessment
+LINE_DATES = {
+    "18 Gauge": "18 Gauge Insertion Date",
+    "20 Gauge": "20 Gauge Insertion Date",
+    "Arterial Line": "Arterial Line Insertion Date",
+    "Multi Lumen": "Multi Lumen Insertion Date",
+    "Foley Catheter": "Foley Catheter Insertion Date",
+    "Dialysis - CRRT": "Last Dialysis Date",
+    "Invasive Ventilation": "Intubation Date",
+}
+# Charted by the nurse every 4 h (MIMIC-IV charts dozens of items per ICU hour; these are the commonest)
+ICU_ASSESSMENT = {  # label: (itemid, unit)
+    "GCS - Eye Opening": (220739, ""),
+    "GCS - Verbal Response": (223900, ""),
+    "GCS - Motor Response": (223901, ""),
+    "Richmond-RAS Scale": (228096, ""),
+    "Pain Level": (223791, ""),
+    "Braden Score": (224054, ""),
+    "Heart Rhythm": (220048, ""),
+    "Arterial Blood Pressure mean": (220052, "mmHg"),
+    "Non Invasive Blood Pressure mean": (220181, "mmHg"),
+}
+# The nurse's head-to-toe round (every 4 h), charted as text: label -> (itemid, usual finding, finding when ill).
+# MIMIC-IV charts about 4,300 chartevents rows per ICU stay, most of them such findings; these item ids are the
+# cohort's own (from 229500), the labels MIMIC-IV's.
+ICU_ROUND = {
+    "Orientation": (229500, "Oriented x 3", "Unable to assess"),
+    "Speech": (229501, "Normal", "Intubated/trached"),
+    "Pupil Size Right": (229502, "3 mm", "2 mm"),
+    "Pupil Size Left": (229503, "3 mm", "2 mm"),
+    "Pupil Response Right": (229504, "Brisk", "Sluggish"),
+    "Pupil Response Left": (229505, "Brisk", "Sluggish"),
+    "Strength R Arm": (229506, "Normal strength", "Moves on bed"),
+    "Strength L Arm": (229507, "Normal strength", "Moves on bed"),
+    "Strength R Leg": (229508, "Normal strength", "Moves on bed"),
+    "Strength L Leg": (229509, "Normal strength", "Moves on bed"),
+    "Goal Richmond-RAS Scale": (229510, "0  Alert and calm", "-2 Light sedation"),
+    "Ectopy Type 1": (229511, "None", "PVC's"),
+    "Capillary Refill R": (229512, "Normal <3 secs", "Abnormal >3 secs"),
+    "Capillary Refill L": (229513, "Normal <3 secs", "Abnormal >3 secs"),
+    "Edema Location": (229514, "None", "Generalized"),
+    "Pulse Dorsalis Pedis R": (229515, "Palpable", "Doppler"),
+    "Pulse Dorsalis Pedis L": (229516, "Palpable", "Doppler"),
+    "Skin Color": (229517, "Normal for race", "Pale"),
+    "Skin Temp": (229518, "Warm", "Cool"),
+    "Skin Condition": (229519, "Dry", "Diaphoretic"),
+    "Skin Integrity": (229520, "Intact", "Impaired"),
+    "RUL Lung Sounds": (229521, "Clear", "Rhonchi"),
+    "RLL Lung Sounds": (229522, "Clear", "Crackles"),
+    "LUL Lung Sounds": (229523, "Clear", "Rhonchi"),
+    "LLL Lung Sounds": (229524, "Clear", "Diminished"),
+    "Cough Effort": (229525, "Strong", "Weak"),
+    "Respiratory Effort": (229526, "Even, unlabored", "Labored"),
+    "Abdominal Assessment": (229527, "Soft", "Distended"),
+    "Bowel Sounds": (229528, "Present", "Hypoactive"),
+    "Diet Type": (229529, "Regular", "NPO"),
+    "Urine Color": (229530, "Yellow", "Amber"),
+    "Urine Appearance": (229531, "Clear", "Cloudy"),
+    "Activity": (229532, "Ambulate", "Bedrest"),
+    "Position": (229533, "Chair", "Right side"),
+    "Turn": (229534, "Self", "Side to side"),
+    "Head of Bed": (229535, "Self", "30 Degrees"),
+    "Side Rails": (229536, "2 rails up", "4 rails up"),
+    "Safety Measures": (229537, "Bed locked in low position", "Family at bedside"),
+    "Pain Present": (229538, "No", "Yes"),
+    "Pain Management": (229539, "None", "IV Medications"),
+    "Oral Care": (229540, "Done", "Suctioned"),
+    "Alarms On": (229541, "Yes", "Yes"),
+    "Parameters Checked": (229542, "Yes", "Yes"),
+    "Heart rate Alarm - High": (220046, "120", "130"),
+    "Heart Rate Alarm - Low": (220047, "50", "50"),
+    "O2 Saturation Pulseoxymetry Alarm - Low": (223770, "88", "90"),
+    "Resp Alarm - High": (224161, "35", "35"),
+    "Resp Alarm - Low": (224162, "8", "8"),
+}
+# Oxygen, charted with the vitals each hour: label -> (itemid, unit) for a patient breathing on his own
+ICU_OXYGEN = {
+    "O2 Delivery Device(s)": (226732, ""),
+    "O2 Flow": (223834, "L/min"),
+}
+# Ventilator settings and readings, charted each hour on the ventilator: label -> (itemid, unit, mean, sd)
+ICU_VENTILATOR = {
+    "Ventilator Mode": (223849, "", 0.0, 0.0),
+    "Inspired O2 Fraction": (223835, "%", 45.0, 12.0),
+    "PEEP set": (220339, "cmH2O", 8.0, 2.5),
+    "Tidal Volume (set)": (224684, "mL", 450.0, 40.0),
+    "Respiratory Rate (Set)": (224688, "insp/min", 16.0, 3.0),
+    "Minute Volume": (224687, "L/min", 8.5, 1.8),
+    "Peak Insp. Pressure": (224695, "cmH2O", 24.0, 5.0),
+    "Mean Airway Pressure": (224697, "cmH2O", 11.0, 2.5),
+}
+
+# ICD-10-PCS procedures any inpatient may have (code, chance, extra chance at full severity): lines, drains, tubes
+GENERAL_PROCEDURES = (
+    ("02HV33Z", 0.04, 0.25),  # central venous line
+    ("05HY33Z", 0.04, 0.10),  # peripherally inserted line
+    ("0T9B70Z", 0.02, 0.10),  # indwelling urinary catheter
+    ("0W9930Z", 0.01, 0.06),  # thoracentesis
+    ("009U3ZX", 0.01, 0.03),  # lumbar puncture
+    ("0DH67UZ", 0.01, 0.08),  # feeding tube
+    ("30233N1", 0.03, 0.12),  # transfusion of red cells
+)
+# Comorbidity codes coded on every admission of a patient who has them (ICD-10-CM, chance at 40, extra per year):
+# MIMIC-IV codes about 11 diagnoses per admission, most of them such background
+BACKGROUND_CODES = (
+    ("Z87891", 0.2, 0.004),  # history of nicotine dependence
+    ("K219", 0.15, 0.004),  # GERD
+    ("F329", 0.15, 0.0),  # depression
+    ("F419", 0.10, 0.0),  # anxiety
+    ("E039", 0.06, 0.003),  # hypothyroidism
+    ("D649", 0.08, 0.004),  # anemia
+    ("E669", 0.14, 0.0),  # obesity
+    ("G4733", 0.08, 0.002),  # sleep apnea
+    ("Z7901", 0.02, 0.004),  # long-term anticoagulants
+    ("Z7982", 0.04, 0.005),  # long-term aspirin
+    ("F17210", 0.10, 0.0),  # current smoker
+)
+# Coded when the stay's labs show it (ICD-10-CM, chance, extra at full severity)
+ACUTE_CODES = (("E876", 0.05, 0.2), ("E871", 0.03, 0.15))
 ICU_INGREDIENTS = {"Water": (220490, "mL"), "Calories": (226221, "kcal"), "Sodium": (226195, "mEq")}
 ICU_OUTPUTS = {
     "Foley": (226559, "mL"),
@@ -194,6 +331,8 @@ ICU_OUTPUTS = {
 }
 ICU_PROCEDURES = {
     "Invasive Ventilation": (225792, "min"),
+    "18 Gauge": (224276, "min"),
+    "20 Gauge": (224277, "min"),
     "Non-invasive Ventilation": (225794, "min"),
     "Arterial Line": (224560, "min"),
     "Multi Lumen": (224263, "min"),
@@ -205,6 +344,8 @@ ICU_PROCEDURES = {
 # ICU support started only as a patient deteriorates (the rest of a condition's ICU items are routine care)
 ESCALATION = ("Norepinephrine", "Invasive Ventilation", "Propofol", "Dialysis - CRRT", "Multi Lumen", "Arterial Line")
 ICU_DATETIMES = {
+    "18 Gauge Insertion Date": 225312,
+    "20 Gauge Insertion Date": 225313,
     "Arterial Line Insertion Date": 225314,
     "Multi Lumen Insertion Date": 225315,
     "Foley Catheter Insertion Date": 225316,
@@ -677,7 +818,9 @@ ICD9_DIAGNOSES = {
     "I5022": "42822", "I5023": "42823", "I639": "43491", "J189": "486", "J441": "49121", "J449": "496",
     "J9601": "51881", "J9602": "51881", "K922": "5789", "M1611": "71515", "M545": "7242", "M549": "7245",
     "N179": "5849", "N183": "5853", "N390": "5990", "R0789": "78659", "R079": "78650", "R300": "7881",
-    "R4701": "7843", "R6520": "99592", "Z96641": "V4364",
+    "R4701": "7843", "R6520": "99592", "Z96641": "V4364", "Z87891": "V1582", "K219": "53081", "F329": "311",
+    "F419": "30000", "E039": "2449", "D649": "2859", "E669": "27800", "G4733": "32723", "Z7901": "V5861",
+    "Z7982": "V5866", "F17210": "3051", "E876": "2768",
 }  # fmt: skip
 ICD9_PROCEDURES = {
     "027034Z": "0066",  # PTCA
@@ -689,4 +832,8 @@ ICD9_PROCEDURES = {
     "0SR9019": "8151",  # total hip replacement
     "0T9B70Z": "5794",  # indwelling urinary catheter
     "0W3P8ZZ": "4443",  # endoscopic control of gastric or duodenal bleeding
+    "0W9930Z": "3491",  # thoracentesis
+    "009U3ZX": "0331",  # spinal tap
+    "0DH67UZ": "9607",  # (naso-)gastric tube
+    "30233N1": "9904",  # transfusion of packed cells
 }

@@ -19,8 +19,10 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from ehrr1.data.synthetic.knowledge import (
+    ACUTE_CODES,
     ADMISSION_LOCATIONS,
     ARRIVAL,
+    BACKGROUND_CODES,
     CHRONIC,
     COMMON_HOME_MEDS,
     COMMON_INPATIENT_DRUGS,
@@ -28,21 +30,29 @@ from ehrr1.data.synthetic.knowledge import (
     DAILY_ORDERS,
     DRUGS,
     ESCALATION,
+    EXAM_CODES,
+    GENERAL_PROCEDURES,
     ICD9_DIAGNOSES,
     ICD9_PROCEDURES,
     ICD9_YEAR_GROUPS,
+    ICU_ASSESSMENT,
     ICU_CHART,
     ICU_DATETIMES,
     ICU_INGREDIENTS,
     ICU_INPUTS,
     ICU_OUTPUTS,
+    ICU_OXYGEN,
     ICU_PROCEDURES,
+    ICU_ROUND,
+    ICU_VENTILATOR,
     INSURANCE,
     LABS,
     LANGUAGES,
+    LINE_DATES,
     MARITAL,
     PANELS,
     RACES,
+    SHOCK_ESCALATION,
     VITAL_NORMAL,
     YEAR_GROUPS,
     Chronic,
@@ -54,6 +64,12 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 MAX_ENCOUNTERS = 8
 AS_NEEDED = {"Acetaminophen", "Ondansetron", "OxyCODONE (Immediate Release)", "Insulin"}
+# susceptibilities tested on a positive culture, in the order the laboratory reports them
+ANTIBIOTICS = (
+    "AMPICILLIN", "AMPICILLIN/SULBACTAM", "CEFAZOLIN", "CEFEPIME", "CEFTAZIDIME", "CEFTRIAXONE", "CIPROFLOXACIN",
+    "GENTAMICIN", "MEROPENEM", "PIPERACILLIN/TAZO", "TOBRAMYCIN", "TRIMETHOPRIM/SULFA", "VANCOMYCIN",
+)  # fmt: skip
+RHYTHMS = ("SR (Sinus Rhythm)", "ST (Sinus Tachycardia)", "AF (Atrial Fibrillation)")
 
 
 def ts(t: datetime | None) -> str | None:
@@ -142,6 +158,9 @@ class _Patient:
         self.bmi = rng.gauss(27 + 2 * obese, 4)
         self.counters: dict[str, int] = defaultdict(int)
         self.clinic_days: set[str | None] = set()
+        self.background = [
+            code for code, base, per_year in BACKGROUND_CODES if rng.random() < base + per_year * max(0, age - 40)
+        ]
 
     def diagnoses(self, codes: list[str]) -> list[str]:
         """ICD-10-CM codes in the patient's ICD version (duplicates of a shared ICD-9 code dropped)."""
@@ -170,9 +189,9 @@ class _Patient:
                 if rng.random() < p_post:
                     dod = end + timedelta(days=rng.uniform(2, 300), hours=rng.uniform(0, 23))
             burden = len(self.chronic) / 3
-            p_return = 0.1 + 0.15 * burden + 0.1 * severity + 0.8 * self.frailty
+            p_return = 0.05 + 0.3 * burden + 0.1 * severity + 0.9 * self.frailty
             if not admitted:  # ED discharge: bounce-backs happen within days
-                p_bounce = 0.035 + 0.08 * severity + 0.04 * burden
+                p_bounce = 0.06 + 0.02 * severity + 0.04 * burden
                 if rng.random() < 0.15:  # seen in clinic the next day (weight, blood pressure in the OMR)
                     self.outpatient((end + DAY).replace(hour=rng.randint(8, 16)))
                 if rng.random() < p_bounce:
@@ -181,6 +200,8 @@ class _Patient:
                     break
                 else:
                     gap = timedelta(days=rng.expovariate(1 / 250) + 5)
+            elif end - t < 2 * DAY and rng.random() < 0.06 + 0.04 * burden:  # home from an observation stay,
+                gap = timedelta(hours=rng.uniform(6, 48))  # and back within days as from the ED
             elif rng.random() < min(0.8, p_return):
                 gap = timedelta(days=rng.expovariate(1 / 18) + 1)  # readmissions cluster in the first weeks
             elif rng.random() < 0.55:
@@ -256,7 +277,8 @@ class _Patient:
         hadm = 20_000_000 + self.index * 10 + k
         via_ed = rng.random() < condition.via_ed
         # the ED sends home what it can; the old and frail it admits more readily
-        p_home = min(0.95, condition.ed_only * (1.4 - severity) + 0.05) * (0.8 if self.age > 75 else 1.0)
+        p_home = min(0.95, condition.ed_only * (1.4 - severity) + 0.07) * (0.8 if self.age > 75 else 1.0)
+        p_home = min(0.95, p_home * rng.uniform(0.4, 1.6))  # physicians differ in whom they send home
         admitted = not via_ed or rng.random() >= p_home
         if condition.elective:
             t = t.replace(hour=7, minute=rng.randrange(0, 60), second=0)
@@ -377,30 +399,52 @@ class _Patient:
     def admission(self, hadm: int, admit: datetime, condition: Condition, severity: float, via_ed: bool):
         rng, sid = self.rng, self.sid
         spread = severity - condition.severity
-        p_death = _sigmoid(_logit(condition.mortality) + 4.5 * spread + 1.2 * self.frailty)
+        p_death = _sigmoid(_logit(condition.mortality) - 0.45 + 5.5 * spread + 1.0 * self.frailty)
         dies = rng.random() < p_death
-        p_icu = _sigmoid(_logit(condition.icu) + 4.0 * spread)
-        icu = rng.random() < (max(p_icu, 0.75) if dies else p_icu)
+        p_icu = _sigmoid(_logit(condition.icu) - 0.35 + 8.0 * spread)
+        icu = rng.random() < (max(p_icu, 0.5) if dies else p_icu)
         # a mild case from the ED stays under observation for a day or so (MIMIC-IV: about 4 admissions in 10
         # are observation stays)
         observation = via_ed and not dies and not icu and severity < 0.45 and rng.random() < 0.8
-        los = 0.85 * condition.los_days * math.exp(rng.gauss(0, 0.5)) * (1 + 1.5 * max(0.0, spread) + self.frailty)
+        los = 0.8 * condition.los_days * math.exp(rng.gauss(0, 0.35)) * (1 + 4.5 * max(0.0, spread) + self.frailty)
         los = rng.uniform(0.3, 1.6) if observation else max(0.4 if severity < 0.3 else 1.0, los)
         icu_stays: list[tuple[datetime, datetime]] = []
+        supports: list[list[str]] = []  # per ICU stay: the condition's ICU items it needed
         if icu:
             icu_in = admit + timedelta(hours=rng.uniform(0.5, 20 if severity < 0.7 else 6))
-            icu_days = math.exp(rng.gauss(math.log(0.8 + 5.2 * severity), 0.7))
+            supports.append(self.organ_support(condition, severity + (0.05 if dies else 0.0)))
+            icu_days = self.icu_days(severity, supports[0])
+            ventilated = "Invasive Ventilation" in supports[0]
+            if rng.random() < (0.3 if ventilated else 0.04):  # a slow wean off the ventilator, or a complication
+                icu_days += rng.uniform(5, 15)
+            if dies and rng.random() < _sigmoid(8 * (severity - 1.05)):  # refractory: dies within the first days
+                icu_days = rng.uniform(0.8, 4.0)
             icu_stays.append((icu_in, icu_in + timedelta(days=icu_days)))
             los = max(los, (icu_stays[0][1] - admit) / DAY + (0 if dies else rng.uniform(1, 4)))
-            if not dies and rng.random() < 0.02 + 0.12 * severity + 0.3 * self.frailty:
+            lungs_or_heart = any(c.name in ("copd", "chronic_heart_failure") for c in self.chronic)
+            p_back = 0.005 + 0.05 * severity + 0.1 * self.frailty + 0.15 * ventilated + 0.2 * lungs_or_heart
+            if not dies and rng.random() < p_back:
                 back_in = icu_stays[0][1] + timedelta(days=rng.uniform(0.5, 2.5))
-                icu_stays.append((back_in, back_in + timedelta(days=rng.uniform(1, 5))))
+                supports.append(self.organ_support(condition, severity - 0.1))
+                icu_stays.append((back_in, back_in + timedelta(days=self.icu_days(severity - 0.1, supports[1]))))
                 los = max(los, (icu_stays[1][1] - admit) / DAY + rng.uniform(1, 3))
+        late_death = icu_stays and not dies and rng.random() < 0.04 + 0.01 * self.frailty  # a complication after
+        if late_death:  # the ICU, on the ward, that the first ICU day did not foretell
+            dies = True
+            los = (icu_stays[-1][1] - admit) / DAY + rng.uniform(4, 12)
         disch = admit + timedelta(days=los)
         died_at = None
+        comfort_at = None  # when care turned to comfort: most ICU deaths follow a withdrawal of life support
         if dies:
-            died_at = icu_stays[-1][1] if icu_stays else admit + timedelta(days=los * rng.uniform(0.5, 1.0))
+            if late_death:
+                died_at = disch
+            elif icu_stays:
+                died_at = icu_stays[-1][1]
+            else:
+                died_at = admit + timedelta(days=los * rng.uniform(0.5, 1.0))
             disch = died_at
+            if icu_stays and not late_death and rng.random() < 0.65:
+                comfort_at = max(icu_stays[-1][0] + HOUR, died_at - timedelta(hours=rng.uniform(6, 36)))
         if condition.elective:
             admission_type = _pick(rng, (("ELECTIVE", 0.5), ("SURGICAL SAME DAY ADMISSION", 0.5)))
             location = ADMISSION_LOCATIONS["elective"]
@@ -442,8 +486,27 @@ class _Patient:
                 int(dies),
             )
         )
-        self.hospital_course(hadm, admit, disch, condition, severity, icu_stays, dies)
+        self.hospital_course(hadm, admit, disch, condition, severity, icu_stays, supports, dies, comfort_at)
         return disch, died_at
+
+    def organ_support(self, condition: Condition, level: float) -> list[str]:
+        """The condition's ICU items a stay needs: routine care always, escalation (pressors, ventilation,
+        dialysis, lines) the likelier the sicker the patient on arrival."""
+        rng = self.rng
+        return [
+            item
+            for item in condition.icu_items
+            if item not in ESCALATION or rng.random() < _sigmoid(8 * (level + rng.gauss(0, 0.1) - 0.6))
+        ]
+
+    def icu_days(self, severity: float, supports: list[str]) -> float:
+        """ICU length: organ support, above all a ventilator or dialysis, keeps a patient in the ICU."""
+        load = (
+            4.5 * ("Invasive Ventilation" in supports)
+            + 3.0 * ("Dialysis - CRRT" in supports)
+            + 0.7 * ("Norepinephrine" in supports)
+        )
+        return math.exp(self.rng.gauss(math.log(0.8 + 3.0 * max(0.0, severity) + load), 0.55))
 
     # ---- inside the hospital -------------------------------------------------------------------
     def acuity(self, t: datetime, admit: datetime, disch: datetime, severity: float, dies: bool) -> float:
@@ -452,7 +515,7 @@ class _Patient:
             return min(1.3, severity * (0.7 + 0.6 * elapsed / max((disch - admit) / DAY, 0.1)))
         return severity * math.exp(-elapsed / 2.5)
 
-    def hospital_course(self, hadm, admit, disch, condition, severity, icu_stays, dies) -> None:
+    def hospital_course(self, hadm, admit, disch, condition, severity, icu_stays, icu_supports, dies, comfort_at):
         rng, sid = self.rng, self.sid
         transfer = lambda: 30_000_000 + self.index * 100 + self._next("transfer")  # noqa: E731
         self.rows["transfers"].append(
@@ -478,7 +541,8 @@ class _Patient:
                 (sid, hadm, transfer(), "transfer", condition.icu_unit, ts(icu_in), ts(icu_out))
             )
             self.poe(hadm, icu_in - timedelta(minutes=20), [("ADT orders", "Transfer"), ("Critical Care", None)])
-            self.icu_stay(hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies)
+            course = (admit, disch, severity, dies, comfort_at if j == len(icu_stays) - 1 else None)
+            self.icu_stay(hadm, stay, icu_in, icu_out, condition, icu_supports[j], course)
             if icu_out < disch:
                 self.rows["transfers"].append(
                     (
@@ -511,7 +575,10 @@ class _Patient:
             first = False
             nxt = (draw + DAY).replace(hour=5, minute=rng.randint(0, 59))
             draw = nxt if nxt > draw + timedelta(hours=8) else nxt + DAY
-        for specimen, test, organism, p_pos in condition.cultures:
+        cultures = list(condition.cultures)
+        if rng.random() < 0.15 + 0.3 * severity:  # a urine culture sent with the admission work-up
+            cultures.append(("URINE", "URINE CULTURE", "ESCHERICHIA COLI", 0.2))
+        for specimen, test, organism, p_pos in dict.fromkeys(cultures):
             self.culture(
                 hadm,
                 admit + timedelta(minutes=rng.randint(30, 180)),
@@ -519,17 +586,29 @@ class _Patient:
                 test,
                 organism if rng.random() < p_pos * (0.6 + severity) else None,
             )
+        if rng.random() < 0.5:  # a chest film with the admission work-up, whatever the complaint
+            when = admit + timedelta(hours=rng.uniform(0.5, 6))
+            if when < disch:
+                self.poe(hadm, when - timedelta(minutes=30), [("Radiology", None)])
+                self.radiology(hadm, when, "CHEST (PORTABLE AP)", "No acute cardiopulmonary process.", condition)
         for exam, finding in condition.imaging:
             when = admit + timedelta(hours=rng.uniform(1, 20))
-            if when < disch:
-                self.poe(hadm, when - timedelta(minutes=40), [("Radiology", None)])
-                self.radiology(hadm, when, exam, finding, condition)
-        for seq, (code, p) in enumerate(condition.procedures, start=1):
-            if rng.random() < p:
-                when = admit + timedelta(days=rng.uniform(0, min(2.0, (disch - admit) / DAY)))
-                self.rows["procedures_icd"].append((sid, hadm, seq, day(when), self.procedure(code), self.icd_version))
-        codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.7]
-        codes = self.diagnoses(codes + [c.icd for c in self.chronic if c.icd not in codes])
+            follow_up = when + timedelta(days=rng.uniform(1.5, 4))
+            for at in (when, follow_up) if rng.random() < 0.6 else (when,):  # a follow-up study of the same
+                if at < disch:
+                    self.poe(hadm, at - timedelta(minutes=40), [("Radiology", None)])
+                    self.radiology(hadm, at, exam, finding, condition)
+        span = min(2.0, (disch - admit) / DAY)
+        chosen = [code for code, p in condition.procedures if rng.random() < p]
+        chosen += [code for code, base, extra in GENERAL_PROCEDURES if rng.random() < base + extra * severity]
+        if any("Invasive Ventilation" in supports for supports in icu_supports):
+            chosen.append("0BH17EZ")
+        for seq, code in enumerate(dict.fromkeys(chosen), start=1):
+            when = admit + timedelta(days=rng.uniform(0, span))
+            self.rows["procedures_icd"].append((sid, hadm, seq, day(when), self.procedure(code), self.icd_version))
+        codes = [condition.icd[0]] + [c for c in condition.icd[1:] if rng.random() < 0.8]
+        acute = [code for code, base, extra in ACUTE_CODES if rng.random() < base + extra * severity]
+        codes = self.diagnoses(codes + [c.icd for c in self.chronic] + acute + self.background)
         for seq, code in enumerate(codes, start=1):
             self.rows["diagnoses_icd"].append((sid, hadm, seq, code, self.icd_version))
         if not dies:
@@ -545,11 +624,17 @@ class _Patient:
             for order in (("Consults", "Social Work"), ("Consults", "Case Management"), ("Nursing", "Teaching")):
                 if rng.random() < planning:
                     self.poe(hadm, disch - timedelta(hours=rng.uniform(2, 20)), [order])
+        # most orders are entered together after the morning round, the rest as needs arise through the day
         start = admit
         while start < disch:
             acuity = self.acuity(start, admit, disch, severity, dies)
+            rounds = start.replace(hour=9, minute=0, second=0) + timedelta(minutes=rng.randint(0, 120))
+            rounds += DAY if rounds < start else timedelta(0)
             for _ in range(5 + round(5 * acuity) + rng.randint(0, 5)):
-                when = start + timedelta(minutes=rng.randint(30, 24 * 60))
+                if rng.random() < 0.7:
+                    when = rounds + timedelta(minutes=rng.randint(0, 15))
+                else:
+                    when = start + timedelta(minutes=rng.randint(30, 24 * 60))
                 if when < disch:
                     self.poe(hadm, when, [rng.choice(choices)])
             start += DAY
@@ -592,16 +677,19 @@ class _Patient:
 
     def culture(self, hadm, t, specimen, test, organism) -> None:
         rng = self.rng
-        base = (self.sid, hadm, self.index * 1000 + self._next("micro_specimen"), None, day(t), ts(t), specimen, test)
         micro_id = lambda: self.index * 1000 + self._next("micro")  # noqa: E731
-        if organism is None:
-            self.rows["microbiologyevents"].append((micro_id(), *base, None, None, None, None, None, "NO GROWTH."))
-            return
-        for antibiotic in ("CEFTRIAXONE", "CIPROFLOXACIN", "GENTAMICIN", "VANCOMYCIN")[: rng.randint(2, 4)]:
-            interpretation = "R" if rng.random() < 0.2 else "S"
-            self.rows["microbiologyevents"].append(
-                (micro_id(), *base, organism, 1, antibiotic, "<=1", interpretation, None)
-            )
+        for _ in range(2 if specimen == "BLOOD CULTURE" else 1):  # blood cultures come as two sets
+            base = (self.sid, hadm, self.index * 1000 + self._next("micro_specimen"), None, day(t), ts(t), specimen)
+            if organism is None:
+                self.rows["microbiologyevents"].append(
+                    (micro_id(), *base, test, None, None, None, None, None, "NO GROWTH.")
+                )
+                continue
+            for antibiotic in ANTIBIOTICS[: rng.randint(6, len(ANTIBIOTICS))]:
+                interpretation = "R" if rng.random() < 0.2 else "S"
+                self.rows["microbiologyevents"].append(
+                    (micro_id(), *base, test, organism, 1, antibiotic, "<=1", interpretation, None)
+                )
 
     def radiology(self, hadm, t, exam, finding, condition) -> None:
         note_id = f"{self.sid}-RR-{self._next('rr')}"
@@ -610,7 +698,36 @@ class _Patient:
             f"IMPRESSION:  {finding}"
         )
         self.rows["radiology"].append((note_id, self.sid, hadm, "RR", self.counters["rr"], ts(t), ts(t + HOUR), text))
-        self.rows["radiology_detail"].append((note_id, self.sid, "exam_name", exam, 1))
+        exam_code, cpt_code = EXAM_CODES[exam]
+        for field_name, value in (("exam_code", exam_code), ("exam_name", exam), ("cpt_code", cpt_code)):
+            self.rows["radiology_detail"].append((note_id, self.sid, field_name, value, 1))
+
+    def prescription(self, hadm: int, name: str, drug, start: datetime, stop: datetime) -> None:
+        self.rows["prescriptions"].append(
+            (
+                self.sid,
+                hadm,
+                self.index * 1000 + self._next("pharmacy"),
+                None,
+                None,
+                None,
+                ts(start),
+                ts(stop),
+                "MAIN",
+                name,
+                None,
+                None,
+                ndc_of(name),
+                drug.strength,
+                None,
+                drug.dose,
+                drug.unit,
+                None,
+                None,
+                None,
+                drug.route,
+            )
+        )
 
     def medications(self, hadm, admit, disch, condition, severity, icu_stays) -> None:
         rng = self.rng
@@ -620,43 +737,25 @@ class _Patient:
         if condition.name not in ("gi_bleed", "stroke", "hip_osteoarthritis"):
             drugs.append("Heparin")
         drugs = list(dict.fromkeys(drugs))
+        verified = admit + timedelta(minutes=rng.randint(40, 360))  # the admission orders, verified together
         for name in drugs:
             drug = DRUGS[name]
-            start = admit + timedelta(minutes=rng.randint(40, 360))  # each verified when ordered
+            start = verified + timedelta(minutes=rng.randint(0, 10))
             stop = disch if name != "Norepinephrine" else min(disch, icu_stays[0][1])
-            self.rows["prescriptions"].append(
-                (
-                    self.sid,
-                    hadm,
-                    self.index * 1000 + self._next("pharmacy"),
-                    None,
-                    None,
-                    None,
-                    ts(start),
-                    ts(stop),
-                    "MAIN",
-                    name,
-                    None,
-                    None,
-                    ndc_of(name),
-                    drug.strength,
-                    None,
-                    drug.dose,
-                    drug.unit,
-                    None,
-                    None,
-                    None,
-                    drug.route,
-                )
-            )
+            renewals = [start]  # an order is renewed (or its dose changed) every few days, on the morning round
+            while (renewed := self.morning(renewals[-1] + timedelta(days=rng.uniform(1, 3.5)))) < stop:
+                renewals.append(renewed)
+            for begin, end in zip(renewals, [*renewals[1:], stop], strict=True):
+                self.prescription(hadm, name, drug, begin, end)
             every = timedelta(hours=drug.every_hours)
-            when = start.replace(minute=0, second=0) + HOUR + timedelta(minutes=rng.randint(0, 45))
             as_needed = name in AS_NEEDED
+            when = self.first_dose(start, drug.every_hours, as_needed)
             while when < stop:
                 if as_needed and rng.random() > 0.3:
                     when += every
                     continue
                 event = "Administered" if rng.random() < 0.95 else rng.choice(("Not Given", "Held"))
+                given = when + timedelta(minutes=rng.randint(0, 25))
                 self.rows["emar"].append(
                     (
                         self.sid,
@@ -666,84 +765,191 @@ class _Patient:
                         None,
                         None,
                         None,
-                        ts(when),
+                        ts(given),
                         name,
                         event,
                         ts(when),
-                        ts(when + timedelta(minutes=5)),
+                        ts(given + timedelta(minutes=5)),
                     )
                 )
                 when += every
 
-    def icu_stay(self, hadm, stay, icu_in, icu_out, condition, severity, admit, disch, dies) -> None:
+    def morning(self, t: datetime) -> datetime:
+        """The pharmacist's verification time of an order changed on day ``t``'s morning round."""
+        return t.replace(hour=11, minute=self.rng.randint(0, 30), second=0)
+
+    def first_dose(self, verified: datetime, every_hours: int, as_needed: bool) -> datetime:
+        """A scheduled drug's first dose: the next medication pass of its interval (passes fall on a grid
+        through 09:00, so drugs due together are given in one round); an as-needed drug's first moment of need."""
+        if as_needed:
+            return verified + timedelta(minutes=self.rng.randint(30, 180))
+        hour = verified.replace(minute=0, second=0) + HOUR
+        while (hour.hour - 9) % every_hours:
+            hour += HOUR
+        return hour
+
+    def icu_stay(self, hadm, stay, icu_in, icu_out, condition, items, course) -> None:
         rng, sid = self.rng, self.sid
+        admit, disch, severity, dies, comfort_at = course
         los = (icu_out - icu_in) / DAY
         self.rows["icustays"].append(
             (sid, hadm, stay, condition.icu_unit, condition.icu_unit, ts(icu_in), ts(icu_out), round(los, 4))
         )
-        # vitals charted hourly while unstable, every 2 h otherwise; blood gases and lactate every 6 h while unstable
-        t = icu_in + timedelta(minutes=rng.randint(5, 30))
-        next_gas = t + timedelta(minutes=rng.randint(30, 90))
-        while t < icu_out:
-            acuity = self.acuity(t, admit, disch, severity, dies)
-            for itemid, unit, vital in ICU_CHART.values():
-                value = self.vital(vital, condition, acuity)
-                self.rows["chartevents"].append(
-                    (sid, hadm, stay, None, ts(t), ts(t + timedelta(minutes=20)), itemid, f"{value:g}", value, unit, 0)
-                )
-            if acuity > 0.5 and t >= next_gas:
-                self.labs(hadm, t + timedelta(minutes=rng.randint(5, 40)), condition, acuity, ("abg",), ("Lactate",))
-                next_gas = t + timedelta(hours=6)
-            t += timedelta(hours=1 if acuity > 0.55 else 2)
-        # escalation (pressors, ventilation, dialysis, lines) as likelier the sicker the patient
-        peak = self.acuity(icu_in + timedelta(hours=12), admit, disch, severity, dies)
-        items = [i for i in condition.icu_items if i not in ESCALATION or rng.random() < _sigmoid(8 * (peak - 0.6))]
-        inputs = [i for i in items if i in ICU_INPUTS]
-        procedures = [p for p in items if p in ICU_PROCEDURES]
-        for name in inputs:
-            itemid, amount_unit, rate_unit = ICU_INPUTS[name]
-            t = icu_in + timedelta(minutes=rng.randint(20, 90))
-            while t < icu_out:
-                end = min(icu_out, t + timedelta(hours=12))
-                amount = round(rng.uniform(100, 1000) if amount_unit == "mL" else rng.uniform(1, 50), 2)
-                rate = round(amount / max((end - t) / HOUR, 0.1), 2) if rate_unit else None
-                self.rows["inputevents"].append(
-                    (sid, hadm, stay, None, ts(t), ts(end), ts(t), itemid, amount, amount_unit, rate, rate_unit or None)
-                )
-                if amount_unit == "mL":
-                    water, unit = ICU_INGREDIENTS["Water"]
-                    self.rows["ingredientevents"].append(
-                        (sid, hadm, stay, None, ts(t), ts(end), ts(t), water, amount, unit, rate, rate_unit or None)
-                    )
-                t = end
-        aki = condition.name == "aki" or any(c.name == "ckd" for c in self.chronic)
-        t = icu_in + timedelta(hours=4)
-        foley, unit = ICU_OUTPUTS["Foley"]
-        while t < icu_out:
-            urine = max(0.0, rng.gauss(25 if aki else 70, 15) * 4)
-            self.rows["outputevents"].append((sid, hadm, stay, None, ts(t), ts(t), foley, round(urine), unit))
-            t += timedelta(hours=4)
+        ventilated = "Invasive Ventilation" in items
+        # lines and supports placed in the first hours: their insertion dates are charted at every assessment
+        procedures = ["18 Gauge", *(["20 Gauge"] if rng.random() < 0.5 else []), "EKG"]
+        procedures += [p for p in items if p in ICU_PROCEDURES]
+        placed: dict[str, datetime] = {}
         for name in procedures:
             itemid, unit = ICU_PROCEDURES[name]
-            start = icu_in + timedelta(minutes=rng.randint(15, 120))
+            start = icu_in + timedelta(minutes=rng.randint(15, 120)) - (DAY if name == "18 Gauge" else timedelta(0))
+            start = max(start, admit)
             if start >= icu_out:
                 continue
+            placed[name] = start
             minutes = round((icu_out - start) / timedelta(minutes=1)) if unit == "min" else 1
             self.rows["procedureevents"].append(
                 (sid, hadm, stay, None, ts(start), ts(icu_out), ts(start), itemid, minutes, unit)
             )
-            label = {
-                "Arterial Line": "Arterial Line Insertion Date",
-                "Multi Lumen": "Multi Lumen Insertion Date",
-                "Foley Catheter": "Foley Catheter Insertion Date",
-                "Dialysis - CRRT": "Last Dialysis Date",
-                "Invasive Ventilation": "Intubation Date",
-            }.get(name)
-            charted = start + timedelta(minutes=rng.randint(30, 90))
-            if label and charted < icu_out:
-                self.rows["datetimeevents"].append(
-                    (sid, hadm, stay, None, ts(charted), ts(charted), ICU_DATETIMES[label], ts(start), "Date", 0)
+        screened = icu_in + timedelta(minutes=rng.randint(30, 180))  # every ICU admission is screened for MRSA
+        mrsa = "STAPH AUREUS COAG +" if rng.random() < 0.08 else None
+        self.culture(hadm, screened, "MRSA SCREEN", "MRSA SCREEN", mrsa)
+        rhythm = RHYTHMS[2] if any(c.name == "atrial_fibrillation" for c in self.chronic) else None
+        inputs = [i for i in items if i in ICU_INPUTS]
+        inputs += ["Fentanyl (Concentrate)"] if ventilated else []  # sedation on the ventilator
+        inputs += [r for r in ("Potassium Chloride", "Magnesium Sulfate") if rng.random() < 0.6]  # repletion
+        oliguric = condition.name == "aki" or any(c.name == "ckd" for c in self.chronic)
+        drains = ["Foley", *(o for o, p in (("Fecal Bag", 0.3), ("Chest Tube #1", 0.15)) if rng.random() < p)]
+        if comfort_at is not None and comfort_at < icu_out:  # comfort measures: a morphine drip until death
+            self.poe(hadm, comfort_at - HOUR, [("Consults", "Palliative Care")])
+        elif not dies and rng.random() < 0.08 * severity:  # goals of care discussed with a survivor's family
+            self.poe(hadm, icu_in + (icu_out - icu_in) * rng.random(), [("Consults", "Palliative Care")])
+        # Vitals and oxygen (or the ventilator's settings) charted hourly; blood gases and lactate every 6 h while
+        # unstable (every 3 h in shock); a portable chest film each morning; every 4 h the nurse's round, charted
+        # with that hour's vitals (the head-to-toe findings), just after each line's insertion date and each
+        # drain; and every 6 h the running infusions. Charting at shared times keeps an ICU day to a few dozen
+        # events, as the reference's 1,200-event cap per patient needs (an event is a run of one table's rows).
+        intubated = placed.get("Invasive Ventilation", icu_in)
+        t = icu_in + timedelta(minutes=rng.randint(5, 30))
+        next_gas = t + timedelta(minutes=rng.randint(30, 90))
+        next_round = next_shift = t
+        film = (icu_in + DAY).replace(hour=4, minute=rng.randint(0, 59))
+        while t < icu_out:
+            acuity = self.acuity(t, admit, disch, severity, dies)
+            charted, until = ts(t), ts(t + timedelta(minutes=20))
+            for itemid, unit, vital in ICU_CHART.values():
+                value = self.vital(vital, condition, acuity)
+                row = (sid, hadm, stay, None, charted, until, itemid, f"{value:g}", value, unit, 0)
+                self.rows["chartevents"].append(row)
+            self.breathing(hadm, stay, charted, until, acuity, ventilated and intubated <= t)
+            if t >= next_round:  # drains emptied and lines checked just before the round's assessment
+                self.assessment(hadm, stay, t, acuity, rhythm, ventilated, placed)
+                checked_at = t - timedelta(minutes=rng.randint(2, 10))
+                checked = ts(checked_at)
+                for name, start in placed.items():
+                    date_item = LINE_DATES.get(name)
+                    if date_item is not None and start < checked_at:
+                        dated = (sid, hadm, stay, None, checked, until, ICU_DATETIMES[date_item], ts(start), "Date", 0)
+                        self.rows["datetimeevents"].append(dated)
+                for drain in drains:
+                    itemid, unit = ICU_OUTPUTS[drain]
+                    volume = max(0.0, rng.gauss(25 if drain == "Foley" and oliguric else 70, 15) * 4)
+                    drained = (sid, hadm, stay, None, checked, checked, itemid, round(volume), unit)
+                    self.rows["outputevents"].append(drained)
+                next_round = t + timedelta(hours=4)
+            if t >= next_shift:
+                end = min(icu_out, t + timedelta(hours=6))
+                comfort = comfort_at is not None and comfort_at <= t
+                running = [*inputs, *(["Morphine Sulfate"] if comfort else [])]
+                if not comfort:  # refractory shock: a second pressor, then bicarbonate
+                    running += [name for name, worse in SHOCK_ESCALATION if acuity > worse]
+                for name in running:
+                    self.infusion(hadm, stay, name, t, end)
+                next_shift = end
+            if acuity > 0.5 and t >= next_gas:
+                self.labs(hadm, t + timedelta(minutes=rng.randint(5, 40)), condition, acuity, ("abg",), ("Lactate",))
+                next_gas = t + timedelta(hours=3 if acuity > 0.85 else 6)
+            if t >= film:
+                self.poe(hadm, film - timedelta(hours=1), [("Radiology", None)])
+                self.radiology(hadm, film, "CHEST (PORTABLE AP)", "Lines and tubes unchanged.", condition)
+                itemid, unit = ICU_PROCEDURES["Chest X-Ray"]
+                self.rows["procedureevents"].append(
+                    (sid, hadm, stay, None, ts(film), ts(film), ts(film), itemid, 1, unit)
                 )
+                film += DAY
+            t += HOUR
+
+    def breathing(self, hadm, stay, charted, until, acuity, ventilated) -> None:
+        """The hour's oxygen: the ventilator's settings and readings, else the oxygen device and its flow."""
+        rng, sid, chart = self.rng, self.sid, self.rows["chartevents"]
+        if ventilated:
+            for label, (itemid, unit, mean, sd) in ICU_VENTILATOR.items():
+                if label == "Ventilator Mode":
+                    text, value = ("CMV/ASSIST/AutoFlow" if acuity > 0.5 else "CPAP/PSV"), None
+                else:
+                    value = round(max(0.0, rng.gauss(mean * (0.8 + 0.4 * min(acuity, 1.0)), sd)), 1)
+                    text = f"{value:g}"
+                chart.append((sid, hadm, stay, None, charted, until, itemid, text, value, unit or None, 0))
+            return
+        flow = round(max(0.0, rng.gauss(1 + 5 * max(0.0, acuity - 0.2), 1)))
+        device = "None" if flow == 0 else ("Nasal cannula" if flow <= 6 else "Non-rebreather")
+        (device_item, _), (flow_item, flow_unit) = ICU_OXYGEN.values()
+        chart.append((sid, hadm, stay, None, charted, until, device_item, device, None, None, 0))
+        chart.append((sid, hadm, stay, None, charted, until, flow_item, str(flow), float(flow), flow_unit, 0))
+
+    def assessment(self, hadm, stay, t, acuity, rhythm, ventilated, placed) -> None:
+        """A nurse's 4-hourly round: consciousness, sedation, pain, skin, rhythm, and the head-to-toe findings."""
+        rng, sid = self.rng, self.sid
+        drowsy = min(1.0, max(0.0, acuity - 0.3 + (0.4 if ventilated else 0.0)))
+        values = {
+            "GCS - Eye Opening": 4 - round(3 * drowsy * rng.uniform(0.6, 1.0)),
+            "GCS - Verbal Response": 1 if ventilated else 5 - round(4 * drowsy * rng.uniform(0.6, 1.0)),
+            "GCS - Motor Response": 6 - round(5 * drowsy * rng.uniform(0.4, 1.0)),
+            "Richmond-RAS Scale": -round(4 * drowsy * rng.uniform(0.5, 1.0)),
+            "Pain Level": 0 if drowsy > 0.6 else rng.randint(0, 7),
+            "Braden Score": 20 - round(9 * drowsy * rng.uniform(0.6, 1.0)),
+            "Heart Rhythm": rhythm or (RHYTHMS[1] if acuity > 0.6 and rng.random() < 0.5 else RHYTHMS[0]),
+        }
+        if "Arterial Line" in placed and placed["Arterial Line"] < t:
+            values["Arterial Blood Pressure mean"] = round(rng.gauss(82 - 15 * acuity, 8))
+        else:
+            values["Non Invasive Blood Pressure mean"] = round(rng.gauss(85 - 12 * acuity, 9))
+        charted, until = ts(t), ts(t + timedelta(minutes=15))
+        for label, value in values.items():
+            itemid, unit = ICU_ASSESSMENT[label]
+            number = value if isinstance(value, int) else None
+            self.rows["chartevents"].append(
+                (sid, hadm, stay, None, charted, until, itemid, str(value), number, unit or None, 0)
+            )
+        ill = 0.1 + 0.8 * drowsy
+        for itemid, usual, when_ill in ICU_ROUND.values():
+            finding = when_ill if rng.random() < ill else usual
+            self.rows["chartevents"].append((sid, hadm, stay, None, charted, until, itemid, finding, None, None, 0))
+
+    def infusion(self, hadm, stay, name, start, end) -> None:
+        """One row of a running ICU input: what ran from this round to the next."""
+        rng, sid = self.rng, self.sid
+        itemid, amount_unit, rate_unit = ICU_INPUTS[name]
+        amount = round(rng.uniform(100, 1000) if amount_unit == "mL" else rng.uniform(1, 50), 2)
+        rate = round(amount / max((end - start) / HOUR, 0.1), 2) if rate_unit else None
+        row = (
+            sid,
+            hadm,
+            stay,
+            None,
+            ts(start),
+            ts(end),
+            ts(start),
+            itemid,
+            amount,
+            amount_unit,
+            rate,
+            rate_unit or None,
+        )
+        self.rows["inputevents"].append(row)
+        if amount_unit == "mL":
+            water, unit = ICU_INGREDIENTS["Water"]
+            self.rows["ingredientevents"].append((*row[:7], water, amount, unit, rate, rate_unit or None))
 
     def discharge_note(self, hadm, admit, disch, condition, icu_stays, codes) -> None:
         course = (
