@@ -399,7 +399,7 @@ class _Patient:
     def admission(self, hadm: int, admit: datetime, condition: Condition, severity: float, via_ed: bool):
         rng, sid = self.rng, self.sid
         spread = severity - condition.severity
-        p_death = _sigmoid(_logit(condition.mortality) - 0.45 + 5.5 * spread + 1.0 * self.frailty)
+        p_death = _sigmoid(_logit(condition.mortality) - 0.45 + 5.8 * spread + 0.8 * self.frailty)
         dies = rng.random() < p_death
         p_icu = _sigmoid(_logit(condition.icu) - 0.35 + 8.0 * spread)
         icu = rng.random() < (max(p_icu, 0.5) if dies else p_icu)
@@ -422,7 +422,7 @@ class _Patient:
             icu_stays.append((icu_in, icu_in + timedelta(days=icu_days)))
             los = max(los, (icu_stays[0][1] - admit) / DAY + (0 if dies else rng.uniform(1, 4)))
             lungs_or_heart = any(c.name in ("copd", "chronic_heart_failure") for c in self.chronic)
-            p_back = 0.005 + 0.05 * severity + 0.1 * self.frailty + 0.15 * ventilated + 0.2 * lungs_or_heart
+            p_back = 0.005 + 0.05 * severity + 0.05 * self.frailty + 0.2 * ventilated + 0.25 * lungs_or_heart
             if not dies and rng.random() < p_back:
                 back_in = icu_stays[0][1] + timedelta(days=rng.uniform(0.5, 2.5))
                 supports.append(self.organ_support(condition, severity - 0.1))
