@@ -103,22 +103,22 @@ def test_a_valid_cohort_has_nothing_to_report_and_the_manifest_says_so(clean):
 
 # ---- (a) end before start ---------------------------------------------------------------------------------
 def end_before_start(root: Path) -> tuple[str, str]:
-    """Admission 20000014 (data row 4) discharged an hour before its admission, an input event (data row 2)
-    ending before it starts; returns the admission's admittime and new dischtime."""
+    """Admission 20000012 (data row 3) discharged an hour before its admission, a prescription (data row 2)
+    stopping before it starts; returns the admission's admittime and new dischtime."""
     admissions = edit(root / "hosp" / "admissions.csv.gz", None)
-    admit = admissions.loc[4, "admittime"]
-    assert admissions.loc[4, "hadm_id"] == "20000014"
+    admit = admissions.loc[3, "admittime"]
+    assert admissions.loc[3, "hadm_id"] == "20000012"
 
     def admission(frame):
-        frame.loc[4, "dischtime"] = shifted(admit, hours=-1)
+        frame.loc[3, "dischtime"] = shifted(admit, hours=-1)
         return frame
 
-    def infusion(frame):
-        frame.loc[2, "endtime"] = shifted(frame.loc[2, "starttime"], minutes=-10)
+    def prescription(frame):
+        frame.loc[2, "stoptime"] = shifted(frame.loc[2, "starttime"], minutes=-10)
         return frame
 
     edit(root / "hosp" / "admissions.csv.gz", admission)
-    edit(root / "icu" / "inputevents.csv.gz", infusion)
+    edit(root / "hosp" / "prescriptions.csv.gz", prescription)
     return admit, shifted(admit, hours=-1)
 
 
@@ -128,17 +128,17 @@ def test_an_end_before_its_start_is_left_out_by_default_counted_and_warned(cohor
         manifest = build(cohort, tmp_path / "out")
     assert manifest["sanity"]["end_before_start"] == {
         "policy": "drop",
-        "rows": {"admissions": 1, "inputevents": 1},
-        "first_lines": {"admissions": [line_of(4)], "inputevents": [line_of(2)]},
+        "rows": {"admissions": 1, "prescriptions": 1},
+        "first_lines": {"admissions": [line_of(3)], "prescriptions": [line_of(2)]},
     }
     assert records(manifest, "admissions") == records(clean[0], "admissions") - 1
-    assert records(manifest, "inputevents") == records(clean[0], "inputevents") - 1
+    assert records(manifest, "prescriptions") == records(clean[0], "prescriptions") - 1
     admissions = {e[3] for e in events(tmp_path / "out") if e[1] == "admissions"}
-    assert 20000014 not in admissions and len(admissions) == 12  # of the cohort's 13
+    assert 20000012 not in admissions and len(admissions) == 8  # of the cohort's 9
     warned = [r.getMessage() for r in caplog.records if "end before they start" in r.getMessage()]
     assert len(warned) == 2 and warned[0].startswith(
         f"file {cohort / 'hosp' / 'admissions.csv.gz'}: 1 row(s) of table 'admissions' end before they start "
-        f"(lines 6), e.g. column 'dischtime', line 6: "
+        f"(lines 5), e.g. column 'dischtime', line 5: "
     )
     assert warned[0].endswith("left out of the timelines (data.sanity.end_before_start=drop)")
 
@@ -148,40 +148,45 @@ def test_an_end_before_its_start_is_kept_or_refused_when_asked(cohort, clean, tm
     admit, discharge = end_before_start(cohort)
     kept = build(cohort, tmp_path / "kept", end_before_start="keep")
     assert kept["sanity"]["end_before_start"]["policy"] == "keep"
-    assert kept["sanity"]["end_before_start"]["rows"] == {"admissions": 1, "inputevents": 1}
+    assert kept["sanity"]["end_before_start"]["rows"] == {"admissions": 1, "prescriptions": 1}
     assert kept["per_event_type"] == clean[0]["per_event_type"]  # the rows as they are: same events
-    assert 20000014 in {e[3] for e in events(tmp_path / "kept") if e[1] == "admissions"}
+    assert 20000012 in {e[3] for e in events(tmp_path / "kept") if e[1] == "admissions"}
     message = refused(cohort, tmp_path / "refused", end_before_start="error")
     assert message == (
-        f"file {cohort / 'hosp' / 'admissions.csv.gz'}, column 'dischtime', line 6: '{discharge}' is before its "
-        f"admittime '{admit}'; 1 row(s) of table 'admissions' end before they start (lines 6). Fix the file, or set "
+        f"file {cohort / 'hosp' / 'admissions.csv.gz'}, column 'dischtime', line 5: '{discharge}' is before its "
+        f"admittime '{admit}'; 1 row(s) of table 'admissions' end before they start (lines 5). Fix the file, or set "
         "data.sanity.end_before_start=drop (leave them out of the timelines) or data.sanity.end_before_start=keep "
         "(use them as they are)"
     )
 
 
 # ---- (b) after death --------------------------------------------------------------------------------------
-DOD = "2153-02-28"  # patient 10000001's date of death in the tiny cohort (after their last admission, 20000014)
+DOD = "2151-01-29"  # given to patient 10000001: the day after their last record in the tiny cohort (an ED visit)
 
 
 def after_death(root: Path) -> int:
-    """A lab row of patient 10000001 four days after death, one 20 h after (within the tolerance), and their last
-    admission made the death admission, discharged three days after its deathtime; returns the late lab row's
-    line."""
-    patients = edit(root / "hosp" / "patients.csv.gz", None)
-    assert patients.loc[1, "subject_id"] == "10000001" and patients.loc[1, "dod"] == DOD
+    """Patient 10000001 dead on ``DOD``: a lab row four days after death, one 20 h after (within the tolerance),
+    and their last admission made the death admission, discharged three days after its deathtime; returns the
+    late lab row's line."""
+
+    def death(frame):
+        assert frame.loc[1, "subject_id"] == "10000001" and frame.loc[1, "dod"] == ""
+        frame.loc[1, "dod"] = DOD
+        return frame
 
     def admission(frame):
-        assert frame.loc[4, "hadm_id"] == "20000014" and frame.loc[4, "deathtime"] == ""
-        frame.loc[4, "deathtime"], frame.loc[4, "dischtime"] = "2153-02-28 11:23:23", "2153-03-03 11:23:23"
+        assert frame.loc[3, "hadm_id"] == "20000012" and frame.loc[3, "deathtime"] == ""
+        assert frame.loc[3, "dischtime"] < DOD  # the cohort's last admission of the patient ends before the death
+        frame.loc[3, "deathtime"], frame.loc[3, "dischtime"] = "2151-01-29 11:23:23", "2151-02-01 11:23:23"
         return frame
 
     def labs(frame):
         row = frame[frame["subject_id"] == "10000001"].iloc[-1]
         late = [row.copy(), row.copy()]
-        late[0]["charttime"], late[1]["charttime"] = "2153-02-28 20:00:00", "2153-03-04 10:00:00"
+        late[0]["charttime"], late[1]["charttime"] = "2151-01-29 20:00:00", "2151-02-02 10:00:00"
         return pd.concat([frame, pd.DataFrame(late)], ignore_index=True)
 
+    edit(root / "hosp" / "patients.csv.gz", death)
     edit(root / "hosp" / "admissions.csv.gz", admission)
     return line_of(len(edit(root / "hosp" / "labevents.csv.gz", labs)) - 1)
 
@@ -194,16 +199,16 @@ def test_events_after_death_are_kept_by_default_counted_and_warned(cohort, clean
         "policy": "keep",
         "tolerance_hours": 24,
         "rows": {"admissions": 1, "labevents": 1},  # the row 20 h after the date of death is within the tolerance
-        "first_lines": {"admissions": [line_of(4)], "labevents": [late]},
+        "first_lines": {"admissions": [line_of(3)], "labevents": [late]},
     }
     assert records(manifest, "labevents") == records(clean[0], "labevents") + 2
-    assert datetime(2153, 3, 4, 10) in lab_times(tmp_path / "out", 10000001)
-    assert 20000014 in {e[3] for e in events(tmp_path / "out") if e[1] == "admissions"}
+    assert datetime(2151, 2, 2, 10) in lab_times(tmp_path / "out", 10000001)
+    assert 20000012 in {e[3] for e in events(tmp_path / "out") if e[1] == "admissions"}
     warned = [r.getMessage() for r in caplog.records if "after the patient's death" in r.getMessage()]
     assert any(
         f"labevents.csv.gz: 1 row(s) of table 'labevents' are dated more than 24 h after the patient's death (lines "
-        f"{late}), e.g. column 'charttime', line {late}: '2153-03-04 10:00:00' is more than 24 h after the patient's "
-        "death (2153-02-28 00:00:00): kept (data.sanity.after_death=keep)" in w
+        f"{late}), e.g. column 'charttime', line {late}: '2151-02-02 10:00:00' is more than 24 h after the patient's "
+        "death (2151-01-29 00:00:00): kept (data.sanity.after_death=keep)" in w
         for w in warned
     )
 
@@ -216,13 +221,13 @@ def test_events_after_death_are_left_out_or_refused_when_asked(cohort, clean, tm
     assert dropped["sanity"]["after_death"]["first_lines"]["labevents"] == [late]
     assert records(dropped, "labevents") == records(clean[0], "labevents") + 1  # the one within the tolerance
     times = lab_times(tmp_path / "dropped", 10000001)
-    assert datetime(2153, 3, 4, 10) not in times and max(times) == datetime(2153, 2, 28, 20)
-    assert 20000014 not in {e[3] for e in events(tmp_path / "dropped") if e[1] == "admissions"}
+    assert datetime(2151, 2, 2, 10) not in times and max(times) == datetime(2151, 1, 29, 20)
+    assert 20000012 not in {e[3] for e in events(tmp_path / "dropped") if e[1] == "admissions"}
     message = refused(cohort, tmp_path / "refused", after_death="error")
     assert message.startswith(
-        f"file {cohort / 'hosp' / 'admissions.csv.gz'}, column 'dischtime', line 6: '2153-03-03 11:23:23' is more "
-        "than 24 h after its deathtime '2153-02-28 11:23:23'; 1 row(s) of table 'admissions' are dated more than "
-        "24 h after the patient's death (lines 6). Fix the file, or set data.sanity.after_death=drop"
+        f"file {cohort / 'hosp' / 'admissions.csv.gz'}, column 'dischtime', line 5: '2151-02-01 11:23:23' is more "
+        "than 24 h after its deathtime '2151-01-29 11:23:23'; 1 row(s) of table 'admissions' are dated more than "
+        "24 h after the patient's death (lines 5). Fix the file, or set data.sanity.after_death=drop"
     )
     assert message.endswith(", or widen data.sanity.death_tolerance_hours")
     reader = MimicReader(modules_of(cohort), empty_tables="warn", sanity=DataSanity(death_tolerance_hours=120))
@@ -453,7 +458,7 @@ def test_each_refusal_ends_synthesize_with_one_message_and_no_finished_build(tin
     cases = []
     for name, inject, overrides, message in [
         ("ends", end_before_start, ["data.sanity.end_before_start=error"],
-         "admissions.csv.gz, column 'dischtime', line 6: "),
+         "admissions.csv.gz, column 'dischtime', line 5: "),
         ("ages", lambda r: edit(r / "hosp" / "patients.csv.gz", impossible_ages), [],
          "patients.csv.gz, column 'anchor_age', line 3: '-3' is not an age from 0 to 120"),
         ("offsets", offsets, [], "labevents.csv.gz, column 'charttime', line 6: "),
