@@ -303,7 +303,7 @@ GENERAL_PROCEDURES = (
     ("0W9930Z", 0.01, 0.06),  # thoracentesis
     ("009U3ZX", 0.01, 0.03),  # lumbar puncture
     ("0DH67UZ", 0.01, 0.08),  # feeding tube
-    ("30233N1", 0.03, 0.12),  # transfusion of red cells
+    ("0W9G3ZZ", 0.03, 0.12),  # paracentesis
 )
 # Comorbidity codes coded on every admission of a patient who has them (ICD-10-CM, chance at 40, extra per year):
 # MIMIC-IV codes about 11 diagnoses per admission, most of them such background
@@ -837,5 +837,5 @@ ICD9_PROCEDURES = {
     "0W9930Z": "3491",  # thoracentesis
     "009U3ZX": "0331",  # spinal tap
     "0DH67UZ": "9607",  # (naso-)gastric tube
-    "30233N1": "9904",  # transfusion of packed cells
+    "0W9G3ZZ": "5491",  # percutaneous abdominal drainage
 }
