@@ -259,7 +259,8 @@ def test_wandb_offline_gets_scores_but_no_patient_text(small_data_root, model_di
     record = json.loads(
         next((small_data_root / "instructions").glob("*/smoke/tiny/test.jsonl")).read_text().splitlines()[0]
     )
-    assert record["messages"][1]["content"].split("\n\n")[1].encode() not in logged
+    ehr_text = next(part for part in record["messages"][1]["content"].split("\n\n")[1:] if part.strip())
+    assert ehr_text.encode() not in logged
     tables = {p.name.split("_")[0] for p in run.rglob("*.table.json")}
     assert tables == {"report", "macro"}  # per-sample outputs ("samples") only with log_outputs=true
 

@@ -133,10 +133,8 @@ def test_invalid_icd_version(mimic):
 
 
 def test_empty_subject_id(mimic):
-    set_cell(mimic / "icu" / "chartevents.csv.gz", "subject_id", "")
-    with pytest.raises(
-        MimicSchemaError, match=r"chartevents\.csv\.gz, column 'subject_id', line 2: an empty subject_id"
-    ):
+    set_cell(mimic / "hosp" / "labevents.csv.gz", "subject_id", "")
+    with pytest.raises(MimicSchemaError, match=r"labevents\.csv\.gz, column 'subject_id', line 2: an empty subject_id"):
         register(mimic)
 
 
