@@ -927,7 +927,7 @@ class _Patient:
             self.rows["chartevents"].append((sid, hadm, stay, None, charted, until, itemid, finding, None, None, 0))
 
     def infusion(self, hadm, stay, name, start, end) -> None:
-        """One row of a running ICU input: what ran from this round to the next."""
+        """One row of a running ICU input: what ran from ``start`` to ``end`` (the next 6-hourly charting)."""
         rng, sid = self.rng, self.sid
         itemid, amount_unit, rate_unit = ICU_INPUTS[name]
         amount = round(rng.uniform(100, 1000) if amount_unit == "mL" else rng.uniform(1, 50), 2)
